@@ -1,0 +1,76 @@
+"""The records that flow through a run: input rows, rejected rows and row outcomes.
+
+Data flows one way: the reader yields `Row` or `InvalidRow`; workers turn each `Row`
+into an `Outcome`; the journal, the logs, the report and the dead-letter file consume
+outcomes. Every record carries its source and line so any line of output can be traced
+back to the input that caused it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+DATA_SOURCES = ("rum", "product_analytics")
+DEFAULT_DATA_SOURCE = "rum"
+
+RowKey = tuple[int, str, str]
+"""(playlist_id, session_id, data_source): what makes a row the same row across runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One valid row, ready to send. `data_source` is already resolved to a concrete value."""
+
+    playlist_id: int
+    session_id: str
+    ts: int
+    data_source: str
+    source: str
+    line: int
+
+    @property
+    def key(self) -> RowKey:
+        return (self.playlist_id, self.session_id, self.data_source)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRow:
+    """A line of input that cannot be sent; `reason` says what is wrong and how to fix it.
+
+    `fields` holds whatever could be read of the original row (possibly nothing), so the
+    dead-letter file can echo it back.
+    """
+
+    source: str
+    line: int
+    reason: str
+    fields: dict[str, object]
+
+
+class Result(enum.StrEnum):
+    """What finally happened to a row. The values are the report's field names."""
+
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+    CREATED = "created"
+    ALREADY_PRESENT = "already_present"
+    FAILED = "failed"
+    NOT_ATTEMPTED = "not_attempted"
+
+    @property
+    def done(self) -> bool:
+        """The session is in its playlist: a rerun has nothing left to do for this row."""
+        return self in (Result.CREATED, Result.ALREADY_PRESENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final account of one row in this run."""
+
+    row: Row
+    result: Result
+    http_status: int | None = None
+    attempts: int = 0
+    latency_ms: float = 0.0
+    error: str | None = None
