@@ -16,7 +16,7 @@ class Ledger(Protocol):
         """True if the row should be sent; False if it was done in an earlier run or
         already appeared in this one (the runner then counts it as skipped)."""
 
-    def invalid(self, row: InvalidRow) -> None: ...
+    def rejected(self, row: InvalidRow) -> None: ...
 
     def outcome(self, outcome: Outcome) -> None: ...
 
@@ -41,7 +41,7 @@ class MemoryLedger:
         self._seen.add(key)
         return True
 
-    def invalid(self, row: InvalidRow) -> None:
+    def rejected(self, row: InvalidRow) -> None:
         pass
 
     def outcome(self, outcome: Outcome) -> None:

@@ -14,7 +14,7 @@ from worker.rows import InvalidRow, Outcome
 
 
 class RunObserver(Protocol):
-    def invalid(self, row: InvalidRow) -> None:
+    def rejected(self, row: InvalidRow) -> None:
         """A line of input was rejected by validation and will not be sent."""
 
     def outcome(self, outcome: Outcome) -> None:
