@@ -1,0 +1,14 @@
+"""A local, Datadog-compatible API for rehearsals, demos, tests and benchmarks.
+
+It answers the RUM replay playlist session routes with Datadog's status codes, bodies,
+auth and rate-limit headers, and can inject the failures a real run meets (5xx, dropped
+connections, hangs, bare 429s, revoked keys), so a client can be proven against all of
+them on loopback without sending anything to Datadog.
+"""
+
+from worker.sandbox.app import Sandbox
+from worker.sandbox.config import SandboxConfig
+from worker.sandbox.faults import FaultConfig
+from worker.sandbox.ratelimit import parse_rate_limit
+
+__all__ = ["FaultConfig", "Sandbox", "SandboxConfig", "parse_rate_limit"]

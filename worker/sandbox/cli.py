@@ -1,0 +1,205 @@
+"""The sandbox's command line: shared by `rum-playlist-ingest sandbox` and
+`python -m worker.sandbox`, so both take the same options and print the same line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from worker.sandbox.app import Sandbox
+from worker.sandbox.config import DEFAULT_RATE_LIMIT, SandboxConfig
+from worker.sandbox.faults import FaultConfig, parse_latency_ms
+from worker.sandbox.ratelimit import parse_rate_limit
+
+T = TypeVar("T")
+
+API_KEY_ENV = "SANDBOX_API_KEY"
+APP_KEY_ENV = "SANDBOX_APP_KEY"
+
+_SHARE_OPTIONS = {
+    "error_before": ("--fault-5xx", "answer 5xx without adding the session"),
+    "error_after": ("--fault-5xx-after", "add the session, then answer 5xx"),
+    "drop_before": ("--fault-drop", "close the connection without adding or answering"),
+    "drop_after": ("--fault-drop-after", "add the session, then close without answering"),
+    "hang": ("--fault-hang", "never answer (until the sandbox stops)"),
+    "non_json": ("--fault-non-json", "add the session, then answer 2xx with an HTML body"),
+    "bare_429": ("--fault-bare-429", "answer 429 with no rate-limit headers, like a proxy"),
+}
+"""FaultConfig share field -> (option, what it does to that share of PUTs)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    limit, period = DEFAULT_RATE_LIMIT
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port to listen on (default: 0, any free port)"
+    )
+    parser.add_argument(
+        "--rate-limit",
+        metavar="LIMIT/PERIOD",
+        default=f"{limit}/{period:g}",
+        help="LIMIT requests per PERIOD-second window, shared by every client "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--playlists",
+        metavar="ID,ID,...",
+        help="the playlists that exist; others answer 404 (default: every playlist exists)",
+    )
+    parser.add_argument(
+        "--minimal",
+        action="store_true",
+        help="for benchmarks: keep no request log, do as little per request as possible",
+    )
+    faults = parser.add_argument_group(
+        "faults", "SHARE is a fraction of PUT requests, 0 to 1; the shares add up to at most 1"
+    )
+    for field, (option, help_text) in _SHARE_OPTIONS.items():
+        faults.add_argument(
+            option, dest=f"fault_{field}", type=float, default=0.0, metavar="SHARE", help=help_text
+        )
+    faults.add_argument(
+        "--fault-latency-ms",
+        metavar="MS|MIN-MAX",
+        default="0",
+        help="delay every answer by MS, or by a uniform draw from MIN-MAX milliseconds",
+    )
+    faults.add_argument(
+        "--no-ratelimit-headers",
+        action="store_true",
+        help="proxy mode: no response carries X-RateLimit-* headers",
+    )
+    faults.add_argument(
+        "--revoke-keys-after",
+        type=int,
+        metavar="N",
+        help="serve N API requests, then answer 403 Forbidden to every later one",
+    )
+    faults.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default: 0)")
+
+
+def config_from_args(
+    args: argparse.Namespace, env: Mapping[str, str] = os.environ
+) -> SandboxConfig:
+    """Raises ValueError naming the bad option. Keys come from the environment, never
+    from options, so they stay out of the process list."""
+    faults = FaultConfig(
+        **{field: getattr(args, f"fault_{field}") for field in _SHARE_OPTIONS},
+        latency_ms=_option("--fault-latency-ms", parse_latency_ms, args.fault_latency_ms),
+        ratelimit_headers=not args.no_ratelimit_headers,
+        revoke_keys_after=args.revoke_keys_after,
+        seed=args.seed,
+    )
+    return SandboxConfig(
+        rate_limit=_option("--rate-limit", parse_rate_limit, args.rate_limit),
+        playlists=None
+        if args.playlists is None
+        else _option("--playlists", _parse_playlists, args.playlists),
+        api_key=env.get(API_KEY_ENV) or None,
+        app_key=env.get(APP_KEY_ENV) or None,
+        faults=faults,
+        minimal=args.minimal,
+    )
+
+
+async def serve(config: SandboxConfig, host: str, port: int) -> int:
+    """Serves until SIGINT or SIGTERM; the base URL is the one line on stdout, so a
+    script can read it (`url=$(... | head -1)`)."""
+    sandbox = Sandbox(config)
+    try:
+        base_url = await sandbox.start(host, port)
+    except OSError as exc:
+        print(f"error: {exc.strerror}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        print(base_url, flush=True)
+        print(_describe(config, host), file=sys.stderr, flush=True)
+        await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await sandbox.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.sandbox",
+        description="Serve a local Datadog-compatible RUM replay playlist API; "
+        "prints its base URL, serves until SIGINT or SIGTERM.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return _run(serve(config, args.host, args.port))
+
+
+def _run(coroutine: Coroutine[Any, Any, int]) -> int:
+    """With uvloop (the `fast` extra) when installed: benchmarks need the headroom."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    result: int = uvloop.run(coroutine)
+    return result
+
+
+def _option(option: str, parse: Callable[[str], T], text: str) -> T:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
+
+def _parse_playlists(text: str) -> frozenset[int]:
+    try:
+        ids = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a comma-separated list of playlist ids") from None
+    if not ids:
+        raise ValueError("name at least one playlist id, e.g. --playlists 1,2,3")
+    return ids
+
+
+def _describe(config: SandboxConfig, host: str) -> str:
+    limit, period = config.rate_limit
+    keys = (
+        f"the keys in {API_KEY_ENV}/{APP_KEY_ENV}"
+        if config.api_key or config.app_key
+        else f"any non-empty key pair (set {API_KEY_ENV}/{APP_KEY_ENV} to require one)"
+    )
+    lines = [
+        f"sandbox: rate limit {limit}/{period:g}s, accepting {keys}; "
+        "state at /_sandbox/state; stop with Ctrl-C or SIGTERM"
+    ]
+    if not _is_loopback(host):
+        lines.append(
+            f"sandbox: warning: {host} is reachable from other machines, and the "
+            "/_sandbox/ control routes need no key"
+        )
+    return "\n".join(lines)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,181 @@
+"""The failures a real API and the network between put in a client's way, on demand.
+
+Each PUT draws once from a seeded generator and falls into at most one fault band, so
+the shares are exact shares of PUTs, faults never stack, and a given seed and arrival
+order always give the same sequence: a failing test can be replayed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+ERROR_STATUSES = (500, 502, 503, 504)
+
+
+class Fault(enum.Enum):
+    NONE = "none"
+    HANG = "hang"
+    """Accept the request and never answer (until the server stops)."""
+    DROP_BEFORE = "drop_before"
+    """Close the connection without answering; the session is not added."""
+    BARE_429 = "bare_429"
+    """A 429 with no rate-limit headers, as a proxy in front of the API would send."""
+    ERROR_BEFORE = "error_before"
+    """A 5xx; the session is not added."""
+    DROP_AFTER = "drop_after"
+    """Add the session, then close the connection without answering."""
+    ERROR_AFTER = "error_after"
+    """Add the session, then answer 5xx: the client cannot tell it worked."""
+    NON_JSON = "non_json"
+    """Add the session, then answer 2xx with a body that is not JSON."""
+
+
+_SHARES = (
+    Fault.HANG,
+    Fault.DROP_BEFORE,
+    Fault.BARE_429,
+    Fault.ERROR_BEFORE,
+    Fault.DROP_AFTER,
+    Fault.ERROR_AFTER,
+    Fault.NON_JSON,
+)
+"""The share-valued fields of FaultConfig, named like the Fault they trigger."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultConfig:
+    """What to break. Shares are fractions of PUT requests (0 to 1, summing to at most 1);
+    latency and revocation apply to every API request."""
+
+    error_before: float = 0.0
+    error_after: float = 0.0
+    drop_before: float = 0.0
+    drop_after: float = 0.0
+    hang: float = 0.0
+    non_json: float = 0.0
+    bare_429: float = 0.0
+    latency_ms: tuple[float, float] = (0.0, 0.0)
+    """Added before answering, drawn uniformly from [min, max]."""
+    ratelimit_headers: bool = True
+    """False is "proxy mode": no response carries X-RateLimit-* headers."""
+    revoke_keys_after: int | None = None
+    """Serve this many API requests, then answer 403 to every later one."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        total = 0.0
+        for fault in _SHARES:
+            share = getattr(self, fault.value)
+            if not _is_number(share) or not 0.0 <= share <= 1.0:
+                raise ValueError(
+                    f"fault share {fault.value} must be between 0 and 1, not {share!r}"
+                )
+            total += share
+        if total > 1.0 + 1e-9:
+            raise ValueError(
+                f"fault shares add up to {total:g}, more than every request: lower some of them"
+            )
+        low, high = self.latency_ms
+        if not (_is_number(low) and _is_number(high) and 0 <= low <= high):
+            raise ValueError(
+                f"latency_ms must be (min, max) with 0 <= min <= max, not {self.latency_ms!r}"
+            )
+        if self.revoke_keys_after is not None and (
+            not isinstance(self.revoke_keys_after, int) or self.revoke_keys_after < 0
+        ):
+            raise ValueError(
+                f"revoke_keys_after must be a count of requests (0 or more), "
+                f"not {self.revoke_keys_after!r}"
+            )
+        if not isinstance(self.ratelimit_headers, bool) or not isinstance(self.seed, int):
+            raise ValueError("ratelimit_headers must be true or false, and seed an integer")
+
+    def updated(self, changes: Mapping[str, object]) -> FaultConfig:
+        """This config with some fields changed, from JSON-like values (`latency_ms` may be
+        a number, `[min, max]` or `"min-max"`)."""
+        names = {field.name for field in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown fault field(s) {unknown}; known: {sorted(names)}")
+        values = dict(changes)
+        if "latency_ms" in values:
+            values["latency_ms"] = parse_latency_ms(values["latency_ms"])
+        return dataclasses.replace(self, **values)  # type: ignore[arg-type]
+
+    def to_json(self) -> dict[str, object]:
+        return {**dataclasses.asdict(self), "latency_ms": list(self.latency_ms)}
+
+
+def parse_latency_ms(value: object) -> tuple[float, float]:
+    """`5` or `"5"` -> (5, 5); `"5-50"` or `[5, 50]` -> (5, 50)."""
+    try:
+        if isinstance(value, str):
+            low, _, high = value.partition("-")
+            bounds = (float(low), float(high or low))
+        elif isinstance(value, list | tuple) and len(value) == 2:
+            bounds = (float(value[0]), float(value[1]))
+        elif _is_number(value):
+            bounds = (float(value), float(value))  # type: ignore[arg-type]
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"latency {value!r} is not MS or MIN-MAX milliseconds: write e.g. 5 or 5-50"
+        ) from None
+    if not (math.isfinite(bounds[1]) and 0 <= bounds[0] <= bounds[1]):
+        raise ValueError(f"latency {value!r} must be 0 or more, with MIN <= MAX")
+    return bounds
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class FaultPlan:
+    """The live state of a FaultConfig: its random stream and its revocation count."""
+
+    def __init__(self, config: FaultConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        bands: list[tuple[float, Fault]] = []
+        edge = 0.0
+        for fault in _SHARES:
+            share = getattr(config, fault.value)
+            if share:
+                edge += share
+                bands.append((edge, fault))
+        self._bands = tuple(bands)
+        low, high = config.latency_ms
+        self._latency = (low / 1000, high / 1000)
+        self._requests = 0
+
+    def draw(self) -> Fault:
+        """The fault for the next PUT: one draw per PUT, none when no share is set."""
+        if not self._bands:
+            return Fault.NONE
+        point = self._rng.random()
+        for edge, fault in self._bands:
+            if point < edge:
+                return fault
+        return Fault.NONE
+
+    def error_status(self) -> int:
+        return self._rng.choice(ERROR_STATUSES)
+
+    def latency(self) -> float:
+        """Seconds to wait before answering."""
+        low, high = self._latency
+        return low if low == high else self._rng.uniform(low, high)
+
+    def revoked(self) -> bool:
+        """Counts one API request; True once the keys' allowance is spent."""
+        limit = self.config.revoke_keys_after
+        if limit is None:
+            return False
+        self._requests += 1
+        return self._requests > limit

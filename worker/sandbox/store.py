@@ -1,0 +1,120 @@
+"""What the sandbox holds and what it has seen: the playlists' sessions, the counters
+and a bounded log of requests. Tests read these to check what a client really did,
+not just what it reported."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+from aiohttp import web
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session as its playlist holds it: from the first PUT that added it."""
+
+    ts: int
+    data_source: str
+
+
+class Store:
+    """Sessions per playlist, in the order they were added."""
+
+    def __init__(self) -> None:
+        self._playlists: dict[int, dict[str, SessionRecord]] = {}
+
+    def add(self, playlist_id: int, session_id: str, record: SessionRecord) -> bool:
+        """True if the session is new to the playlist; a repeat keeps the first record."""
+        sessions = self._playlists.setdefault(playlist_id, {})
+        if session_id in sessions:
+            return False
+        sessions[session_id] = record
+        return True
+
+    def get(self, playlist_id: int, session_id: str) -> SessionRecord | None:
+        return self._playlists.get(playlist_id, {}).get(session_id)
+
+    def sessions(self, playlist_id: int) -> Mapping[str, SessionRecord]:
+        return self._playlists.get(playlist_id, {})
+
+    def remove(self, playlist_id: int, session_ids: Iterable[str]) -> int:
+        """Removes what is held of `session_ids`; returns how many were held."""
+        sessions = self._playlists.get(playlist_id, {})
+        return sum(sessions.pop(session_id, None) is not None for session_id in session_ids)
+
+    def playlist_ids(self) -> list[int]:
+        return sorted(playlist for playlist, sessions in self._playlists.items() if sessions)
+
+    def clear(self) -> None:
+        self._playlists.clear()
+
+    def __len__(self) -> int:
+        return sum(len(sessions) for sessions in self._playlists.values())
+
+    def to_json(self) -> dict[str, list[dict[str, object]]]:
+        return {
+            str(playlist): [
+                {"session_id": session_id, **asdict(record)}
+                for session_id, record in self._playlists[playlist].items()
+            ]
+            for playlist in self.playlist_ids()
+        }
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters over the API routes (the /_sandbox control routes are not counted)."""
+
+    requests: int = 0
+    puts: int = 0
+    duplicate_puts: int = 0
+    """PUTs applied for a (playlist, session) already held: a client's wasted retries."""
+    after_revoke: int = 0
+    """Requests received after the keys were revoked: a client that does not stop."""
+    dropped: int = 0
+    hung: int = 0
+    responses: Counter[int] = field(default_factory=Counter)
+
+    def clear(self) -> None:
+        self.requests = self.puts = self.duplicate_puts = 0
+        self.after_revoke = self.dropped = self.hung = 0
+        self.responses.clear()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "responses"},
+            "responses": {str(status): count for status, count in sorted(self.responses.items())},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """What a test may check about a request: never the key values."""
+
+    method: str
+    raw_path: str
+    query_string: str
+    header_names: tuple[str, ...]
+    user_agent: str | None
+    accept: str | None
+
+    @classmethod
+    def of(cls, request: web.BaseRequest) -> LoggedRequest:
+        headers = request.headers
+        return cls(
+            method=request.method,
+            raw_path=request.rel_url.raw_path,
+            query_string=request.rel_url.raw_query_string,
+            header_names=tuple(headers.keys()),
+            user_agent=headers.get("User-Agent"),
+            accept=headers.get("Accept"),
+        )
+
+
+class RequestLog(deque[LoggedRequest]):
+    """The most recent requests, oldest first; older ones fall off."""
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [asdict(entry) for entry in self]
