@@ -1,0 +1,189 @@
+"""One HTTP attempt to add a session to a playlist, and what its answer means.
+
+The client knows the endpoint's shape and how to read Datadog's answers; it knows
+nothing of retries or pacing. Each attempt becomes a `Reply` whose `kind` tells the
+worker what to do next.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from worker import __version__
+from worker.config import Credentials
+from worker.pacer import RateLimitHeaders, parse_rate_limit_headers, parse_retry_after
+from worker.rows import Row
+
+try:  # optional speed-up (the `fast` extra)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    from json import loads as _loads
+
+USER_AGENT = f"rum-playlist-ingest/{__version__} (+aiohttp/{aiohttp.__version__})"
+PATH = "/api/v2/rum/replay/playlists/{playlist_id}/sessions/{session_id}"
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+KEY_STATUSES = frozenset({401, 403})
+
+
+class Kind(enum.Enum):
+    """What an answer means for the row that caused it."""
+
+    ADDED = "added"  # 201 or 200: the session is in the playlist
+    RATE_LIMITED = "rate_limited"  # 429: wait, then send again; never the row's failure
+    RETRYABLE = "retryable"  # 408, 425, 5xx, connection errors, timeouts
+    ROW_FAILED = "row_failed"  # any other 4xx: this row will not succeed as it is
+    KEYS_REFUSED = "keys_refused"  # 401, 403: the keys, not the row, are at fault
+    FATAL = "fatal"  # the run cannot work at all (TLS verification failed)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    kind: Kind
+    status: int | None
+    latency_ms: float
+    error: str | None = None
+    rate_limit: RateLimitHeaders | None = None
+    retry_after: float | None = None
+    body_problem: str | None = None  # a 2xx whose body was not the documented JSON
+
+
+def session_url(base_url: str, row: Row) -> URL:
+    """Each path parameter percent-encoded with no safe characters, so an id holding
+    `/`, `?`, `#` or `%` can never leave its own path segment."""
+    path = PATH.format(playlist_id=row.playlist_id, session_id=quote(row.session_id, safe=""))
+    query = f"ts={row.ts}&data_source={quote(row.data_source, safe='')}"
+    return URL(f"{base_url}{path}?{query}", encoded=True)
+
+
+def classify_status(status: int) -> Kind:
+    if 200 <= status < 300:
+        return Kind.ADDED
+    if status == 429:
+        return Kind.RATE_LIMITED
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return Kind.RETRYABLE
+    if status in KEY_STATUSES:
+        return Kind.KEYS_REFUSED
+    return Kind.ROW_FAILED
+
+
+def error_text(body: bytes) -> str:
+    """Datadog's `{"errors": [...]}` joined, else the start of whatever came back."""
+    try:
+        parsed = _loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("errors"), list):
+        return "; ".join(str(e) for e in parsed["errors"])[:500]
+    text = body[:200].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
+
+
+def _body_problem(body: bytes) -> str | None:
+    try:
+        parsed = _loads(body)
+    except ValueError:
+        return f"body is not JSON: {body[:80]!r}"
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("data"), dict):
+        return f"body has no 'data' object: {body[:80]!r}"
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the server"
+    detail = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {detail}"[:300]
+
+
+class Client:
+    """One `aiohttp.ClientSession` for the whole run, with the keys in its headers."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        concurrency: int,
+        timeout_s: float,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self._base_url = base_url
+        self._headers = {
+            "DD-API-KEY": credentials.api_key.reveal(),
+            "DD-APPLICATION-KEY": credentials.app_key.reveal(),
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
+        self._concurrency = concurrency
+        self._ssl: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300, ssl=self._ssl)
+        # trust_env: HTTPS_PROXY / NO_PROXY and ~/.netrc-free proxy settings, as users expect.
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=self._timeout,
+            trust_env=True,
+            skip_auto_headers=("Content-Type",),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def add(self, row: Row) -> Reply:
+        """Send one PUT; never raises for what the network or the server does."""
+        assert self._session is not None, "use the client as an async context manager"
+        started = time.perf_counter()
+        try:
+            async with self._session.put(session_url(self._base_url, row)) as resp:
+                body = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except aiohttp.ClientConnectorCertificateError as exc:
+            return Reply(
+                Kind.FATAL,
+                None,
+                (time.perf_counter() - started) * 1000,
+                f"TLS certificate verification failed ({exc.certificate_error}); "
+                "if a corporate proxy re-signs traffic, pass its CA with --ca-bundle",
+            )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return Reply(
+                Kind.RETRYABLE, None, (time.perf_counter() - started) * 1000, _describe(exc)
+            )
+        latency_ms = (time.perf_counter() - started) * 1000
+        kind = classify_status(status)
+        rate_limit = parse_rate_limit_headers(headers)
+        if kind is Kind.ADDED:
+            return Reply(
+                kind, status, latency_ms, rate_limit=rate_limit, body_problem=_body_problem(body)
+            )
+        return Reply(
+            kind,
+            status,
+            latency_ms,
+            error=f"HTTP {status}: {error_text(body)}",
+            rate_limit=rate_limit,
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+        )

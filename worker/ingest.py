@@ -1,0 +1,294 @@
+"""`run`: wires the parts of one ingest together and turns how it ended into an exit code.
+
+Everything that can be wrong with the options, keys, inputs or journal is found here
+before the first request, so such a run exits 2 having sent nothing. Once requests flow,
+every row ends in the report, the journal and the logs, whether the run finishes, aborts
+or is interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from worker import aio, logs
+from worker.client import Client, session_url
+from worker.config import ConfigError, Credentials, Secret, base_url_for, load_credentials
+from worker.deadletter import DeadLetter
+from worker.journal import JournalError, Ledger, MemoryLedger, SqliteJournal, default_journal_path
+from worker.metrics import statsd_from
+from worker.observe import RunObserver
+from worker.pacer import Pacer
+from worker.progress import make_progress
+from worker.reader import InputError, ReaderOptions, RowStream, open_inputs
+from worker.report import (
+    EXIT_ABORTED,
+    EXIT_CANNOT_START,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    Report,
+)
+from worker.rows import InvalidRow, Outcome, Result, Row
+from worker.runner import Fanout, RetryPolicy, Run, RunSettings, Stop
+from worker.sandbox import Sandbox, SandboxConfig, parse_rate_limit
+from worker.shard import Shard
+
+Logger = structlog.typing.FilteringBoundLogger
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs, resolved and checked before anything is sent."""
+
+    args: argparse.Namespace
+    reader: ReaderOptions
+    shard: Shard | None
+    base_url: str | None  # None: a sandbox started for this run
+    credentials: Credentials | None  # None: --dry-run or --sandbox
+    sandbox_rate_limit: tuple[int, float] | None
+    policy: RetryPolicy
+    journal_path: Path | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
+        try:
+            shard = Shard.parse(args.shard) if args.shard else None
+            sandbox_limit = (
+                parse_rate_limit(args.sandbox_rate_limit) if args.sandbox_rate_limit else None
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if sandbox_limit and not args.sandbox:
+            raise ConfigError("--sandbox-rate-limit applies only with --sandbox")
+        if args.sandbox and (args.base_url or args.site):
+            raise ConfigError("--sandbox sends to a local sandbox; drop --site/--base-url")
+        needs_keys = not (args.sandbox or args.dry_run)
+        base_url = None if args.sandbox else base_url_for(args.site, args.base_url, environ)
+        credentials = (
+            load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
+        )
+        journal_path = None
+        if not (args.no_journal or args.dry_run):
+            journal_path = Path(args.journal) if args.journal else default_journal_path(shard)
+        return cls(
+            args=args,
+            reader=ReaderOptions(
+                fmt=args.format, default_data_source=args.data_source, ts_unit=args.ts_unit
+            ),
+            shard=shard,
+            base_url=base_url,
+            credentials=credentials,
+            sandbox_rate_limit=sandbox_limit,
+            policy=RetryPolicy(
+                max_attempts=args.max_attempts,
+                failure_window=args.abort_window,
+                failure_rate_to_abort=args.abort_failure_rate,
+                max_stall_s=args.max_stall,
+            ),
+            journal_path=journal_path,
+        )
+
+    def owns(self, item: Row | InvalidRow) -> bool:
+        if self.shard is None:
+            return True
+        if isinstance(item, Row):
+            return self.shard.owns(item.key)
+        return self.shard.owns_line(item.source, item.line)
+
+    def run_info(self, target: str) -> dict[str, object]:
+        """What the journal records of this run: the options, never the keys."""
+        options = {k: v for k, v in vars(self.args).items() if not k.endswith("_file")}
+        options.pop("handler", None)
+        return {"target": target, "inputs": list(self.args.inputs), "options": options}
+
+
+def ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    try:
+        plan = Plan.from_args(args, environ)
+    except ConfigError as exc:
+        print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    secrets_ = plan.credentials.secrets() if plan.credentials else ()
+    log = logs.configure(fmt=args.log_format, secrets=secrets_)
+    try:
+        stream = open_inputs(args.inputs, plan.reader)
+    except InputError as exc:
+        log.error("cannot_start", error=str(exc))
+        return EXIT_CANNOT_START
+    with stream:
+        if args.dry_run:
+            return _dry_run(plan, stream, log)
+        return aio.run(_ingest(plan, stream, log, environ))
+
+
+def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
+    """Validate and print each request that would be sent; send nothing."""
+    report = Report()
+    observer = logs.LogObserver(log)
+    base_url = plan.base_url or "http://sandbox.invalid"
+    out = sys.stdout
+    for item in stream:
+        if not plan.owns(item):
+            continue
+        if isinstance(item, InvalidRow):
+            report.rejected(item)
+            observer.rejected(item)
+        else:
+            out.write(f"PUT {session_url(base_url, item)}\n")
+            report.outcome(Outcome(item, Result.NOT_ATTEMPTED))
+    code = EXIT_ROWS_FAILED if report.invalid else EXIT_OK
+    report.finish(code)
+    _finish(plan, report, log, dry_run=True)
+    return code
+
+
+@contextlib.asynccontextmanager
+async def _target(plan: Plan) -> AsyncIterator[tuple[str, Credentials]]:
+    """The base URL and keys to use: the plan's, or a sandbox's started for this run."""
+    if plan.base_url is not None:
+        assert plan.credentials is not None
+        yield plan.base_url, plan.credentials
+        return
+    api_key, app_key = secrets.token_hex(16), secrets.token_hex(16)
+    config = SandboxConfig(api_key=api_key, app_key=app_key)
+    if plan.sandbox_rate_limit:
+        config = SandboxConfig(api_key=api_key, app_key=app_key, rate_limit=plan.sandbox_rate_limit)
+    async with Sandbox(config) as sandbox:
+        yield sandbox.base_url, Credentials(Secret(api_key), Secret(app_key))
+
+
+def _open_ledger(plan: Plan, target: str) -> Ledger:
+    if plan.journal_path is None:
+        return MemoryLedger()
+    return SqliteJournal.open(
+        plan.journal_path, target=target, fresh=plan.args.fresh, run_info=plan.run_info(target)
+    )
+
+
+async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[str, str]) -> int:
+    args = plan.args
+    report = Report()
+    async with _target(plan) as (base_url, credentials):
+        try:
+            ledger = _open_ledger(plan, base_url)
+        except JournalError as exc:
+            log.error("cannot_start", error=str(exc))
+            return EXIT_CANNOT_START
+        dead_letter = DeadLetter(Path(args.dead_letter)) if args.dead_letter else None
+        metrics = statsd_from(args.statsd, environ)
+        observers: list[RunObserver] = [ledger, report, logs.LogObserver(log)]
+        observers += [o for o in (dead_letter, metrics) if o is not None]
+        fanout = Fanout(observers)
+        pacer = Pacer(rate=args.rate, on_pause=fanout.paused)
+        log.info(
+            "start",
+            target=base_url,
+            inputs=list(args.inputs),
+            concurrency=args.concurrency,
+            shard=str(plan.shard) if plan.shard else None,
+            journal=str(plan.journal_path) if plan.journal_path else None,
+        )
+        progress = make_progress(
+            report,
+            stream.position,
+            enabled=args.progress,
+            stream=sys.stderr,
+            logger=log,
+            interval_s=args.progress_interval,
+        )
+        async with Client(
+            base_url,
+            credentials,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            ca_bundle=args.ca_bundle,
+        ) as client:
+            run = Run(
+                iter(stream),
+                client=client,
+                pacer=pacer,
+                ledger=ledger,
+                observer=fanout,
+                settings=RunSettings(args.concurrency, plan.policy, grace_s=args.grace),
+                owns=plan.owns,
+                warn=lambda event, fields: log.warning(event, **fields),
+            )
+            received: list[int] = []
+            with _signals(run, received):
+                async with progress:
+                    stop = await run.execute()
+        code = _exit_code(stop, received, report)
+        if stop is not None and stop is not Stop.SIGNAL:
+            log.error(
+                "aborted",
+                reason=stop.value,
+                detail=run.input_error or _ABORT_ADVICE.get(stop),
+                not_attempted=report.not_attempted,
+            )
+        report.finish(code)
+        for closing in (dead_letter, metrics):
+            if closing is not None:
+                closing.close()
+        ledger.close(report.as_dict())
+    _finish(plan, report, log, dry_run=False)
+    return code
+
+
+_ABORT_ADVICE = {
+    Stop.KEYS_REFUSED: "check DD_API_KEY / DD_APP_KEY, the site (--site), and that the "
+    "application key may write RUM playlists; rerun to resume",
+    Stop.SYSTEMIC: "nearly every request failed; see the errors above, fix the cause and "
+    "rerun to resume (--abort-failure-rate tunes this)",
+    Stop.STALLED: "no row finished within --max-stall seconds; rerun later to resume",
+    Stop.FATAL: "the API cannot be reached as configured; see the error above",
+}
+
+
+def _exit_code(stop: Stop | None, received: list[int], report: Report) -> int:
+    if stop is Stop.SIGNAL:
+        return EXIT_SIGTERM if received and received[0] == signal.SIGTERM else EXIT_SIGINT
+    if stop is Stop.INPUT:
+        return EXIT_CANNOT_START
+    if stop is not None:
+        return EXIT_ABORTED
+    return report.exit_status()
+
+
+@contextlib.contextmanager
+def _signals(run: Run, received: list[int]) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop gracefully. Second: stop at once (still losing nothing
+    that was confirmed: outcomes already reached the journal)."""
+    loop = asyncio.get_running_loop()
+
+    def handle(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            run.request_stop(Stop.SIGNAL)
+        else:
+            run.hurry()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, handle, signum)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _finish(plan: Plan, report: Report, log: Logger, *, dry_run: bool) -> None:
+    summary = report.as_dict()
+    log.info("summary", dry_run=dry_run, **summary)
+    if plan.args.report:
+        report.write(Path(plan.args.report))
