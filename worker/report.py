@@ -111,4 +111,3 @@ class Report:
             json.dump(self.as_dict(), out, indent=2)
             out.write("\n")
         os.replace(tmp, path)
-
