@@ -1,0 +1,203 @@
+"""Metrics reach a real DogStatsD listener on loopback, with the right names and tags."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from worker.metrics import Destination, StatsdMetrics, destination_from, statsd_from
+from worker.rows import InvalidRow, Outcome, Result, Row
+
+
+@dataclass(frozen=True)
+class Datagram:
+    """One metric line as the agent would read it."""
+
+    name: str
+    value: float
+    kind: str
+    tags: frozenset[str]
+
+
+def parse(line: str) -> Datagram:
+    """`name:value|type|@rate|#tag,tag|c:container`, sections after the type in any order."""
+    head, kind, *sections = line.split("|")
+    name, value = head.rsplit(":", 1)
+    tags = next((s[1:].split(",") for s in sections if s.startswith("#")), [])
+    return Datagram(name, float(value), kind, frozenset(tags))
+
+
+def drive(metrics: StatsdMetrics) -> None:
+    row = Row(playlist_id=42, session_id="s-1", ts=0, data_source="rum", source="in.csv", line=2)
+    metrics.outcome(Outcome(row, Result.CREATED, http_status=201, attempts=1))
+    metrics.outcome(Outcome(row, Result.CREATED, http_status=201, attempts=2))
+    metrics.outcome(Outcome(row, Result.FAILED, http_status=400, attempts=1))
+    metrics.rejected(InvalidRow(source="in.csv", line=3, reason="no session_id", fields={}))
+    metrics.response(201, 12.5, retry=False)
+    metrics.response(429, 30.0, retry=False)
+    metrics.response(None, 5.0, retry=True)
+    metrics.paused(2.5, "rate_limited")
+    metrics.close()
+
+
+Series = tuple[str, frozenset[str]]
+
+
+@dataclass(frozen=True)
+class Received:
+    counts: dict[Series, float]
+    """Summed by series: client-side aggregation may split a count across flushes."""
+    samples: dict[Series, list[float]]
+
+
+def receive(sock: socket.socket, *, series: int = 11) -> Received:
+    """Read the tool's metrics until `series` series (what `drive` sends) have arrived,
+    then whatever else is already queued (`close` has sent everything by then). The
+    client's own telemetry, `datadog.dogstatsd.client.*`, is not ours and is left out."""
+    counts: dict[Series, float] = defaultdict(float)
+    samples: dict[Series, list[float]] = defaultdict(list)
+
+    def take(payload: bytes) -> None:
+        for line in payload.decode().splitlines():
+            d = parse(line)
+            if d.name.startswith("rum_playlist_ingest."):
+                if d.kind == "c":
+                    counts[d.name, d.tags] += d.value
+                else:
+                    samples[d.name, d.tags].append(d.value)
+
+    while len(counts) + len(samples) < series:
+        take(sock.recv(65_535))
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            take(sock.recv(65_535))
+    return Received(dict(counts), dict(samples))
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client adds tags from these variables itself; keep the tests' tags exact."""
+    for name in ("DD_ENV", "DD_SERVICE", "DD_VERSION", "DD_ENTITY_ID", "DATADOG_TAGS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("DD_DOGSTATSD_DISABLE", raising=False)
+
+
+@pytest.fixture
+def udp() -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)  # a safety net for a broken client, not a measurement
+        yield sock
+
+
+def test_metrics_arrive_with_names_and_tags(udp: socket.socket) -> None:
+    port = udp.getsockname()[1]
+    metrics = statsd_from(f"127.0.0.1:{port}", {}, tags=["shard:1/4"])
+    assert metrics is not None
+    drive(metrics)
+    received = receive(udp)
+
+    def series(name: str, *tags: str) -> Series:
+        return f"rum_playlist_ingest.{name}", frozenset(
+            {"tool:rum-playlist-ingest", "shard:1/4", *tags}
+        )
+
+    row = ("playlist_id:42", "data_source:rum")
+    assert received.counts == {
+        series("rows", "outcome:created", *row): 2,
+        series("rows", "outcome:failed", *row): 1,
+        series("rows", "outcome:invalid"): 1,
+        series("requests", "status:201"): 1,
+        series("requests", "status:429"): 1,
+        series("requests", "status:error"): 1,
+        series("rate_limited"): 1,
+        series("retries"): 1,
+        series("paused_seconds", "reason:rate_limited"): 2.5,
+    }
+    assert received.samples == {
+        series("latency_ms", "status:201"): [12.5],
+        series("latency_ms", "status:429"): [30.0],
+        series("latency_ms", "status:error"): [5.0],
+    }
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"DD_AGENT_HOST": "127.0.0.1", "DD_DOGSTATSD_PORT": "{port}"},
+        {"DD_DOGSTATSD_URL": "udp://127.0.0.1:{port}", "DD_AGENT_HOST": "192.0.2.1"},
+    ],
+)
+def test_the_agents_usual_variables_turn_metrics_on(
+    udp: socket.socket, environ: dict[str, str]
+) -> None:
+    port = udp.getsockname()[1]
+    metrics = statsd_from(None, {k: v.format(port=port) for k, v in environ.items()})
+    assert metrics is not None
+    drive(metrics)
+    assert receive(udp).counts
+
+
+def test_metrics_go_to_a_unix_socket() -> None:
+    # A short directory: a socket path is limited to about a hundred bytes.
+    with (
+        tempfile.TemporaryDirectory(dir="/tmp") as directory,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
+    ):
+        path = Path(directory, "dsd.socket")
+        sock.bind(str(path))
+        sock.settimeout(10)
+        metrics = statsd_from(f"unix://{path}", {})
+        assert metrics is not None
+        drive(metrics)
+        assert receive(sock).counts
+
+
+def test_no_agent_named_means_no_metrics() -> None:
+    assert statsd_from(None, {}) is None
+    assert statsd_from(None, {"DD_DOGSTATSD_PORT": "8125"}) is None
+
+
+@pytest.mark.parametrize(
+    ("option", "environ", "destination"),
+    [
+        ("agent:9125", {"DD_AGENT_HOST": "other"}, Destination(host="agent", port=9125)),
+        ("agent", {}, Destination(host="agent", port=8125)),
+        ("[::1]:8126", {}, Destination(host="::1", port=8126)),
+        (None, {"DD_AGENT_HOST": "10.0.0.7"}, Destination(host="10.0.0.7", port=8125)),
+        (
+            None,
+            {"DD_DOGSTATSD_URL": "unix:///var/run/datadog/dsd.socket"},
+            Destination(socket_path="unix:///var/run/datadog/dsd.socket"),
+        ),
+    ],
+)
+def test_destination_precedence(
+    option: str | None, environ: dict[str, str], destination: Destination
+) -> None:
+    assert destination_from(option, environ) == destination
+
+
+@pytest.mark.parametrize(
+    ("option", "environ", "named"),
+    [
+        ("agent:http", {}, "--statsd"),
+        ("agent:0", {}, "--statsd"),
+        ("http://agent:8125", {}, "--statsd"),
+        (None, {"DD_DOGSTATSD_URL": "tcp://agent:8125"}, "DD_DOGSTATSD_URL"),
+        (None, {"DD_AGENT_HOST": "agent", "DD_DOGSTATSD_PORT": "x"}, "DD_DOGSTATSD_PORT"),
+    ],
+)
+def test_a_malformed_destination_is_named_in_the_error(
+    option: str | None, environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        destination_from(option, environ)

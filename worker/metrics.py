@@ -1,0 +1,135 @@
+"""DogStatsD metrics, so a long backfill can be watched in Datadog itself.
+
+`StatsdMetrics` is one more `RunObserver`. It sends through Datadog's own client with
+client-side aggregation and buffering on: counters are summed in memory and flushed by
+the client's thread every fraction of a second, so a busy run costs a dictionary update
+per event rather than a datagram, and an absent or slow agent never holds up a worker
+(the socket does not block; a datagram that cannot be sent is dropped).
+
+Every metric is tagged `tool:rum-playlist-ingest` plus whatever the caller adds (the shard,
+say); the client itself adds `env`, `service` and `version` from `DD_ENV`, `DD_SERVICE`
+and `DD_VERSION`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from datadog.dogstatsd.base import DogStatsd
+
+from worker.rows import InvalidRow, Outcome, Result
+
+NAMESPACE = "rum_playlist_ingest"
+TOOL_TAG = "tool:rum-playlist-ingest"
+DEFAULT_PORT = 8125
+_UNIX_SCHEMES = ("unix", "unixgram", "unixstream")
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where the agent listens: a UDP host and port, or a Unix socket (as a URL the
+    client understands, `unix://`, `unixgram://` or `unixstream://`)."""
+
+    host: str | None = None
+    port: int | None = None
+    socket_path: str | None = None
+
+
+def parse_destination(text: str, *, origin: str = "--statsd") -> Destination:
+    """Read `HOST:PORT`, `HOST` (port 8125), `[IPv6]:PORT`, `udp://HOST:PORT` or
+    `unix:///path/to/dsd.socket`; `origin` names the option or variable in errors."""
+    url = urlsplit(text if "://" in text else f"udp://{text}")
+    if url.scheme in _UNIX_SCHEMES and url.path:
+        return Destination(socket_path=text)
+    try:
+        port = url.port
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if url.scheme != "udp" or not url.hostname or url.path or port == 0:
+        raise ValueError(
+            f"{origin} wants HOST:PORT (such as localhost:8125), udp://HOST:PORT"
+            f" or unix:///path/to/dsd.socket, not {text!r}"
+        )
+    return Destination(host=url.hostname, port=port or DEFAULT_PORT)
+
+
+def destination_from(option: str | None, environ: Mapping[str, str]) -> Destination | None:
+    """`--statsd` if given, else the agent's usual variables, else None (metrics off).
+
+    As in Datadog's clients, `DD_DOGSTATSD_URL` wins over `DD_AGENT_HOST` (with
+    `DD_DOGSTATSD_PORT`). A port alone does not turn metrics on: it names no agent.
+    """
+    if option is not None:
+        return parse_destination(option)
+    if url := environ.get("DD_DOGSTATSD_URL"):
+        return parse_destination(url, origin="DD_DOGSTATSD_URL")
+    if host := environ.get("DD_AGENT_HOST"):
+        port = environ.get("DD_DOGSTATSD_PORT") or str(DEFAULT_PORT)
+        if not port.isdecimal():
+            raise ValueError(f"DD_DOGSTATSD_PORT wants a port number, not {port!r}")
+        return Destination(host=host, port=int(port))
+    return None
+
+
+class StatsdMetrics:
+    """A run observer that counts outcomes, requests, 429s, retries and pauses, and
+    samples latency, under the `rum_playlist_ingest.` namespace."""
+
+    def __init__(self, client: DogStatsd) -> None:
+        self._client = client
+
+    def rejected(self, row: InvalidRow) -> None:
+        self._client.increment("rows", tags=[f"outcome:{Result.INVALID.value}"])
+
+    def outcome(self, outcome: Outcome) -> None:
+        row = outcome.row
+        self._client.increment(
+            "rows",
+            tags=[
+                f"outcome:{outcome.result.value}",
+                f"playlist_id:{row.playlist_id}",
+                f"data_source:{row.data_source}",
+            ],
+        )
+
+    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
+        tags = [f"status:{status if status is not None else 'error'}"]
+        self._client.increment("requests", tags=tags)
+        # A distribution rather than a histogram: shards run on many hosts, and only a
+        # distribution gives percentiles over all of them.
+        self._client.distribution("latency_ms", latency_ms, tags=tags)
+        if status == 429:
+            self._client.increment("rate_limited")
+        if retry:
+            self._client.increment("retries")
+
+    def paused(self, seconds: float, reason: str) -> None:
+        self._client.increment("paused_seconds", seconds, tags=[f"reason:{reason}"])
+
+    def close(self) -> None:
+        """Send what is still buffered; call once at the end of the run."""
+        self._client.stop()
+
+
+def statsd_from(
+    option: str | None, environ: Mapping[str, str], *, tags: Sequence[str] = ()
+) -> StatsdMetrics | None:
+    """Metrics to `--statsd`, or to the agent the environment names, or None.
+
+    Raises ValueError, naming the option or variable, when the destination is malformed.
+    """
+    destination = destination_from(option, environ)
+    if destination is None:
+        return None
+    client = DogStatsd(
+        host=destination.host,
+        port=destination.port,
+        socket_path=destination.socket_path,
+        namespace=NAMESPACE,
+        constant_tags=[TOOL_TAG, *tags],
+        disable_aggregation=False,
+        disable_buffering=False,
+    )
+    return StatsdMetrics(client)
