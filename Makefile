@@ -1,0 +1,41 @@
+# The two set-up commands are `make demo` (a run against the built-in sandbox) and
+# `make test` (the whole suite). Both create .venv on first use; only python3 is needed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,fast,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## add the sample sessions to playlists in a local sandbox; no Datadog account
+	$(BIN)/rum-playlist-ingest run sample_inputs/sessions.csv --sandbox --report out/demo-report.json
+
+test: $(STAMP)  ## the whole test suite (what CI runs)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: $(STAMP)  ## all benchmarks; see bench/README.md for each one alone
+	$(BIN)/python bench/ratelimit.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/journal.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

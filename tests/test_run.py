@@ -1,0 +1,284 @@
+"""The core run end to end: the real command, a real sandbox on loopback, no mocks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from support import (
+    API_KEY,
+    APP_KEY,
+    KEYS,
+    TS,
+    assert_invariant,
+    rows,
+    run_cli,
+    write_csv,
+    write_ndjson,
+)
+from worker.sandbox import FaultConfig, Sandbox
+
+MakeSandbox = Callable[..., Awaitable[Sandbox]]
+
+
+def held(sandbox: Sandbox) -> dict[int, dict[str, dict[str, object]]]:
+    """What the sandbox holds: {playlist: {session_id: record}}."""
+    sessions: dict[str, list[dict[str, Any]]] = sandbox.state()["sessions"]  # type: ignore[assignment]
+    return {
+        int(playlist): {record["session_id"]: record for record in records}
+        for playlist, records in sessions.items()
+    }
+
+
+def expected(items: list[dict[str, object]]) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    for item in items:
+        out.setdefault(int(item["playlist_id"]), set()).add(str(item["session_id"]))  # type: ignore[call-overload]
+    return out
+
+
+def landed(sandbox: Sandbox) -> dict[int, set[str]]:
+    return {playlist: set(sessions) for playlist, sessions in held(sandbox).items()}
+
+
+async def keyed_sandbox(make_sandbox: MakeSandbox, **config: Any) -> Sandbox:
+    return await make_sandbox(api_key=API_KEY, app_key=APP_KEY, **config)
+
+
+def run_args(sandbox: Sandbox, *inputs: str, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["run", *inputs, "--base-url", sandbox.base_url, "--no-journal", *extra]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson", "csv.gz", "ndjson.gz"])
+async def test_every_row_lands_from_each_format(
+    make_sandbox: MakeSandbox, tmp_path: Path, fmt: str
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    items = rows(40, playlists=(1001, 1002, 1003))
+    plain = tmp_path / f"in.{fmt.removesuffix('.gz')}"
+    (write_csv if fmt.startswith("csv") else write_ndjson)(plain, items)
+    path = plain
+    if fmt.endswith(".gz"):
+        path = tmp_path / f"in.{fmt}"
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+    report = tmp_path / "report.json"
+
+    done = await run_cli(*run_args(sandbox, str(path), extra=("--report", str(report))), env=KEYS)
+
+    assert done.code == 0, done.stderr
+    assert landed(sandbox) == expected(items)
+    written = json.loads(report.read_text())
+    assert written["created"] == 40
+    assert written["rows_read"] == 40
+    assert written["exit_code"] == 0
+    assert_invariant(written)
+    assert len(done.events("row")) == 40
+
+
+async def test_stdin_input(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    items = rows(10)
+    data = "".join(json.dumps(item) + "\n" for item in items).encode()
+
+    done = await run_cli(*run_args(sandbox, "-", extra=("--format", "ndjson")), env=KEYS, stdin=data)
+
+    assert done.code == 0, done.stderr
+    assert landed(sandbox) == expected(items)
+    assert {event["source"] for event in done.events("row")} == {"<stdin>"}
+
+
+async def test_request_shape_and_path_encoding(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    awkward = ["a/b?c#d%e f", "sess/../../admin", "ünïcødé-☃", "100%25"]
+    items = [
+        {"playlist_id": 7, "session_id": sid, "ts": TS + i, "data_source": "product_analytics"}
+        for i, sid in enumerate(awkward)
+    ]
+    path = write_ndjson(tmp_path / "awkward.ndjson", items)
+
+    done = await run_cli(*run_args(sandbox, str(path)), env=KEYS)
+
+    assert done.code == 0, done.stderr
+    assert set(held(sandbox)[7]) == set(awkward)
+    requests: list[dict[str, Any]] = sandbox.state()["requests"]  # type: ignore[assignment]
+    by_path = {r["raw_path"]: r for r in requests}
+    for i, sid in enumerate(awkward):
+        raw = f"/api/v2/rum/replay/playlists/7/sessions/{quote(sid, safe='')}"
+        request = by_path[raw]
+        assert request["method"] == "PUT"
+        assert request["query_string"] == f"ts={TS + i}&data_source=product_analytics"
+        assert request["accept"] == "application/json"
+        assert request["user_agent"].startswith("rum-playlist-ingest/")
+        names = {name.lower() for name in request["header_names"]}
+        assert {"dd-api-key", "dd-application-key"} <= names
+        assert "content-type" not in names
+    for record in held(sandbox)[7].values():
+        assert record["data_source"] == "product_analytics"
+
+
+async def test_created_then_already_present(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    path = write_csv(tmp_path / "in.csv", rows(15))
+
+    first = await run_cli(*run_args(sandbox, str(path)), env=KEYS)
+    second = await run_cli(*run_args(sandbox, str(path)), env=KEYS)
+
+    assert (first.code, second.code) == (0, 0)
+    assert first.summary["created"] == 15
+    assert second.summary["created"] == 0
+    assert second.summary["already_present"] == 15
+    assert {e["status"] for e in second.events("row")} == {200}
+
+
+async def test_a_rejected_row_fails_while_its_neighbours_land(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, playlists=frozenset({1001}))
+    items = rows(5, playlists=(1001,))
+    items.insert(2, {"playlist_id": 4242, "session_id": "orphan", "ts": TS})
+    path = write_csv(tmp_path / "in.csv", items)
+
+    done = await run_cli(*run_args(sandbox, str(path)), env=KEYS)
+
+    assert done.code == 1
+    assert done.summary["created"] == 5
+    assert done.summary["failed"] == 1
+    (failed,) = [e for e in done.events("row") if e["result"] == "failed"]
+    assert failed["status"] == 404
+    assert failed["line"] == 4
+    assert failed["attempts"] == 1
+    assert "4242" in str(failed["error"])
+    assert_invariant(done.summary)
+
+
+async def test_invalid_rows_are_counted_and_the_rest_go_through(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    good = rows(4)
+    path = tmp_path / "in.csv"
+    write_csv(path, [*good[:2], {"playlist_id": "twelve", "session_id": "x", "ts": TS}, *good[2:]])
+
+    done = await run_cli(*run_args(sandbox, str(path)), env=KEYS)
+
+    assert done.code == 1
+    assert done.summary["invalid"] == 1
+    assert done.summary["created"] == 4
+    (invalid,) = done.events("invalid_row")
+    assert invalid["line"] == 4
+    assert invalid["source"] == str(path)
+    assert_invariant(done.summary)
+
+
+async def test_429s_pause_and_every_row_still_lands(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(bare_429=0.3, seed=7))
+    items = rows(30)
+    path = write_csv(tmp_path / "in.csv", items)
+
+    done = await run_cli(*run_args(sandbox, str(path), extra=("--max-attempts", "1")), env=KEYS)
+
+    assert done.code == 0, done.stderr
+    assert landed(sandbox) == expected(items)
+    assert done.summary["rate_limited"] > 0
+    assert done.summary["failed"] == 0
+    assert done.events("paused")
+    assert done.summary["requests"] == 30 + done.summary["rate_limited"]
+
+
+async def test_server_errors_are_retried(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(error_before=0.3, seed=3))
+    items = rows(30)
+    path = write_csv(tmp_path / "in.csv", items)
+
+    done = await run_cli(*run_args(sandbox, str(path), extra=("--max-attempts", "10")), env=KEYS)
+
+    assert done.code == 0, done.stderr
+    assert landed(sandbox) == expected(items)
+    assert done.summary["retries"] > 0
+    assert done.summary["requests"] == 30 + done.summary["retries"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--concurrency", "0"], KEYS, "--concurrency"),
+        (["--rate", "-1"], KEYS, "--rate"),
+        (["--site", "datadoghq.moon"], KEYS, "unknown Datadog site"),
+        ([], {"DD_API_KEY": API_KEY}, "missing Datadog keys"),
+        (["--api-key-file", "/nonexistent/key"], {"DD_APP_KEY": APP_KEY}, "cannot read"),
+        (["--shard", "3/3"], KEYS, "shard"),
+    ],
+)
+async def test_bad_options_exit_2_before_any_request(
+    make_sandbox: MakeSandbox, tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    path = write_csv(tmp_path / "in.csv", rows(3))
+    extra = [] if "--site" in args else ["--base-url", sandbox.base_url]
+
+    done = await run_cli("run", str(path), "--no-journal", *extra, *args, env=env)
+
+    assert done.code == 2
+    assert message in done.stderr
+    assert sandbox.stats.requests == 0
+
+
+async def test_missing_input_and_missing_column_exit_2(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    good = write_csv(tmp_path / "good.csv", rows(3))
+    no_ts = write_csv(tmp_path / "no_ts.csv", [{"playlist_id": 1, "session_id": "s"}])
+
+    missing = await run_cli(*run_args(sandbox, str(good), str(tmp_path / "nope.csv")), env=KEYS)
+    column = await run_cli(*run_args(sandbox, str(good), str(no_ts)), env=KEYS)
+
+    assert (missing.code, column.code) == (2, 2)
+    assert "nope.csv" in missing.stderr
+    assert "ts" in column.stderr
+    assert sandbox.stats.requests == 0
+
+
+async def test_wrong_keys_abort_with_exit_3(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    path = write_csv(tmp_path / "in.csv", rows(200))
+    report = tmp_path / "report.json"
+
+    done = await run_cli(
+        *run_args(sandbox, str(path), extra=("--concurrency", "8", "--report", str(report))),
+        env={"DD_API_KEY": "wrong-key-1234", "DD_APP_KEY": APP_KEY},
+    )
+
+    assert done.code == 3
+    written = json.loads(report.read_text())
+    assert written["rows_read"] == 200
+    assert written["not_attempted"] >= 200 - 8 - 5
+    assert written["created"] == 0
+    assert sandbox.stats.requests <= 8 + 5
+    assert_invariant(written)
+    assert done.events("aborted")
+
+
+async def test_keys_never_appear_in_any_output(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, playlists=frozenset({1001}))
+    items = [*rows(5, playlists=(1001,)), {"playlist_id": 9, "session_id": "gone", "ts": TS}]
+    path = write_csv(tmp_path / "in.csv", items)
+    report, dead = tmp_path / "report.json", tmp_path / "dead.ndjson"
+
+    done = await run_cli(
+        *run_args(sandbox, str(path), extra=("--report", str(report), "--dead-letter", str(dead))),
+        env=KEYS,
+    )
+
+    assert done.code == 1
+    outputs = [done.stdout, done.stderr, report.read_text(), dead.read_text()]
+    assert "gone" in dead.read_text()
+    assert not any(API_KEY in text or APP_KEY in text for text in outputs)
