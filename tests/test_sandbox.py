@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from worker.sandbox import FaultConfig, Sandbox, SandboxConfig, parse_rate_limit
@@ -55,7 +57,7 @@ async def put(
     playlist: object = 7,
     query: str = "ts=1",
     headers: dict[str, str] = KEYS,
-) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+) -> tuple[int, dict[str, Any], CIMultiDictProxy[str]]:
     async with http.put(session_url(sandbox, session_id, playlist, query), headers=headers) as r:
         return r.status, await r.json(content_type=None), r.headers
 
@@ -380,12 +382,18 @@ async def test_5xx_before_or_after_adding(
 
 @pytest.mark.parametrize(("fault", "stored"), [("drop_before", False), ("drop_after", True)])
 async def test_dropped_connections_before_or_after_adding(
-    make_sandbox: MakeSandbox, http: aiohttp.ClientSession, fault: str, stored: bool
+    make_sandbox: MakeSandbox,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
+    stored: bool,
 ) -> None:
     sandbox = await faulty(make_sandbox, **{fault: 1.0})
 
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await put(http, sandbox)
+
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "a quiet drop"
 
     assert (sandbox.store.get(7, "s1") is not None) == stored
     assert sandbox.stats.dropped == sandbox.stats.puts >= 1
@@ -532,8 +540,11 @@ async def test_state_config_and_reset_over_http(
         {"rate_limit": 5},
         {"faults": {"hang": 2}},
         {"faults": {"explode": 1}},
+        {"faults": {"latency_ms": [None, 1]}},
+        {"faults": {"revoke_keys_after": True}},
         {"color": "red"},
         [],
+        "not json",
     ],
 )
 async def test_bad_config_changes_answer_400_and_change_nothing(
@@ -541,7 +552,8 @@ async def test_bad_config_changes_answer_400_and_change_nothing(
 ) -> None:
     before = sandbox.config
 
-    async with http.post(f"{sandbox.base_url}/_sandbox/config", json=body) as response:
+    data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    async with http.post(f"{sandbox.base_url}/_sandbox/config", data=data) as response:
         assert response.status == 400
         assert (await response.json())["errors"]
     assert sandbox.config == before

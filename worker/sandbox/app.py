@@ -38,6 +38,9 @@ _MAX_PAGE_SIZE = 1000
 _SHUTDOWN_TIMEOUT = 2.0
 """Seconds stop() lets in-flight answers finish (hung requests are released at once)."""
 
+_CONFIG_HINT = (
+    'send {"rate_limit": "LIMIT/PERIOD", "faults": {<FaultConfig fields>}}, either part optional'
+)
 _NOT_JSON = b"<html><body><h1>200 OK</h1></body></html>"
 
 
@@ -357,7 +360,11 @@ class Sandbox:
             return web.Response(status=204)
         if route == ("POST", "config"):
             try:
-                self._configure_from_json(await request.json())
+                body = json.loads(await request.read())
+            except ValueError:
+                return _json_response(400, {"errors": [f"the body is not JSON: {_CONFIG_HINT}"]})
+            try:
+                self._configure_from_json(body)
             except ValueError as exc:
                 return _json_response(400, {"errors": [str(exc)]})
             return _json_response(200, self.state()["config"])
@@ -372,12 +379,9 @@ class Sandbox:
         )
 
     def _configure_from_json(self, body: object) -> None:
-        hint = (
-            'send {"rate_limit": "LIMIT/PERIOD", "faults": {<FaultConfig fields>}}, '
-            "either part optional"
-        )
+        hint = _CONFIG_HINT
         if not isinstance(body, dict) or not set(body) <= {"rate_limit", "faults"}:
-            raise ValueError(hint)
+            raise ValueError(f"not a config change: {hint}")
         rate_limit = body.get("rate_limit")
         faults = body.get("faults")
         if rate_limit is not None and not isinstance(rate_limit, str):

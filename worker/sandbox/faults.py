@@ -86,7 +86,9 @@ class FaultConfig:
                 f"latency_ms must be (min, max) with 0 <= min <= max, not {self.latency_ms!r}"
             )
         if self.revoke_keys_after is not None and (
-            not isinstance(self.revoke_keys_after, int) or self.revoke_keys_after < 0
+            not _is_number(self.revoke_keys_after)
+            or not isinstance(self.revoke_keys_after, int)
+            or self.revoke_keys_after < 0
         ):
             raise ValueError(
                 f"revoke_keys_after must be a count of requests (0 or more), "
@@ -123,7 +125,7 @@ def parse_latency_ms(value: object) -> tuple[float, float]:
             bounds = (float(value), float(value))  # type: ignore[arg-type]
         else:
             raise ValueError
-    except ValueError:
+    except (TypeError, ValueError):
         raise ValueError(
             f"latency {value!r} is not MS or MIN-MAX milliseconds: write e.g. 5 or 5-50"
         ) from None
