@@ -1,14 +1,33 @@
 """What the run has already done, so reruns skip finished rows and repeats are sent once.
 
 `Ledger` is what the runner needs; `MemoryLedger` keeps it for one run only
-(`--no-journal`). The persistent SQLite journal implements the same protocol.
+(`--no-journal`); `SqliteJournal` keeps it on disk, so a run that is killed, or a cron
+job that reruns the same input, picks up where the last one stopped.
+
+The journal's database is its memory: `admit` asks SQLite (one indexed lookup) rather
+than a set of every key seen, so a run of a million rows stays as small as a run of ten.
+Only keys whose outcome is not yet committed are held in memory, and they are few: those
+in flight, queued, or in the writer's current batch.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import fcntl
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from worker.rows import InvalidRow, Outcome, Row, RowKey
+from worker.rows import InvalidRow, Outcome, Result, Row, RowKey
+from worker.shard import Shard
 
 
 class Ledger(Protocol):
@@ -55,3 +74,456 @@ class MemoryLedger:
 
     def close(self, report: dict[str, object]) -> None:
         pass
+
+
+APP_NAME = "rum-playlist-ingest"
+JOURNAL_ENV = "RUM_PLAYLIST_INGEST_JOURNAL"
+JOURNAL_FILE = "journal.sqlite3"
+
+# 'RPIJ': marks the file as ours, so a stranger's SQLite database is refused, not altered.
+APPLICATION_ID = 0x5250494A
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE targets (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    target_id INTEGER NOT NULL REFERENCES targets(id),
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    fresh INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    info TEXT NOT NULL,
+    report TEXT,
+    exit_code INTEGER
+);
+CREATE TABLE rows (
+    target_id INTEGER NOT NULL,
+    playlist_id INTEGER NOT NULL,
+    session_id TEXT NOT NULL,
+    data_source TEXT NOT NULL,
+    result TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    http_status INTEGER,
+    attempts INTEGER NOT NULL,
+    error TEXT,
+    updated_at REAL NOT NULL,
+    run_id INTEGER NOT NULL,
+    PRIMARY KEY (target_id, playlist_id, session_id, data_source)
+) WITHOUT ROWID;
+"""
+
+_LOOKUP = (
+    "SELECT result, run_id FROM rows"
+    " WHERE target_id = ? AND playlist_id = ? AND session_id = ? AND data_source = ?"
+)
+_COLUMNS = (
+    "target_id, playlist_id, session_id, data_source, result, ts,"
+    " http_status, attempts, error, updated_at, run_id"
+)
+# The last final result wins (a --fresh resend that fails is recorded as failed) ...
+_RECORD = (
+    f"INSERT INTO rows ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT DO UPDATE SET result = excluded.result, ts = excluded.ts,"
+    " http_status = excluded.http_status, attempts = excluded.attempts,"
+    " error = excluded.error, updated_at = excluded.updated_at, run_id = excluded.run_id"
+)
+# ... but a row this run never got to says nothing about the row: keep what was known,
+# and only mark it as seen by this run.
+_RECORD_NOT_ATTEMPTED = (
+    f"INSERT INTO rows ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT DO UPDATE SET run_id = excluded.run_id"
+)
+
+_Params = tuple[object, ...]
+
+
+class JournalError(Exception):
+    """The journal cannot be used; the message says why and what to do next."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """When the writer commits: a kill loses at most one uncommitted batch, which the
+    rerun sends again, so the batch bounds the duplicates as well as the cost."""
+
+    max_rows: int = 500
+    max_wait_s: float = 0.2
+
+
+def default_journal_path(
+    shard: Shard | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The same path on every run of the same command, so a cron job resumes itself.
+
+    `$RUM_PLAYLIST_INGEST_JOURNAL`, else `$XDG_STATE_HOME/rum-playlist-ingest/`, else
+    `~/.local/state/rum-playlist-ingest/`. Each shard gets its own file beside it, so
+    shards running side by side never wait on or refuse each other.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(JOURNAL_ENV):
+        base = Path(env[JOURNAL_ENV]).expanduser()
+    else:
+        state = env.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
+        base = Path(state) / APP_NAME / JOURNAL_FILE
+    if shard is None:
+        return base
+    return base.with_name(f"{base.stem}.shard-{shard.index}-of-{shard.count}{base.suffix}")
+
+
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection to a journal known to be one of ours (created if new and not
+    `read_only`), or a `JournalError`."""
+    conn: sqlite3.Connection | None = None
+    try:
+        if read_only:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            conn = sqlite3.connect(path, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        _check_schema(conn, path, create=not read_only)
+    except (sqlite3.Error, JournalError) as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, JournalError):
+            raise
+        raise journal_error(path, exc) from None
+    return conn
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    if app_id == 0 and tables == 0 and create:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(
+            f"BEGIN; {_SCHEMA} PRAGMA application_id = {APPLICATION_ID};"
+            f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+        return
+    if app_id != APPLICATION_ID:
+        raise JournalError(
+            f"{path} is not a {APP_NAME} journal (it is some other SQLite database, "
+            "left untouched); pass --journal with another path"
+        )
+    if version != SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} has schema version {version}, and this version of {APP_NAME} "
+            f"reads version {SCHEMA_VERSION}; use the matching version of the tool, "
+            "or pass --journal with another path"
+        )
+    # Corruption can hide in pages nothing has read yet: find it now, with a clear
+    # message, rather than halfway through a run.
+    problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if problem != "ok":
+        raise _damaged(path, problem)
+
+
+_DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def journal_error(path: Path, exc: BaseException) -> JournalError:
+    """Say what went wrong with the journal file and what to do next, without a traceback."""
+    if isinstance(exc, sqlite3.Error) and exc.sqlite_errorname in _DAMAGED:
+        return _damaged(path, exc)
+    return JournalError(
+        f"cannot use the journal at {path} ({exc}); free some space or fix its permissions "
+        "and rerun (what was committed is kept), or pass --journal with another path, "
+        "or --no-journal"
+    )
+
+
+def _damaged(path: Path, cause: object) -> JournalError:
+    return JournalError(
+        f"journal {path} is damaged ({cause}); move it aside and rerun "
+        "(rows already sent are then answered 'already present', nothing is added twice), "
+        "or pass --journal with another path, or --no-journal"
+    )
+
+
+class _RunLock:
+    """An exclusive claim on a journal for one run: the kernel drops it when the process
+    dies, even by kill -9, so a crash never leaves a stale lock behind."""
+
+    def __init__(self, journal: Path) -> None:
+        self.journal = journal
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Raises `JournalError` if another process holds the lock, `OSError` if the
+        lock file cannot be created."""
+        lock_path = self.journal.with_name(self.journal.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise JournalError(
+                f"journal {self.journal} is in use by another run"
+                f"{f' ({holder})' if holder else ''}; wait for it to finish, or give this "
+                "run its own --journal PATH"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, since {iso_time(time.time())}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+_DONE = frozenset(r.value for r in Result if r.done)
+
+
+class SqliteJournal:
+    """The persistent `Ledger`: one row per (target, playlist, session, data source) with
+    its last final outcome, and one row per run with its inputs, options and report.
+
+    `admit` runs on the event loop (a point lookup on its own connection); outcomes go
+    to one writer thread that commits in batches, in WAL mode with synchronous=NORMAL:
+    a commit survives kill -9 of the process, and the hot path never waits on a disk.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        lock: _RunLock,
+        reader: sqlite3.Connection,
+        writer: sqlite3.Connection,
+        *,
+        target_id: int,
+        run_id: int,
+        fresh: bool,
+        batch: BatchPolicy,
+    ) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._lock = lock
+        self._reader = reader
+        self._target_id = target_id
+        self._fresh = fresh
+        self._batch = batch
+        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        # Keys admitted whose outcome is not yet committed, and the order outcomes were
+        # queued in, so each can be forgotten once the writer has committed it.
+        self._uncommitted: set[RowKey] = set()
+        self._queued: collections.deque[RowKey] = collections.deque()
+        self._forgotten = 0
+        self._committed = 0  # written by the writer thread only
+        self._failure: JournalError | None = None
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(writer,), name="journal-writer", daemon=True
+        )
+        self._writer.start()
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        target: str,
+        fresh: bool,
+        run_info: dict[str, object],
+        batch: BatchPolicy | None = None,
+    ) -> SqliteJournal:
+        """Claim the journal for one run sending to `target`, and record the run's start.
+
+        Raises `JournalError` if another run holds it, it is damaged, or it cannot be
+        written; nothing stays claimed in that case.
+        """
+        lock = _RunLock(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as exc:
+            raise journal_error(path, exc) from None
+        try:
+            reader = connect(path)
+            try:
+                target_id, run_id = _start_run(reader, target, fresh, run_info)
+                writer = sqlite3.connect(path, check_same_thread=False)
+                writer.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as exc:
+                reader.close()
+                raise journal_error(path, exc) from None
+        except JournalError:
+            lock.release()
+            raise
+        return cls(
+            path,
+            lock,
+            reader,
+            writer,
+            target_id=target_id,
+            run_id=run_id,
+            fresh=fresh,
+            batch=batch or BatchPolicy(),
+        )
+
+    def admit(self, row: Row) -> bool:
+        """One indexed lookup: done in an earlier run (unless --fresh), or seen earlier
+        in this run, means skip; failed or never seen means send.
+
+        Raises `JournalError` once the journal can no longer be read or written: a run
+        that cannot keep track of what it did should stop."""
+        if self._failure is not None:
+            raise self._failure
+        self._forget_committed()
+        key = row.key
+        if key in self._uncommitted:
+            return False
+        try:
+            found = self._reader.execute(_LOOKUP, (self._target_id, *key)).fetchone()
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from None
+        if found is not None and (
+            found[1] == self.run_id or (not self._fresh and found[0] in _DONE)
+        ):
+            return False
+        self._uncommitted.add(key)
+        return True
+
+    def _forget_committed(self) -> None:
+        committed = self._committed
+        while self._forgotten < committed:
+            self._uncommitted.discard(self._queued.popleft())
+            self._forgotten += 1
+
+    def rejected(self, row: InvalidRow) -> None:
+        pass
+
+    def outcome(self, outcome: Outcome) -> None:
+        # A skipped row was decided by `admit` and changes nothing on record.
+        if outcome.result is Result.SKIPPED or self._closed or self._failure is not None:
+            return
+        self._queued.append(outcome.row.key)
+        self._queue.put(outcome)
+
+    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
+        pass
+
+    def paused(self, seconds: float, reason: str) -> None:
+        pass
+
+    def close(self, report: dict[str, object]) -> None:
+        """Commit every outcome, record the run's end and report, and release the lock.
+
+        Raises `JournalError` (after releasing) if something could not be written."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        try:
+            if self._failure is None:
+                with self._reader:
+                    self._reader.execute(
+                        "UPDATE runs SET ended_at = ?, report = ?, exit_code = ? WHERE id = ?",
+                        (
+                            time.time(),
+                            json.dumps(report, default=str),
+                            report.get("exit_code"),
+                            self.run_id,
+                        ),
+                    )
+        except sqlite3.Error as exc:
+            self._failure = journal_error(self.path, exc)
+        finally:
+            self._reader.close()
+            self._lock.release()
+        if self._failure is not None:
+            raise self._failure
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        try:
+            for batch in self._batches():
+                self._commit(conn, batch)
+                self._committed += len(batch)
+        except sqlite3.Error as exc:
+            self._failure = journal_error(self.path, exc)
+        finally:
+            conn.close()
+
+    def _batches(self) -> Iterator[list[Outcome]]:
+        """Batches of outcomes: as many as arrive within `max_wait_s` of the first, up to
+        `max_rows`; ends when `close` queues None."""
+        policy = self._batch
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + policy.max_wait_s
+            while len(batch) < policy.max_rows:
+                try:
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    break
+                if item is None:
+                    yield batch
+                    return
+                batch.append(item)
+            yield batch
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[Outcome]) -> None:
+        now = time.time()
+        attempted: list[_Params] = []
+        not_attempted: list[_Params] = []
+        for o in batch:
+            r = o.row
+            params = (
+                self._target_id,
+                r.playlist_id,
+                r.session_id,
+                r.data_source,
+                o.result.value,
+                r.ts,
+                o.http_status,
+                o.attempts,
+                o.error,
+                now,
+                self.run_id,
+            )
+            (not_attempted if o.result is Result.NOT_ATTEMPTED else attempted).append(params)
+        with conn:
+            conn.executemany(_RECORD, attempted)
+            conn.executemany(_RECORD_NOT_ATTEMPTED, not_attempted)
+
+
+def _start_run(
+    conn: sqlite3.Connection, target: str, fresh: bool, run_info: dict[str, object]
+) -> tuple[int, int]:
+    with conn:
+        conn.execute("INSERT INTO targets (url) VALUES (?) ON CONFLICT DO NOTHING", (target,))
+        (target_id,) = conn.execute("SELECT id FROM targets WHERE url = ?", (target,)).fetchone()
+        cursor = conn.execute(
+            "INSERT INTO runs (target_id, started_at, fresh, pid, info) VALUES (?, ?, ?, ?, ?)",
+            (target_id, time.time(), fresh, os.getpid(), json.dumps(run_info, default=str)),
+        )
+    assert cursor.lastrowid is not None
+    return target_id, cursor.lastrowid
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only look at a journal, safe while a run is writing it (WAL)."""
+    if not path.is_file():
+        raise JournalError(f"no journal at {path}: no run has used it yet")
+    conn = connect(path, read_only=True)
+    try:
+        yield conn
+    except sqlite3.Error as exc:
+        raise journal_error(path, exc) from None
+    finally:
+        conn.close()

@@ -1,0 +1,101 @@
+"""The rows that failed for good, as NDJSON that can be fed straight back as input.
+
+Each line holds the row's own fields (which the reader reads back) and why it failed,
+with its source and line (which the reader ignores). A line is written with one system
+call as soon as its outcome is known, so a kill -9 loses nothing already reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from worker.rows import InvalidRow, Outcome, Result
+
+
+class DeadLetterError(Exception):
+    """The dead-letter file cannot be written; the message says why and what to do."""
+
+
+class DeadLetter:
+    """A run observer: one NDJSON line per row that failed for good."""
+
+    def __init__(self, path: Path, inputs: Iterable[str] = ()) -> None:
+        """Start an empty file, so after the run it lists exactly this run's failures.
+
+        Refuses (`DeadLetterError`) a path that is also one of `inputs`: emptying it
+        would destroy the very rows this run is retrying."""
+        for name in inputs:
+            if name != "-" and path.exists() and Path(name).exists() and path.samefile(name):
+                raise DeadLetterError(
+                    f"--dead-letter {path} is also an input of this run; write the "
+                    "failures of the retry to another file"
+                )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise DeadLetterError(
+                f"cannot write the dead-letter file {path} ({exc.strerror or exc}); "
+                "pass --dead-letter with a writable path"
+            ) from None
+        self.path = path
+        self._failure: OSError | None = None
+        self.written = 0
+
+    def rejected(self, row: InvalidRow) -> None:
+        pass
+
+    def outcome(self, outcome: Outcome) -> None:
+        if outcome.result is not Result.FAILED or self._fd is None or self._failure:
+            return
+        try:
+            os.write(self._fd, _line(outcome).encode())
+        except OSError as exc:
+            # The run goes on (its journal still records the failure); `close` tells.
+            self._failure = exc
+            return
+        self.written += 1
+
+    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
+        pass
+
+    def paused(self, seconds: float, reason: str) -> None:
+        pass
+
+    def close(self) -> None:
+        """Raises `DeadLetterError` (once) if some failed rows could not be written."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise DeadLetterError(
+                f"the dead-letter file {self.path} is incomplete after {self.written} rows "
+                f"({failure.strerror or failure}); the journal still records "
+                "every failure (see the status subcommand), and a rerun retries them"
+            )
+
+
+def _line(outcome: Outcome) -> str:
+    row = outcome.row
+    if outcome.error:
+        reason = outcome.error
+    elif outcome.http_status is not None:
+        reason = f"HTTP {outcome.http_status}"
+    else:
+        reason = "failed"
+    record = {
+        "playlist_id": row.playlist_id,
+        "session_id": row.session_id,
+        "ts": row.ts,
+        "data_source": row.data_source,
+        "reason": reason,
+        "http_status": outcome.http_status,
+        "attempts": outcome.attempts,
+        "source": row.source,
+        "line": row.line,
+    }
+    return json.dumps(record, ensure_ascii=False) + "\n"
