@@ -11,46 +11,40 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import replace
+from itertools import islice
 from types import TracebackType
-from urllib.parse import unquote, unquote_to_bytes
 
 from aiohttp import web
 
+from worker.sandbox import control
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.faults import Fault, FaultConfig, FaultPlan
-from worker.sandbox.ratelimit import FixedWindowLimiter, parse_rate_limit
+from worker.sandbox.ratelimit import FixedWindowLimiter
 from worker.sandbox.store import LoggedRequest, RequestLog, SessionRecord, Stats, Store
+from worker.sandbox.wire import (
+    SESSION_LIST_HINT,
+    ApiError,
+    errors,
+    json_bytes,
+    parse_data_source,
+    parse_page_param,
+    parse_playlist_id,
+    parse_session_id,
+    parse_session_list,
+    parse_ts,
+    resource,
+)
 
 API_PREFIX = "/api/v2/rum/replay/playlists/"
-CONTROL_PREFIX = "/_sandbox/"
-SESSION_TYPE = "rum_replay_session"
-DATA_SOURCES = ("rum", "product_analytics")
 
-_INT64_MAX = 2**63 - 1
-_DIGITS = re.compile(r"[0-9]{1,19}")
-_SIGNED_DIGITS = re.compile(r"-?[0-9]{1,19}")
 _DEFAULT_PAGE_SIZE = 100
 _MAX_PAGE_SIZE = 1000
+_MAX_PAGE_NUMBER = 2**31 - 1
 _SHUTDOWN_TIMEOUT = 2.0
 """Seconds stop() lets in-flight answers finish (hung requests are released at once)."""
-
-_CONFIG_HINT = (
-    'send {"rate_limit": "LIMIT/PERIOD", "faults": {<FaultConfig fields>}}, either part optional'
-)
 _NOT_JSON = b"<html><body><h1>200 OK</h1></body></html>"
-
-
-class _ApiError(Exception):
-    """A request the API refuses: becomes `{"errors": [message]}` with `status`."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Sandbox:
@@ -173,15 +167,15 @@ class Sandbox:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.rel_url.raw_path
-        if path.startswith(CONTROL_PREFIX):
-            return await self._control(request, path[len(CONTROL_PREFIX) :])
+        if path.startswith(control.PREFIX):
+            return await control.handle(self, request, path[len(control.PREFIX) :])
         if self._log_requests:
             self.requests.append(LoggedRequest.of(request))
         segments = path[len(API_PREFIX) :].split("/") if path.startswith(API_PREFIX) else []
         if len(segments) not in (2, 3) or segments[1] != "sessions":
             return self._answer(
                 404,
-                _errors(
+                errors(
                     f"no such route: {request.method} {path}; the sandbox serves "
                     f"{API_PREFIX}{{playlist_id}}/sessions[/{{session_id}}]"
                 ),
@@ -205,7 +199,7 @@ class Sandbox:
         if fault is Fault.DROP_BEFORE:
             return self._drop(request)
         if fault is Fault.BARE_429:
-            return self._answer(429, _errors("Too many requests"))
+            return self._answer(429, errors("Too many requests"))
 
         revoked = self._faults.revoked()
         if revoked:
@@ -213,9 +207,9 @@ class Sandbox:
         verdict = self._limiter.take()
         headers = self._limiter.headers(verdict) if self._faults.config.ratelimit_headers else {}
         if revoked or not self._authorized(request):
-            return self._answer(403, _errors("Forbidden"), headers)
+            return self._answer(403, errors("Forbidden"), headers)
         if not verdict.allowed:
-            return self._answer(429, _errors("Too many requests"), headers)
+            return self._answer(429, errors("Too many requests"), headers)
 
         try:
             if item and request.method == "PUT":
@@ -226,12 +220,12 @@ class Sandbox:
                 return self._list(request, segments, headers)
             if not item and request.method == "DELETE":
                 return await self._delete_many(request, segments, headers)
-        except _ApiError as exc:
-            return self._answer(exc.status, _errors(exc.message), headers)
+        except ApiError as exc:
+            return self._answer(exc.status, errors(exc.message), headers)
         allow = "PUT, DELETE" if item else "GET, DELETE"
         return self._answer(
             405,
-            _errors(f"{request.method} is not allowed here; use {allow}"),
+            errors(f"{request.method} is not allowed here; use {allow}"),
             {**headers, "Allow": allow},
         )
 
@@ -242,15 +236,11 @@ class Sandbox:
         fault: Fault,
         headers: dict[str, str],
     ) -> web.StreamResponse:
-        playlist_id = _playlist_id(segments[0])
-        session_id = _session_id(segments[2])
+        playlist_id = parse_playlist_id(segments[0])
+        session_id = parse_session_id(segments[2])
         query = request.rel_url.query
-        ts = _ts(query.get("ts"))
-        data_source = query.get("data_source", DATA_SOURCES[0])
-        if data_source not in DATA_SOURCES:
-            raise _ApiError(
-                400, f"data_source must be 'rum' or 'product_analytics', not {data_source!r}"
-            )
+        ts = parse_ts(query.get("ts"))
+        data_source = parse_data_source(query.get("data_source"))
         self._check_known(playlist_id)
         if fault is Fault.ERROR_BEFORE:
             return self._server_error(headers)
@@ -267,48 +257,39 @@ class Sandbox:
             return self._answer(status, _NOT_JSON, headers, content_type="text/html")
         record = self.store.get(playlist_id, session_id)
         assert record is not None
-        return self._answer(status, _json({"data": _resource(session_id, record)}), headers)
+        return self._answer(status, json_bytes({"data": resource(session_id, record)}), headers)
 
     def _delete_one(self, segments: list[str], headers: dict[str, str]) -> web.StreamResponse:
-        playlist_id = self._check_known(_playlist_id(segments[0]))
-        session_id = _session_id(segments[2])
+        playlist_id = self._check_known(parse_playlist_id(segments[0]))
+        session_id = parse_session_id(segments[2])
         if not self.store.remove(playlist_id, [session_id]):
-            raise _ApiError(404, f"session {session_id!r} is not in playlist {playlist_id}")
+            raise ApiError(404, f"session {session_id!r} is not in playlist {playlist_id}")
         return self._answer(204, None, headers)
 
     def _list(
         self, request: web.BaseRequest, segments: list[str], headers: dict[str, str]
     ) -> web.StreamResponse:
-        playlist_id = self._check_known(_playlist_id(segments[0]))
+        playlist_id = self._check_known(parse_playlist_id(segments[0]))
         query = request.rel_url.query
-        number = _page_param(query, "page[number]", 0, _INT64_MAX)
-        size = _page_param(query, "page[size]", _DEFAULT_PAGE_SIZE, _MAX_PAGE_SIZE, minimum=1)
-        sessions = list(self.store.sessions(playlist_id).items())
-        page = sessions[number * size : (number + 1) * size]
+        number = parse_page_param(query, "page[number]", 0, _MAX_PAGE_NUMBER)
+        size = parse_page_param(query, "page[size]", _DEFAULT_PAGE_SIZE, _MAX_PAGE_SIZE, minimum=1)
+        sessions = self.store.sessions(playlist_id)
+        page = islice(sessions.items(), number * size, (number + 1) * size)
         body = {
-            "data": [_resource(session_id, record) for session_id, record in page],
+            "data": [resource(session_id, record) for session_id, record in page],
             "meta": {"page": {"total_count": len(sessions)}},
         }
-        return self._answer(200, _json(body), headers)
+        return self._answer(200, json_bytes(body), headers)
 
     async def _delete_many(
         self, request: web.BaseRequest, segments: list[str], headers: dict[str, str]
     ) -> web.StreamResponse:
-        playlist_id = self._check_known(_playlist_id(segments[0]))
-        hint = f'the body must be {{"data": [{{"id": "<session id>", "type": "{SESSION_TYPE}"}}]}}'
+        playlist_id = self._check_known(parse_playlist_id(segments[0]))
         try:
             body = await request.json()
         except ValueError:
-            raise _ApiError(400, f"the body is not JSON: {hint}") from None
-        items = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not all(
-            isinstance(entry, dict)
-            and isinstance(entry.get("id"), str)
-            and entry.get("type") == SESSION_TYPE
-            for entry in items
-        ):
-            raise _ApiError(400, hint)
-        self.store.remove(playlist_id, [entry["id"] for entry in items])
+            raise ApiError(400, f"the body is not JSON: {SESSION_LIST_HINT}") from None
+        self.store.remove(playlist_id, parse_session_list(body))
         return self._answer(204, None, headers)
 
     def _authorized(self, request: web.BaseRequest) -> bool:
@@ -319,12 +300,12 @@ class Sandbox:
     def _check_known(self, playlist_id: int) -> int:
         known = self.config.playlists
         if known is not None and playlist_id not in known:
-            raise _ApiError(404, f"playlist {playlist_id} not found")
+            raise ApiError(404, f"playlist {playlist_id} not found")
         return playlist_id
 
     def _server_error(self, headers: dict[str, str]) -> web.Response:
         status = self._faults.error_status()
-        return self._answer(status, _errors("Internal Server Error"), headers)
+        return self._answer(status, errors("Internal Server Error"), headers)
 
     def _answer(
         self,
@@ -350,121 +331,8 @@ class Sandbox:
             request.transport.close()
         return web.Response(status=499)
 
-    async def _control(self, request: web.BaseRequest, action: str) -> web.Response:
-        """The test control plane: not rate-limited, counted or logged."""
-        route = (request.method, action)
-        if route == ("GET", "state"):
-            return _json_response(200, self.state())
-        if route == ("POST", "reset"):
-            self.reset()
-            return web.Response(status=204)
-        if route == ("POST", "config"):
-            try:
-                body = json.loads(await request.read())
-            except ValueError:
-                return _json_response(400, {"errors": [f"the body is not JSON: {_CONFIG_HINT}"]})
-            try:
-                self._configure_from_json(body)
-            except ValueError as exc:
-                return _json_response(400, {"errors": [str(exc)]})
-            return _json_response(200, self.state()["config"])
-        return _json_response(
-            404,
-            {
-                "errors": [
-                    f"no such control route: {request.method} {CONTROL_PREFIX}{action}; "
-                    "use GET state, POST config or POST reset"
-                ]
-            },
-        )
-
-    def _configure_from_json(self, body: object) -> None:
-        hint = _CONFIG_HINT
-        if not isinstance(body, dict) or not set(body) <= {"rate_limit", "faults"}:
-            raise ValueError(f"not a config change: {hint}")
-        rate_limit = body.get("rate_limit")
-        faults = body.get("faults")
-        if rate_limit is not None and not isinstance(rate_limit, str):
-            raise ValueError(f"rate_limit must be a string like 100/2; {hint}")
-        if faults is not None and not isinstance(faults, dict):
-            raise ValueError(f"faults must be an object; {hint}")
-        self.reconfigure(
-            rate_limit=None if rate_limit is None else parse_rate_limit(rate_limit),
-            faults=None if faults is None else self._faults.config.updated(faults),
-        )
-
 
 def _key_ok(given: str | None, expected: str | None) -> bool:
     if not given:
         return False
     return expected is None or hmac.compare_digest(given.encode(), expected.encode())
-
-
-def _playlist_id(raw: str) -> int:
-    text = unquote(raw)
-    if _DIGITS.fullmatch(text) and 0 < int(text) <= _INT64_MAX:
-        return int(text)
-    raise _ApiError(400, f"playlist_id must be a positive 64-bit integer, not {_clip(text)!r}")
-
-
-def _session_id(raw: str) -> str:
-    """Decodes the segment exactly once: `a%252F` stays `a%2F`."""
-    try:
-        session_id = unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _ApiError(
-            400, "session_id is not valid UTF-8 once percent-decoded: encode it as UTF-8"
-        ) from None
-    if not session_id:
-        raise _ApiError(400, "session_id must not be empty")
-    return session_id
-
-
-def _ts(text: str | None) -> int:
-    if text is None:
-        raise _ApiError(
-            400, "ts is required: the server-side timestamp in milliseconds, e.g. ts=1704067200000"
-        )
-    if _SIGNED_DIGITS.fullmatch(text) and abs(int(text)) <= _INT64_MAX:
-        return int(text)
-    raise _ApiError(400, f"ts must be an integer number of milliseconds, not {_clip(text)!r}")
-
-
-def _page_param(
-    query: Mapping[str, str], name: str, default: int, maximum: int, minimum: int = 0
-) -> int:
-    text = query.get(name)
-    if text is None:
-        return default
-    if _DIGITS.fullmatch(text) and minimum <= int(text) <= maximum:
-        return int(text)
-    raise _ApiError(
-        400, f"{name} must be an integer from {minimum} to {maximum}, not {_clip(text)!r}"
-    )
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= 64 else f"{text[:61]}..."
-
-
-def _resource(session_id: str, record: SessionRecord) -> dict[str, object]:
-    return {
-        "id": session_id,
-        "type": SESSION_TYPE,
-        "attributes": {
-            "session_event": {"timestamp": record.ts, "data_source": record.data_source},
-            "track": record.data_source,
-        },
-    }
-
-
-def _errors(message: str) -> bytes:
-    return _json({"errors": [message]})
-
-
-def _json(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def _json_response(status: int, value: object) -> web.Response:
-    return web.Response(status=status, body=_json(value), content_type="application/json")

@@ -36,6 +36,10 @@ _SHARE_OPTIONS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     limit, period = DEFAULT_RATE_LIMIT
+    parser.epilog = parser.epilog or (
+        f"Keys: any non-empty DD-API-KEY/DD-APPLICATION-KEY pair is accepted, unless "
+        f"{API_KEY_ENV} and {APP_KEY_ENV} are set: then the request's keys must match them."
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
