@@ -1,0 +1,731 @@
+"""Inputs to rows: CSV/TSV and NDJSON files, plain or gzip, streamed with flat memory.
+
+`open_inputs` checks everything that can stop a run before it returns (each input opens,
+is text, has a known format and a usable CSV header, and its first rows are not nearly
+all invalid), so a run fails with exit 2 before sending anything. The returned
+`RowStream` then yields one `Row` or `InvalidRow` per data line, in input order, without
+ever holding more than one line (and 100 look-ahead rows of stdin or a pipe) in memory.
+
+Limits and decisions:
+
+- A physical line, or a CSV record whose quoted field spans lines, may be at most
+  `MAX_LINE_BYTES` (64 KiB, not counting its newline). A longer one becomes an
+  `InvalidRow` and reading resumes at the next newline; the long line is never held whole.
+- Compression is recognised by content (the gzip magic bytes), whatever the name says.
+  A truncated or damaged gzip stream yields every row before the damage, then one
+  `InvalidRow` saying where reading stopped; the rest of that input is not read (the run
+  goes on with the other inputs and ends with exit 1). Finding the damage up front would
+  mean decompressing every file twice.
+- A NUL byte or a UTF-16 byte-order mark in the first 8 KiB means a binary or UTF-16 file:
+  `InputError`. Later, a line with a NUL byte or invalid UTF-8 is one `InvalidRow`.
+- Early stop: when at least 90% of an input's first 100 data rows are invalid (and it has
+  at least 10), it is the wrong file, delimiter or columns: `InputError` with the first
+  errors, rather than a million identical messages.
+- `-` is standard input (source `<stdin>`), allowed once; without a format option its
+  format is sniffed (`{` first means NDJSON). Standard input and pipes are read once,
+  keeping the checked rows; regular files are reopened, so any number of them can be
+  given without holding a descriptor each.
+- CSV: the delimiter is the first of `,` `\\t` `;` `|` (tab first for `.tsv`) under which
+  the header names the required columns, which is what sniffing has to establish anyway.
+  Rows that are empty or only delimiters and spaces (spreadsheet exports) are skipped.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import json
+import os
+import re
+import stat
+import sys
+import time
+import zlib
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from itertools import islice
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+from worker.rows import InvalidRow, Row
+from worker.validation import FieldError, Validator, show
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+MAX_LINE_BYTES = 64 * 1024
+EARLY_ROWS = 100
+EARLY_MIN_ROWS = 10
+EARLY_INVALID_SHARE = 0.9
+STDIN_NAME = "<stdin>"
+FORMATS = ("csv", "ndjson")
+REQUIRED_COLUMNS = ("playlist_id", "session_id", "ts")
+
+_LIMIT = MAX_LINE_BYTES + 1
+_SNIFF_BYTES = 8192
+_BUFFER_BYTES = 1 << 16
+_GZIP_MAGIC = b"\x1f\x8b"
+_SHOWN_ERRORS = 3
+_DELIMITERS = (",", "\t", ";", "|")
+_TSV_DELIMITERS = ("\t", ",", ";", "|")
+_SHOWN_COLUMNS = 10
+_ECHOED_BYTES = 200
+_INT64_RANGE = range(-(2**63), 2**63)
+_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+_COLUMN_ALIASES = {
+    "playlist_id": ("playlistid", "playlist"),
+    "session_id": ("sessionid", "session"),
+    "ts": ("ts", "timestamp", "timestampms", "tsms"),
+    "data_source": ("datasource",),
+}
+_ALIAS_TO_COLUMN = {
+    alias: column for column, aliases in _COLUMN_ALIASES.items() for alias in aliases
+}
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+_NDJSON_SHAPE = '{"playlist_id": 1234567, "session_id": "…", "ts": 1704067200000}'
+
+
+class InputError(Exception):
+    """Nothing can be read, or the run must not start (exit 2); the message says why."""
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """How to read inputs: the format override and the defaults for fields rows omit."""
+
+    fmt: str | None = None
+    default_data_source: str = "rum"
+    ts_unit: str = "ms"
+    now_ms: Callable[[], int] = field(default=_wall_clock_ms)
+
+
+class Readable(Protocol):
+    """A binary source that can fill a buffer, such as a raw file or `io.BytesIO`."""
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None: ...
+
+
+def _exact_loads(raw: bytes) -> object:
+    """JSON with numbers kept exact; used when the fast parser is absent or gave a float."""
+    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+_loads: Callable[[bytes], Any]
+try:
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is an optional speed-up
+    _loads = _exact_loads
+
+
+def _column_of(name: object) -> str | None:
+    """The canonical column a header or key names: case, spaces and punctuation ignored."""
+    if not isinstance(name, str):
+        return None
+    return _ALIAS_TO_COLUMN.get(_NOT_ALNUM.sub("", name.lower()))
+
+
+def _raw_fields(raw: bytes) -> dict[str, object]:
+    """A line that could not be split into fields, shortened for echoing."""
+    return {"raw": raw[:_ECHOED_BYTES].decode("utf-8", "replace").rstrip("\r\n")}
+
+
+def _echo(value: object) -> object:
+    """A JSON value as `InvalidRow.fields` holds it: what any JSON encoder can write back
+    (orjson refuses Decimal and integers beyond 64 bits, so those become strings)."""
+    if isinstance(value, Decimal) or (type(value) is int and value not in _INT64_RANGE):
+        return str(value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, default=str, ensure_ascii=False)[:_ECHOED_BYTES]
+    return value
+
+
+class _BadLine(Exception):
+    """A line that cannot become a row; `fatal` when nothing after it can be read."""
+
+    def __init__(
+        self, line: int, reason: str, fields: dict[str, object], *, fatal: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
+        self.fields = fields
+        self.fatal = fatal
+
+
+class _Lines:
+    """The physical lines of one input, bounded in length, with their 1-based numbers."""
+
+    __slots__ = ("_readline", "lineno")
+
+    def __init__(self, stream: io.BufferedIOBase) -> None:
+        self._readline = stream.readline
+        self.lineno = 0
+
+    def read(self) -> bytes:
+        """The next line with its newline; b"" at the end. Raises `_BadLine`."""
+        try:
+            raw = self._readline(_LIMIT)
+            if raw:
+                self.lineno += 1
+                if len(raw) == _LIMIT and raw[-1] != 0x0A:
+                    while (rest := self._readline(_BUFFER_BYTES)) and rest[-1] != 0x0A:
+                        pass
+                    raise _BadLine(
+                        self.lineno,
+                        f"the line is longer than {MAX_LINE_BYTES} bytes and was skipped: "
+                        "look for a missing newline or an unclosed quote",
+                        _raw_fields(raw),
+                    )
+        except (EOFError, OSError, zlib.error) as error:
+            raise _BadLine(
+                self.lineno + 1,
+                f"the input cannot be read after line {self.lineno} ({error}): it is "
+                "truncated or damaged and the rest of it was not read; copy it again",
+                {},
+                fatal=True,
+            ) from None
+        return raw
+
+
+class _CsvFeed:
+    """Decoded lines for `csv.reader`. A bad line raises through the reader, which then
+    starts afresh on the next line; `record_bytes` bounds records that span lines."""
+
+    __slots__ = ("_lines", "record_bytes")
+
+    def __init__(self, lines: _Lines) -> None:
+        self._lines = lines
+        self.record_bytes = 0
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> str:
+        raw = self._lines.read()
+        if not raw:
+            raise StopIteration
+        self.record_bytes += len(raw)
+        if self.record_bytes > _LIMIT:
+            raise _BadLine(
+                self._lines.lineno,
+                f"a quoted field runs past {MAX_LINE_BYTES} bytes: look for an unclosed quote",
+                _raw_fields(raw),
+            )
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as error:
+            raise _BadLine(
+                self._lines.lineno, "the line " + _not_utf8(raw, error), _raw_fields(raw)
+            ) from None
+        if "\0" in text:
+            raise _BadLine(
+                self._lines.lineno,
+                "the line contains a NUL byte: the file may be damaged or not UTF-8 text",
+                _raw_fields(raw),
+            )
+        return text
+
+
+def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
+    return (
+        f"is not valid UTF-8 (byte 0x{raw[error.start]:02x} at byte "
+        f"{error.start + 1}): save the file as UTF-8"
+    )
+
+
+@dataclass(frozen=True)
+class _Header:
+    """A CSV input's layout, from its first non-blank line."""
+
+    delimiter: str
+    columns: dict[str, int]
+    width: int
+
+    def fields(self, record: list[str]) -> dict[str, object]:
+        """The record's recognised values under their canonical names, for echoing."""
+        return {
+            column: record[index] for column, index in self.columns.items() if index < len(record)
+        }
+
+
+def _header(lines: _Lines, name: str, prefer_tab: bool) -> _Header:
+    text = ""
+    while not text.strip():
+        try:
+            raw = lines.read()
+        except _BadLine as bad:
+            raise InputError(f"{name}: line {bad.line}: {bad.reason}") from None
+        if not raw:
+            raise InputError(
+                f"{name}: no header line: a CSV input starts with the names of its columns, "
+                "e.g. playlist_id,session_id,ts"
+            )
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as error:
+            raise InputError(f"{name}: the header {_not_utf8(raw, error)}") from None
+    if "\r" in text.rstrip("\r\n"):
+        raise InputError(
+            f"{name}: lines end with a bare carriage return (old Mac style): "
+            "convert the file to LF or CRLF line endings"
+        )
+    delimiters = _TSV_DELIMITERS if prefer_tab else _DELIMITERS
+    candidates = []
+    for delimiter in delimiters:
+        try:
+            names = next(csv.reader([text], delimiter=delimiter, skipinitialspace=True))
+        except csv.Error:
+            continue
+        columns: dict[str, int] = {}
+        for index, column_name in enumerate(names):
+            column = _column_of(column_name)
+            if column is None:
+                continue
+            if column in columns:
+                raise InputError(
+                    f"{name}: columns {names[columns[column]].strip()!r} and "
+                    f"{column_name.strip()!r} both mean {column}: remove or rename one"
+                )
+            columns[column] = index
+        if all(column in columns for column in REQUIRED_COLUMNS):
+            return _Header(delimiter, columns, len(names))
+        candidates.append((len(columns), len(names), names, columns))
+    _, _, names, columns = max(candidates, key=lambda c: c[:2], default=(0, 0, [text], {}))
+    missing = ", ".join(column for column in REQUIRED_COLUMNS if column not in columns)
+    found = ", ".join(show(column_name.strip()) for column_name in names[:_SHOWN_COLUMNS])
+    if len(names) > _SHOWN_COLUMNS:
+        found += f" and {len(names) - _SHOWN_COLUMNS} more"
+    looks_like_data = names and names[0].strip().isdigit()
+    raise InputError(
+        f"{name}: the header has no {missing} column (found {found}; needed playlist_id, "
+        "session_id, ts, optionally data_source): "
+        + (
+            "the first line looks like data; add a header line such as playlist_id,session_id,ts"
+            if looks_like_data
+            else "rename the columns, or check the delimiter (, ; tab or |)"
+        )
+    )
+
+
+def _csv_rows(
+    lines: _Lines, name: str, validator: Validator, prefer_tab: bool
+) -> Iterator[Row | InvalidRow]:
+    header = _header(lines, name, prefer_tab)
+    feed = _CsvFeed(lines)
+    records = csv.reader(feed, delimiter=header.delimiter, strict=True, skipinitialspace=True)
+    to_row = validator.row
+    width = header.width
+    playlist, session, ts = (header.columns[column] for column in REQUIRED_COLUMNS)
+    data_source = header.columns.get("data_source", -1)
+    while True:
+        line = lines.lineno + 1
+        feed.record_bytes = 0
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except _BadLine as bad:
+            yield InvalidRow(name, bad.line, bad.reason, bad.fields)
+            if bad.fatal:
+                return
+            continue
+        except csv.Error as error:
+            yield InvalidRow(
+                name, line, f"the row cannot be split into fields ({error}): check its quotes", {}
+            )
+            continue
+        reason = None
+        if len(record) == width:
+            try:
+                row = to_row(
+                    record[playlist],
+                    record[session],
+                    record[ts],
+                    record[data_source] if data_source >= 0 else None,
+                    source=name,
+                    line=line,
+                )
+            except FieldError as error:
+                reason = str(error)
+            else:
+                yield row
+                continue
+        if any(value.strip() for value in record):
+            yield _csv_slow(record, header, reason, validator, source=name, line=line)
+
+
+def _csv_slow(
+    record: list[str],
+    header: _Header,
+    reason: str | None,
+    validator: Validator,
+    *,
+    source: str,
+    line: int,
+) -> Row | InvalidRow:
+    """A non-blank record the fast path did not take: a wrong field count, or bad values."""
+    fields = header.fields(record)
+    if len(record) > header.width and any(value.strip() for value in record[header.width :]):
+        reason = (
+            f"the row has {len(record)} fields but the header has {header.width}: "
+            f"quote values that contain {header.delimiter!r}"
+        )
+    elif reason is None:
+        try:
+            return validator.row(
+                fields.get("playlist_id"),
+                fields.get("session_id"),
+                fields.get("ts"),
+                fields.get("data_source"),
+                source=source,
+                line=line,
+            )
+        except FieldError as error:
+            reason = str(error)
+    return InvalidRow(source, line, reason, fields)
+
+
+def _canonical_fields(obj: dict[str, object]) -> dict[str, object]:
+    """The row's fields under their canonical names (an exact name beats an alias), as
+    echoable values."""
+    fields: dict[str, object] = {}
+    for key, value in obj.items():
+        column = _column_of(key)
+        if column is not None and (key == column or column not in fields):
+            fields[column] = _echo(value)
+    return fields
+
+
+def _ndjson_rows(lines: _Lines, name: str, validator: Validator) -> Iterator[Row | InvalidRow]:
+    to_row = validator.row
+    while True:
+        try:
+            raw = lines.read()
+        except _BadLine as bad:
+            yield InvalidRow(name, bad.line, bad.reason, bad.fields)
+            if bad.fatal:
+                return
+            continue
+        if not raw:
+            return
+        line = lines.lineno
+        try:
+            obj = _loads(raw)
+        except ValueError:
+            if raw.isspace():
+                continue
+            obj = None
+        if (
+            type(obj) is dict
+            and "playlist_id" in obj
+            and "session_id" in obj
+            and "ts" in obj
+            and type(obj["playlist_id"]) is not float
+            and type(obj["ts"]) is not float
+        ):
+            try:
+                yield to_row(
+                    obj["playlist_id"],
+                    obj["session_id"],
+                    obj["ts"],
+                    obj.get("data_source"),
+                    source=name,
+                    line=line,
+                )
+                continue
+            except FieldError as error:
+                yield InvalidRow(name, line, str(error), _canonical_fields(obj))
+                continue
+        yield _ndjson_slow(raw, name, line, validator)
+
+
+def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row | InvalidRow:
+    """A line the fast path could not take: exact numbers, aliases, or a precise error."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as error:
+        return InvalidRow(name, line, "the line " + _not_utf8(raw, error), _raw_fields(raw))
+    try:
+        obj = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        return InvalidRow(
+            name,
+            line,
+            f"the line is not valid JSON ({detail}): each line must be one object such as "
+            + _NDJSON_SHAPE,
+            _raw_fields(raw),
+        )
+    if not isinstance(obj, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(obj), "a number"
+        )
+        return InvalidRow(
+            name,
+            line,
+            f"the line is {kind}, not a JSON object: each line must be one object such as "
+            + _NDJSON_SHAPE,
+            _raw_fields(raw),
+        )
+    fields = _canonical_fields(obj)
+    try:
+        return validator.row(
+            fields.get("playlist_id"),
+            fields.get("session_id"),
+            fields.get("ts"),
+            fields.get("data_source"),
+            source=name,
+            line=line,
+        )
+    except FieldError as error:
+        return InvalidRow(name, line, str(error), fields)
+
+
+class _ByteCounter(io.RawIOBase):
+    """Counts the raw (for gzip: compressed) bytes read, for the progress display."""
+
+    def __init__(self, raw: Readable) -> None:
+        super().__init__()
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
+        read = self._raw.readinto(buffer)
+        if read:
+            self.count += read
+        return read
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One input as named on the command line, and how to read it."""
+
+    name: str
+    path: str | None
+    fmt: str | None
+    prefer_tab: bool
+
+
+def _spec(path: str, fmt: str | None) -> _Spec:
+    if path == "-":
+        return _Spec(STDIN_NAME, None, fmt, prefer_tab=False)
+    stem, extension = os.path.splitext(path.lower())
+    if extension == ".gz":
+        extension = os.path.splitext(stem)[1]
+    if fmt is None and extension not in _EXTENSIONS:
+        raise InputError(
+            f"{path}: cannot tell the format from the name: use a .csv, .tsv, .ndjson or "
+            ".jsonl name (optionally .gz), or pass --format csv or --format ndjson"
+        )
+    return _Spec(path, path, fmt or _EXTENSIONS[extension], prefer_tab=extension == ".tsv")
+
+
+class _Opened:
+    """An open input: the byte counter under it, and the rows read from it."""
+
+    def __init__(self, spec: _Spec, stdin: Readable | None, validator: Validator) -> None:
+        self.size: int | None = None
+        self._owned: io.FileIO | None = None
+        raw: Readable
+        if spec.path is not None:
+            try:
+                raw = self._owned = open(spec.path, "rb", buffering=0)  # noqa: SIM115
+            except OSError as error:
+                raise InputError(
+                    f"{spec.name}: cannot read it ({error.strerror}): "
+                    "check the path and its permissions"
+                ) from None
+            status = os.fstat(self._owned.fileno())
+            if stat.S_ISREG(status.st_mode):
+                self.size = status.st_size
+        elif stdin is None:
+            raw = self._owned = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+        else:
+            raw = stdin
+        self.counter = _ByteCounter(raw)
+        self._buffered = io.BufferedReader(self.counter, _BUFFER_BYTES)
+        self._stream: io.BufferedReader[_ByteCounter] | gzip.GzipFile = self._buffered
+        try:
+            head = self._sniff(spec.name)
+        except BaseException:
+            self.close()
+            raise
+        fmt = spec.fmt or ("ndjson" if head.lstrip()[:1] == b"{" else "csv")
+        lines = _Lines(self._stream)
+        self.rows = (
+            _csv_rows(lines, spec.name, validator, spec.prefer_tab)
+            if fmt == "csv"
+            else _ndjson_rows(lines, spec.name, validator)
+        )
+
+    def _sniff(self, name: str) -> bytes:
+        """The first bytes of text, once gzip is recognised, a BOM skipped and binary refused."""
+        try:
+            if self._buffered.peek(2)[:2] == _GZIP_MAGIC:
+                self._stream = gzip.GzipFile(fileobj=self._buffered, mode="rb")
+            head = self._stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
+            if head.startswith(codecs.BOM_UTF8):
+                self._stream.read(len(codecs.BOM_UTF8))
+                head = head[len(codecs.BOM_UTF8) :]
+        except (EOFError, OSError, zlib.error) as error:
+            raise InputError(
+                f"{name}: cannot read it ({error}): the file is damaged; copy it again"
+            ) from None
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise InputError(f"{name}: the file is UTF-16: save it as UTF-8")
+        if b"\0" in head:
+            raise InputError(
+                f"{name}: the file is binary, not CSV or NDJSON text (it has NUL bytes): "
+                "check that this is the right file, and export it as UTF-8 text"
+            )
+        return head
+
+    def close(self) -> None:
+        """Closes what this input opened; a substituted stdin stays open."""
+        self._stream.close()
+        self._buffered.close()
+        if self._owned is not None:
+            self._owned.close()
+
+
+def _early_stop(name: str, head: list[Row | InvalidRow]) -> None:
+    invalid = [item for item in head if isinstance(item, InvalidRow)]
+    if len(head) >= EARLY_MIN_ROWS and len(invalid) >= EARLY_INVALID_SHARE * len(head):
+        errors = "; ".join(f"line {item.line}: {item.reason}" for item in invalid[:_SHOWN_ERRORS])
+        raise InputError(
+            f"{name}: {len(invalid)} of the first {len(head)} rows are invalid, so this looks "
+            f"like the wrong file, delimiter or columns. First errors: {errors}"
+        )
+
+
+@dataclass
+class _Input:
+    """A checked input. `held` stays open (stdin and pipes cannot be read twice) with the
+    rows the check read; a regular file is reopened when its turn comes."""
+
+    spec: _Spec
+    size: int | None
+    held: _Opened | None = None
+    head: list[Row | InvalidRow] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.held is not None:
+            self.held.close()
+            self.held = None
+
+
+def _check(spec: _Spec, stdin: Readable | None, validator: Validator) -> _Input:
+    """Opens the input and reads its header and first rows, to fail before any request."""
+    opened = _Opened(spec, stdin, validator)
+    try:
+        head = list(islice(opened.rows, EARLY_ROWS))
+        _early_stop(spec.name, head)
+    except BaseException:
+        opened.close()
+        raise
+    if opened.size is None:
+        return _Input(spec, None, opened, head)
+    opened.close()
+    return _Input(spec, opened.size)
+
+
+class RowStream:
+    """The rows of all inputs in order; a context manager that closes every file.
+
+    Iterate it once, from any one thread (it never touches an event loop); `position`
+    may be called from another thread for a progress display.
+    """
+
+    def __init__(self, inputs: list[_Input], stdin: Readable | None, validator: Validator) -> None:
+        self._inputs = inputs
+        self._stdin = stdin
+        self._validator = validator
+        sizes = [item.size for item in inputs]
+        self._total = None if None in sizes else sum(size or 0 for size in sizes)
+        self._rows: Generator[Row | InvalidRow] | None = None
+        self._current: _ByteCounter | None = None
+        self._done = 0
+
+    def __iter__(self) -> Iterator[Row | InvalidRow]:
+        if self._rows is None:
+            self._rows = self._all_rows()
+        return self._rows
+
+    def _all_rows(self) -> Generator[Row | InvalidRow]:
+        for item in self._inputs:
+            opened = item.held or _Opened(item.spec, self._stdin, self._validator)
+            head, item.head, item.held = item.head, [], None
+            self._current = opened.counter
+            try:
+                yield from head
+                yield from opened.rows
+            finally:
+                opened.close()
+                self._current = None
+                self._done += opened.counter.count if item.size is None else item.size
+
+    def position(self) -> tuple[int, int | None]:
+        """(raw bytes consumed, total bytes or None when an input is stdin or a pipe).
+
+        Gzip inputs count compressed bytes on both sides, so the ratio is the progress."""
+        current = self._current
+        return self._done + (current.count if current is not None else 0), self._total
+
+    def close(self) -> None:
+        """Stops reading and closes every input; call it once iteration has stopped."""
+        if self._rows is not None:
+            self._rows.close()
+        for item in self._inputs:
+            item.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_inputs(
+    paths: Sequence[str], options: ReaderOptions, *, stdin: Readable | None = None
+) -> RowStream:
+    """Checks every input and returns their rows; raises `InputError` if the run must not
+    start. `stdin` stands in for standard input (`-`) in tests and embeddings."""
+    if not paths:
+        raise InputError("no input given: name one or more files, or - for standard input")
+    if list(paths).count("-") > 1:
+        raise InputError("- (standard input) is given more than once: it can be read only once")
+    if options.fmt is not None and options.fmt not in FORMATS:
+        raise InputError(f"the format {options.fmt!r} is unknown: use csv or ndjson")
+    try:
+        validator = Validator(options.default_data_source, options.ts_unit, options.now_ms)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    specs = [_spec(path, options.fmt) for path in paths]
+    inputs: list[_Input] = []
+    try:
+        for spec in specs:
+            inputs.append(_check(spec, stdin, validator))
+    except BaseException:
+        for item in inputs:
+            item.close()
+        raise
+    return RowStream(inputs, stdin, validator)

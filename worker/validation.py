@@ -1,0 +1,301 @@
+"""The field rules: what makes a (playlist_id, session_id, ts, data_source) row sendable.
+
+Every value is checked here, before any request, so that the API only ever sees values it
+can accept and a person sees one actionable message per bad row instead of a 400. Values
+arrive as CSV strings or as JSON values (str, int, Decimal, bool, None, list, dict).
+
+Each rule has a fast path for clean input (plain digits, a printable id, a lowercase
+source) and falls back to exact parsing (Decimal/Fraction, ISO-8601) only when needed.
+
+Limits and decisions:
+
+- `playlist_id`: a positive integer up to 2**63 - 1. Exponent forms such as
+  `1.234567e+06` (the API docs' curl example) are accepted when exactly integral.
+- `session_id`: surrounding whitespace stripped, then 1 to `MAX_SESSION_ID_CHARS`
+  printable characters with no whitespace inside, and not `.` or `..` (a path
+  dot-segment would be resolved away by URL normalisation). RUM ids are UUIDs, but any
+  other id is accepted as-is, case preserved: product_analytics and future ids may
+  differ, and the client percent-encodes the id into its own path segment.
+- `ts`: milliseconds since the Unix epoch, from `MIN_TS_MS` (2001-09-09T01:46:40Z; smaller
+  values are nearly always seconds) to `FUTURE_TOLERANCE_MS` (1 day) ahead of now.
+  Whole numbers, exactly integral exponent forms and ISO-8601 date-times with a zone are
+  accepted. With the `s` unit numbers are seconds, fractions allowed; sub-millisecond
+  digits of seconds and date-times are dropped (floored), as ms is the API's resolution.
+- `data_source`: `rum` or `product_analytics`, any case; empty means the default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+from worker.rows import DATA_SOURCES, Row
+
+MAX_PLAYLIST_ID = 2**63 - 1
+MAX_SESSION_ID_CHARS = 256
+MIN_TS_MS = 1_000_000_000_000
+FUTURE_TOLERANCE_MS = 86_400_000
+TS_UNITS = ("ms", "s")
+
+_MAX_NUMBER_CHARS = 64
+_MAX_EXPONENT = 9999
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_SHOWN_CHARS = 40
+_PLAYLIST_HINT = "give the playlist's numeric id, e.g. 1234567"
+
+
+class FieldError(ValueError):
+    """A value breaks a field rule; the message names the value and what to do about it."""
+
+
+def show(value: object) -> str:
+    """A value as a message quotes it: shortened, with invisible characters made visible."""
+    if isinstance(value, str):
+        if len(value) > _SHOWN_CHARS:
+            return repr(value[: _SHOWN_CHARS - 1] + "…")
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+
+
+def _number(field: str, value: object, hint: str) -> Fraction:
+    """An exact rational from a JSON number or a numeric string; never goes through float."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        raise FieldError(f"{field} {show(value)} is not a number: {hint}")
+    if isinstance(value, int):
+        return Fraction(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > _MAX_NUMBER_CHARS or not _NUMBER.fullmatch(text):
+            raise FieldError(f"{field} {show(value)} is not a number: {hint}")
+        exact = Decimal(text)
+    else:
+        exact = Decimal(value)
+    if not exact.is_finite() or abs(exact.adjusted()) > _MAX_EXPONENT:
+        raise FieldError(f"{field} {show(value)} is out of range: {hint}")
+    return Fraction(exact)
+
+
+def _is_blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def parse_playlist_id(value: object) -> int:
+    """A playlist id: a positive signed-64-bit integer (what the API's integer path takes)."""
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 19:
+        number = int(value)
+        if 0 < number <= MAX_PLAYLIST_ID:
+            return number
+    elif type(value) is int and 0 < value <= MAX_PLAYLIST_ID:
+        return value
+    if _is_blank(value):
+        raise FieldError(f"playlist_id is missing: {_PLAYLIST_HINT}")
+    exact = _number("playlist_id", value, _PLAYLIST_HINT)
+    if exact.denominator != 1:
+        raise FieldError(f"playlist_id {show(value)} is not a whole number: {_PLAYLIST_HINT}")
+    if not 0 < exact <= MAX_PLAYLIST_ID:
+        raise FieldError(
+            f"playlist_id {show(value)} is out of range: it must be from 1 to {MAX_PLAYLIST_ID}"
+        )
+    return exact.numerator
+
+
+def parse_session_id(value: object) -> str:
+    """A session id as the API will see it: stripped, printable, bounded, case kept."""
+    if (
+        type(value) is str
+        and 0 < len(value) <= MAX_SESSION_ID_CHARS
+        and " " not in value
+        and value.isprintable()
+        and value.strip(".")
+    ):
+        return value
+    if value is None:
+        raise FieldError("session_id is missing: give the replay's session id")
+    if not isinstance(value, str):
+        raise FieldError(f"session_id {show(value)} is not a string: quote it in the JSON")
+    text = value.strip()
+    if not text:
+        raise FieldError("session_id is empty: give the replay's session id")
+    if len(text) > MAX_SESSION_ID_CHARS:
+        raise FieldError(
+            f"session_id {show(text)} is {len(text)} characters long, more than the "
+            f"{MAX_SESSION_ID_CHARS} allowed: check that the column holds session ids"
+        )
+    for position, char in enumerate(text, 1):
+        if char.isspace() or not char.isprintable():
+            raise FieldError(
+                f"session_id {show(text)} contains U+{ord(char):04X} at character {position}: "
+                "remove whitespace and control or invisible characters"
+            )
+    if text in (".", ".."):
+        raise FieldError(f"session_id {show(text)} is a path dot-segment, not a session id")
+    return text
+
+
+def parse_data_source(value: object, default: str) -> str:
+    """`rum` or `product_analytics`; blank means the run's default."""
+    if type(value) is str and value in DATA_SOURCES:
+        return value
+    if _is_blank(value):
+        return default
+    if isinstance(value, str) and (folded := value.strip().lower()) in DATA_SOURCES:
+        return folded
+    raise FieldError(
+        f"data_source {show(value)} is not one of {', '.join(DATA_SOURCES)}: "
+        f"fix it, or leave it empty for the default ({default})"
+    )
+
+
+def _iso_ms(text: str, hint: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise FieldError(f"ts {show(text)} is not a number nor a date-time: {hint}") from None
+    if moment.tzinfo is None:
+        raise FieldError(
+            f"ts {show(text)} has no time zone: add one, e.g. {moment.isoformat()}Z "
+            "for UTC or +02:00 for an offset"
+        )
+    try:
+        return (moment - _EPOCH) // _ONE_MS
+    except OverflowError:
+        raise FieldError(f"ts {show(text)} is out of range: {hint}") from None
+
+
+def _as_date(ms: int) -> str:
+    """ms as a UTC date-time in parentheses, for messages; empty when not representable."""
+    try:
+        return f" ({(_EPOCH + ms * _ONE_MS):%Y-%m-%dT%H:%M:%SZ})"
+    except OverflowError:
+        return ""
+
+
+class Validator:
+    """Turns raw field values into a `Row`, or says precisely why it cannot.
+
+    Holds the run's options and a cached upper bound for `ts`: the bound only grows with
+    the clock, so a value under the cached bound is under the true one and the clock is
+    read again only for values above it.
+    """
+
+    __slots__ = ("_default_source", "_max_ts", "_now_ms", "_scale")
+
+    def __init__(self, default_data_source: str, ts_unit: str, now_ms: Callable[[], int]) -> None:
+        if ts_unit not in TS_UNITS:
+            raise ValueError(f"the ts unit {ts_unit!r} is not one of {', '.join(TS_UNITS)}")
+        if default_data_source.lower() not in DATA_SOURCES:
+            raise ValueError(
+                f"the default data source {default_data_source!r} is not one of "
+                f"{', '.join(DATA_SOURCES)}"
+            )
+        self._default_source = default_data_source.lower()
+        self._scale = 1000 if ts_unit == "s" else 1
+        self._now_ms = now_ms
+        self._max_ts = now_ms() + FUTURE_TOLERANCE_MS
+
+    def row(
+        self,
+        playlist_id: object,
+        session_id: object,
+        ts: object,
+        data_source: object,
+        *,
+        source: str,
+        line: int,
+    ) -> Row:
+        """The valid row; raises `FieldError` naming every bad field, joined by "; "."""
+        try:
+            return Row(
+                parse_playlist_id(playlist_id),
+                parse_session_id(session_id),
+                self.ts(ts),
+                parse_data_source(data_source, self._default_source),
+                source,
+                line,
+            )
+        except FieldError:
+            checks: tuple[tuple[Callable[[object], object], object], ...] = (
+                (parse_playlist_id, playlist_id),
+                (parse_session_id, session_id),
+                (self.ts, ts),
+                (lambda value: parse_data_source(value, self._default_source), data_source),
+            )
+            problems = []
+            for check, value in checks:
+                try:
+                    check(value)
+                except FieldError as error:
+                    problems.append(str(error))
+            raise FieldError("; ".join(problems)) from None
+
+    def ts(self, value: object) -> int:
+        """Milliseconds within the plausible window, from a number or an ISO date-time."""
+        if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 19:
+            ms = int(value) * self._scale
+            if MIN_TS_MS <= ms <= self._max_ts:
+                return ms
+        elif type(value) is int and MIN_TS_MS <= value * self._scale <= self._max_ts:
+            return value * self._scale
+        return self._ts_slow(value)
+
+    @property
+    def _hint(self) -> str:
+        unit = "seconds (--ts-unit s)" if self._scale != 1 else "milliseconds"
+        return f"ts must be {unit} since 1970-01-01 UTC, or an ISO-8601 date-time with a zone"
+
+    def _ts_slow(self, value: object) -> int:
+        if _is_blank(value):
+            raise FieldError(f"ts is missing: {self._hint}")
+        if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+            ms = _iso_ms(value.strip(), self._hint)
+            if ms < MIN_TS_MS:
+                raise FieldError(
+                    f"ts {show(value)} is before 2001-09-09, too early for a session replay: "
+                    "check the date"
+                )
+            self._check_future(value, ms)
+            return ms
+        exact = _number("ts", value, self._hint) * self._scale
+        if exact.denominator != 1 and self._scale == 1:
+            raise FieldError(
+                f"ts {show(value)} is not a whole number of milliseconds: {self._hint}"
+            )
+        ms = exact.numerator // exact.denominator
+        if ms < 0:
+            raise FieldError(f"ts {show(value)} is negative: {self._hint}")
+        if ms < MIN_TS_MS:
+            if self._scale == 1 and MIN_TS_MS <= ms * 1000 <= self._bound():
+                raise FieldError(
+                    f"ts {show(value)} looks like seconds{_as_date(ms * 1000)}, not milliseconds: "
+                    "pass --ts-unit s, or multiply by 1000"
+                )
+            raise FieldError(f"ts {show(value)} is before 2001-09-09: {self._hint}")
+        self._check_future(value, ms)
+        return ms
+
+    def _bound(self) -> int:
+        self._max_ts = max(self._max_ts, self._now_ms() + FUTURE_TOLERANCE_MS)
+        return self._max_ts
+
+    def _check_future(self, value: object, ms: int) -> None:
+        if ms <= self._max_ts or ms <= self._bound():
+            return
+        if self._scale != 1 and MIN_TS_MS <= ms // 1000 <= self._max_ts:
+            hint = "it looks like milliseconds: drop --ts-unit s"
+        elif self._scale == 1 and MIN_TS_MS <= ms // 1000 <= self._max_ts:
+            hint = "it looks like microseconds: divide by 1000"
+        elif self._scale == 1 and MIN_TS_MS <= ms // 1_000_000 <= self._max_ts:
+            hint = "it looks like nanoseconds: divide by 1000000"
+        else:
+            hint = "check the value and its unit"
+        raise FieldError(f"ts {show(value)}{_as_date(ms)} is more than 1 day in the future: {hint}")
