@@ -1,0 +1,303 @@
+"""How far a long run has got: a live display on a terminal, a `progress` event elsewhere.
+
+Progress polls the run's counters and the reader's position a few times a second, so the
+workers never call into it and a run with the display costs what a run without it does.
+Both forms show the same figures (`Snapshot`): rows done of the estimated total, rows per
+second over the last half minute, 429s and time paused, failures, and the time left.
+
+The total is estimated, because only the input's size in bytes is known in advance (and
+only for regular files): rows done per byte read so far, times the bytes in the input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+from typing import Protocol, Self, TextIO
+
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, TaskID, TextColumn
+from rich.progress import Progress as RichProgress
+from rich.text import Text
+from structlog.typing import FilteringBoundLogger
+
+Position = Callable[[], tuple[int, int | None]]
+"""(bytes read so far, bytes in all the inputs or None when not known in advance)."""
+
+RATE_WINDOW_S = 30.0
+"""Rows per second are measured over this much recent time: long enough to smooth out a
+pause, short enough to follow a change of pace (a rerun skips done rows far faster)."""
+
+
+class Counters(Protocol):
+    """What progress reads of the run's account; `worker.report.Report` provides it."""
+
+    @property
+    def rows_read(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def invalid(self) -> int: ...
+    @property
+    def rate_limited(self) -> int: ...
+    @property
+    def paused_s(self) -> float: ...
+    @property
+    def elapsed_s(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The figures of one moment of the run."""
+
+    rows_done: int
+    rows_total: int | None
+    """Estimated from the bytes read; None until the input's size and a first row are known."""
+    bytes_done: int
+    bytes_total: int | None
+    rows_per_s: float | None
+    eta_s: float | None
+    rate_limited: int
+    paused_s: float
+    failed: int
+    invalid: int
+    elapsed_s: float
+
+    def fields(self) -> dict[str, object]:
+        """The figures as log fields, rounded for reading."""
+        percent = None
+        if self.rows_total:
+            percent = round(100 * self.rows_done / self.rows_total, 1)
+        return {
+            "rows_done": self.rows_done,
+            "rows_total_est": self.rows_total,
+            "percent": percent,
+            "rows_per_s": _round(self.rows_per_s, 1),
+            "eta_s": _round(self.eta_s, 0),
+            "rate_limited": self.rate_limited,
+            "paused_s": round(self.paused_s, 1),
+            "failed": self.failed,
+            "invalid": self.invalid,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+            "elapsed_s": round(self.elapsed_s, 1),
+        }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+class Gauge:
+    """Turns the counters and the position into snapshots, keeping the recent history the
+    rate needs. Time is the run's own elapsed time, so the report and progress agree."""
+
+    def __init__(self, counters: Counters, position: Position) -> None:
+        self._counters = counters
+        self._position = position
+        # Nothing is done when the run starts: the first rate is measured from there.
+        self._history: deque[tuple[float, int]] = deque([(0.0, 0)])
+
+    def read(self) -> Snapshot:
+        c = self._counters
+        now, rows = c.elapsed_s, c.rows_read
+        bytes_done, bytes_total = self._position()
+        rate = self._rate(now, rows)
+        total = None
+        if bytes_total is not None and bytes_done > 0 and rows > 0:
+            total = max(rows, round(rows * bytes_total / bytes_done))
+        eta = None
+        if total is not None and rate:
+            eta = (total - rows) / rate
+        return Snapshot(
+            rows_done=rows,
+            rows_total=total,
+            bytes_done=bytes_done,
+            bytes_total=bytes_total,
+            rows_per_s=rate,
+            eta_s=eta,
+            rate_limited=c.rate_limited,
+            paused_s=c.paused_s,
+            failed=c.failed,
+            invalid=c.invalid,
+            elapsed_s=now,
+        )
+
+    def _rate(self, now: float, rows: int) -> float | None:
+        history = self._history
+        history.append((now, rows))
+        while len(history) > 1 and history[1][0] <= now - RATE_WINDOW_S:
+            history.popleft()
+        then, rows_then = history[0]
+        return (rows - rows_then) / (now - then) if now > then else None
+
+
+class Display(Protocol):
+    def start(self, snapshot: Snapshot) -> None: ...
+    def show(self, snapshot: Snapshot) -> None: ...
+    def stop(self, snapshot: Snapshot) -> None:
+        """The run is over: `snapshot` holds its final figures."""
+
+
+class _TwoLineProgress(RichProgress):
+    """The bar and the pace on one line, what went wrong on the next: one line of
+    everything would be cut short on an 80-column terminal."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            yield Text.from_markup(task.fields["texts"].detail)
+
+
+class LiveDisplay:
+    """A `rich` progress bar with the run's figures, redrawn in place."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = _TwoLineProgress(
+            TextColumn("[bold]ingest"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.fields[texts].done}"),
+            TextColumn("• {task.fields[texts].speed}"),
+            TextColumn("• ETA {task.fields[texts].eta}"),
+            console=console,
+            auto_refresh=False,  # redrawn by `show`, from the event loop: no thread
+            expand=True,
+            # What else is written to the display's own stream while it runs (console
+            # logs, say) is printed above it; the other stream may be a pipe: left alone.
+            redirect_stdout=console.file is sys.stdout,
+            redirect_stderr=console.file is sys.stderr,
+        )
+        self._task = TaskID(0)
+
+    def start(self, snapshot: Snapshot) -> None:
+        self._task = self._progress.add_task("ingest", total=None, texts=_Texts.of(snapshot))
+        self._progress.start()
+
+    def show(self, snapshot: Snapshot) -> None:
+        self._progress.update(
+            self._task,
+            total=snapshot.rows_total,
+            completed=snapshot.rows_done,
+            refresh=True,
+            texts=_Texts.of(snapshot),
+        )
+
+    def stop(self, snapshot: Snapshot) -> None:
+        self.show(snapshot)
+        self._progress.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class _Texts:
+    """The live display's figures, in rich markup."""
+
+    done: str
+    speed: str
+    eta: str
+    detail: str
+
+    @classmethod
+    def of(cls, s: Snapshot) -> _Texts:
+        done = f"{s.rows_done:,} rows"
+        if s.rows_total:
+            percent = 100 * s.rows_done / s.rows_total
+            done = f"{s.rows_done:,} of ~{s.rows_total:,} rows ({percent:.0f}%)"
+        pauses = f"429s: {s.rate_limited:,}, paused {_duration(s.paused_s)}"
+        if s.rate_limited:
+            pauses = f"[yellow]{pauses}[/]"
+        failures = f"{s.failed:,} failed" + (f", {s.invalid:,} invalid" if s.invalid else "")
+        if s.failed or s.invalid:
+            failures = f"[red]{failures}[/]"
+        return cls(
+            done=done,
+            speed="… rows/s" if s.rows_per_s is None else f"{s.rows_per_s:,.0f} rows/s",
+            eta="?" if s.eta_s is None else _duration(s.eta_s),
+            detail=f"{pauses} • {failures} • {_duration(s.elapsed_s)} elapsed",
+        )
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+class LogDisplay:
+    """A structlog `progress` event with the figures as fields, for logs that are read
+    later or by machines (cron mail, `kubectl logs`, journald)."""
+
+    def __init__(self, logger: FilteringBoundLogger) -> None:
+        self._logger = logger
+
+    def start(self, snapshot: Snapshot) -> None:
+        pass  # nothing to say yet: the first event comes after one interval
+
+    def show(self, snapshot: Snapshot) -> None:
+        self._logger.info("progress", **snapshot.fields())
+
+    def stop(self, snapshot: Snapshot) -> None:
+        pass  # the run's summary event follows, with the final figures
+
+
+class Progress:
+    """Shows a snapshot every `interval_s` while running; `async with` runs it for the
+    duration of the block."""
+
+    def __init__(self, gauge: Gauge, display: Display, *, interval_s: float) -> None:
+        self._gauge = gauge
+        self._display = display
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Show progress until cancelled, then show the final figures."""
+        self._display.start(self._gauge.read())
+        try:
+            while True:
+                await asyncio.sleep(self._interval_s)
+                self._display.show(self._gauge.read())
+        finally:
+            self._display.stop(self._gauge.read())
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self.run(), name="progress")
+        await asyncio.sleep(0)  # let the display start before the run does
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        # `wait`, not `await task`: a cancellation of the caller itself must propagate.
+        await asyncio.wait([self._task])
+        if not self._task.cancelled() and (error := self._task.exception()) is not None:
+            raise error
+
+
+def make_progress(
+    counters: Counters,
+    position: Position,
+    *,
+    enabled: bool | None,
+    stream: TextIO,
+    logger: FilteringBoundLogger,
+    interval_s: float = 5.0,
+    refresh_s: float = 0.5,
+) -> Progress:
+    """The live display when `stream` is an interactive terminal (`enabled` None) or when
+    asked for (`enabled` True, `--progress`); otherwise a `progress` event every
+    `interval_s` seconds. `refresh_s` paces the live display."""
+    gauge = Gauge(counters, position)
+    if enabled is not False:
+        console = Console(file=stream, force_terminal=enabled, force_interactive=enabled)
+        if console.is_interactive:
+            return Progress(gauge, LiveDisplay(console), interval_s=refresh_s)
+    return Progress(gauge, LogDisplay(logger), interval_s=interval_s)
