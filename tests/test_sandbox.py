@@ -659,3 +659,12 @@ async def test_the_process_refuses_bad_options(
 ) -> None:
     with pytest.raises(RuntimeError, match="exited with 2"):
         await sandbox_process("--rate-limit", "0/1")
+
+
+async def test_a_taken_port_is_refused_with_exit_2(
+    sandbox: Sandbox, sandbox_process: Callable[..., Awaitable[Any]]
+) -> None:
+    port = str(URL(sandbox.base_url).port)
+
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        await sandbox_process("--port", port)

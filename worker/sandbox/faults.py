@@ -2,7 +2,9 @@
 
 Each PUT draws once from a seeded generator and falls into at most one fault band, so
 the shares are exact shares of PUTs, faults never stack, and a given seed and arrival
-order always give the same sequence: a failing test can be replayed.
+order always give the same sequence: a failing test can be replayed. Hangs, drops
+before adding and bare 429s stand for failures in front of the API (network, proxy), so
+they spend no rate-limit budget; the other faults happen inside it and carry the headers.
 """
 
 from __future__ import annotations

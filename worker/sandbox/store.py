@@ -65,17 +65,20 @@ class Store:
 
 @dataclass(slots=True)
 class Stats:
-    """Counters over the API routes (the /_sandbox control routes are not counted)."""
+    """What the sandbox was asked and answered (the /_sandbox control routes aside)."""
 
     requests: int = 0
+    """Requests to the playlist-session routes, whatever became of them."""
     puts: int = 0
     duplicate_puts: int = 0
     """PUTs applied for a (playlist, session) already held: a client's wasted retries."""
     after_revoke: int = 0
     """Requests received after the keys were revoked: a client that does not stop."""
     dropped: int = 0
+    """Connections closed without an answer: drop faults, and hangs once the server stops."""
     hung: int = 0
     responses: Counter[int] = field(default_factory=Counter)
+    """Answers sent, by status, unknown routes included."""
 
     def clear(self) -> None:
         self.requests = self.puts = self.duplicate_puts = 0
