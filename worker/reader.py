@@ -660,6 +660,11 @@ class RowStream:
         self._current: _ByteCounter | None = None
         self._done = 0
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The inputs' source names in reading order, as rows carry them."""
+        return tuple(item.spec.name for item in self._inputs)
+
     def __iter__(self) -> Iterator[Row | InvalidRow]:
         if self._rows is None:
             self._rows = self._all_rows()
