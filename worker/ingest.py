@@ -23,7 +23,7 @@ import structlog
 from worker import aio, logs
 from worker.client import Client, session_url
 from worker.config import ConfigError, Credentials, Secret, base_url_for, load_credentials
-from worker.deadletter import DeadLetter
+from worker.deadletter import DeadLetter, DeadLetterError
 from worker.journal import JournalError, Ledger, MemoryLedger, SqliteJournal, default_journal_path
 from worker.metrics import statsd_from
 from worker.observe import RunObserver
@@ -181,11 +181,13 @@ async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[s
     report = Report()
     async with _target(plan) as (base_url, credentials):
         try:
+            dead_letter = (
+                DeadLetter(Path(args.dead_letter), args.inputs) if args.dead_letter else None
+            )
             ledger = _open_ledger(plan, base_url)
-        except JournalError as exc:
+        except (JournalError, DeadLetterError) as exc:
             log.error("cannot_start", error=str(exc))
             return EXIT_CANNOT_START
-        dead_letter = DeadLetter(Path(args.dead_letter)) if args.dead_letter else None
         metrics = statsd_from(args.statsd, environ)
         observers: list[RunObserver] = [ledger, report, logs.LogObserver(log)]
         observers += [o for o in (dead_letter, metrics) if o is not None]
@@ -237,9 +239,13 @@ async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[s
                 not_attempted=report.not_attempted,
             )
         report.finish(code)
-        for closing in (dead_letter, metrics):
-            if closing is not None:
-                closing.close()
+        if metrics is not None:
+            metrics.close()
+        if dead_letter is not None:
+            try:
+                dead_letter.close()
+            except DeadLetterError as exc:
+                log.error("dead_letter_incomplete", error=str(exc))
         ledger.close(report.as_dict())
     _finish(plan, report, log, dry_run=False)
     return code
