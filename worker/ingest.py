@@ -26,7 +26,6 @@ from worker.config import ConfigError, Credentials, Secret, base_url_for, load_c
 from worker.deadletter import DeadLetter, DeadLetterError
 from worker.journal import JournalError, Ledger, MemoryLedger, SqliteJournal, default_journal_path
 from worker.metrics import statsd_from
-from worker.observe import RunObserver
 from worker.pacer import Pacer
 from worker.progress import make_progress
 from worker.reader import InputError, ReaderOptions, RowStream, open_inputs
@@ -189,65 +188,93 @@ async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[s
             log.error("cannot_start", error=str(exc))
             return EXIT_CANNOT_START
         metrics = statsd_from(args.statsd, environ)
-        observers: list[RunObserver] = [ledger, report, logs.LogObserver(log)]
-        observers += [o for o in (dead_letter, metrics) if o is not None]
-        fanout = Fanout(observers)
-        pacer = Pacer(rate=args.rate, on_pause=fanout.paused)
-        log.info(
-            "start",
-            target=base_url,
-            inputs=list(args.inputs),
-            concurrency=args.concurrency,
-            shard=str(plan.shard) if plan.shard else None,
-            journal=str(plan.journal_path) if plan.journal_path else None,
-        )
-        progress = make_progress(
-            report,
-            stream.position,
-            enabled=args.progress,
-            stream=sys.stderr,
-            logger=log,
-            interval_s=args.progress_interval,
-        )
-        async with Client(
-            base_url,
-            credentials,
-            concurrency=args.concurrency,
-            timeout_s=args.timeout,
-            ca_bundle=args.ca_bundle,
-        ) as client:
-            run = Run(
-                iter(stream),
-                client=client,
-                pacer=pacer,
+        sinks = [o for o in (dead_letter, metrics) if o is not None]
+        fanout = Fanout([ledger, report, logs.LogObserver(log), *sinks])
+        try:
+            code = await _execute(
+                plan,
+                stream,
+                log,
+                fanout=fanout,
                 ledger=ledger,
-                observer=fanout,
-                settings=RunSettings(args.concurrency, plan.policy, grace_s=args.grace),
-                owns=plan.owns,
-                warn=lambda event, fields: log.warning(event, **fields),
+                report=report,
+                base_url=base_url,
+                credentials=credentials,
             )
-            received: list[int] = []
-            with _signals(run, received):
-                async with progress:
-                    stop = await run.execute()
-        code = _exit_code(stop, received, report)
-        if stop is not None and stop is not Stop.SIGNAL:
-            log.error(
-                "aborted",
-                reason=stop.value,
-                detail=run.input_error or _ABORT_ADVICE.get(stop),
-                not_attempted=report.not_attempted,
-            )
-        report.finish(code)
-        if metrics is not None:
-            metrics.close()
-        if dead_letter is not None:
-            try:
-                dead_letter.close()
-            except DeadLetterError as exc:
-                log.error("dead_letter_incomplete", error=str(exc))
-        ledger.close(report.as_dict())
+        finally:
+            # Even after a crash: flush what was confirmed, so a rerun knows it.
+            if report.exit_code is None:
+                report.finish(EXIT_ABORTED)
+            if metrics is not None:
+                metrics.close()
+            if dead_letter is not None:
+                try:
+                    dead_letter.close()
+                except DeadLetterError as exc:
+                    log.error("dead_letter_incomplete", error=str(exc))
+            ledger.close(report.as_dict())
     _finish(plan, report, log, dry_run=False)
+    return code
+
+
+async def _execute(
+    plan: Plan,
+    stream: RowStream,
+    log: Logger,
+    *,
+    fanout: Fanout,
+    ledger: Ledger,
+    report: Report,
+    base_url: str,
+    credentials: Credentials,
+) -> int:
+    args = plan.args
+    log.info(
+        "start",
+        target=base_url,
+        inputs=list(args.inputs),
+        concurrency=args.concurrency,
+        shard=str(plan.shard) if plan.shard else None,
+        journal=str(plan.journal_path) if plan.journal_path else None,
+    )
+    progress = make_progress(
+        report,
+        stream.position,
+        enabled=args.progress,
+        stream=sys.stderr,
+        logger=log,
+        interval_s=args.progress_interval,
+    )
+    async with Client(
+        base_url,
+        credentials,
+        concurrency=args.concurrency,
+        timeout_s=args.timeout,
+        ca_bundle=args.ca_bundle,
+    ) as client:
+        run = Run(
+            iter(stream),
+            client=client,
+            pacer=Pacer(rate=args.rate, on_pause=fanout.paused),
+            ledger=ledger,
+            observer=fanout,
+            settings=RunSettings(args.concurrency, plan.policy, grace_s=args.grace),
+            owns=plan.owns,
+            warn=lambda event, fields: log.warning(event, **fields),
+        )
+        received: list[int] = []
+        with _signals(run, received):
+            async with progress:
+                stop = await run.execute()
+    code = _exit_code(stop, received, report)
+    if stop is not None and stop is not Stop.SIGNAL:
+        log.error(
+            "aborted",
+            reason=stop.value,
+            detail=run.input_error or _ABORT_ADVICE.get(stop),
+            not_attempted=report.not_attempted,
+        )
+    report.finish(code)
     return code
 
 
