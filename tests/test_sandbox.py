@@ -456,6 +456,23 @@ async def test_proxy_mode_hides_the_headers_but_keeps_the_limit(
         assert_ratelimit_headers(headers, present=False)
 
 
+async def test_a_skewed_reset_is_any_whole_second_near_the_boundary(
+    make_sandbox: MakeSandbox, http: aiohttp.ClientSession
+) -> None:
+    clock = FakeClock(1000.25)  # 1.75 s before the 2-second window ends
+    sandbox = await make_sandbox(
+        rate_limit=(100, 2), clock=clock, faults=FaultConfig(reset_skew_s=1.0)
+    )
+
+    answers = [await put(http, sandbox, f"s{i}") for i in range(20)]
+    clock.now = 1001.9  # 0.1 s left: 0 and 1 are within a second, -1 is not a Reset
+    late = {(await put(http, sandbox, f"t{i}"))[2]["X-RateLimit-Reset"] for i in range(20)}
+
+    assert {headers["X-RateLimit-Reset"] for _, _, headers in answers} == {"1", "2"}
+    assert late == {"0", "1"}
+    assert [headers["X-RateLimit-Remaining"] for _, _, headers in answers[:2]] == ["99", "98"]
+
+
 async def test_revoked_keys_refuse_every_later_request(
     make_sandbox: MakeSandbox, http: aiohttp.ClientSession
 ) -> None:
@@ -495,6 +512,7 @@ async def test_a_seed_replays_the_same_faults(
         ({"error_before": 0.6, "drop_after": 0.6}, "add up"),
         ({"latency_ms": (5.0, 1.0)}, "latency_ms"),
         ({"revoke_keys_after": -1}, "revoke_keys_after"),
+        ({"reset_skew_s": -1}, "reset_skew_s"),
     ],
 )
 def test_fault_config_refuses_nonsense(faults: dict[str, Any], complaint: str) -> None:
@@ -596,7 +614,7 @@ def test_options_become_a_config() -> None:
     args = parse(
         "--rate-limit", "10/3", "--playlists", "1, 2", "--minimal", "--fault-5xx", "0.1",
         "--fault-drop-after", "0.2", "--fault-latency-ms", "5-50", "--no-ratelimit-headers",
-        "--revoke-keys-after", "9", "--seed", "4",
+        "--revoke-keys-after", "9", "--seed", "4", "--fault-reset-skew", "1",
     )  # fmt: skip
 
     config = config_from_args(args, env={"SANDBOX_API_KEY": "a", "SANDBOX_APP_KEY": "b"})
@@ -612,6 +630,7 @@ def test_options_become_a_config() -> None:
             drop_after=0.2,
             latency_ms=(5.0, 50.0),
             ratelimit_headers=False,
+            reset_skew_s=1.0,
             revoke_keys_after=9,
             seed=4,
         ),

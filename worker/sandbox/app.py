@@ -205,7 +205,11 @@ class Sandbox:
         if revoked:
             self.stats.after_revoke += 1
         verdict = self._limiter.take()
-        headers = self._limiter.headers(verdict) if self._faults.config.ratelimit_headers else {}
+        headers = (
+            self._limiter.headers(self._faults.skew(verdict))
+            if self._faults.config.ratelimit_headers
+            else {}
+        )
         if revoked or not self._authorized(request):
             return self._answer(403, errors("Forbidden"), headers)
         if not verdict.allowed:

@@ -82,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="proxy mode: no response carries X-RateLimit-* headers",
     )
     faults.add_argument(
+        "--fault-reset-skew",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="report X-RateLimit-Reset as any whole second within SECONDS of the true boundary",
+    )
+    faults.add_argument(
         "--revoke-keys-after",
         type=int,
         metavar="N",
@@ -99,6 +106,7 @@ def config_from_args(
         **{field: getattr(args, f"fault_{field}") for field in _SHARE_OPTIONS},
         latency_ms=_option("--fault-latency-ms", parse_latency_ms, args.fault_latency_ms),
         ratelimit_headers=not args.no_ratelimit_headers,
+        reset_skew_s=args.fault_reset_skew,
         revoke_keys_after=args.revoke_keys_after,
         seed=args.seed,
     )

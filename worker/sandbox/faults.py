@@ -16,6 +16,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from worker.sandbox.ratelimit import Verdict
+
 ERROR_STATUSES = (500, 502, 503, 504)
 
 
@@ -65,6 +67,9 @@ class FaultConfig:
     """Added before answering, drawn uniformly from [min, max]."""
     ratelimit_headers: bool = True
     """False is "proxy mode": no response carries X-RateLimit-* headers."""
+    reset_skew_s: float = 0.0
+    """Report X-RateLimit-Reset as any whole second within this many seconds of the true
+    boundary (0 allowed), like a server whose clock or rounding is off; 0: rounded up."""
     revoke_keys_after: int | None = None
     """Serve this many API requests, then answer 403 to every later one."""
     seed: int = 0
@@ -87,6 +92,8 @@ class FaultConfig:
             raise ValueError(
                 f"latency_ms must be (min, max) with 0 <= min <= max, not {self.latency_ms!r}"
             )
+        if not (_is_number(self.reset_skew_s) and 0 <= self.reset_skew_s < math.inf):
+            raise ValueError(f"reset_skew_s must be 0 or more seconds, not {self.reset_skew_s!r}")
         if self.revoke_keys_after is not None and (
             not _is_number(self.revoke_keys_after)
             or not isinstance(self.revoke_keys_after, int)
@@ -157,6 +164,7 @@ class FaultPlan:
         low, high = config.latency_ms
         self._latency = (low / 1000, high / 1000)
         self._requests = 0
+        self._skew_rng = random.Random(f"reset-skew/{config.seed}")  # keeps the PUT draws
 
     def draw(self) -> Fault:
         """The fault for the next PUT: one draw per PUT, none when no share is set."""
@@ -175,6 +183,16 @@ class FaultPlan:
         """Seconds to wait before answering."""
         low, high = self._latency
         return low if low == high else self._rng.uniform(low, high)
+
+    def skew(self, verdict: Verdict) -> Verdict:
+        """The verdict with its Reset moved by up to `reset_skew_s`, never below 0 (kept
+        rounded up when no whole second lies that close to the boundary)."""
+        skew = self.config.reset_skew_s
+        if not skew:
+            return verdict
+        low = max(0, math.ceil(verdict.left - skew))
+        high = max(low, math.floor(verdict.left + skew))
+        return dataclasses.replace(verdict, reset=self._skew_rng.randint(low, high))
 
     def revoked(self) -> bool:
         """Counts one API request; True once the keys' allowance is spent."""

@@ -47,6 +47,8 @@ class Verdict:
     remaining: int
     reset: int
     """Whole seconds until the window ends, rounded up (never 0: the window is not over)."""
+    left: float
+    """Seconds until the window ends, exactly: what `reset` rounds."""
 
 
 class FixedWindowLimiter:
@@ -80,8 +82,8 @@ class FixedWindowLimiter:
         allowed = self._used < self.limit
         if allowed:
             self._used += 1
-        reset = max(1, math.ceil((window + 1) * self.period - now))
-        return Verdict(allowed, self.limit - self._used, reset)
+        left = (window + 1) * self.period - now
+        return Verdict(allowed, self.limit - self._used, max(1, math.ceil(left)), left)
 
     def headers(self, verdict: Verdict) -> dict[str, str]:
         """The five headers Datadog puts on every rate-limited response."""
