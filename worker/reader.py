@@ -200,13 +200,20 @@ class _Lines:
 
 class _CsvFeed:
     """Decoded lines for `csv.reader`. A bad line raises through the reader, which then
-    starts afresh on the next line; `record_bytes` bounds records that span lines."""
+    starts afresh on the next line; records that span lines are bounded in bytes."""
 
-    __slots__ = ("_lines", "record_bytes")
+    __slots__ = ("_lines", "_record_bytes", "_record_line")
 
     def __init__(self, lines: _Lines) -> None:
         self._lines = lines
-        self.record_bytes = 0
+        self._record_bytes = 0
+        self._record_line = 0
+
+    def start_record(self) -> int:
+        """Marks the start of the next record; returns its line number."""
+        self._record_bytes = 0
+        self._record_line = self._lines.lineno + 1
+        return self._record_line
 
     def __iter__(self) -> Self:
         return self
@@ -215,12 +222,14 @@ class _CsvFeed:
         raw = self._lines.read()
         if not raw:
             raise StopIteration
-        self.record_bytes += len(raw)
-        if self.record_bytes > _LIMIT:
+        self._record_bytes += len(raw)
+        if self._record_bytes > _LIMIT:
             raise _BadLine(
-                self._lines.lineno,
-                f"a quoted field runs past {MAX_LINE_BYTES} bytes: look for an unclosed quote",
-                _raw_fields(raw),
+                self._record_line,
+                f"a quoted field runs on to line {self._lines.lineno}, past {MAX_LINE_BYTES} "
+                "bytes: look for an unclosed quote on this line; the lines it swallowed "
+                "were not read as rows",
+                {},
             )
         try:
             text = raw.decode()
@@ -329,8 +338,7 @@ def _csv_rows(
     playlist, session, ts = (header.columns[column] for column in REQUIRED_COLUMNS)
     data_source = header.columns.get("data_source", -1)
     while True:
-        line = lines.lineno + 1
-        feed.record_bytes = 0
+        line = feed.start_record()
         try:
             record = next(records)
         except StopIteration:
@@ -397,14 +405,17 @@ def _csv_slow(
 
 
 def _canonical_fields(obj: dict[str, object]) -> dict[str, object]:
-    """The row's fields under their canonical names (an exact name beats an alias), as
-    echoable values."""
+    """The row's fields under their canonical names; an exact name beats an alias."""
     fields: dict[str, object] = {}
     for key, value in obj.items():
         column = _column_of(key)
         if column is not None and (key == column or column not in fields):
-            fields[column] = _echo(value)
+            fields[column] = value
     return fields
+
+
+def _echoed(fields: dict[str, object]) -> dict[str, object]:
+    return {column: _echo(value) for column, value in fields.items()}
 
 
 def _ndjson_rows(lines: _Lines, name: str, validator: Validator) -> Iterator[Row | InvalidRow]:
@@ -445,7 +456,7 @@ def _ndjson_rows(lines: _Lines, name: str, validator: Validator) -> Iterator[Row
                 )
                 continue
             except FieldError as error:
-                yield InvalidRow(name, line, str(error), _canonical_fields(obj))
+                yield InvalidRow(name, line, str(error), _echoed(_canonical_fields(obj)))
                 continue
         yield _ndjson_slow(raw, name, line, validator)
 
@@ -489,7 +500,7 @@ def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row 
             line=line,
         )
     except FieldError as error:
-        return InvalidRow(name, line, str(error), fields)
+        return InvalidRow(name, line, str(error), _echoed(fields))
 
 
 class _ByteCounter(io.RawIOBase):

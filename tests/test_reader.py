@@ -1,0 +1,814 @@
+"""Reading inputs: formats, headers, compression, stdin, garbage and the early stop.
+
+Every case writes real bytes to a file (or a stand-in stdin) and reads them through
+`open_inputs`, as the runner and `validate` do.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from worker.reader import (
+    MAX_LINE_BYTES,
+    InputError,
+    ReaderOptions,
+    open_inputs,
+)
+from worker.rows import InvalidRow, Row
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = 1_795_651_200_000  # 2026-11-26T00:00:00Z
+TS = 1_795_000_000_000
+UUID = "00000000-0000-0000-0000-000000000001"
+OPTIONS = ReaderOptions(now_ms=lambda: NOW)
+HEADER = b"playlist_id,session_id,ts\n"
+NDJSON_SHAPE = '{"playlist_id": 1234567, "session_id": "…", "ts": 1704067200000}'
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs are named relative to the test's directory, as messages show them."""
+    monkeypatch.chdir(tmp_path)
+
+
+def read(
+    tmp_path: Path, name: str, content: bytes, options: ReaderOptions = OPTIONS
+) -> list[Row | InvalidRow]:
+    (tmp_path / name).write_bytes(content)
+    with open_inputs([name], options) as stream:
+        return list(stream)
+
+
+def refused(tmp_path: Path, name: str, content: bytes, options: ReaderOptions = OPTIONS) -> str:
+    with pytest.raises(InputError) as error:
+        read(tmp_path, name, content, options)
+    return str(error.value)
+
+
+def row(line: int, playlist_id: int = 1001, session_id: str = UUID, **extra: object) -> Row:
+    fields: dict[str, object] = {"ts": TS, "data_source": "rum", **extra}
+    return Row(
+        playlist_id, session_id, int(str(fields["ts"])), str(fields["data_source"]), "", line
+    )
+
+
+def anonymous(items: list[Row | InvalidRow]) -> list[Row | InvalidRow]:
+    """The items with their source blanked, to compare with `row()`."""
+    return [
+        Row(i.playlist_id, i.session_id, i.ts, i.data_source, "", i.line)
+        if isinstance(i, Row)
+        else InvalidRow("", i.line, i.reason, i.fields)
+        for i in items
+    ]
+
+
+# CSV headers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "line"),
+    [
+        ("playlist_id,session_id,ts", f"1001,{UUID},{TS}"),
+        ("playlistId,sessionId,timestamp", f"1001,{UUID},{TS}"),
+        (" Playlist ID , Session Id ,TS", f"1001,{UUID},{TS}"),
+        ("PLAYLIST_ID,SESSION-ID,Timestamp_ms", f"1001,{UUID},{TS}"),
+        ("playlist,session,ts_ms", f"1001,{UUID},{TS}"),
+        ('"playlist_id","session_id","ts"', f"1001,{UUID},{TS}"),
+        ("notes,ts,extra,session_id,playlist_id", f"x,{TS},y,{UUID},1001"),
+        ("@session.id,playlist_id,ts", f"{UUID},1001,{TS}"),
+    ],
+)
+def test_csv_header_names_match_ignoring_case_spaces_and_aliases(
+    tmp_path: Path, header: str, line: str
+) -> None:
+    assert anonymous(read(tmp_path, "in.csv", f"{header}\n{line}\n".encode())) == [row(2)]
+
+
+def test_csv_data_source_column_and_aliases(tmp_path: Path) -> None:
+    content = f"dataSource,playlist_id,session_id,ts\nproduct_analytics,1001,{UUID},{TS}\n"
+    assert anonymous(read(tmp_path, "in.csv", content.encode())) == [
+        row(2, data_source="product_analytics")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"playlist_id,session,when\n",
+            "in.csv: the header has no ts column (found 'playlist_id', 'session', 'when'; "
+            "needed playlist_id, session_id, ts, optionally data_source): rename the columns, "
+            "or check the delimiter (, ; tab or |)",
+        ),
+        (
+            b"a;b\n",
+            "in.csv: the header has no playlist_id, session_id, ts column (found 'a', 'b'; "
+            "needed playlist_id, session_id, ts, optionally data_source): rename the columns, "
+            "or check the delimiter (, ; tab or |)",
+        ),
+        (
+            f"1001,{UUID},{TS}\n".encode(),
+            f"in.csv: the header has no playlist_id, session_id, ts column (found '1001', "
+            f"'{UUID}', '{TS}'; needed playlist_id, session_id, ts, optionally data_source): "
+            "the first line looks like data; add a header line such as "
+            "playlist_id,session_id,ts",
+        ),
+        (
+            b"playlist_id,session_id,ts,timestamp\n",
+            "in.csv: columns 'ts' and 'timestamp' both mean ts: remove or rename one",
+        ),
+        (
+            b"",
+            "in.csv: no header line: a CSV input starts with the names of its columns, "
+            "e.g. playlist_id,session_id,ts",
+        ),
+        (
+            b"\n  \n\r\n",
+            "in.csv: no header line: a CSV input starts with the names of its columns, "
+            "e.g. playlist_id,session_id,ts",
+        ),
+        (
+            b"playlist_id,session_id,ts\r1001,a,1\r",
+            "in.csv: lines end with a bare carriage return (old Mac style): "
+            "convert the file to LF or CRLF line endings",
+        ),
+        (
+            b"playlist_id,session_\xff,ts\n",
+            "in.csv: the header is not valid UTF-8 (byte 0xff at byte 21): save the file as UTF-8",
+        ),
+        (
+            b"x" * (MAX_LINE_BYTES + 1) + b"\n",
+            f"in.csv: line 1: the line is longer than {MAX_LINE_BYTES} bytes and was skipped: "
+            "look for a missing newline or an unclosed quote",
+        ),
+    ],
+)
+def test_csv_header_problems_stop_the_run(tmp_path: Path, content: bytes, message: str) -> None:
+    assert refused(tmp_path, "in.csv", content) == message
+
+
+def test_csv_header_lists_at_most_ten_columns(tmp_path: Path) -> None:
+    header = ",".join(f"c{i}" for i in range(15)).encode() + b"\n"
+    assert "'c9' and 5 more;" in refused(tmp_path, "in.csv", header)
+
+
+def test_csv_header_may_follow_blank_lines(tmp_path: Path) -> None:
+    content = b"\n\n" + HEADER + f"1001,{UUID},{TS}\n".encode()
+    assert anonymous(read(tmp_path, "in.csv", content)) == [row(4)]
+
+
+def test_csv_header_only_is_zero_rows(tmp_path: Path) -> None:
+    assert read(tmp_path, "in.csv", HEADER) == []
+
+
+# CSV dialects --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "delimiter"),
+    [
+        ("in.csv", ","),
+        ("in.csv", ";"),
+        ("in.csv", "\t"),
+        ("in.csv", "|"),
+        ("in.tsv", "\t"),
+        ("in.tsv", ","),
+    ],
+)
+def test_csv_delimiters_by_extension_or_header(tmp_path: Path, name: str, delimiter: str) -> None:
+    content = delimiter.join(["playlist_id", "session_id", "ts"]) + "\n"
+    content += delimiter.join(["1001", UUID, str(TS)]) + "\n"
+    assert anonymous(read(tmp_path, name, content.encode())) == [row(2)]
+
+
+def test_csv_bom_crlf_quotes_embedded_delimiters_and_newlines(tmp_path: Path) -> None:
+    content = (
+        b"\xef\xbb\xbfplaylist_id,session_id,ts,notes\r\n"
+        b'1001,"' + UUID.encode() + b'",' + str(TS).encode() + b',"a, ""quoted"" note"\r\n'
+        b"1002," + UUID.encode() + b"," + str(TS).encode() + b',"two\r\nlines"\r\n'
+        b"1003," + UUID.encode() + b"," + str(TS).encode() + b",plain\r\n"
+    )
+    assert anonymous(read(tmp_path, "in.csv", content)) == [
+        row(2),
+        row(3, playlist_id=1002),
+        row(5, playlist_id=1003),
+    ]
+
+
+def test_csv_blank_and_delimiter_only_lines_are_skipped(tmp_path: Path) -> None:
+    content = HEADER + b"\n   \n,,\n , ,\r\n" + f"1001,{UUID},{TS}\n".encode() + b"\n"
+    assert anonymous(read(tmp_path, "in.csv", content)) == [row(6)]
+
+
+def test_csv_last_line_without_newline(tmp_path: Path) -> None:
+    content = HEADER + f"1001,{UUID},{TS}".encode()
+    assert anonymous(read(tmp_path, "in.csv", content)) == [row(2)]
+
+
+def test_csv_short_row_without_the_optional_column_is_valid(tmp_path: Path) -> None:
+    content = f"playlist_id,session_id,ts,data_source\n1001,{UUID},{TS}\n".encode()
+    assert anonymous(read(tmp_path, "in.csv", content)) == [row(2)]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "fields"),
+    [
+        (
+            f"1001,{UUID}",
+            "ts is missing: ts must be milliseconds since 1970-01-01 UTC, or an ISO-8601 "
+            "date-time with a zone",
+            {"playlist_id": "1001", "session_id": UUID},
+        ),
+        (
+            f"1001,{UUID},{TS},oops",
+            "the row has 4 fields but the header has 3: quote values that contain ','",
+            {"playlist_id": "1001", "session_id": UUID, "ts": str(TS)},
+        ),
+        (
+            f'1001,"{UUID}"x,{TS}',
+            "the row cannot be split into fields (',' expected after '\"'): check its quotes",
+            {},
+        ),
+        (
+            f"abc,{UUID},{TS}",
+            "playlist_id 'abc' is not a number: give the playlist's numeric id, e.g. 1234567",
+            {"playlist_id": "abc", "session_id": UUID, "ts": str(TS)},
+        ),
+    ],
+)
+def test_csv_bad_rows(tmp_path: Path, line: str, reason: str, fields: dict[str, object]) -> None:
+    content = HEADER + f"{line}\n1002,{UUID},{TS}\n".encode()
+    assert anonymous(read(tmp_path, "in.csv", content)) == [
+        InvalidRow("", 2, reason, fields),
+        row(3, playlist_id=1002),
+    ]
+
+
+def test_csv_trailing_empty_fields_are_not_extra(tmp_path: Path) -> None:
+    content = HEADER + f"1001,{UUID},{TS},,\n".encode()
+    assert anonymous(read(tmp_path, "in.csv", content)) == [row(2)]
+
+
+def test_csv_unclosed_quote_is_one_error_then_reading_resumes(tmp_path: Path) -> None:
+    content = HEADER + f'1001,"{UUID},{TS}\n'.encode() + f"1002,{UUID},{TS}\n".encode()
+    items = read(tmp_path, "in.csv", content)
+    assert anonymous(items) == [
+        InvalidRow(
+            "",
+            2,
+            "the row cannot be split into fields (unexpected end of data): check its quotes",
+            {},
+        )
+    ]
+
+
+def test_csv_runaway_quote_is_bounded(tmp_path: Path) -> None:
+    good = f"1001,{UUID},{TS}\n".encode()
+    content = HEADER + f'1001,"{UUID},{TS}\n'.encode() + good * 2000
+    first, *rest = read(tmp_path, "in.csv", content)
+    swallowed_to = 3 + (MAX_LINE_BYTES + 1 - len(good) + 3) // len(good)
+    assert first == InvalidRow(
+        "in.csv",
+        2,
+        f"a quoted field runs on to line {swallowed_to}, past {MAX_LINE_BYTES} bytes: look for "
+        "an unclosed quote on this line; the lines it swallowed were not read as rows",
+        {},
+    )
+    assert all(isinstance(item, Row) for item in rest)
+    assert [item.line for item in rest] == list(range(swallowed_to + 1, 2003))
+
+
+# Garbage in, errors out ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.ndjson"])
+def test_invalid_utf8_line_is_one_invalid_row(tmp_path: Path, name: str) -> None:
+    good = (
+        f"1001,{UUID},{TS}\n"
+        if name.endswith(".csv")
+        else f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}\n'
+    ).encode()
+    header = HEADER if name.endswith(".csv") else b""
+    bad = good.replace(b"1001", b"10\xe9")
+    items = anonymous(read(tmp_path, name, header + good + bad + good))
+    offset = 1 if header else 0
+    byte = bad.index(b"\xe9") + 1
+    assert items == [
+        row(1 + offset),
+        InvalidRow(
+            "",
+            2 + offset,
+            f"the line is not valid UTF-8 (byte 0xe9 at byte {byte}): save the file as UTF-8",
+            {"raw": bad.decode("utf-8", "replace").rstrip("\n")},
+        ),
+        row(3 + offset),
+    ]
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.ndjson"])
+def test_long_line_is_skipped_without_holding_it(tmp_path: Path, name: str) -> None:
+    header = HEADER if name.endswith(".csv") else b""
+    good = (
+        f"1001,{UUID},{TS}\n"
+        if name.endswith(".csv")
+        else f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}\n'
+    ).encode()
+    long_line = b"9" * (8 * 1024 * 1024) + b"\n"
+    path = tmp_path / name
+    path.write_bytes(header + good + long_line + good)
+    tracemalloc.start()
+    try:
+        with open_inputs([str(path)], OPTIONS) as stream:
+            items = anonymous(list(stream))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    offset = 1 if header else 0
+    assert items == [
+        row(1 + offset),
+        InvalidRow(
+            "",
+            2 + offset,
+            f"the line is longer than {MAX_LINE_BYTES} bytes and was skipped: "
+            "look for a missing newline or an unclosed quote",
+            {"raw": "9" * 200},
+        ),
+        row(3 + offset),
+    ]
+    assert peak < 2 * 1024 * 1024
+
+
+def test_line_of_exactly_the_maximum_is_read(tmp_path: Path) -> None:
+    line = f"1001,{UUID},{TS},".encode()
+    line += b"n" * (MAX_LINE_BYTES - len(line))
+    content = b"playlist_id,session_id,ts,notes\n" + line + b"\n"
+    assert anonymous(read(tmp_path, "in.csv", content)) == [row(2)]
+
+
+def test_nul_byte_after_the_sniffed_start_is_one_invalid_row(tmp_path: Path) -> None:
+    good = f"1001,{UUID},{TS}\n".encode()
+    padding = good * (9000 // len(good) + 1)
+    count = padding.count(b"\n")
+    content = HEADER + padding + b"1001,a\x00b,1\n" + good
+    items = read(tmp_path, "in.csv", content)
+    bad = items[count]
+    assert isinstance(bad, InvalidRow)
+    assert (bad.line, bad.reason) == (
+        count + 2,
+        "the line contains a NUL byte: the file may be damaged or not UTF-8 text",
+    )
+    assert len(items) == count + 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"PK\x03\x04\x14\x00\x00\x00\x08\x00",
+            "in.csv: the file is binary, not CSV or NDJSON text (it has NUL bytes): "
+            "check that this is the right file, and export it as UTF-8 text",
+        ),
+        (
+            "playlist_id,session_id,ts\n".encode("utf-16"),
+            "in.csv: the file is UTF-16: save it as UTF-8",
+        ),
+        (
+            b"\x1f\x8b\x08\x00garbage",
+            "in.csv: cannot read it (Not a gzipped file (b'\\x1f\\x8b')): the file is damaged; "
+            "copy it again",
+        ),
+    ],
+)
+def test_binary_files_stop_the_run(tmp_path: Path, content: bytes, message: str) -> None:
+    if message.startswith("in.csv: cannot read it (Not"):
+        # what zlib says differs between versions; the shape does not
+        text = refused(tmp_path, "in.csv", content)
+        assert text.startswith("in.csv: cannot read it (")
+        assert text.endswith("): the file is damaged; copy it again")
+    else:
+        assert refused(tmp_path, "in.csv", content) == message
+
+
+# gzip ------------------------------------------------------------------------------------
+
+
+def sessions_csv(count: int) -> bytes:
+    lines = [f"{1001 + i % 3},{UUID[:-6]}{i:06d},{TS + i}" for i in range(count)]
+    return HEADER + "\n".join(lines).encode() + b"\n"
+
+
+@pytest.mark.parametrize("name", ["in.csv.gz", "in.CSV.GZ", "in.csv"])
+def test_gzip_is_recognised_by_content(tmp_path: Path, name: str) -> None:
+    items = read(tmp_path, name, gzip.compress(sessions_csv(50)))
+    assert [item.line for item in items] == list(range(2, 52))
+    assert all(isinstance(item, Row) for item in items)
+
+
+def test_gz_name_with_plain_content_is_read(tmp_path: Path) -> None:
+    assert len(read(tmp_path, "in.csv.gz", sessions_csv(5))) == 5
+
+
+def test_ndjson_gz(tmp_path: Path) -> None:
+    content = f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}\n'.encode()
+    assert anonymous(read(tmp_path, "in.jsonl.gz", gzip.compress(content))) == [row(1)]
+
+
+def test_truncated_gzip_yields_rows_before_the_damage_then_says_where(tmp_path: Path) -> None:
+    whole = gzip.compress(sessions_csv(20_000), compresslevel=1)
+    items = read(tmp_path, "in.csv.gz", whole[: len(whole) * 3 // 4])
+    *rows, last = items
+    assert all(isinstance(item, Row) for item in rows)
+    assert [item.line for item in rows] == list(range(2, len(rows) + 2))
+    assert len(rows) > 10_000
+    assert isinstance(last, InvalidRow)
+    assert last.line == len(rows) + 2
+    assert last.reason.startswith(f"the input cannot be read after line {len(rows) + 1} (")
+    assert last.reason.endswith(
+        "): it is truncated or damaged and the rest of it was not read; copy it again"
+    )
+
+
+def test_corrupted_gzip_data_is_an_invalid_row_not_a_crash(tmp_path: Path) -> None:
+    whole = bytearray(gzip.compress(sessions_csv(20_000), compresslevel=1))
+    middle = len(whole) // 2
+    whole[middle : middle + 64] = bytes(64)
+    items = read(tmp_path, "in.csv.gz", bytes(whole))
+    assert isinstance(items[-1], InvalidRow)
+    assert "truncated or damaged" in items[-1].reason
+
+
+# NDJSON ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}', row(1)),
+        (f'{{"playlist_id": "1001", "session_id": "{UUID}", "ts": "{TS}"}}', row(1)),
+        (f'{{"playlist_id": 1.001e3, "session_id": "{UUID}", "ts": 1.795e12}}', row(1)),
+        (f'{{"playlist_id": "1.001e+03", "session_id": "{UUID}", "ts": "1.795e12"}}', row(1)),
+        (
+            f'{{"playlistId": 1001, "sessionId": "{UUID}", "timestamp": {TS}, '
+            '"dataSource": "PRODUCT_ANALYTICS"}',
+            row(1, data_source="product_analytics"),
+        ),
+        (
+            f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}, "data_source": null, '
+            '"reason": "HTTP 500", "source": "x.csv", "line": 9, "extra": [1, {"a": 2}]}',
+            row(1),
+        ),
+        (
+            f'  {{"ts": "2026-11-18T11:06:40Z", "session_id": " {UUID} ", "playlist_id": 1001}}',
+            row(1),
+        ),
+    ],
+)
+def test_ndjson_rows(tmp_path: Path, line: str, expected: Row) -> None:
+    assert anonymous(read(tmp_path, "in.ndjson", line.encode() + b"\n")) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "fields"),
+    [
+        (
+            "not json",
+            f"the line is not valid JSON (Expecting value): each line must be one object "
+            f"such as {NDJSON_SHAPE}",
+            {"raw": "not json"},
+        ),
+        (
+            '{"playlist_id": 1001,',
+            "the line is not valid JSON (Expecting property name enclosed in double quotes): "
+            f"each line must be one object such as {NDJSON_SHAPE}",
+            {"raw": '{"playlist_id": 1001,'},
+        ),
+        (
+            f'{{"playlist_id": NaN, "session_id": "{UUID}", "ts": {TS}}}',
+            "the line is not valid JSON (NaN is not a JSON number): each line must be one "
+            f"object such as {NDJSON_SHAPE}",
+            {"raw": f'{{"playlist_id": NaN, "session_id": "{UUID}", "ts": {TS}}}'},
+        ),
+        (
+            "[1001]",
+            f"the line is an array, not a JSON object: each line must be one object such as "
+            f"{NDJSON_SHAPE}",
+            {"raw": "[1001]"},
+        ),
+        (
+            '"x"',
+            f"the line is a string, not a JSON object: each line must be one object such as "
+            f"{NDJSON_SHAPE}",
+            {"raw": '"x"'},
+        ),
+        (
+            "null",
+            f"the line is null, not a JSON object: each line must be one object such as "
+            f"{NDJSON_SHAPE}",
+            {"raw": "null"},
+        ),
+        (
+            "true",
+            f"the line is a boolean, not a JSON object: each line must be one object such as "
+            f"{NDJSON_SHAPE}",
+            {"raw": "true"},
+        ),
+        (
+            "12",
+            f"the line is a number, not a JSON object: each line must be one object such as "
+            f"{NDJSON_SHAPE}",
+            {"raw": "12"},
+        ),
+        (
+            "[" * 5000,
+            "the line is not valid JSON (maximum recursion depth exceeded while decoding a "
+            f"JSON array from a unicode string): each line must be one object such as "
+            f"{NDJSON_SHAPE}",
+            {"raw": "[" * 200},
+        ),
+        (
+            '{"session_id": 5}',
+            "playlist_id is missing: give the playlist's numeric id, e.g. 1234567; "
+            "session_id 5 is not a string: quote it in the JSON; ts is missing: ts must be "
+            "milliseconds since 1970-01-01 UTC, or an ISO-8601 date-time with a zone",
+            {"session_id": 5},
+        ),
+        (
+            f'{{"playlist_id": 99999999999999999999, "session_id": "{UUID}", "ts": {TS}.0001}}',
+            "playlist_id 99999999999999999999 is out of range: it must be from 1 to "
+            f"9223372036854775807; ts {TS}.0001 is not a whole number of milliseconds: ts "
+            "must be milliseconds since 1970-01-01 UTC, or an ISO-8601 date-time with a zone",
+            {"playlist_id": "99999999999999999999", "session_id": UUID, "ts": f"{TS}.0001"},
+        ),
+        (
+            f'{{"playlist_id": [1001], "session_id": "{UUID}", "ts": {TS}}}',
+            "playlist_id [1001] is not a number: give the playlist's numeric id, e.g. 1234567",
+            {"playlist_id": "[1001]", "session_id": UUID, "ts": TS},
+        ),
+    ],
+)
+def test_ndjson_bad_lines(
+    tmp_path: Path, line: str, reason: str, fields: dict[str, object]
+) -> None:
+    good = f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}\n'.encode()
+    items = anonymous(read(tmp_path, "in.ndjson", good + line.encode() + b"\n" + good))
+    assert items == [row(1), InvalidRow("", 2, reason, fields), row(3)]
+
+
+def test_ndjson_blank_lines_are_skipped(tmp_path: Path) -> None:
+    good = f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}'.encode()
+    content = b"\n  \r\n" + good + b"\r\n\t\n" + good
+    assert anonymous(read(tmp_path, "in.ndjson", content)) == [row(3), row(5)]
+
+
+# Formats, options and inputs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("paths", "options", "message"),
+    [
+        ([], OPTIONS, "no input given: name one or more files, or - for standard input"),
+        (
+            ["-", "-"],
+            OPTIONS,
+            "- (standard input) is given more than once: it can be read only once",
+        ),
+        (
+            ["in.txt"],
+            OPTIONS,
+            "in.txt: cannot tell the format from the name: use a .csv, .tsv, .ndjson or .jsonl "
+            "name (optionally .gz), or pass --format csv or --format ndjson",
+        ),
+        (
+            ["in.gz"],
+            OPTIONS,
+            "in.gz: cannot tell the format from the name: use a .csv, .tsv, .ndjson or .jsonl "
+            "name (optionally .gz), or pass --format csv or --format ndjson",
+        ),
+        (["in.csv"], ReaderOptions(fmt="xml"), "the format 'xml' is unknown: use csv or ndjson"),
+        (["in.csv"], ReaderOptions(ts_unit="us"), "the ts unit 'us' is not one of ms, s"),
+        (
+            ["in.csv"],
+            ReaderOptions(default_data_source="logs"),
+            "the default data source 'logs' is not one of rum, product_analytics",
+        ),
+        (
+            ["missing.csv"],
+            OPTIONS,
+            "missing.csv: cannot read it (No such file or directory): check the path and its "
+            "permissions",
+        ),
+        (
+            ["."],
+            ReaderOptions(fmt="csv"),
+            ".: cannot read it (Is a directory): check the path and its permissions",
+        ),
+    ],
+)
+def test_inputs_that_stop_the_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    paths: list[str],
+    options: ReaderOptions,
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.txt").write_bytes(HEADER)
+    (tmp_path / "in.gz").write_bytes(HEADER)
+    (tmp_path / "in.csv").write_bytes(HEADER)
+    with pytest.raises(InputError) as error:
+        open_inputs(paths, options, stdin=io.BytesIO(HEADER))
+    assert str(error.value) == message
+
+
+def test_format_option_overrides_the_name(tmp_path: Path) -> None:
+    content = f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}\n'.encode()
+    options = ReaderOptions(fmt="ndjson", now_ms=lambda: NOW)
+    assert anonymous(read(tmp_path, "export.txt", content, options)) == [row(1)]
+
+
+def test_options_apply_to_every_row(tmp_path: Path) -> None:
+    content = f"playlist_id,session_id,ts\n1001,{UUID},{TS // 1000}\n".encode()
+    options = ReaderOptions(
+        default_data_source="product_analytics", ts_unit="s", now_ms=lambda: NOW
+    )
+    assert anonymous(read(tmp_path, "in.csv", content, options)) == [
+        row(2, data_source="product_analytics")
+    ]
+
+
+def test_far_future_follows_the_injected_clock(tmp_path: Path) -> None:
+    content = HEADER + f"1001,{UUID},{TS}\n".encode()
+    options = ReaderOptions(now_ms=lambda: TS - 2 * 86_400_000)
+    (item,) = read(tmp_path, "in.csv", content, options)
+    assert isinstance(item, InvalidRow)
+    assert "is more than 1 day in the future" in item.reason
+
+
+@pytest.mark.parametrize(
+    ("content", "fmt"),
+    [
+        (HEADER + f"1001,{UUID},{TS}\n".encode(), None),
+        (f'\n{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}\n'.encode(), None),
+        (gzip.compress(HEADER + f"1001,{UUID},{TS}\n".encode()), None),
+        (HEADER.replace(b",", b"\t") + f"1001\t{UUID}\t{TS}\n".encode(), "csv"),
+    ],
+)
+def test_stdin_can_be_substituted_and_its_format_sniffed(content: bytes, fmt: str | None) -> None:
+    options = ReaderOptions(fmt=fmt, now_ms=lambda: NOW)
+    with open_inputs(["-"], options, stdin=io.BytesIO(content)) as stream:
+        (item,) = list(stream)
+        assert stream.position() == (len(content), None)
+    assert isinstance(item, Row)
+    assert (item.source, item.playlist_id, item.session_id) == ("<stdin>", 1001, UUID)
+
+
+def test_real_stdin_through_a_subprocess() -> None:
+    code = (
+        "import sys\n"
+        "from worker.reader import ReaderOptions, open_inputs\n"
+        "with open_inputs(['-'], ReaderOptions()) as stream:\n"
+        "    for item in stream:\n"
+        "        print(item.source, item.line, type(item).__name__)\n"
+    )
+    content = HEADER + f"1001,{UUID},1700000000000\nx,y,z\n".encode()
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=content,
+        capture_output=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert result.stdout.decode().splitlines() == ["<stdin> 2 Row", "<stdin> 3 InvalidRow"]
+
+
+def test_inputs_are_read_in_order_with_their_own_names_and_lines(tmp_path: Path) -> None:
+    first = tmp_path / "a.csv"
+    first.write_bytes(HEADER + f"1001,{UUID},{TS}\n".encode())
+    second = tmp_path / "b.ndjson"
+    second.write_bytes(b'\n{"playlist_id": 1002, "session_id": "s", "ts": 1795000000000}\n')
+    stdin = io.BytesIO(HEADER + f"1003,{UUID},{TS}\n".encode())
+    with open_inputs([str(first), "-", str(second)], OPTIONS, stdin=stdin) as stream:
+        assert stream.sources == (str(first), "<stdin>", str(second))
+        assert [(i.source, i.line) for i in stream] == [
+            (str(first), 2),
+            ("<stdin>", 2),
+            (str(second), 2),
+        ]
+
+
+def test_position_counts_raw_bytes_of_every_input(tmp_path: Path) -> None:
+    plain = tmp_path / "a.csv"
+    plain.write_bytes(sessions_csv(3000))
+    packed = tmp_path / "b.csv.gz"
+    packed.write_bytes(gzip.compress(sessions_csv(3000)))
+    total = plain.stat().st_size + packed.stat().st_size
+    with open_inputs([str(plain), str(packed)], OPTIONS) as stream:
+        assert stream.position() == (0, total)
+        seen = []
+        for index, _ in enumerate(stream):
+            if index % 500 == 0:
+                seen.append(stream.position()[0])
+        assert stream.position() == (total, total)
+    assert seen == sorted(seen)
+    assert 0 < seen[3] < plain.stat().st_size < seen[-1] <= total
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_every_file_is_closed(tmp_path: Path) -> None:
+    paths = []
+    for index in range(5):
+        path = tmp_path / f"in{index}.csv"
+        path.write_bytes(sessions_csv(10))
+        paths.append(str(path))
+    before = len(os.listdir("/proc/self/fd"))
+    with open_inputs(paths, OPTIONS) as stream:
+        assert len(os.listdir("/proc/self/fd")) == before
+        iterator = iter(stream)
+        next(iterator)
+        assert len(os.listdir("/proc/self/fd")) == before + 1
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert list(iterator) == []
+
+
+def test_iteration_is_single_pass(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(sessions_csv(3))
+    with open_inputs([str(path)], OPTIONS) as stream:
+        assert len(list(stream)) == 3
+        assert list(stream) == []
+
+
+def test_many_regular_files_do_not_hold_a_descriptor_each(tmp_path: Path) -> None:
+    paths = []
+    for index in range(300):
+        path = tmp_path / f"in{index}.csv"
+        path.write_bytes(sessions_csv(1))
+        paths.append(str(path))
+    with open_inputs(paths, OPTIONS) as stream:
+        assert sum(1 for _ in stream) == 300
+
+
+# The early stop ---------------------------------------------------------------------------
+
+
+def mostly_bad(total: int, bad: int) -> bytes:
+    lines = [f"1001,{UUID},{TS}" if i >= bad else f"1001,{UUID},{i + 1}" for i in range(total)]
+    return HEADER + "\n".join(lines).encode() + b"\n"
+
+
+def test_wrong_file_stops_before_any_row(tmp_path: Path) -> None:
+    message = refused(tmp_path, "in.csv", mostly_bad(1000, 90))
+    hint = "ts must be milliseconds since 1970-01-01 UTC, or an ISO-8601 date-time with a zone"
+    assert message == (
+        "in.csv: 90 of the first 100 rows are invalid, so this looks like the wrong file, "
+        f"delimiter or columns. First errors: line 2: ts '1' is before 2001-09-09: {hint}; "
+        f"line 3: ts '2' is before 2001-09-09: {hint}; "
+        f"line 4: ts '3' is before 2001-09-09: {hint}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("total", "bad", "stops"),
+    [(1000, 89, False), (1000, 90, True), (10, 9, True), (9, 9, False), (20, 17, False)],
+)
+def test_early_stop_threshold(tmp_path: Path, total: int, bad: int, stops: bool) -> None:
+    if stops:
+        refused(tmp_path, "in.csv", mostly_bad(total, bad))
+    else:
+        items = read(tmp_path, "in.csv", mostly_bad(total, bad))
+        assert sum(isinstance(item, InvalidRow) for item in items) == bad
+
+
+def test_early_stop_checks_later_inputs_before_the_run(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_bytes(sessions_csv(5))
+    bad = tmp_path / "bad.ndjson"
+    bad.write_bytes(b"nope\n" * 50)
+    with pytest.raises(InputError, match=r"^.*bad\.ndjson: 50 of the first 50 rows are invalid"):
+        open_inputs([str(good), str(bad)], OPTIONS)
+
+
+def test_stdin_rows_read_by_the_check_are_not_lost() -> None:
+    stdin = io.BytesIO(sessions_csv(250))
+    with open_inputs(["-"], OPTIONS, stdin=stdin) as stream:
+        assert [item.line for item in stream] == list(range(2, 252))
+
+
+def test_sample_inputs_hold_the_same_rows() -> None:
+    samples = ROOT / "sample_inputs"
+    with open_inputs([str(samples / "sessions.csv")], ReaderOptions()) as csv_rows:
+        from_csv = [(r.key, r.ts) for r in csv_rows if isinstance(r, Row)]
+    with open_inputs([str(samples / "sessions.ndjson")], ReaderOptions()) as json_rows:
+        from_json = [(r.key, r.ts) for r in json_rows if isinstance(r, Row)]
+    assert len(from_csv) == 300
+    assert from_csv == from_json
+    assert {key[0] for key, _ in from_csv} == {1001, 1002, 1003}
+    assert {key[2] for key, _ in from_csv} == {"rum", "product_analytics"}
