@@ -230,10 +230,13 @@ def journal_error(path: Path, exc: BaseException) -> JournalError:
     """Say what went wrong with the journal file and what to do next, without a traceback."""
     if isinstance(exc, sqlite3.Error) and exc.sqlite_errorname in _DAMAGED:
         return _damaged(path, exc)
+    cause = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return JournalError(
-        f"cannot use the journal at {path} ({exc}); free some space or fix its permissions "
-        "and rerun (what was committed is kept), or pass --journal with another path, "
-        "or --no-journal"
+        f"cannot use the journal at {path} ({cause}); fix the permissions of its folder or "
+        "free some space and rerun (what was committed is kept), or pass --journal with "
+        "another path, or --no-journal"
     )
 
 
@@ -313,7 +316,8 @@ class SqliteJournal:
         self._target_id = target_id
         self._fresh = fresh
         self._batch = batch
-        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        # Outcomes to write, an Event to set once all before it are committed, None to stop.
+        self._queue: queue.SimpleQueue[Outcome | threading.Event | None] = queue.SimpleQueue()
         # Keys admitted whose outcome is not yet committed, and the order outcomes were
         # queued in, so each can be forgotten once the writer has committed it.
         self._uncommitted: set[RowKey] = set()
@@ -445,38 +449,52 @@ class SqliteJournal:
         if self._failure is not None:
             raise self._failure
 
+    def flush(self) -> None:
+        """Block until every outcome reported so far is committed.
+
+        Raises `JournalError` if they could not be."""
+        if not self._closed:
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait()
+        if self._failure is not None:
+            raise self._failure
+
     def _write_loop(self, conn: sqlite3.Connection) -> None:
+        """Commit outcomes in batches: as many as arrive within `max_wait_s` of the first,
+        up to `max_rows`; at once on `flush` (an Event); then stop on `close` (None)."""
+        policy = self._batch
+        batch: list[Outcome] = []
+        deadline = 0.0
         try:
-            for batch in self._batches():
+            while True:
+                wait = max(deadline - time.monotonic(), 0.0) if batch else None
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    self._commit(conn, batch)
+                    batch = []
+                    continue
+                if isinstance(item, Outcome):
+                    if not batch:
+                        deadline = time.monotonic() + policy.max_wait_s
+                    batch.append(item)
+                    if len(batch) < policy.max_rows:
+                        continue
                 self._commit(conn, batch)
-                self._committed += len(batch)
-        except sqlite3.Error as exc:
-            self._failure = journal_error(self.path, exc)
+                batch = []
+                if item is None:
+                    return
+                if isinstance(item, threading.Event):
+                    item.set()
         finally:
             conn.close()
 
-    def _batches(self) -> Iterator[list[Outcome]]:
-        """Batches of outcomes: as many as arrive within `max_wait_s` of the first, up to
-        `max_rows`; ends when `close` queues None."""
-        policy = self._batch
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            deadline = time.monotonic() + policy.max_wait_s
-            while len(batch) < policy.max_rows:
-                try:
-                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-                except queue.Empty:
-                    break
-                if item is None:
-                    yield batch
-                    return
-                batch.append(item)
-            yield batch
-
     def _commit(self, conn: sqlite3.Connection, batch: list[Outcome]) -> None:
+        """Write one batch in one transaction; after a failure, drop what comes (the run
+        is told by `admit`, `flush` and `close`)."""
+        if not batch or self._failure is not None:
+            return
         now = time.time()
         attempted: list[_Params] = []
         not_attempted: list[_Params] = []
@@ -496,9 +514,14 @@ class SqliteJournal:
                 self.run_id,
             )
             (not_attempted if o.result is Result.NOT_ATTEMPTED else attempted).append(params)
-        with conn:
-            conn.executemany(_RECORD, attempted)
-            conn.executemany(_RECORD_NOT_ATTEMPTED, not_attempted)
+        try:
+            with conn:
+                conn.executemany(_RECORD, attempted)
+                conn.executemany(_RECORD_NOT_ATTEMPTED, not_attempted)
+        except sqlite3.Error as exc:
+            self._failure = journal_error(self.path, exc)
+            return
+        self._committed += len(batch)
 
 
 def _start_run(
