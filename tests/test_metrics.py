@@ -43,7 +43,7 @@ def drive(metrics: StatsdMetrics) -> None:
     metrics.response(201, 12.5, retry=False)
     metrics.response(429, 30.0, retry=False)
     metrics.response(None, 5.0, retry=True)
-    metrics.paused(2.5, "rate_limited")
+    metrics.paused(2.5, "rate-limit window spent; waiting for it to reset")
     metrics.close()
 
 
@@ -120,7 +120,7 @@ def test_metrics_arrive_with_names_and_tags(udp: socket.socket) -> None:
         series("requests", "status:error"): 1,
         series("rate_limited"): 1,
         series("retries"): 1,
-        series("paused_seconds", "reason:rate_limited"): 2.5,
+        series("paused_seconds"): 2.5,
     }
     assert received.samples == {
         series("latency_ms", "status:201"): [12.5],

@@ -106,7 +106,8 @@ class StatsdMetrics:
             self._client.increment("retries")
 
     def paused(self, seconds: float, reason: str) -> None:
-        self._client.increment("paused_seconds", seconds, tags=[f"reason:{reason}"])
+        # Not tagged with the reason: it is a sentence for people, not a small set of values.
+        self._client.increment("paused_seconds", seconds)
 
     def close(self) -> None:
         """Send what is still buffered; call once at the end of the run."""

@@ -282,6 +282,19 @@ class Progress:
             raise error
 
 
+def live_console(enabled: bool | None, stream: TextIO) -> Console | None:
+    """The console for the live display, or None when progress goes to the logs.
+
+    The display is for an interactive terminal (`enabled` None: rich decides, honouring
+    `TERM=dumb`, `TTY_INTERACTIVE` and `FORCE_COLOR`) or when asked for (`enabled` True,
+    `--progress`); `--no-progress` (False) leaves only the log events. Logging can ask
+    this before it is configured, to keep console lines from fighting the display."""
+    if enabled is False:
+        return None
+    console = Console(file=stream, force_terminal=enabled, force_interactive=enabled)
+    return console if console.is_interactive else None
+
+
 def make_progress(
     counters: Counters,
     position: Position,
@@ -292,12 +305,10 @@ def make_progress(
     interval_s: float = 5.0,
     refresh_s: float = 0.5,
 ) -> Progress:
-    """The live display when `stream` is an interactive terminal (`enabled` None) or when
-    asked for (`enabled` True, `--progress`); otherwise a `progress` event every
-    `interval_s` seconds. `refresh_s` paces the live display."""
+    """The live display on `stream`, redrawn every `refresh_s`, when `live_console` says
+    so; otherwise a `progress` event every `interval_s` seconds."""
     gauge = Gauge(counters, position)
-    if enabled is not False:
-        console = Console(file=stream, force_terminal=enabled, force_interactive=enabled)
-        if console.is_interactive:
-            return Progress(gauge, LiveDisplay(console), interval_s=refresh_s)
+    console = live_console(enabled, stream)
+    if console is not None:
+        return Progress(gauge, LiveDisplay(console), interval_s=refresh_s)
     return Progress(gauge, LogDisplay(logger), interval_s=interval_s)
