@@ -812,3 +812,27 @@ def test_sample_inputs_hold_the_same_rows() -> None:
     assert from_csv == from_json
     assert {key[0] for key, _ in from_csv} == {1001, 1002, 1003}
     assert {key[2] for key, _ in from_csv} == {"rum", "product_analytics"}
+
+
+def test_ndjson_reads_the_same_without_orjson(tmp_path: Path) -> None:
+    """orjson is optional: the stdlib fallback must give identical rows and reasons."""
+    content = (ROOT / "sample_inputs" / "sessions.ndjson").read_bytes() + (
+        b'{"playlist_id": 1e3, "session_id": "s", "ts": 1795000000000.5}\n'
+        b'{"playlist_id": 99999999999999999999, "session_id": "s", "ts": 1795000000000}\n'
+        b"[" * 3000 + b"\n\xff\n NaN\n\n"
+    )
+    path = tmp_path / "in.ndjson"
+    path.write_bytes(content)
+    code = (
+        "import sys\n"
+        "sys.modules['orjson'] = None  # makes `import orjson` fail\n"
+        "from worker.reader import ReaderOptions, open_inputs\n"
+        "with open_inputs([sys.argv[1]], ReaderOptions(now_ms=lambda: 1795651200000)) as rows:\n"
+        "    for item in rows:\n"
+        "        print(repr(item))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, cwd=ROOT, check=True
+    )
+    with open_inputs([str(path)], OPTIONS) as stream:
+        assert result.stdout.decode().splitlines() == [repr(item) for item in stream]

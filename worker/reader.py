@@ -112,9 +112,10 @@ class Readable(Protocol):
     def readinto(self, buffer: WriteableBuffer, /) -> int | None: ...
 
 
-def _exact_loads(raw: bytes) -> object:
-    """JSON with numbers kept exact; used when the fast parser is absent or gave a float."""
-    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+def _exact_loads(text: str | bytes) -> object:
+    """JSON with numbers kept exact (no float, no NaN): for lines the fast parser could not
+    take, and for every line when orjson is not installed."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
 
 
 def _reject_constant(name: str) -> object:
@@ -128,10 +129,8 @@ except ImportError:  # pragma: no cover - orjson is an optional speed-up
     _loads = _exact_loads
 
 
-def _column_of(name: object) -> str | None:
+def _column_of(name: str) -> str | None:
     """The canonical column a header or key names: case, spaces and punctuation ignored."""
-    if not isinstance(name, str):
-        return None
     return _ALIAS_TO_COLUMN.get(_NOT_ALNUM.sub("", name.lower()))
 
 
@@ -292,10 +291,7 @@ def _header(lines: _Lines, name: str, prefer_tab: bool) -> _Header:
     delimiters = _TSV_DELIMITERS if prefer_tab else _DELIMITERS
     candidates = []
     for delimiter in delimiters:
-        try:
-            names = next(csv.reader([text], delimiter=delimiter, skipinitialspace=True))
-        except csv.Error:
-            continue
+        names = next(csv.reader([text], delimiter=delimiter, skipinitialspace=True))
         columns: dict[str, int] = {}
         for index, column_name in enumerate(names):
             column = _column_of(column_name)
@@ -310,7 +306,7 @@ def _header(lines: _Lines, name: str, prefer_tab: bool) -> _Header:
         if all(column in columns for column in REQUIRED_COLUMNS):
             return _Header(delimiter, columns, len(names))
         candidates.append((len(columns), len(names), names, columns))
-    _, _, names, columns = max(candidates, key=lambda c: c[:2], default=(0, 0, [text], {}))
+    _, _, names, columns = max(candidates, key=lambda candidate: candidate[:2])
     missing = ", ".join(column for column in REQUIRED_COLUMNS if column not in columns)
     found = ", ".join(show(column_name.strip()) for column_name in names[:_SHOWN_COLUMNS])
     if len(names) > _SHOWN_COLUMNS:
@@ -433,7 +429,7 @@ def _ndjson_rows(lines: _Lines, name: str, validator: Validator) -> Iterator[Row
         line = lines.lineno
         try:
             obj = _loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             if raw.isspace():
                 continue
             obj = None
@@ -446,7 +442,7 @@ def _ndjson_rows(lines: _Lines, name: str, validator: Validator) -> Iterator[Row
             and type(obj["ts"]) is not float
         ):
             try:
-                yield to_row(
+                row = to_row(
                     obj["playlist_id"],
                     obj["session_id"],
                     obj["ts"],
@@ -454,11 +450,12 @@ def _ndjson_rows(lines: _Lines, name: str, validator: Validator) -> Iterator[Row
                     source=name,
                     line=line,
                 )
-                continue
             except FieldError as error:
                 yield InvalidRow(name, line, str(error), _echoed(_canonical_fields(obj)))
-                continue
-        yield _ndjson_slow(raw, name, line, validator)
+            else:
+                yield row
+        else:
+            yield _ndjson_slow(raw, name, line, validator)
 
 
 def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row | InvalidRow:
@@ -468,7 +465,7 @@ def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row 
     except UnicodeDecodeError as error:
         return InvalidRow(name, line, "the line " + _not_utf8(raw, error), _raw_fields(raw))
     try:
-        obj = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        obj = _exact_loads(text)
     except (ValueError, RecursionError) as error:
         detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
         return InvalidRow(
