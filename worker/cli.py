@@ -107,10 +107,22 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="attempts per row for retryable failures (default: %(default)s)",
     )
     pace.add_argument(
+        "--backoff-base",
+        type=positive_float,
+        default=0.25,
+        help="seconds: retry n waits a random time up to base * 2^(n-1) (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--backoff-cap",
+        type=positive_float,
+        default=30.0,
+        help="seconds a retry waits at most (default: %(default)s)",
+    )
+    pace.add_argument(
         "--timeout",
         type=positive_float,
         default=30.0,
-        help="seconds per request (default: %(default)s)",
+        help="seconds per request, connecting included (default: %(default)s)",
     )
     pace.add_argument(
         "--grace",

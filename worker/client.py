@@ -18,14 +18,14 @@ import aiohttp
 from yarl import URL
 
 from worker import __version__
-from worker.config import Credentials
+from worker.config import ConfigError, Credentials
 from worker.pacer import RateLimitHeaders, parse_rate_limit_headers, parse_retry_after
 from worker.rows import Row
 
 try:  # optional speed-up (the `fast` extra)
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
-    from json import loads as _loads
+    from json import loads as _loads  # type: ignore[assignment]
 
 USER_AGENT = f"rum-playlist-ingest/{__version__} (+aiohttp/{aiohttp.__version__})"
 PATH = "/api/v2/rum/replay/playlists/{playlist_id}/sessions/{session_id}"
@@ -53,6 +53,9 @@ class Reply:
     rate_limit: RateLimitHeaders | None = None
     retry_after: float | None = None
     body_problem: str | None = None  # a 2xx whose body was not the documented JSON
+    maybe_applied: bool = False
+    """A retryable failure after the request may have reached the API (a 5xx, a dropped
+    connection, a timeout): a later 200 may be this attempt's doing."""
 
 
 def session_url(base_url: str, row: Row) -> URL:
@@ -104,8 +107,26 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}"[:300]
 
 
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """Verify against the system's CAs (True), or against `ca_bundle` alone: behind a
+    corporate proxy that re-signs TLS, its CA is the one to trust. Checked before the
+    run starts, so a bad path exits 2 rather than failing every request."""
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"--ca-bundle {ca_bundle}: cannot load it as PEM CA certificates ({exc})"
+        ) from None
+
+
 class Client:
-    """One `aiohttp.ClientSession` for the whole run, with the keys in its headers."""
+    """One `aiohttp.ClientSession` for the whole run, with the keys in its headers.
+
+    Certificates are always verified; proxies come from HTTPS_PROXY / HTTP_PROXY /
+    NO_PROXY (`trust_env`), as users of other HTTP tools expect.
+    """
 
     def __init__(
         self,
@@ -114,7 +135,7 @@ class Client:
         *,
         concurrency: int,
         timeout_s: float,
-        ca_bundle: str | None = None,
+        tls: ssl.SSLContext | bool = True,
     ) -> None:
         self._base_url = base_url
         self._headers = {
@@ -123,16 +144,14 @@ class Client:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
+        # `total` bounds everything, connecting and a server that never answers included.
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
         self._concurrency = concurrency
-        self._ssl: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-        )
+        self._ssl = tls
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
         connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300, ssl=self._ssl)
-        # trust_env: HTTPS_PROXY / NO_PROXY and ~/.netrc-free proxy settings, as users expect.
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
@@ -170,7 +189,12 @@ class Client:
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             return Reply(
-                Kind.RETRYABLE, None, (time.perf_counter() - started) * 1000, _describe(exc)
+                Kind.RETRYABLE,
+                None,
+                (time.perf_counter() - started) * 1000,
+                _describe(exc),
+                # Refused, unresolvable, TLS: never connected, so nothing was sent.
+                maybe_applied=not isinstance(exc, aiohttp.ClientConnectorError),
             )
         latency_ms = (time.perf_counter() - started) * 1000
         kind = classify_status(status)
@@ -186,4 +210,5 @@ class Client:
             error=f"HTTP {status}: {error_text(body)}",
             rate_limit=rate_limit,
             retry_after=parse_retry_after(headers.get("Retry-After")),
+            maybe_applied=status >= 500,
         )

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from worker import aio, logs
-from worker.client import Client, session_url
+from worker.client import Client, session_url, tls_context
 from worker.config import ConfigError, Credentials, Secret, base_url_for, load_credentials
 from worker.deadletter import DeadLetter, DeadLetterError
 from worker.journal import JournalError, Ledger, MemoryLedger, SqliteJournal, default_journal_path
@@ -58,6 +59,7 @@ class Plan:
     sandbox_rate_limit: tuple[int, float] | None
     policy: RetryPolicy
     journal_path: Path | None
+    tls: ssl.SSLContext | bool
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
@@ -91,11 +93,14 @@ class Plan:
             sandbox_rate_limit=sandbox_limit,
             policy=RetryPolicy(
                 max_attempts=args.max_attempts,
+                backoff_base_s=args.backoff_base,
+                backoff_cap_s=args.backoff_cap,
                 failure_window=args.abort_window,
                 failure_rate_to_abort=args.abort_failure_rate,
                 max_stall_s=args.max_stall,
             ),
             journal_path=journal_path,
+            tls=tls_context(args.ca_bundle),
         )
 
     def owns(self, item: Row | InvalidRow) -> bool:
@@ -250,7 +255,7 @@ async def _execute(
         credentials,
         concurrency=args.concurrency,
         timeout_s=args.timeout,
-        ca_bundle=args.ca_bundle,
+        tls=plan.tls,
     ) as client:
         run = Run(
             iter(stream),
@@ -263,7 +268,7 @@ async def _execute(
             warn=lambda event, fields: log.warning(event, **fields),
         )
         received: list[int] = []
-        with _signals(run, received):
+        with _signals(run, received, log, args.grace):
             async with progress:
                 stop = await run.execute()
     code = _exit_code(stop, received, report)
@@ -271,7 +276,8 @@ async def _execute(
         log.error(
             "aborted",
             reason=stop.value,
-            detail=run.input_error or _ABORT_ADVICE.get(stop),
+            cause=run.cause,
+            detail=_ABORT_ADVICE.get(stop),
             not_attempted=report.not_attempted,
         )
     report.finish(code)
@@ -299,16 +305,24 @@ def _exit_code(stop: Stop | None, received: list[int], report: Report) -> int:
 
 
 @contextlib.contextmanager
-def _signals(run: Run, received: list[int]) -> Iterator[None]:
+def _signals(run: Run, received: list[int], log: Logger, grace_s: float) -> Iterator[None]:
     """First SIGINT/SIGTERM: stop gracefully. Second: stop at once (still losing nothing
     that was confirmed: outcomes already reached the journal)."""
     loop = asyncio.get_running_loop()
 
     def handle(signum: int) -> None:
         received.append(signum)
+        name = signal.Signals(signum).name
         if len(received) == 1:
+            log.warning(
+                "interrupted",
+                signal=name,
+                detail=f"stopped reading; requests in flight may finish within {grace_s:g} s "
+                "(--grace); signal again to stop at once",
+            )
             run.request_stop(Stop.SIGNAL)
         else:
+            log.warning("interrupted", signal=name, detail="stopping at once")
             run.hurry()
 
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -128,6 +128,7 @@ class LogObserver:
             source=row.source,
             line=row.line,
             error=outcome.error,
+            **({"note": outcome.note} if outcome.note else {}),
         )
 
     def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:

@@ -74,3 +74,5 @@ class Outcome:
     attempts: int = 0
     latency_ms: float = 0.0
     error: str | None = None
+    note: str | None = None
+    """Worth knowing about a row that did not fail (an earlier attempt's answer was lost)."""

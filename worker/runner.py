@@ -58,6 +58,15 @@ class RetryPolicy:
         return rng.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (failures - 1)))
 
 
+@dataclass(slots=True)
+class _InHand:
+    """What a worker knows of the row in its hands, so a stop can account for it truly."""
+
+    attempts: int = 0
+    reply: Reply | None = None
+    sending: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class RunSettings:
     concurrency: int
@@ -156,28 +165,32 @@ class Run:
         self._hurry = asyncio.Event()
         self._progress = asyncio.Event()
         self._body_warned = False
-        self._in_hand: set[Row] = set()
+        self._in_hand: dict[Row, _InHand] = {}
         self._waiting: set[asyncio.Task[None]] = set()
-        self._input_error: str | None = None
+        # Rows taken from the input but not yet queued, and a chunk being read: both
+        # survive a stop, so every row read is accounted for.
+        self._pending: deque[Row | InvalidRow] = deque()
+        self._taking: asyncio.Future[list[Row | InvalidRow]] | None = None
+        self._cause: str | None = None
 
     @property
     def stop_reason(self) -> Stop | None:
         return self._stop
 
     @property
-    def input_error(self) -> str | None:
-        """Why the input became unreadable mid-run (with `Stop.INPUT`)."""
-        return self._input_error
+    def cause(self) -> str | None:
+        """What made the run stop early: the answer or input error behind `stop_reason`."""
+        return self._cause
 
     def hurry(self) -> None:
         """Stop at once: requests in flight are abandoned and counted as not attempted."""
         self.request_stop(Stop.SIGNAL)
         self._hurry.set()
 
-    def request_stop(self, reason: Stop) -> None:
+    def request_stop(self, reason: Stop, cause: str | None = None) -> None:
         """Stop taking new rows; the first reason given is the one reported."""
         if self._stop is None:
-            self._stop = reason
+            self._stop, self._cause = reason, cause
         self._stopped.set()
 
     async def execute(self) -> Stop | None:
@@ -189,7 +202,7 @@ class Run:
             if done_reading:
                 await self._first(asyncio.create_task(self._queue.join()), self._stopped)
             if self._stop is not None:
-                await self._wind_down(reader, workers)
+                await self._wind_down(reader)
         finally:
             for task in (reader, watchdog, *workers):
                 task.cancel()
@@ -210,9 +223,7 @@ class Run:
             return True
         return False
 
-    async def _wind_down(
-        self, reader: asyncio.Task[None], workers: list[asyncio.Task[None]]
-    ) -> None:
+    async def _wind_down(self, reader: asyncio.Task[None]) -> None:
         """Let requests in flight finish within the grace period; the rest are not attempted."""
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
@@ -235,54 +246,71 @@ class Run:
 
     def _account_unsent(self) -> None:
         self._account_queued()
-        for row in tuple(self._in_hand):
-            self._observer.outcome(
-                Outcome(row, Result.NOT_ATTEMPTED, error="interrupted in flight")
-            )
+        while self._pending:
+            self._leave_unsent(self._pending.popleft())
+        for row, state in tuple(self._in_hand.items()):
+            self._observer.outcome(self._unsent(row, state))
         self._in_hand.clear()
+
+    def _leave_unsent(self, item: Row | InvalidRow) -> None:
+        """Account for an item read but never queued: counted, never sent."""
+        if not self._owns(item):
+            return
+        if isinstance(item, InvalidRow):
+            self._observer.rejected(item)
+        else:
+            self._observer.outcome(Outcome(item, Result.NOT_ATTEMPTED))
 
     def _take(self) -> list[Row | InvalidRow]:
         return list(itertools.islice(self._rows, CHUNK))
 
+    async def _next_chunk(self) -> list[Row | InvalidRow]:
+        """The next chunk from the reader thread. A stop that cancels the wait leaves the
+        chunk in `_taking` for `_drain_input`, so no row read is lost and the input is
+        never read by two threads at once."""
+        if self._taking is None:
+            self._taking = asyncio.get_running_loop().run_in_executor(None, self._take)
+        chunk = await asyncio.shield(self._taking)
+        self._taking = None
+        return chunk
+
     async def _read(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            try:
-                chunk = await loop.run_in_executor(None, self._take)
-            except InputError as exc:
-                self._input_error = str(exc)
-                self.request_stop(Stop.INPUT)
-                return
-            if not chunk:
-                return
-            for item in chunk:
-                if not self._owns(item):
-                    continue
-                if isinstance(item, InvalidRow):
-                    self._observer.rejected(item)
-                elif not self._ledger.admit(item):
-                    self._observer.outcome(Outcome(item, Result.SKIPPED))
-                else:
+            if not self._pending:
+                try:
+                    chunk = await self._next_chunk()
+                except InputError as exc:
+                    self.request_stop(Stop.INPUT, str(exc))
+                    return
+                if not chunk:
+                    return
+                self._pending.extend(chunk)
+            item = self._pending.popleft()
+            if not self._owns(item):
+                continue
+            if isinstance(item, InvalidRow):
+                self._observer.rejected(item)
+            elif not self._ledger.admit(item):
+                self._observer.outcome(Outcome(item, Result.SKIPPED))
+            else:
+                try:
                     await self._queue.put(item)
+                except asyncio.CancelledError:
+                    self._pending.appendleft(item)  # not queued: the stop accounts for it
+                    raise
 
     async def _drain_input(self) -> None:
         """After an abort, read the rest of the input so every row is accounted for."""
-        loop = asyncio.get_running_loop()
         while True:
             try:
-                chunk = await loop.run_in_executor(None, self._take)
+                chunk = await self._next_chunk()
             except InputError as exc:
-                self._input_error = str(exc)
+                self._cause = "; ".join(filter(None, (self._cause, f"then the input: {exc}")))
                 return
             if not chunk:
                 return
             for item in chunk:
-                if not self._owns(item):
-                    continue
-                if isinstance(item, InvalidRow):
-                    self._observer.rejected(item)
-                else:
-                    self._observer.outcome(Outcome(item, Result.NOT_ATTEMPTED))
+                self._leave_unsent(item)
 
     async def _watch_stall(self) -> None:
         """End a run that has made no progress for `max_stall_s` (a 429 storm, a dead API)."""
@@ -292,65 +320,66 @@ class Run:
                 await asyncio.wait_for(self._progress.wait(), self._settings.policy.max_stall_s)
             except TimeoutError:
                 if self._in_hand or not self._queue.empty():  # a slow input is no stall
-                    self.request_stop(Stop.STALLED)
+                    self.request_stop(
+                        Stop.STALLED, f"no row finished in {self._settings.policy.max_stall_s:g} s"
+                    )
                     return
 
     async def _worker(self) -> None:
         while True:
             row = await self._queue.get()
-            self._in_hand.add(row)
+            state = self._in_hand[row] = _InHand()
             try:
-                if self._stop is None:
-                    outcome = await self._send(row)
-                else:
-                    outcome = Outcome(row, Result.NOT_ATTEMPTED)
-                self._in_hand.discard(row)
+                outcome = await self._send(row, state)
+                del self._in_hand[row]
                 self._observer.outcome(outcome)
                 self._progress.set()
             finally:
                 self._queue.task_done()
 
-    async def _send(self, row: Row) -> Outcome:
+    async def _send(self, row: Row, state: _InHand) -> Outcome:
         """Attempt one row until it is added, fails for good, or the run stops."""
-        attempts = failures = 0
-        reply: Reply | None = None
+        failures = 0
+        lost: str | None = None  # an earlier answer lost after the server may have applied it
         while True:
-            if self._stop is not None and reply is not None:
-                return Outcome(
-                    row,
-                    Result.NOT_ATTEMPTED,
-                    reply.status,
-                    attempts,
-                    reply.latency_ms,
-                    f"run stopped before the row succeeded; last answer: {reply.error}",
-                )
             ticket = await self._interruptible(self._pacer.acquire())
+            if self._stop is not None:
+                self._pacer.settle(ticket, None, None, None)  # nothing sent
+                return self._unsent(row, state)
+            reply: Reply | None = None
+            state.sending = True
             try:
                 reply = await self._client.add(row)
             finally:
-                status = reply.status if reply is not None else None
                 self._pacer.settle(
                     ticket,
-                    status,
+                    reply.status if reply is not None else None,
                     reply.rate_limit if reply is not None else None,
                     reply.retry_after if reply is not None else None,
                 )
-            attempts += 1
-            self._observer.response(reply.status, reply.latency_ms, retry=attempts > 1)
+            state.sending = False
+            state.attempts += 1
+            state.reply = reply
+            self._observer.response(reply.status, reply.latency_ms, retry=state.attempts > 1)
             stop = self._health.record(reply)
             if stop is not None:
-                self.request_stop(stop)
+                self.request_stop(stop, reply.error)
             if reply.kind is Kind.ADDED:
                 self._check_body(reply)
-                result = Result.CREATED if reply.status == 201 else Result.ALREADY_PRESENT
-                return self._final(row, result, reply, attempts)
+                if reply.status == 201:
+                    return self._final(row, Result.CREATED, reply, state.attempts)
+                return self._final(row, Result.ALREADY_PRESENT, reply, state.attempts, lost)
             if reply.kind is Kind.RATE_LIMITED:
                 continue  # the pacer holds every worker; a 429 is never a row's failure
+            if reply.kind is Kind.FATAL:
+                return self._unsent(row, state)  # nothing reached the API
             if reply.kind is not Kind.RETRYABLE:
-                return self._final(row, Result.FAILED, reply, attempts)
+                return self._final(row, Result.FAILED, reply, state.attempts)
+            if reply.maybe_applied:
+                lost = reply.error
             failures += 1
             if failures >= self._settings.policy.max_attempts:
-                return self._final(row, Result.FAILED, reply, attempts)
+                return self._final(row, Result.FAILED, reply, state.attempts)
             await self._interruptible(
                 asyncio.sleep(self._settings.policy.backoff(failures, self._rng))
             )
@@ -359,17 +388,41 @@ class Run:
         """Await something that sends nothing, so that a stop may cancel it at once."""
         task = asyncio.current_task()
         assert task is not None
-        self._waiting.add(task)  # type: ignore[arg-type]
+        self._waiting.add(task)
         try:
             return await waiting
         finally:
-            self._waiting.discard(task)  # type: ignore[arg-type]
+            self._waiting.discard(task)
 
-    def _final(self, row: Row, result: Result, reply: Reply | None, attempts: int) -> Outcome:
-        if reply is None:
-            return Outcome(row, result, attempts=attempts)
+    def _final(
+        self, row: Row, result: Result, reply: Reply, attempts: int, lost: str | None = None
+    ) -> Outcome:
         error = None if result.done else reply.error
-        return Outcome(row, result, reply.status, attempts, reply.latency_ms, error)
+        note = None
+        if lost is not None:
+            note = (
+                f"an earlier attempt's answer was lost ({lost}); that attempt may have "
+                "added the session, hence the 200"
+            )
+        return Outcome(row, result, reply.status, attempts, reply.latency_ms, error, note)
+
+    def _unsent(self, row: Row, state: _InHand) -> Outcome:
+        """A row the run stopped before finishing: not attempted, with what was known."""
+        reply = state.reply
+        if state.sending:
+            error: str | None = "in flight when the run stopped at once; it may have been added"
+        elif reply is not None:
+            error = f"the run stopped before the row succeeded; last answer: {reply.error}"
+        else:
+            error = None
+        return Outcome(
+            row,
+            Result.NOT_ATTEMPTED,
+            reply.status if reply else None,
+            state.attempts,
+            reply.latency_ms if reply else 0.0,
+            error,
+        )
 
     def _check_body(self, reply: Reply) -> None:
         if reply.body_problem and not self._body_warned:
