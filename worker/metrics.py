@@ -1,10 +1,10 @@
 """DogStatsD metrics, so a long backfill can be watched in Datadog itself.
 
 `StatsdMetrics` is one more `RunObserver`. It sends through Datadog's own client with
-client-side aggregation and buffering on: counters are summed in memory and flushed by
-the client's thread every fraction of a second, so a busy run costs a dictionary update
-per event rather than a datagram, and an absent or slow agent never holds up a worker
-(the socket does not block; a datagram that cannot be sent is dropped).
+client-side aggregation and buffering on: counters are summed in memory, latencies packed
+many to a datagram, and both flushed by the client's thread every fraction of a second,
+so a busy run does not send a datagram per event, and an absent or slow agent never holds
+up a worker (the socket does not block; a datagram that cannot be sent is dropped).
 
 Every metric is tagged `tool:rum-playlist-ingest` plus whatever the caller adds (the shard,
 say); the client itself adds `env`, `service` and `version` from `DD_ENV`, `DD_SERVICE`
