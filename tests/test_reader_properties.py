@@ -23,10 +23,12 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROPERTIES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 session_ids = st.text(
-    alphabet=st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")),
+    alphabet=st.characters(
+        exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"), include_characters=" "
+    ),
     min_size=1,
     max_size=60,
-).filter(lambda text: text not in (".", ".."))
+).filter(lambda text: text == text.strip() and text not in ("", ".", ".."))
 data_sources = st.sampled_from(["", "rum", "product_analytics", "RUM", "Product_Analytics"])
 timestamps = st.integers(min_value=1_000_000_000_000, max_value=NOW + DAY_MS)
 playlist_ids = st.integers(min_value=1, max_value=2**63 - 1)

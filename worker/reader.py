@@ -33,6 +33,7 @@ Limits and decisions:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import io
@@ -654,8 +655,8 @@ def _check(spec: _Spec, stdin: Readable | None, validator: Validator) -> _Input:
 class RowStream:
     """The rows of all inputs in order; a context manager that closes every file.
 
-    Iterate it once, from any one thread (it never touches an event loop); `position`
-    may be called from another thread for a progress display.
+    Iterate it once, from one thread at a time (it never touches an event loop, so a
+    worker thread can pull chunks); `position` may be called from any thread.
     """
 
     def __init__(self, inputs: list[_Input], stdin: Readable | None, validator: Validator) -> None:
@@ -699,9 +700,12 @@ class RowStream:
         return self._done + (current.count if current is not None else 0), self._total
 
     def close(self) -> None:
-        """Stops reading and closes every input; call it once iteration has stopped."""
+        """Stops reading and closes every input."""
         if self._rows is not None:
-            self._rows.close()
+            # ValueError: another thread is inside a read right now (an interrupted run);
+            # the generator closes its file when that read returns and it is collected.
+            with contextlib.suppress(ValueError):
+                self._rows.close()
         for item in self._inputs:
             item.close()
 

@@ -12,8 +12,9 @@ Limits and decisions:
 - `playlist_id`: a positive integer up to 2**63 - 1. Exponent forms such as
   `1.234567e+06` (the API docs' curl example) are accepted when exactly integral.
 - `session_id`: surrounding whitespace stripped, then 1 to `MAX_SESSION_ID_CHARS`
-  printable characters with no whitespace inside, and not `.` or `..` (a path
-  dot-segment would be resolved away by URL normalisation). RUM ids are UUIDs, but any
+  printable characters (`str.isprintable`: no control, format, surrogate or unassigned
+  characters, and no space but the ASCII one), and not `.` or `..` (a path dot-segment
+  would be resolved away by URL normalisation). RUM ids are UUIDs, but any
   other id is accepted as-is, case preserved: product_analytics and future ids may
   differ, and the client percent-encodes the id into its own path segment.
 - `ts`: milliseconds since the Unix epoch, from `MIN_TS_MS` (2001-09-09T01:46:40Z; smaller
@@ -114,8 +115,8 @@ def parse_session_id(value: object) -> str:
     if (
         type(value) is str
         and 0 < len(value) <= MAX_SESSION_ID_CHARS
-        and " " not in value
         and value.isprintable()
+        and value[0] != " " != value[-1]
         and value.strip(".")
     ):
         return value
@@ -132,10 +133,10 @@ def parse_session_id(value: object) -> str:
             f"{MAX_SESSION_ID_CHARS} allowed: check that the column holds session ids"
         )
     for position, char in enumerate(text, 1):
-        if char.isspace() or not char.isprintable():
+        if not char.isprintable():
             raise FieldError(
                 f"session_id {show(text)} contains U+{ord(char):04X} at character {position}: "
-                "remove whitespace and control or invisible characters"
+                "remove control and invisible characters"
             )
     if text in (".", ".."):
         raise FieldError(
