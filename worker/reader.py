@@ -162,6 +162,9 @@ class _BadLine(Exception):
         self.fields = fields
         self.fatal = fatal
 
+    def invalid_row(self, source: str) -> InvalidRow:
+        return InvalidRow(source, self.line, self.reason, self.fields)
+
 
 class _Lines:
     """The physical lines of one input, bounded in length, with their 1-based numbers."""
@@ -341,7 +344,7 @@ def _csv_rows(
         except StopIteration:
             return
         except _BadLine as bad:
-            yield InvalidRow(name, bad.line, bad.reason, bad.fields)
+            yield bad.invalid_row(name)
             if bad.fatal:
                 return
             continue
@@ -388,14 +391,7 @@ def _csv_slow(
         )
     elif reason is None:
         try:
-            return validator.row(
-                fields.get("playlist_id"),
-                fields.get("session_id"),
-                fields.get("ts"),
-                fields.get("data_source"),
-                source=source,
-                line=line,
-            )
+            return validator.fields_row(fields, source=source, line=line)
         except FieldError as error:
             reason = str(error)
     return InvalidRow(source, line, reason, fields)
@@ -421,7 +417,7 @@ def _ndjson_rows(lines: _Lines, name: str, validator: Validator) -> Iterator[Row
         try:
             raw = lines.read()
         except _BadLine as bad:
-            yield InvalidRow(name, bad.line, bad.reason, bad.fields)
+            yield bad.invalid_row(name)
             if bad.fatal:
                 return
             continue
@@ -489,14 +485,7 @@ def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row 
         )
     fields = _canonical_fields(obj)
     try:
-        return validator.row(
-            fields.get("playlist_id"),
-            fields.get("session_id"),
-            fields.get("ts"),
-            fields.get("data_source"),
-            source=name,
-            line=line,
-        )
+        return validator.fields_row(fields, source=name, line=line)
     except FieldError as error:
         return InvalidRow(name, line, str(error), _echoed(fields))
 

@@ -28,7 +28,7 @@ Limits and decisions:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -237,6 +237,17 @@ class Validator:
                 except FieldError as error:
                     problems.append(str(error))
             raise FieldError("; ".join(problems)) from None
+
+    def fields_row(self, fields: Mapping[str, object], *, source: str, line: int) -> Row:
+        """`row` from values keyed by the canonical column names; absent means missing."""
+        return self.row(
+            fields.get("playlist_id"),
+            fields.get("session_id"),
+            fields.get("ts"),
+            fields.get("data_source"),
+            source=source,
+            line=line,
+        )
 
     def ts(self, value: object) -> int:
         """Milliseconds within the plausible window, from a number or an ISO date-time."""
