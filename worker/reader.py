@@ -41,7 +41,6 @@ import json
 import os
 import re
 import stat
-import sys
 import time
 import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -539,21 +538,24 @@ class _Opened:
         self.size: int | None = None
         self._owned: io.FileIO | None = None
         raw: Readable
-        if spec.path is not None:
+        if stdin is not None and spec.path is None:
+            raw = stdin
+        else:
             try:
-                raw = self._owned = open(spec.path, "rb", buffering=0)  # noqa: SIM115
+                # Unbuffered: the byte counter sits between the descriptor and the buffer.
+                raw = self._owned = (
+                    open(0, "rb", buffering=0, closefd=False)  # noqa: SIM115
+                    if spec.path is None
+                    else open(spec.path, "rb", buffering=0)  # noqa: SIM115
+                )
             except OSError as error:
                 raise InputError(
                     f"{spec.name}: cannot read it ({error.strerror}): "
                     "check the path and its permissions"
                 ) from None
             status = os.fstat(self._owned.fileno())
-            if stat.S_ISREG(status.st_mode):
+            if spec.path is not None and stat.S_ISREG(status.st_mode):
                 self.size = status.st_size
-        elif stdin is None:
-            raw = self._owned = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
-        else:
-            raw = stdin
         self.counter = _ByteCounter(raw)
         self._buffered = io.BufferedReader(self.counter, _BUFFER_BYTES)
         self._stream: io.BufferedReader[_ByteCounter] | gzip.GzipFile = self._buffered
