@@ -26,7 +26,7 @@ from worker.client import Client, session_url, tls_context
 from worker.config import ConfigError, Credentials, Secret, base_url_for, load_credentials
 from worker.deadletter import DeadLetter, DeadLetterError
 from worker.journal import JournalError, Ledger, MemoryLedger, SqliteJournal, default_journal_path
-from worker.metrics import statsd_from
+from worker.metrics import destination_from, statsd_from
 from worker.pacer import Pacer
 from worker.progress import make_progress
 from worker.reader import InputError, ReaderOptions, RowStream, open_inputs
@@ -64,6 +64,7 @@ class Plan:
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
         try:
+            destination_from(args.statsd, environ)  # a bad agent address exits 2 here
             shard = Shard.parse(args.shard) if args.shard else None
             sandbox_limit = (
                 parse_rate_limit(args.sandbox_rate_limit) if args.sandbox_rate_limit else None
@@ -192,7 +193,8 @@ async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[s
         except (JournalError, DeadLetterError) as exc:
             log.error("cannot_start", error=str(exc))
             return EXIT_CANNOT_START
-        metrics = statsd_from(args.statsd, environ)
+        tags = [f"shard:{plan.shard}"] if plan.shard else []
+        metrics = statsd_from(args.statsd, environ, tags=tags)
         sinks = [o for o in (dead_letter, metrics) if o is not None]
         fanout = Fanout([ledger, report, logs.LogObserver(log), *sinks])
         try:
