@@ -18,7 +18,6 @@ from worker.rows import InvalidRow, Row
 
 NOW = 1_795_651_200_000
 DAY_MS = 86_400_000
-OPTIONS = {"now_ms": lambda: NOW}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROPERTIES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -43,7 +42,9 @@ def expected_rows(items: list[tuple[int, str, int, str]], lines: list[int]) -> l
 
 
 def read(content: bytes, fmt: str | None) -> list[Row | InvalidRow]:
-    with open_inputs(["-"], ReaderOptions(fmt=fmt, **OPTIONS), stdin=io.BytesIO(content)) as rs:
+    with open_inputs(
+        ["-"], ReaderOptions(fmt=fmt, now_ms=lambda: NOW), stdin=io.BytesIO(content)
+    ) as rs:
         return list(rs)
 
 
