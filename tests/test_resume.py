@@ -1,0 +1,294 @@
+"""Never losing track, end to end: real runs killed with SIGKILL and rerun, reruns that
+skip, repeats, the run lock, a damaged journal and the dead-letter round trip, all against
+a real sandbox on loopback that says which rows landed and how many PUTs repeated one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from support import (
+    API_KEY,
+    APP_KEY,
+    COMMAND_TIMEOUT_S,
+    KEYS,
+    assert_invariant,
+    rows,
+    run_cli,
+    start_cli,
+    write_csv,
+    write_ndjson,
+)
+
+from worker.journal import BatchPolicy
+from worker.sandbox import FaultConfig, Sandbox
+
+MakeSandbox = Callable[..., Awaitable[Sandbox]]
+CONCURRENCY = 8
+SENT = ("created", "already_present", "failed")
+
+
+async def keyed_sandbox(make_sandbox: MakeSandbox, **config: Any) -> Sandbox:
+    return await make_sandbox(api_key=API_KEY, app_key=APP_KEY, **config)
+
+
+def run_args(
+    sandbox: Sandbox, journal: Path, *inputs: str | Path, extra: tuple[str, ...] = ()
+) -> list[str]:
+    return [
+        "run",
+        *map(str, inputs),
+        "--base-url",
+        sandbox.base_url,
+        "--journal",
+        str(journal),
+        "--concurrency",
+        str(CONCURRENCY),
+        "--log-format",
+        "json",
+        *extra,
+    ]
+
+
+def landed(sandbox: Sandbox) -> set[tuple[int, str]]:
+    sessions: dict[str, list[dict[str, Any]]] = sandbox.state()["sessions"]  # type: ignore[assignment]
+    return {(int(p), r["session_id"]) for p, records in sessions.items() for r in records}
+
+
+def keys_of(items: list[dict[str, object]]) -> set[tuple[int, str]]:
+    return {(int(i["playlist_id"]), str(i["session_id"])) for i in items}  # type: ignore[call-overload]
+
+
+def stats(sandbox: Sandbox) -> dict[str, int]:
+    return sandbox.state()["stats"]  # type: ignore[return-value]
+
+
+async def kill_after(args: list[str], answered: int) -> None:
+    """Start a run and SIGKILL it once it has logged `answered` rows sent and answered
+    (0: as soon as it has started), wherever it is then: sending, committing, closing."""
+    process = await start_cli(*args, env=KEYS)
+    assert process.stderr is not None
+    seen = 0
+
+    async def watch() -> None:
+        nonlocal seen
+        while line := await process.stderr.readline():  # type: ignore[union-attr]
+            event = json.loads(line)
+            seen += event["event"] == "row" and event["result"] in SENT
+            if (event["event"] == "start" and answered == 0) or (answered and seen >= answered):
+                process.send_signal(signal.SIGKILL)
+                return
+        raise AssertionError(f"the run ended before {answered} rows were answered")
+
+    await asyncio.wait_for(watch(), COMMAND_TIMEOUT_S)
+    assert await process.wait() == -signal.SIGKILL
+
+
+async def test_runs_killed_at_any_point_resume_until_every_row_lands(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    items = rows(2000, playlists=(1001, 1002, 1003))
+    path = write_csv(tmp_path / "in.csv", items)
+    args = run_args(sandbox, tmp_path / "journal.sqlite3", path)
+    # At its start, after its first answer, midway, and once every row is answered (as it
+    # commits its last batch and closes); each rerun goes on from what the last one did.
+    points = (0, 1, 700, 2000)
+    for answered in points:
+        await kill_after(args, min(answered, len(items) - len(landed(sandbox))))
+
+    done = await run_cli(*args, env=KEYS)
+
+    assert done.code == 0, done.stderr
+    assert landed(sandbox) == keys_of(items)
+    # Each kill may cost a resend of what was in flight and of one uncommitted batch.
+    bound = len(points) * (CONCURRENCY + BatchPolicy().max_rows)
+    assert stats(sandbox)["duplicate_puts"] <= bound
+    assert stats(sandbox)["puts"] == len(items) + stats(sandbox)["duplicate_puts"]
+    assert done.summary["skipped"] > 0
+    assert_invariant(done.summary)
+
+
+async def test_a_rerun_skips_what_is_done_using_the_default_journal(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    items = rows(60)
+    path = write_csv(tmp_path / "in.csv", items)
+    env = {**KEYS, "XDG_STATE_HOME": str(tmp_path / "state")}
+    args = ["run", str(path), "--base-url", sandbox.base_url, "--log-format", "json"]
+
+    first = await run_cli(*args, env=env)
+    again = await run_cli(*args, env=env)
+    fresh = await run_cli(*args, "--fresh", env=env)
+
+    assert (first.code, again.code, fresh.code) == (0, 0, 0), first.stderr
+    assert (tmp_path / "state/rum-playlist-ingest/journal.sqlite3").is_file()
+    assert first.summary["created"] == 60
+    assert again.summary["skipped"] == 60
+    assert again.summary["requests"] == 0
+    assert {e["result"] for e in again.events("row")} == {"skipped"}
+    assert fresh.summary["already_present"] == 60
+    assert stats(sandbox)["puts"] == 120
+
+
+async def test_no_journal_keeps_nothing(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    path = write_csv(tmp_path / "in.csv", rows(10))
+    env = {**KEYS, "XDG_STATE_HOME": str(tmp_path / "state")}
+    args = [
+        "run",
+        str(path),
+        "--base-url",
+        sandbox.base_url,
+        "--no-journal",
+        "--log-format",
+        "json",
+    ]
+
+    first = await run_cli(*args, env=env)
+    again = await run_cli(*args, env=env)
+
+    assert (first.code, again.code) == (0, 0)
+    assert again.summary["already_present"] == 10
+    assert not (tmp_path / "state").exists()
+
+
+async def test_a_rerun_retries_exactly_the_rows_that_failed(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(error_before=0.3, seed=5))
+    items = rows(200)
+    path = write_csv(tmp_path / "in.csv", items)
+    journal = tmp_path / "journal.sqlite3"
+    args = run_args(sandbox, journal, path, extra=("--max-attempts", "1"))
+
+    first = await run_cli(*args, env=KEYS)
+    sandbox.reconfigure(faults=FaultConfig())
+    puts_before = stats(sandbox)["puts"]
+    second = await run_cli(*args, env=KEYS)
+    status = await run_cli("status", "--journal", str(journal), "--json")
+
+    assert (first.code, second.code) == (1, 0)
+    failed = int(first.summary["failed"])  # type: ignore[call-overload]
+    assert 0 < failed < 200
+    assert second.summary["created"] == failed
+    assert second.summary["skipped"] == 200 - failed
+    assert stats(sandbox)["puts"] - puts_before == failed
+    assert landed(sandbox) == keys_of(items)
+    summary = json.loads(status.stdout)
+    assert summary["targets"][0]["counts"]["created"] == 200
+    assert [run["exit_code"] for run in summary["runs"]] == [0, 1]
+
+
+async def test_a_row_repeated_in_the_input_is_sent_once(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    items = rows(50)
+    repeats = [{**item, "ts": int(item["ts"]) + 1} for item in items[:20]]  # type: ignore[call-overload]
+    path = write_csv(tmp_path / "in.csv", items + repeats + items[:5])
+
+    done = await run_cli(*run_args(sandbox, tmp_path / "journal.sqlite3", path), env=KEYS)
+
+    assert done.code == 0, done.stderr
+    assert done.summary["created"] == 50
+    assert done.summary["skipped"] == 25
+    assert stats(sandbox)["puts"] == 50
+    assert stats(sandbox)["duplicate_puts"] == 0
+
+
+async def test_a_second_run_on_the_same_journal_is_refused(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(hang=1.0))
+    journal = tmp_path / "journal.sqlite3"
+    first_input = write_csv(tmp_path / "first.csv", rows(5))
+    second_input = write_csv(tmp_path / "second.csv", rows(5, start=100))
+    first = await start_cli(*run_args(sandbox, journal, first_input), env=KEYS)
+    try:
+        assert first.stderr is not None
+        while json.loads(await first.stderr.readline())["event"] != "start":
+            pass
+        second = await run_cli(*run_args(sandbox, journal, second_input), env=KEYS)
+    finally:
+        first.kill()
+        await first.wait()
+
+    assert second.code == 2
+    assert "is in use by another run (pid" in second.stderr
+    assert "Traceback" not in second.stderr
+    requests: list[dict[str, str]] = sandbox.state()["requests"]  # type: ignore[assignment]
+    sent = {r["raw_path"].rsplit("/", 1)[1] for r in requests}
+    assert sent.isdisjoint(str(item["session_id"]) for item in rows(5, start=100))
+
+
+async def test_a_damaged_journal_stops_the_run_before_anything_is_sent(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    path = write_csv(tmp_path / "in.csv", rows(5))
+    journal = tmp_path / "journal.sqlite3"
+    journal.write_bytes(b"\x00\x01 not a database " * 300)
+
+    done = await run_cli(*run_args(sandbox, journal, path), env=KEYS)
+
+    assert done.code == 2
+    assert "is damaged" in done.stderr
+    assert "move it aside" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert stats(sandbox)["requests"] == 0
+
+
+async def test_the_dead_letter_file_fed_back_retries_exactly_those_rows(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(error_before=0.25, seed=9))
+    items = rows(120)
+    path = write_ndjson(tmp_path / "in.ndjson", items)
+    dead, dead_again = tmp_path / "dead.ndjson", tmp_path / "dead-again.ndjson"
+    journal = tmp_path / "journal.sqlite3"
+    extra = ("--max-attempts", "1", "--dead-letter", str(dead))
+
+    first = await run_cli(*run_args(sandbox, journal, path, extra=extra), env=KEYS)
+    sandbox.reconfigure(faults=FaultConfig())
+    puts_before = stats(sandbox)["puts"]
+    retry = await run_cli(
+        "run",
+        str(dead),
+        "--base-url",
+        sandbox.base_url,
+        "--no-journal",
+        "--dead-letter",
+        str(dead_again),
+        "--log-format",
+        "json",
+        env=KEYS,
+    )
+
+    assert first.code == 1
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert len(lines) == first.summary["failed"] > 0
+    failed = {
+        (e["playlist_id"], e["session_id"], e["line"])
+        for e in first.events("row")
+        if e["result"] == "failed"
+    }
+    assert {(d["playlist_id"], d["session_id"], d["line"]) for d in lines} == failed
+    for line in lines:
+        assert line["source"] == str(path)
+        assert line["attempts"] == 1
+        assert line["http_status"] >= 500
+        assert line["reason"]
+    assert retry.code == 0, retry.stderr
+    assert retry.summary["created"] == len(lines)
+    assert stats(sandbox)["puts"] - puts_before == len(lines)
+    assert landed(sandbox) == keys_of(items)
+    assert dead_again.read_text() == ""
+    for written in (dead, journal):
+        assert API_KEY.encode() not in written.read_bytes()
+        assert APP_KEY.encode() not in written.read_bytes()
