@@ -1,0 +1,196 @@
+"""What every benchmark needs: generated rows, a sandbox in its own process, our CLI.
+
+The sandbox runs as its own process (with `--minimal`) so that serving never competes
+with the client under test for one event loop, and its `/_sandbox/state` is the one
+yardstick every tool is measured by: what the server answered, and what it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+TS = 1_704_067_200_000
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRow:
+    playlist_id: int
+    session_id: str
+    ts: int
+
+
+def make_rows(
+    count: int, *, start: int = 0, playlists: Sequence[int] = (1001, 1002)
+) -> list[BenchRow]:
+    """`count` distinct rows with UUID session ids; `start` keeps batches disjoint."""
+    return [
+        BenchRow(playlists[i % len(playlists)], str(uuid.UUID(int=start + i + 1)), TS + i)
+        for i in range(start, start + count)
+    ]
+
+
+def write_csv(path: Path, rows: Sequence[BenchRow]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["playlist_id", "session_id", "ts"])
+        writer.writerows((row.playlist_id, row.session_id, row.ts) for row in rows)
+    return path
+
+
+class SandboxProcess:
+    """`python -m worker.sandbox --minimal OPTIONS` with keys of its own, for a `with` block."""
+
+    def __init__(self, *options: str) -> None:
+        self.api_key, self.app_key = secrets.token_hex(16), secrets.token_hex(16)
+        env = {**os.environ, "SANDBOX_API_KEY": self.api_key, "SANDBOX_APP_KEY": self.app_key}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "worker.sandbox", "--minimal", *options],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        self.base_url = self._process.stdout.readline().strip()
+        if not self.base_url:
+            self.close()
+            raise RuntimeError(f"the sandbox exited with {self._process.returncode}")
+
+    @property
+    def keys(self) -> dict[str, str]:
+        """The environment our CLI reads its keys from."""
+        return {"DD_API_KEY": self.api_key, "DD_APP_KEY": self.app_key}
+
+    def state(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.base_url}/_sandbox/state") as response:
+            state: dict[str, Any] = json.load(response)
+        return state
+
+    def landed(self) -> int:
+        """Sessions the sandbox holds, over every playlist."""
+        return sum(len(records) for records in self.state()["sessions"].values())
+
+    def responses(self, status: int) -> int:
+        count: int = self.state()["stats"]["responses"].get(str(status), 0)
+        return count
+
+    def reset(self) -> None:
+        """An empty store and zeroed counters, so the next client starts from scratch."""
+        request = urllib.request.Request(f"{self.base_url}/_sandbox/reset", method="POST")
+        with urllib.request.urlopen(request):
+            pass
+
+    def cpu_s(self) -> float:
+        """CPU seconds the sandbox has used so far: sample before and after a run."""
+        times = psutil.Process(self._process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+        self._process.wait()
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def start_cli(*args: str, keys: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
+    """`python -m worker ARGS` with JSON logs to `stderr` and no live display."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "SANDBOX_"))}
+    with stderr.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", *args, "--log-format", "json", "--no-progress"],
+            cwd=ROOT,
+            env={**env, **keys},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def write_generated_csv(path: Path, count: int, playlists: Sequence[int] = (1001, 1002)) -> Path:
+    """`count` distinct rows written as they are made, so a million cost no memory here."""
+    with path.open("w", encoding="utf-8") as out:
+        out.write("playlist_id,session_id,ts\n")
+        for i in range(count):
+            out.write(f"{playlists[i % len(playlists)]},{uuid.UUID(int=i + 1)},{TS + i}\n")
+    return path
+
+
+def start_python(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`python SCRIPT ARGS` with `env` (and no Datadog settings of ours); stdout piped."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "SANDBOX_"))}
+    return subprocess.Popen(
+        [sys.executable, script, *args], cwd=ROOT, env={**clean, **env}, stdout=subprocess.PIPE
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a finished child process cost, by the kernel's account of it (wait4)."""
+
+    exit_code: int
+    wall_s: float
+    cpu_s: float
+    """User + system seconds of the process and all its threads, start-up included."""
+    max_rss_mb: float
+    """Peak resident set size, in MiB."""
+
+
+def wait_measured(process: subprocess.Popen[Any]) -> Usage:
+    """Wait for `process` and read its own resource usage: that child's alone, not the
+    bench's nor any other child's (which `RUSAGE_CHILDREN` would sum)."""
+    started = psutil.Process(process.pid).create_time()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.time() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Usage(
+        process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    )
+
+
+@contextlib.contextmanager
+def hiding_modules(names: Sequence[str]) -> Iterator[None]:
+    """Children started inside see `names` as not installed (`import` raises ImportError):
+    measures what an optional speed-up such as uvloop or orjson pays for."""
+    if not names:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-hide-") as tmp:
+        hide = "".join(f"sys.modules[{name!r}] = None\n" for name in names)
+        Path(tmp, "sitecustomize.py").write_text(f"import sys\n{hide}")
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (tmp, before)))
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
