@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from datetime import UTC, datetime
@@ -141,3 +142,54 @@ def test_console_lines_are_readable() -> None:
 
     assert "row" in out.getvalue()
     assert "result=created" in out.getvalue()
+
+
+async def test_lines_logged_in_one_turn_of_the_loop_leave_together_at_its_end() -> None:
+    out = io.BytesIO()
+    writer = logs.LineWriter(out)
+
+    writer.info(b"one")
+    writer.warning(b"two")
+    held = out.getvalue()
+    await asyncio.sleep(0)
+
+    assert held == b""
+    assert out.getvalue() == b"one\ntwo\n"
+
+
+async def test_a_line_from_another_thread_is_written_at_once_after_those_waiting() -> None:
+    out = io.BytesIO()
+    writer = logs.LineWriter(out)
+
+    writer.info(b"from the loop")
+    await asyncio.to_thread(writer.info, b"from a thread")
+
+    assert out.getvalue() == b"from the loop\nfrom a thread\n"
+
+
+def test_outside_a_loop_each_line_is_written_at_once() -> None:
+    out = io.BytesIO()
+    writer = logs.LineWriter(out)
+
+    writer.error(b"cannot start")
+
+    assert out.getvalue() == b"cannot start\n"
+
+
+def test_lines_still_waiting_at_exit_are_written() -> None:
+    out = io.BytesIO()
+    writer = logs.LineWriter(out)
+
+    def log_and_stop() -> None:
+        writer.info(b"last words")
+        loop.stop()  # the loop stops before its next turn, where the flush waits
+
+    loop = asyncio.new_event_loop()
+    loop.call_soon(log_and_stop)
+    loop.run_forever()
+    loop.close()
+    assert out.getvalue() == b""
+
+    logs._flush_at_exit()
+
+    assert out.getvalue() == b"last words\n"

@@ -6,16 +6,24 @@ defence: nothing in the code logs them, and this makes sure of it.
 
 A JSON line is written for every row, thousands a second, so that path does the least it
 can: one processor adds the level and timestamp, serialises (orjson when installed) and
-redacts the finished bytes, and the logger is bound once rather than on every call.
+redacts the finished bytes; the logger is bound once rather than on every call; and the
+lines logged in one turn of the event loop leave in one write at the end of that turn
+(`LineWriter`), so the run makes a system call per batch of answers, not per row, while
+every line is still out before the loop does anything else.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Iterable, MutableMapping
-from typing import Any, BinaryIO, Generic, TextIO, TypeVar, cast
+from typing import Any, BinaryIO, Generic, TextIO, TypeVar
 
 import structlog
 
@@ -118,8 +126,8 @@ def configure(
     if fmt == "json":
         processors = [JsonLine(secrets)]
         # A text stream without a buffer (tests' StringIO) takes the bytes decoded.
-        buffer = out.buffer if hasattr(out, "buffer") else cast(BinaryIO, _TextAsBytes(out))
-        factory = structlog.BytesLoggerFactory(buffer)
+        writer = LineWriter(out.buffer if hasattr(out, "buffer") else _TextAsBytes(out))
+        factory = writer.factory
     else:
         processors = [
             structlog.processors.add_log_level,
@@ -140,8 +148,64 @@ def configure(
     return logger
 
 
+class LineWriter:
+    """The JSON form's logger: lines logged while an event loop runs are joined and
+    written (and flushed) once, in a callback at the end of the loop's current turn;
+    outside a loop, and from other threads, each line is written at once, after any
+    that are waiting. Lines still waiting when the process exits are written then."""
+
+    def __init__(self, out: BinaryIO | _TextAsBytes) -> None:
+        self._out = out
+        self._lines: list[bytes] = []
+        self._scheduled = False
+        self._lock = threading.Lock()
+        _WRITERS.add(self)
+
+    def factory(self, *_args: object) -> LineWriter:
+        return self
+
+    def msg(self, line: bytes) -> None:
+        with self._lock:
+            self._lines.append(line)
+            if self._scheduled:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop in this thread: nothing would flush it later
+                self._write()
+                return
+            self._scheduled = True
+        loop.call_soon(self.flush)
+
+    # structlog calls the method named after the level.
+    debug = info = warning = warn = error = err = exception = critical = fatal = msg
+
+    def flush(self) -> None:
+        with self._lock:
+            self._scheduled = False
+            self._write()
+
+    def _write(self) -> None:
+        if self._lines:
+            self._lines.append(b"")
+            self._out.write(b"\n".join(self._lines))
+            self._lines.clear()
+            self._out.flush()
+
+
+_WRITERS: weakref.WeakSet[LineWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """A loop closed with a flush still scheduled must not lose the lines it held."""
+    for writer in list(_WRITERS):
+        with contextlib.suppress(OSError, ValueError):  # the stream is already closed
+            writer.flush()
+
+
 class _TextAsBytes:
-    """The part of a binary stream the bytes logger uses, over a text stream."""
+    """The part of a binary stream the line writer uses, over a text stream."""
 
     def __init__(self, text: TextIO) -> None:
         self._text = text
