@@ -7,15 +7,24 @@ tools of the organisation spend the same budget. So the pacer
 
 * learns the limit and period from the headers and adapts a token bucket to them;
 * estimates what is left of the current window, counting its own requests in flight
-  against `Remaining`, and spreads that budget over the time the window has left. With
-  several clients sharing one limit, each sees `Remaining` fall faster than its own
-  sending and slows down, so together they spend the budget just as the window ends;
+  against `Remaining`, and spreads that budget over the window up to a deadline a share of
+  the period before its end. The slack lets a process that was held up (a busy machine, a
+  slow answer) still spend the whole budget, and keeps requests from straddling the
+  boundary. With several clients sharing one limit, each sees `Remaining` fall faster
+  than its own sending and slows down, so together they spend the budget by the deadline;
+  once one sees another client spending, it leaves the last request of each window
+  unclaimed rather than race the others for it;
 * holds every worker when the window is spent, until it resets, instead of sending
   requests only to have them refused;
-* on a 429 pauses every worker until the reset (`X-RateLimit-Reset`, else `Retry-After`,
+* on a 429 pauses every worker until the reset (the window's end, else `Retry-After`,
   else exponential backoff with full jitter), then lets one request probe before the
   rest follow, so no herd of retries hits the server in the first instant;
 * applies the user's `--rate` ceiling on top (an aiolimiter bucket).
+
+Where a window ends comes from the calendar, not from `X-RateLimit-Reset`: Reset is a
+whole number of seconds and may be off by one, while the boundary after the moment a
+request was sent is exact when clocks agree. Only when Resets keep contradicting our
+clock does the pacer fall back to them.
 
 All decisions are taken by whichever worker holds `_gate` (a FIFO `asyncio.Lock`), so
 workers are released one at a time in order.
@@ -36,8 +45,8 @@ from aiolimiter import AsyncLimiter
 
 GUARD_S = 0.03
 """Wait this long past a computed window boundary, for clock granularity and latency."""
-END_MARGIN = 0.08
-"""Spread a window's budget over all but this share of its remaining time."""
+END_MARGIN = 0.2
+"""Aim to spend a window's budget this share of the period before the window ends."""
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 RESET_TOLERANCE_S = 1.25
@@ -108,11 +117,10 @@ def user_bucket(rate: float) -> AsyncLimiter:
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """Handed out for each request, so its answer can be matched to the window it was sent in."""
+    """Handed out for each request, so its answer can be matched to the window it was
+    sent in (`sent_wall`) and to the requests sent after it (`seq`)."""
 
     seq: int
-    window_end: float | None
-    sent_at: float
     sent_wall: float
 
 
@@ -141,8 +149,10 @@ class Pacer:
         self._learned_bucket: AsyncLimiter | None = None
         self._window_end: float | None = None
         self._budget: float | None = None
+        self._shared = False  # another client spent from this window's budget
         # Our own traffic.
         self._seq = 0
+        self._window_first_seq = 0  # our first request of the current window
         self._inflight = 0
         self._last_send = -math.inf
         # Pauses and probing.
@@ -176,13 +186,12 @@ class Pacer:
                 await self._learned_bucket.acquire()
             if self._user_bucket is not None:
                 await self._user_bucket.acquire()
-            now = self._clock()
             self._seq += 1
             self._inflight += 1
-            self._last_send = now
+            self._last_send = self._clock()
             if self._budget is not None:
                 self._budget -= 1
-            return Ticket(self._seq, self._window_end, now, self._wall())
+            return Ticket(self._seq, self._wall())
 
     def _wait_needed(self) -> tuple[float, str]:
         """Seconds to wait before the next send, and a reason worth logging (or "")."""
@@ -194,13 +203,13 @@ class Pacer:
         self._roll_window(now)
         if self._window_end is None or self._budget is None:
             return 0.0, ""
-        if self._budget <= 0:
+        if self._budget <= (1 if self._shared else 0):
             resume = self._window_end + GUARD_S
             self._pause_until = resume
             return resume - now, "rate-limit window spent; waiting for it to reset"
-        usable = max(0.0, (self._window_end - now) * (1 - END_MARGIN))
-        spacing = usable / self._budget
-        return self._last_send + spacing - now, ""
+        span = self._period or (self._window_end - now)
+        usable = max(0.0, self._window_end - END_MARGIN * span - now)
+        return self._last_send + usable / self._budget - now, ""
 
     def _roll_window(self, now: float) -> None:
         """Past the window's end, start the next one with the whole learned limit."""
@@ -212,6 +221,8 @@ class Pacer:
         periods = math.floor((now - self._window_end) / self._period) + 1
         self._window_end += periods * self._period
         self._budget = self._limit
+        self._shared = False
+        self._window_first_seq = self._seq + 1
 
     def settle(
         self,
@@ -224,60 +235,78 @@ class Pacer:
         now = self._clock()
         self._inflight -= 1
         self._changed.set()
-        if rate_limit is not None:
-            self._learn(ticket, rate_limit, now)
+        end = None if rate_limit is None else self._learn(ticket, rate_limit, now)
         if status == 429:
-            self._rate_limited(rate_limit, retry_after, now)
+            self._rate_limited(end, retry_after, now)
         elif status in (401, 403):
             self._probing = True  # keys refused: one request at a time until one succeeds
-        elif status is not None:
+        elif status is not None and status < 500:
             self._bare_429s = 0
-            if status < 400 or rate_limit is None:
-                self._probing = False
+            self._probing = False
+        # 5xx and no answer teach nothing about the limit: a probe stays a probe.
 
-    def _learn(self, ticket: Ticket, headers: RateLimitHeaders, now: float) -> None:
+    def _learn(self, ticket: Ticket, headers: RateLimitHeaders, now: float) -> float | None:
+        """Take in one answer's headers; returns when the window it was counted in ends
+        (monotonic clock; already past if it ended while the request was in flight)."""
         if headers.limit and headers.period:
+            if headers.period != self._period:
+                self._window_end = self._budget = None  # windows of another length
             if (headers.limit, headers.period) != (self._limit, self._period):
                 self._limit, self._period = headers.limit, headers.period
                 self._learned_bucket = AsyncLimiter(headers.limit, headers.period)
         end = self._boundary(ticket, headers, now)
-        if end is None or headers.remaining is None:
-            return
+        if end is None or end <= now or headers.remaining is None:
+            return end  # a window already over says nothing about the current one
         # Our requests sent after this one may not be in the server's count yet.
-        estimate = headers.remaining - (self._seq - ticket.seq)
-        if self._window_end is None or end > self._window_end + GUARD_S:
+        later = self._seq - ticket.seq
+        estimate = headers.remaining - later
+        slack = self._same_window_slack()
+        if self._window_end is None or end > self._window_end + slack:
             self._window_end, self._budget = end, estimate
-        elif abs(end - self._window_end) <= GUARD_S and self._budget is not None:
+            self._window_first_seq = ticket.seq
+            self._shared = False
+        elif abs(end - self._window_end) <= slack and self._budget is not None:
             self._budget = min(self._budget, estimate)
+        else:
+            return end
+        limit = headers.limit or self._limit
+        if limit is not None and ticket.seq >= self._window_first_seq:
+            ours = self._seq - self._window_first_seq + 1  # all we sent in it, at most
+            self._shared |= limit - headers.remaining > ours
+        return end
 
     def _boundary(self, ticket: Ticket, headers: RateLimitHeaders, now: float) -> float | None:
         """When the window this answer was counted in ends (monotonic clock), or None
-        when that cannot be told (the request was in flight across a boundary)."""
+        when the headers cannot tell."""
         period = headers.period or self._period
-        if period is None:
-            return None if headers.reset is None else now + headers.reset
-        wall_now = self._wall()
-        if self._skew_votes < SKEW_VOTES:
+        if period is not None and self._skew_votes < SKEW_VOTES:
             # Windows are aligned to the calendar: with clocks in sync, the boundary after
             # the send time is exact, which a whole-second Reset is not.
+            wall_now = self._wall()
             aligned = (math.floor(ticket.sent_wall / period) + 1) * period
             if wall_now >= aligned:
-                return None  # counted before or after the boundary: cannot tell which
+                return now + (aligned - wall_now)  # over: counted in it or the next
             if headers.reset is None or abs(aligned - wall_now - headers.reset) <= (
                 RESET_TOLERANCE_S
             ):
                 return now + (aligned - wall_now)
             self._skew_votes += 1  # our clock and the server's disagree
-        return None if headers.reset is None else now + headers.reset
+        # By Reset alone: the window had not ended when the server answered, whatever a
+        # rounded-down Reset of 0 says, so a 429 can never be taken for a window now over.
+        return None if headers.reset is None else now + max(headers.reset, 1.0)
 
-    def _rate_limited(
-        self, headers: RateLimitHeaders | None, retry_after: float | None, now: float
-    ) -> None:
-        if self._window_end is not None and self._window_end > now and headers is not None:
-            until, reason = self._window_end + GUARD_S, "429: waiting for the window to reset"
-            self._budget = 0
-        elif headers is not None and headers.reset is not None:
-            until, reason = now + headers.reset + GUARD_S, "429: waiting X-RateLimit-Reset"
+    def _same_window_slack(self) -> float:
+        """How far two answers' window ends may differ and still be the same window."""
+        if self._skew_votes < SKEW_VOTES:
+            return GUARD_S  # exact, from the calendar
+        return max(GUARD_S, (self._period or 2.0) / 2)  # from whole-second Resets
+
+    def _rate_limited(self, end: float | None, retry_after: float | None, now: float) -> None:
+        self._probing = True
+        if end is not None:
+            if end <= now:
+                return  # refused in a window that has since ended: the probe may go now
+            until, reason = end + GUARD_S, "429: waiting for the rate-limit window to reset"
         elif retry_after is not None:
             until, reason = now + retry_after, "429: waiting Retry-After"
         else:
@@ -285,7 +314,6 @@ class Pacer:
             ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self._bare_429s - 1))
             until = now + self._rng.uniform(0, ceiling)
             reason = "429 without rate-limit headers: backing off"
-        self._probing = True
         if until > self._pause_until:
             self._pause_until = until
             self._on_pause(until - now, reason)
