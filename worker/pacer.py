@@ -159,6 +159,7 @@ class Pacer:
         self._pause_until = -math.inf
         self._probing = True  # until the first answer says what the limits are
         self._bare_429s = 0
+        self._backed_off_at = 0  # our last request when the backoff was last lengthened
         self._skew_votes = 0
 
     @property
@@ -237,7 +238,7 @@ class Pacer:
         self._changed.set()
         end = None if rate_limit is None else self._learn(ticket, rate_limit, now)
         if status == 429:
-            self._rate_limited(end, retry_after, now)
+            self._rate_limited(ticket, end, retry_after, now)
         elif status in (401, 403):
             self._probing = True  # keys refused: one request at a time until one succeeds
         elif status is not None and status < 500:
@@ -301,7 +302,9 @@ class Pacer:
             return GUARD_S  # exact, from the calendar
         return max(GUARD_S, (self._period or 2.0) / 2)  # from whole-second Resets
 
-    def _rate_limited(self, end: float | None, retry_after: float | None, now: float) -> None:
+    def _rate_limited(
+        self, ticket: Ticket, end: float | None, retry_after: float | None, now: float
+    ) -> None:
         self._probing = True
         if end is not None:
             if end <= now:
@@ -310,6 +313,9 @@ class Pacer:
         elif retry_after is not None:
             until, reason = now + retry_after, "429: waiting Retry-After"
         else:
+            if ticket.seq <= self._backed_off_at:
+                return  # in flight when the backoff was set: one refusal, not another
+            self._backed_off_at = self._seq
             self._bare_429s += 1
             ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self._bare_429s - 1))
             until = now + self._rng.uniform(0, ceiling)

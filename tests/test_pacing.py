@@ -1,0 +1,375 @@
+"""Pacing against what real rate limits do: the real command, a real sandbox, no mocks.
+
+Each end-to-end case checks on the server's side that every row landed, and that the
+report's counts agree with what the server answered. None asserts a duration: how close
+the pacing comes to the limit is measured by `bench/ratelimit.py`. Where a bound on 429s
+is asserted, a client that ignored the headers would draw several times as many. The
+cases a server cannot stage (Retry-After as a date, the exact backoff) drive the Pacer
+directly with an injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+from support import KEYS, Finished, assert_invariant, finish, rows, start_cli, write_csv
+from test_sandbox import FakeClock
+
+from worker.pacer import (
+    GUARD_S,
+    Pacer,
+    RateLimitHeaders,
+    parse_rate_limit_headers,
+    parse_retry_after,
+)
+from worker.sandbox import FaultConfig, Sandbox
+
+MakeSandbox = Callable[..., Awaitable[Sandbox]]
+Key = tuple[int, str]
+
+
+@dataclass(frozen=True)
+class Paced:
+    done: Finished
+    report: dict[str, int]
+
+    def pauses(self, cause: str) -> list[dict[str, object]]:
+        return [e for e in self.done.events("paused") if cause in str(e["reason"])]
+
+
+async def ingest_all(
+    sandbox: Sandbox, tmp_path: Path, shares: Sequence[list[dict[str, object]]], *options: str
+) -> list[Paced]:
+    """One run of the real command per share of the rows, all at once on one sandbox."""
+    started = []
+    for i, share in enumerate(shares):
+        path = write_csv(tmp_path / f"in-{i}.csv", share)
+        report = tmp_path / f"report-{i}.json"
+        args = ("run", str(path), "--base-url", sandbox.base_url, "--no-journal")
+        process = await start_cli(*args, "--report", str(report), *options, env=KEYS)
+        started.append((process, report))
+    runs = []
+    for process, report in started:
+        done = await finish(process)
+        runs.append(Paced(done, json.loads(report.read_text())))
+    return runs
+
+
+async def ingest(
+    sandbox: Sandbox, tmp_path: Path, items: list[dict[str, object]], *options: str
+) -> Paced:
+    (run,) = await ingest_all(sandbox, tmp_path, [items], *options)
+    return run
+
+
+def held(sandbox: Sandbox) -> set[Key]:
+    store = sandbox.store
+    return {(p, s) for p in store.playlist_ids() for s in store.sessions(p)}
+
+
+def assert_every_row_landed(
+    sandbox: Sandbox, items: list[dict[str, object]], runs: Sequence[Paced], others_429: int = 0
+) -> None:
+    """Every row is held, no 429 became a failure, and the reports match the server."""
+    assert held(sandbox) == {(int(str(i["playlist_id"])), str(i["session_id"])) for i in items}
+    for run in runs:
+        report = run.report
+        assert run.done.code == 0, run.done.stderr[-3000:]
+        assert_invariant(report)
+        assert report["failed"] == report["not_attempted"] == 0
+        assert report["requests"] == report["created"] + report["rate_limited"]
+        assert report["retries"] == report["rate_limited"], "each 429 cost one resend"
+        assert run.done.summary["rate_limited"] == report["rate_limited"]
+    assert sum(r.report["requests"] for r in runs) == sandbox.stats.puts
+    limited = sum(r.report["rate_limited"] for r in runs)
+    assert limited + others_429 == sandbox.stats.responses[429]
+
+
+async def test_concurrency_far_above_the_limit(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await make_sandbox(rate_limit=(10, 1))
+    items = rows(30)
+
+    run = await ingest(sandbox, tmp_path, items, "--concurrency", "64")
+
+    assert_every_row_landed(sandbox, items, [run])
+    assert run.report["rate_limited"] <= 2, "64 at once against 10 a window draws dozens"
+
+
+async def test_two_runs_share_one_budget(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await make_sandbox(rate_limit=(20, 1))
+    items = rows(60)
+
+    runs = await ingest_all(sandbox, tmp_path, [items[::2], items[1::2]], "--concurrency", "16")
+
+    assert_every_row_landed(sandbox, items, runs)
+    assert sandbox.stats.responses[429] <= 3
+
+
+@pytest.fixture
+async def hammer() -> AsyncIterator[Callable[[Sandbox, float], Awaitable[None]]]:
+    """`await hammer(sandbox, per_second)`: another tool spending the same budget with
+    GETs at a steady rate, heedless of the headers, until the test ends."""
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start(sandbox: Sandbox, per_second: float) -> None:
+        async def spend(http: aiohttp.ClientSession) -> None:
+            url = f"{sandbox.base_url}/api/v2/rum/replay/playlists/1001/sessions"
+            while True:
+                async with http.get(url, headers={"DD-API-KEY": "k", "DD-APPLICATION-KEY": "k"}):
+                    pass
+                await asyncio.sleep(1 / per_second)
+
+        async def run() -> None:
+            async with aiohttp.ClientSession() as http:
+                await spend(http)
+
+        tasks.append(asyncio.create_task(run()))
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_another_tool_spending_the_same_budget(
+    make_sandbox: MakeSandbox,
+    tmp_path: Path,
+    hammer: Callable[[Sandbox, float], Awaitable[None]],
+) -> None:
+    sandbox = await make_sandbox(rate_limit=(20, 1))
+    items = rows(30)
+    await hammer(sandbox, 8)
+
+    run = await ingest(sandbox, tmp_path, items, "--concurrency", "16")
+
+    others_429 = sandbox.stats.responses[429] - run.report["rate_limited"]
+    assert_every_row_landed(sandbox, items, [run], others_429=others_429)
+    assert run.report["rate_limited"] <= 3
+
+
+async def landed_count(sandbox: Sandbox, count: int) -> None:
+    """Returns once the sandbox holds `count` sessions (it has no hook to wait on)."""
+    while len(sandbox.store) < count:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("new_limit", [(5, 1.0), (10, 2.0)], ids=["lower", "longer-period"])
+async def test_a_limit_that_changes_mid_run(
+    make_sandbox: MakeSandbox, tmp_path: Path, new_limit: tuple[int, float]
+) -> None:
+    sandbox = await make_sandbox(rate_limit=(20, 1))
+    items = rows(25)
+
+    running = asyncio.create_task(ingest(sandbox, tmp_path, items, "--concurrency", "16"))
+    await asyncio.wait_for(landed_count(sandbox, 10), timeout=30)
+    sandbox.reconfigure(rate_limit=new_limit)
+    run = await running
+
+    assert_every_row_landed(sandbox, items, [run])
+    assert run.report["rate_limited"] <= 3, "the new limit was learned, not fought"
+
+
+async def test_429s_without_headers_back_off(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await make_sandbox(faults=FaultConfig(bare_429=0.2, seed=11))
+    items = rows(16)
+
+    run = await ingest(sandbox, tmp_path, items, "--concurrency", "4")
+
+    assert_every_row_landed(sandbox, items, [run])
+    assert run.report["rate_limited"] > 0
+    pauses = run.pauses("without rate-limit headers")
+    assert pauses
+    assert all(float(str(p["seconds"])) >= 0 for p in pauses)
+
+
+async def test_a_proxy_that_strips_the_headers(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await make_sandbox(rate_limit=(10, 1), faults=FaultConfig(ratelimit_headers=False))
+    items = rows(25)
+
+    run = await ingest(sandbox, tmp_path, items, "--concurrency", "8")
+
+    assert_every_row_landed(sandbox, items, [run])
+    assert run.report["rate_limited"] > 0, "nothing to learn the limit from but the 429s"
+    assert run.pauses("without rate-limit headers")
+
+
+async def test_a_reset_off_by_up_to_a_second(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    sandbox = await make_sandbox(rate_limit=(10, 1), faults=FaultConfig(reset_skew_s=1.0))
+    items = rows(30)
+
+    run = await ingest(sandbox, tmp_path, items, "--concurrency", "16")
+
+    assert_every_row_landed(sandbox, items, [run])
+    assert run.report["rate_limited"] <= 2
+
+
+# --- the parts on their own ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (
+            {
+                "X-RateLimit-Limit": "100",
+                "X-RateLimit-Period": "2",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": "1",
+                "X-RateLimit-Name": "rum",
+            },
+            RateLimitHeaders(100, 2.0, 0, 1.0, "rum"),
+        ),
+        ({"X-RateLimit-Remaining": "7"}, RateLimitHeaders(None, None, 7, None, None)),
+        (
+            {"X-RateLimit-Limit": "lots", "X-RateLimit-Period": "-2", "X-RateLimit-Reset": "nan"},
+            None,
+        ),
+        (
+            {"X-RateLimit-Limit": "0", "X-RateLimit-Reset": "3"},
+            RateLimitHeaders(None, None, None, 3.0, None),
+        ),
+        ({"Retry-After": "3"}, None),
+        ({}, None),
+    ],
+    ids=["all", "remaining-only", "garbage", "zero-limit", "retry-after-only", "none"],
+)
+def test_parse_rate_limit_headers(
+    headers: dict[str, str], expected: RateLimitHeaders | None
+) -> None:
+    assert parse_rate_limit_headers(headers) == expected
+
+
+NOW = 1_800_000_000.0
+
+
+def http_date(seconds_from_now: float) -> str:
+    return format_datetime(datetime.fromtimestamp(NOW + seconds_from_now, UTC), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),
+        ("1.5", 1.5),
+        (http_date(30), 30.0),
+        (http_date(-30), 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 -0000", None),  # no zone: cannot be placed in time
+        ("soon", None),
+        ("-5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, now=lambda: NOW) == expected
+
+
+@dataclass
+class Harness:
+    pacer: Pacer
+    clock: FakeClock
+    pauses: list[tuple[float, str]]
+
+
+@pytest.fixture
+def harness() -> Harness:
+    """A Pacer on a fake clock (one for both monotonic and wall time), recording pauses."""
+    clock = FakeClock(NOW + 0.25)
+    pauses: list[tuple[float, str]] = []
+    pacer = Pacer(
+        rate=None,
+        on_pause=lambda s, r: pauses.append((s, r)),
+        clock=clock,
+        wall=clock,
+        rng=random.Random(3),
+    )
+    return Harness(pacer, clock, pauses)
+
+
+def limit_headers(remaining: int, reset: float, limit: int = 10) -> RateLimitHeaders:
+    return RateLimitHeaders(limit, 1.0, remaining, reset, "rum")
+
+
+async def test_a_retry_after_date_pauses_everyone_until_then(harness: Harness) -> None:
+    ticket = await harness.pacer.acquire()
+    retry_after = parse_retry_after(http_date(30), now=harness.clock)
+    harness.pacer.settle(ticket, 429, None, retry_after)
+
+    assert harness.pauses == [(pytest.approx(29.75), "429: waiting Retry-After")]
+
+
+async def test_bare_429s_back_off_exponentially_with_jitter(harness: Harness) -> None:
+    ceilings = []
+    for status in (429, 429, 429, 201, 429):
+        ticket = await harness.pacer.acquire()
+        harness.pacer.settle(ticket, status, None, None)
+        if status == 429:
+            seconds, reason = harness.pauses[-1]
+            assert reason == "429 without rate-limit headers: backing off"
+            ceilings.append(seconds)
+            harness.clock.now += seconds  # the pause is over
+    assert 0 <= ceilings[0] <= 1
+    assert 0 <= ceilings[1] <= 2
+    assert 0 <= ceilings[2] <= 4
+    assert 0 <= ceilings[3] <= 1, "a success starts the backoff afresh"
+
+
+async def test_bare_429s_to_requests_sent_together_are_one_refusal(harness: Harness) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(), 201, None, None)  # the probe: no limits to learn
+    burst = [await pacer.acquire() for _ in range(8)]
+
+    for ticket in burst:
+        pacer.settle(ticket, 429, None, None)
+
+    ((seconds, _),) = harness.pauses
+    assert 0 <= seconds <= 1, "the backoff did not grow with each request of the burst"
+
+
+async def test_after_a_429_one_probe_goes_before_the_rest(harness: Harness) -> None:
+    pacer, clock = harness.pacer, harness.clock
+    ticket = await pacer.acquire()
+    pacer.settle(ticket, 429, limit_headers(0, 1), None)
+    assert [reason for _, reason in harness.pauses] == [
+        "429: waiting for the rate-limit window to reset"
+    ]
+    clock.now = NOW + 1 + GUARD_S  # the next window
+
+    probe = await pacer.acquire()
+    follower = asyncio.create_task(pacer.acquire())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not follower.done(), "held until the probe's answer"
+
+    clock.now += 0.5  # past the spacing the window's budget asks for
+    pacer.settle(probe, 201, limit_headers(9, 1), None)
+    await asyncio.wait_for(follower, timeout=5)
+
+
+async def test_a_429_with_headers_waits_for_the_calendar_boundary(harness: Harness) -> None:
+    ticket = await harness.pacer.acquire()
+    harness.pacer.settle(ticket, 429, limit_headers(0, reset=0), None)  # Reset rounded down
+
+    ((seconds, reason),) = harness.pauses
+    assert seconds == pytest.approx(0.75 + GUARD_S)
+    assert reason == "429: waiting for the rate-limit window to reset"
+
+
+async def test_a_429_from_a_window_already_over_costs_no_pause(harness: Harness) -> None:
+    harness.clock.now = NOW + 0.99
+    ticket = await harness.pacer.acquire()
+    harness.clock.now = NOW + 1.01  # answered after the boundary
+
+    harness.pacer.settle(ticket, 429, limit_headers(0, reset=1), None)
+
+    assert harness.pauses == []
+    await asyncio.wait_for(harness.pacer.acquire(), timeout=5)  # the probe goes at once
