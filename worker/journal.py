@@ -179,7 +179,7 @@ def default_journal_path(
     return base.with_name(f"{base.stem}.shard-{shard.index}-of-{shard.count}{base.suffix}")
 
 
-def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     """A connection to a journal known to be one of ours (created if new and not
     `read_only`), or a `JournalError`."""
     conn: sqlite3.Connection | None = None
@@ -195,7 +195,7 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
             conn.close()
         if isinstance(exc, JournalError):
             raise
-        raise journal_error(path, exc) from None
+        raise _journal_error(path, exc) from None
     return conn
 
 
@@ -231,7 +231,7 @@ def _check_schema(conn: sqlite3.Connection, path: Path, *, create: bool) -> None
 _DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 
-def journal_error(path: Path, exc: BaseException) -> JournalError:
+def _journal_error(path: Path, exc: BaseException) -> JournalError:
     """Say what went wrong with the journal file and what to do next, without a traceback."""
     if isinstance(exc, sqlite3.Error) and exc.sqlite_errorname in _DAMAGED:
         return _damaged(path, exc)
@@ -396,9 +396,9 @@ class SqliteJournal:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except OSError as exc:
-            raise journal_error(path, exc) from None
+            raise _journal_error(path, exc) from None
         try:
-            reader = connect(path)
+            reader = _connect(path)
             try:
                 target_id, run_id = _start_run(reader, target, fresh, run_info)
                 writer = sqlite3.connect(path, check_same_thread=False)
@@ -415,7 +415,7 @@ class SqliteJournal:
                 )
             except sqlite3.Error as exc:
                 reader.close()
-                raise journal_error(path, exc) from None
+                raise _journal_error(path, exc) from None
         except JournalError:
             lock.release()
             raise
@@ -447,7 +447,7 @@ class SqliteJournal:
             try:
                 found = self._reader.execute(_LOOKUP, (self._target_id, *key)).fetchone()
             except sqlite3.Error as exc:
-                raise journal_error(self.path, exc) from None
+                raise _journal_error(self.path, exc) from None
             if found is not None and (
                 found[1] == self.run_id or (not self._fresh and found[0] in _DONE)
             ):
@@ -518,7 +518,7 @@ class SqliteJournal:
                         ),
                     )
         except sqlite3.Error as exc:
-            self._failure = journal_error(self.path, exc)
+            self._failure = _journal_error(self.path, exc)
         finally:
             self._reader.close()
             self._lock.release()
@@ -571,7 +571,7 @@ class SqliteJournal:
                     if rows:
                         conn.execute(sql, {**common, "rows": json.dumps(rows)})
         except sqlite3.Error as exc:
-            self._failure = journal_error(self.path, exc)
+            self._failure = _journal_error(self.path, exc)
             return
         self._committed += len(batch)
 
@@ -595,10 +595,10 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
     """A read-only look at a journal, safe while a run is writing it (WAL)."""
     if not path.is_file():
         raise JournalError(f"no journal at {path}: no run has used it yet")
-    conn = connect(path, read_only=True)
+    conn = _connect(path, read_only=True)
     try:
         yield conn
     except sqlite3.Error as exc:
-        raise journal_error(path, exc) from None
+        raise _journal_error(path, exc) from None
     finally:
         conn.close()
