@@ -219,7 +219,10 @@ async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[s
                     dead_letter.close()
                 except DeadLetterError as exc:
                     log.error("dead_letter_incomplete", error=str(exc))
-            ledger.close(report.as_dict())
+            try:
+                ledger.close(report.as_dict())
+            except JournalError as exc:
+                log.error("journal_incomplete", error=str(exc))
     _finish(plan, report, log, dry_run=False)
     return code
 
@@ -299,7 +302,7 @@ _ABORT_ADVICE = {
 def _exit_code(stop: Stop | None, received: list[int], report: Report) -> int:
     if stop is Stop.SIGNAL:
         return EXIT_SIGTERM if received and received[0] == signal.SIGTERM else EXIT_SIGINT
-    if stop is Stop.INPUT:
+    if stop in (Stop.INPUT, Stop.JOURNAL):
         return EXIT_CANNOT_START
     if stop is not None:
         return EXIT_ABORTED

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from worker.client import Client, Kind, Reply
-from worker.journal import Ledger
+from worker.journal import JournalError, Ledger
 from worker.observe import RunObserver
 from worker.pacer import Pacer
 from worker.reader import InputError
@@ -39,6 +39,7 @@ class Stop(enum.Enum):
     FATAL = "the API cannot be reached as configured"
     SIGNAL = "interrupted"
     INPUT = "the input became unreadable"
+    JOURNAL = "the journal cannot be written"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +209,7 @@ class Run:
                 task.cancel()
             await asyncio.gather(reader, watchdog, *workers, return_exceptions=True)
             self._account_unsent()
-        if self._stop not in (None, Stop.SIGNAL, Stop.INPUT):
+        if self._stop not in (None, Stop.SIGNAL, Stop.INPUT, Stop.JOURNAL):
             # An abort still gives a full account: what was never sent is not attempted.
             await self._drain_input()
         return self._stop
@@ -290,7 +291,14 @@ class Run:
                 continue
             if isinstance(item, InvalidRow):
                 self._observer.rejected(item)
-            elif not self._ledger.admit(item):
+                continue
+            try:
+                admitted = self._ledger.admit(item)
+            except JournalError as exc:
+                self._pending.appendleft(item)  # not sent: the stop accounts for it
+                self.request_stop(Stop.JOURNAL, str(exc))
+                return
+            if not admitted:
                 self._observer.outcome(Outcome(item, Result.SKIPPED))
             else:
                 try:
