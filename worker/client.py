@@ -159,6 +159,10 @@ class Client:
             trust_env=True,
             skip_auto_headers=("Content-Type",),
         )
+        # aiohttp silently resends an idempotent request once when a kept-alive connection
+        # drops. The runner retries with backoff and counts every attempt; a hidden resend
+        # would make `requests` untrue and hide an answer lost after the PUT was applied.
+        self._session._retry_connection = False
         return self
 
     async def __aexit__(

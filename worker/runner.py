@@ -387,7 +387,7 @@ class Run:
                 lost = reply.error
             failures += 1
             if failures >= self._settings.policy.max_attempts:
-                return self._final(row, Result.FAILED, reply, state.attempts)
+                return self._final(row, Result.FAILED, reply, state.attempts, lost)
             await self._interruptible(
                 asyncio.sleep(self._settings.policy.backoff(failures, self._rng))
             )
@@ -408,10 +408,7 @@ class Run:
         error = None if result.done else reply.error
         note = None
         if lost is not None:
-            note = (
-                f"an earlier attempt's answer was lost ({lost}); that attempt may have "
-                "added the session, hence the 200"
-            )
+            note = f"an earlier attempt's answer was lost ({lost}): it may have added the session"
         return Outcome(row, result, reply.status, attempts, reply.latency_ms, error, note)
 
     def _unsent(self, row: Row, state: _InHand) -> Outcome:
