@@ -175,7 +175,9 @@ async def test_a_limit_that_changes_mid_run(
     run = await running
 
     assert_every_row_landed(sandbox, items, [run])
-    assert run.report["rate_limited"] <= 3, "the new limit was learned, not fought"
+    # What was in flight when the limit fell may be refused; after that the new limit
+    # is known, and no later window is overrun.
+    assert len(run.pauses("429")) <= 1, "the new limit was learned, not fought"
 
 
 async def test_429s_without_headers_back_off(make_sandbox: MakeSandbox, tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ tools of the organisation spend the same budget. So the pacer
   slow answer) still spend the whole budget, and keeps requests from straddling the
   boundary. With several clients sharing one limit, each sees `Remaining` fall faster
   than its own sending and slows down, so together they spend the budget by the deadline;
-  once one sees another client spending, it leaves the last request of each window
-  unclaimed rather than race the others for it;
+  once one sees another client spending, it never bursts and leaves the last request of
+  each window unclaimed, rather than race the others for them;
 * holds every worker when the window is spent, until it resets, instead of sending
   requests only to have them refused;
 * on a 429 pauses every worker until the reset (the window's end, else `Retry-After`,
@@ -149,7 +149,8 @@ class Pacer:
         self._learned_bucket: AsyncLimiter | None = None
         self._window_end: float | None = None
         self._budget: float | None = None
-        self._shared = False  # another client spent from this window's budget
+        self._others_now = False  # another client spent from this window's budget
+        self._others_before = False  # ... or from the last one: it is likely still there
         # Our own traffic.
         self._seq = 0
         self._window_first_seq = 0  # our first request of the current window
@@ -209,8 +210,17 @@ class Pacer:
             self._pause_until = resume
             return resume - now, "rate-limit window spent; waiting for it to reset"
         span = self._period or (self._window_end - now)
-        usable = max(0.0, self._window_end - END_MARGIN * span - now)
-        return self._last_send + usable / self._budget - now, ""
+        spacing = max(0.0, self._window_end - END_MARGIN * span - now) / self._budget
+        if self._shared and self._limit:
+            # Alone, catching up in a burst after a stall is safe; with others it would
+            # race them for the same requests, so never faster than the whole budget's pace.
+            spacing = max(spacing, (1 - END_MARGIN) * span / self._limit)
+        return self._last_send + spacing - now, ""
+
+    @property
+    def _shared(self) -> bool:
+        """Leave the last request of a window unclaimed, rather than race others for it."""
+        return self._others_now or self._others_before
 
     def _roll_window(self, now: float) -> None:
         """Past the window's end, start the next one with the whole learned limit."""
@@ -222,7 +232,7 @@ class Pacer:
         periods = math.floor((now - self._window_end) / self._period) + 1
         self._window_end += periods * self._period
         self._budget = self._limit
-        self._shared = False
+        self._others_before, self._others_now = self._others_now, False
         self._window_first_seq = self._seq + 1
 
     def settle(
@@ -265,7 +275,7 @@ class Pacer:
         if self._window_end is None or end > self._window_end + slack:
             self._window_end, self._budget = end, estimate
             self._window_first_seq = ticket.seq
-            self._shared = False
+            self._others_before, self._others_now = self._others_now, False
         elif abs(end - self._window_end) <= slack and self._budget is not None:
             self._budget = min(self._budget, estimate)
         else:
@@ -273,7 +283,7 @@ class Pacer:
         limit = headers.limit or self._limit
         if limit is not None and ticket.seq >= self._window_first_seq:
             ours = self._seq - self._window_first_seq + 1  # all we sent in it, at most
-            self._shared |= limit - headers.remaining > ours
+            self._others_now |= limit - headers.remaining > ours
         return end
 
     def _boundary(self, ticket: Ticket, headers: RateLimitHeaders, now: float) -> float | None:
@@ -320,6 +330,6 @@ class Pacer:
             ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self._bare_429s - 1))
             until = now + self._rng.uniform(0, ceiling)
             reason = "429 without rate-limit headers: backing off"
-        if until > self._pause_until:
-            self._pause_until = until
+        if until > self._pause_until + GUARD_S:  # not the pause already under way
             self._on_pause(until - now, reason)
+        self._pause_until = max(self._pause_until, until)
