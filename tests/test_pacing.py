@@ -214,6 +214,24 @@ async def test_a_reset_off_by_up_to_a_second(make_sandbox: MakeSandbox, tmp_path
     assert run.report["rate_limited"] <= 2
 
 
+async def test_a_limit_that_never_lifts_ends_only_by_max_stall(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await make_sandbox(faults=FaultConfig(bare_429=1.0))
+    items = rows(6)
+
+    run = await ingest(sandbox, tmp_path, items, "--concurrency", "4", "--max-stall", "1")
+
+    assert run.done.code == 3
+    report = run.report
+    assert_invariant(report)
+    assert (report["not_attempted"], report["failed"], report["created"]) == (6, 0, 0)
+    assert report["rate_limited"] == report["requests"] == sandbox.stats.responses[429] > 0
+    assert held(sandbox) == set()
+    (aborted,) = run.done.events("aborted")
+    assert aborted["reason"] == "no progress"
+
+
 # --- the parts on their own ------------------------------------------------------------
 
 
