@@ -49,7 +49,8 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_base_s: float = 0.25
     backoff_cap_s: float = 30.0
-    auth_failures_to_abort: int = 3
+    refusals_to_abort: int = 3
+    """401/403 answers in a row (429s aside) that end the run: the keys are refused."""
     failure_window: int = 200
     failure_rate_to_abort: float = 0.95
     max_stall_s: float = 900.0
@@ -104,7 +105,7 @@ class Health:
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
-        self._auth_refusals = 0
+        self._refusals = 0
         self._recent: deque[bool] = deque(maxlen=policy.failure_window)
         self._failures = 0
 
@@ -114,11 +115,11 @@ class Health:
         if reply.kind is Kind.RATE_LIMITED:
             return None
         if reply.kind is Kind.KEYS_REFUSED:
-            self._auth_refusals += 1
-            if self._auth_refusals >= self._policy.auth_failures_to_abort:
+            self._refusals += 1
+            if self._refusals >= self._policy.refusals_to_abort:
                 return Stop.KEYS_REFUSED
         else:
-            self._auth_refusals = 0
+            self._refusals = 0
         failed = reply.kind is not Kind.ADDED
         if len(self._recent) == self._recent.maxlen:
             self._failures -= self._recent[0]
@@ -381,8 +382,11 @@ class Run:
                 continue  # the pacer holds every worker; a 429 is never a row's failure
             if reply.kind is Kind.FATAL:
                 return self._unsent(row, state)  # nothing reached the API
-            if reply.kind is not Kind.RETRYABLE:
+            if reply.kind is Kind.ROW_FAILED:
                 return self._final(row, Result.FAILED, reply, state.attempts)
+            # Retryable, or refused: a refusal is the keys' failure, not the row's. Refused
+            # keys soon stop the run (Health), leaving the row not attempted; if other rows
+            # get through meanwhile, this one fails once its attempts are spent.
             if reply.maybe_applied:
                 lost = reply.error
             failures += 1
