@@ -219,7 +219,7 @@ class Pacer:
 
     @property
     def _shared(self) -> bool:
-        """Leave the last request of a window unclaimed, rather than race others for it."""
+        """Whether another client spends from our budget (seen in this window or the last)."""
         return self._others_now or self._others_before
 
     def _roll_window(self, now: float) -> None:
@@ -308,9 +308,9 @@ class Pacer:
 
     def _same_window_slack(self) -> float:
         """How far two answers' window ends may differ and still be the same window."""
-        if self._skew_votes < SKEW_VOTES:
+        if self._skew_votes < SKEW_VOTES or self._period is None:
             return GUARD_S  # exact, from the calendar
-        return max(GUARD_S, (self._period or 2.0) / 2)  # from whole-second Resets
+        return self._period / 2  # from whole-second Resets, each up to a second off
 
     def _rate_limited(
         self, ticket: Ticket, end: float | None, retry_after: float | None, now: float
