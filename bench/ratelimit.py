@@ -1,6 +1,6 @@
 """Pacing under Datadog-style rate limits: this tool against the official client.
 
-    .venv/bin/python bench/ratelimit.py [--quick] [--json]
+    .venv/bin/python bench/ratelimit.py [--quick] [--json] [--only abcd]
 
 Each scenario starts a fresh sandbox process with the scenario's limit and sends the
 same rows with each tool at the same concurrency: our CLI as a subprocess, and the
@@ -12,9 +12,10 @@ measured by the sandbox's own account (`/_sandbox/state`), so neither grades its
 * lost: rows the sandbox does not hold at the end.
 
 Elapsed time starts when a tool starts sending (our CLI's report `elapsed_s`, which
-leaves out interpreter start-up) and ends when its last answer is in. Targets for this
-tool: goodput >= 0.95, at most one 429 per window, nothing lost; the exit status is 1
-when any is missed.
+leaves out interpreter start-up) and ends when its last answer is in. A run that starts
+mid-window gets that window's whole budget too, so a short run can exceed 1.0. Targets
+for this tool: goodput >= 0.95, at most one 429 per window, nothing lost; the exit status
+is 1 when any is missed. Scenario (d) is (a) with a Reset up to a second off the boundary.
 """
 
 from __future__ import annotations
