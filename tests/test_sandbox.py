@@ -112,8 +112,10 @@ def test_a_new_limit_keeps_the_windows_count_and_a_new_period_starts_afresh() ->
     for _ in range(3):
         limiter.take()
 
-    limiter.reconfigure(3, 1)
-    assert not limiter.take().allowed
+    limiter.reconfigure(2, 1)
+    refused = limiter.take()
+    assert not refused.allowed
+    assert refused.remaining == 0  # never negative, though 3 were used of a new limit of 2
 
     limiter.reconfigure(3, 2)
     assert limiter.take().remaining == 2

@@ -83,7 +83,7 @@ class FixedWindowLimiter:
         if allowed:
             self._used += 1
         left = (window + 1) * self.period - now
-        return Verdict(allowed, self.limit - self._used, max(1, math.ceil(left)), left)
+        return Verdict(allowed, max(0, self.limit - self._used), max(1, math.ceil(left)), left)
 
     def headers(self, verdict: Verdict) -> dict[str, str]:
         """The five headers Datadog puts on every rate-limited response."""
