@@ -257,7 +257,9 @@ async def test_systemic_5xx_aborts_after_the_window(
 async def test_a_name_that_does_not_resolve_fails_its_rows(tmp_path: Path) -> None:
     """Few rows: each fails once its attempts are spent (exit 1). Past --abort-window
     requests the same failure aborts the run as systemic, as the next case shows."""
-    ran = await ingest("http://nonexistent.invalid", tmp_path, 5, "--max-attempts", "2")
+    ran = await ingest(
+        "http://nonexistent.invalid", tmp_path, 5, "--max-attempts", "2", "--timeout", "5"
+    )
 
     assert ran.done.code == 1
     assert ran.report["failed"] == 5

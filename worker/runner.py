@@ -9,9 +9,12 @@ is what keeps the report's invariant true even when a run is aborted or interrup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import functools
 import itertools
 import random
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -263,15 +266,31 @@ class Run:
         else:
             self._observer.outcome(Outcome(item, Result.NOT_ATTEMPTED))
 
-    def _take(self) -> list[Row | InvalidRow]:
-        return list(itertools.islice(self._rows, CHUNK))
+    def _start_taking(self) -> asyncio.Future[list[Row | InvalidRow]]:
+        """Read the next chunk in a daemon thread: a read blocked on a quiet standard input
+        must not keep the process alive after a signal, as the loop's executor would."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Row | InvalidRow]] = loop.create_future()
+
+        def take() -> None:
+            try:
+                chunk = list(itertools.islice(self._rows, CHUNK))
+            except BaseException as exc:  # handed to the awaiting task, as an executor would
+                settle = functools.partial(future.set_exception, exc)
+            else:
+                settle = functools.partial(future.set_result, chunk)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
+                loop.call_soon_threadsafe(settle)
+
+        threading.Thread(target=take, name="input-reader", daemon=True).start()
+        return future
 
     async def _next_chunk(self) -> list[Row | InvalidRow]:
-        """The next chunk from the reader thread. A stop that cancels the wait leaves the
-        chunk in `_taking` for `_drain_input`, so no row read is lost and the input is
-        never read by two threads at once."""
+        """The next chunk from the input. A stop that cancels the wait leaves the chunk in
+        `_taking` for `_drain_input`, so no row read is lost and the input is never read
+        by two threads at once."""
         if self._taking is None:
-            self._taking = asyncio.get_running_loop().run_in_executor(None, self._take)
+            self._taking = self._start_taking()
         chunk = await asyncio.shield(self._taking)
         self._taking = None
         return chunk
