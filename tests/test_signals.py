@@ -27,6 +27,7 @@ from support import (
     write_csv,
 )
 
+from worker.runner import CHUNK
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
@@ -55,9 +56,14 @@ class Running:
         self.process.send_signal(signum)
 
     async def finish(self) -> Finished:
-        out, err = await asyncio.wait_for(self.process.communicate(), COMMAND_TIMEOUT_S)
-        assert self.process.returncode is not None
-        return Finished(self.process.returncode, out.decode(), "".join(self._lines) + err.decode())
+        """Read to the end and wait for the exit, leaving standard input open (unlike
+        `communicate`), so a run that waits on its input is not let off."""
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        async with asyncio.timeout(COMMAND_TIMEOUT_S):
+            out, err = await asyncio.gather(self.process.stdout.read(), self.process.stderr.read())
+            code = await self.process.wait()
+        return Finished(code, out.decode(), "".join(self._lines) + err.decode())
 
 
 def is_row(event: Event) -> bool:
@@ -176,6 +182,34 @@ async def test_a_second_signal_stops_at_once(make_sandbox: MakeSandbox, tmp_path
     assert {e["result"] for e in cut_off} == {"not_attempted"}
     assert [e["detail"] for e in done.events("interrupted")][1] == "stopping at once"
     await scenario.check_resumes(report)
+
+
+async def test_a_signal_is_not_held_up_by_a_quiet_standard_input(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY)
+    report_path = tmp_path / "report.json"
+    process = await start_cli(
+        *("run", "-", "--format", "csv", "--base-url", sandbox.base_url, "--no-journal"),
+        *("--report", str(report_path)),
+        env=KEYS,
+        stdin=b"",
+    )
+    assert process.stdin is not None
+    # More rows than one chunk, then silence: the reader is left waiting for the rest.
+    process.stdin.write(write_csv(tmp_path / "in.csv", rows(CHUNK + 44)).read_bytes())
+    await process.stdin.drain()
+    running = Running(process)
+
+    await running.until(is_row, count=CHUNK)
+    running.send(signal.SIGTERM)
+    done = await running.finish()  # standard input is still open
+
+    assert done.code == 143, done.stderr
+    report = json.loads(report_path.read_text())
+    assert_invariant(report)
+    assert report["created"] == len(held(sandbox)) == CHUNK
+    process.stdin.close()
 
 
 async def _until_hung(sandbox: Sandbox, count: int) -> None:
