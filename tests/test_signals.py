@@ -184,32 +184,60 @@ async def test_a_second_signal_stops_at_once(make_sandbox: MakeSandbox, tmp_path
     await scenario.check_resumes(report)
 
 
+async def quiet_stdin_run(
+    sandbox: Sandbox, tmp_path: Path, env: dict[str, str]
+) -> tuple[Running, Path]:
+    """A run reading standard input that sends more rows than one chunk, then nothing:
+    the reader is left waiting for the rest, as behind a slow producer."""
+    report_path = tmp_path / "report.json"
+    process = await start_cli(
+        *("run", "-", "--format", "csv", "--base-url", sandbox.base_url, "--no-journal"),
+        *("--report", str(report_path), "--concurrency", "4"),
+        env=env,
+        stdin=b"",
+    )
+    assert process.stdin is not None
+    process.stdin.write(write_csv(tmp_path / "in.csv", rows(CHUNK + 44)).read_bytes())
+    await process.stdin.drain()  # and left open: Running.finish does not close it
+    return Running(process), report_path
+
+
 async def test_a_signal_is_not_held_up_by_a_quiet_standard_input(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:
     sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY)
-    report_path = tmp_path / "report.json"
-    process = await start_cli(
-        *("run", "-", "--format", "csv", "--base-url", sandbox.base_url, "--no-journal"),
-        *("--report", str(report_path)),
-        env=KEYS,
-        stdin=b"",
-    )
-    assert process.stdin is not None
-    # More rows than one chunk, then silence: the reader is left waiting for the rest.
-    process.stdin.write(write_csv(tmp_path / "in.csv", rows(CHUNK + 44)).read_bytes())
-    await process.stdin.drain()
-    running = Running(process)
+    running, report_path = await quiet_stdin_run(sandbox, tmp_path, KEYS)
 
     await running.until(is_row, count=CHUNK)
     running.send(signal.SIGTERM)
-    done = await running.finish()  # standard input is still open
+    done = await running.finish()
 
     assert done.code == 143, done.stderr
     report = json.loads(report_path.read_text())
     assert_invariant(report)
     assert report["created"] == len(held(sandbox)) == CHUNK
-    process.stdin.close()
+
+
+async def test_a_second_signal_ends_an_abort_waiting_for_the_rest_of_its_input(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY)
+    wrong_keys = {"DD_API_KEY": "not-the-api-key", "DD_APP_KEY": APP_KEY}
+    running, report_path = await quiet_stdin_run(sandbox, tmp_path, wrong_keys)
+
+    await running.until(is_row, count=CHUNK)  # aborted; every row of the chunk counted
+    running.send(signal.SIGTERM)
+    await running.until(is_interrupted)
+    running.send(signal.SIGTERM)
+    done = await running.finish()
+
+    assert done.code == 3, done.stderr
+    report = json.loads(report_path.read_text())
+    assert_invariant(report)
+    assert report["not_attempted"] == report["rows_read"] == CHUNK
+    assert sandbox.stats.requests <= 4 + 5
+    (aborted,) = done.events("aborted")
+    assert aborted["reason"] == "the API keeps refusing the keys"
 
 
 async def _until_hung(sandbox: Sandbox, count: int) -> None:

@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from worker.client import Client, Kind, Reply
 from worker.journal import JournalError, Ledger
@@ -218,8 +218,9 @@ class Run:
             await self._drain_input()
         return self._stop
 
-    async def _first(self, task: asyncio.Task[None], event: asyncio.Event) -> bool:
-        """Wait for `task` or `event`; True if the task finished first."""
+    async def _first(self, task: asyncio.Future[Any], event: asyncio.Event) -> bool:
+        """Wait for `task` or `event`; True if the task finished first (its exception,
+        if any, is raised)."""
         waiter = asyncio.create_task(event.wait())
         done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
@@ -328,13 +329,18 @@ class Run:
                     raise
 
     async def _drain_input(self) -> None:
-        """After an abort, read the rest of the input so every row is accounted for."""
+        """After an abort, read the rest of the input so every row is accounted for. A
+        second signal cuts this short (a quiet standard input may never end)."""
         while True:
+            reading = asyncio.ensure_future(self._next_chunk())
             try:
-                chunk = await self._next_chunk()
+                if not await self._first(reading, self._hurry):
+                    reading.cancel()
+                    return
             except InputError as exc:
                 self._cause = "; ".join(filter(None, (self._cause, f"then the input: {exc}")))
                 return
+            chunk = reading.result()
             if not chunk:
                 return
             for item in chunk:
