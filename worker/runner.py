@@ -198,8 +198,20 @@ class Run:
             self._stop, self._cause = reason, cause
         self._stopped.set()
 
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        """A worker that dies of a bug must stop the run, not leave it to stall."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        self._warn(
+            "worker_crashed", {"error": repr(error), "note": "this is a bug; please report it"}
+        )
+        self.request_stop(Stop.FATAL, f"internal error: {error!r}")
+
     async def execute(self) -> Stop | None:
         workers = [asyncio.create_task(self._worker()) for _ in range(self._settings.concurrency)]
+        for worker in workers:
+            worker.add_done_callback(self._worker_ended)
         reader = asyncio.create_task(self._read())
         watchdog = asyncio.create_task(self._watch_stall())
         try:

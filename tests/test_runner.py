@@ -1,0 +1,71 @@
+"""The runner in-process, over real HTTP to an in-process sandbox: cases the command
+line cannot stage, such as a bug that kills a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from support import TS
+
+from worker.client import Client
+from worker.config import Credentials, Secret
+from worker.journal import MemoryLedger
+from worker.pacer import Pacer
+from worker.report import Report
+from worker.rows import InvalidRow, Outcome, Row
+from worker.runner import Fanout, RetryPolicy, Run, RunSettings, Stop
+from worker.sandbox import Sandbox
+
+
+class Crasher:
+    """An observer with a bug: it raises on one row's outcome."""
+
+    def __init__(self, session_id: str) -> None:
+        self._session_id = session_id
+
+    def rejected(self, row: InvalidRow) -> None:
+        pass
+
+    def outcome(self, outcome: Outcome) -> None:
+        if outcome.row.session_id == self._session_id:
+            raise RuntimeError("observer bug")
+
+    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
+        pass
+
+    def paused(self, seconds: float, reason: str) -> None:
+        pass
+
+
+async def test_a_worker_that_crashes_stops_the_run_instead_of_stalling(
+    make_sandbox: Callable[..., Awaitable[Sandbox]],
+) -> None:
+    sandbox = await make_sandbox()
+    rows = [Row(1, f"s{i}", TS, "rum", "mem", i + 1) for i in range(50)]
+    report = Report()
+    warnings: list[str] = []
+    fanout = Fanout([report, Crasher("s3")])
+    async with Client(
+        sandbox.base_url,
+        Credentials(Secret("k"), Secret("a")),
+        concurrency=2,
+        timeout_s=5,
+    ) as client:
+        run = Run(
+            iter(rows),
+            client=client,
+            pacer=Pacer(rate=None, on_pause=fanout.paused),
+            ledger=MemoryLedger(),
+            observer=fanout,
+            settings=RunSettings(2, RetryPolicy(max_stall_s=3600)),
+            warn=lambda event, fields: warnings.append(event),
+        )
+
+        stop = await run.execute()
+
+    assert stop is Stop.FATAL
+    assert "observer bug" in str(run.cause)
+    assert warnings == ["worker_crashed"]
+    assert report.rows_read == 50
+    assert report.created == len(sandbox.store)
+    assert report.not_attempted == 50 - report.created
