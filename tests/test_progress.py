@@ -155,26 +155,28 @@ asyncio.run(main())
 """
 
 
-def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
+def run_in_terminal(argv: list[str]) -> tuple[int, str]:
+    """Run `argv` with a pseudo-terminal as stdin, stdout and stderr, as a person would."""
     controller, terminal = pty.openpty()
     ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     ambient = ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
-    env = {k: v for k, v in os.environ.items() if k not in ambient}
+    env = {k: v for k, v in os.environ.items() if k not in ambient and not k.startswith("DD_")}
     env |= {"TERM": "xterm-256color", "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(
-        [sys.executable, str(script)],
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        env=env,
-        cwd=ROOT,
+        argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, cwd=ROOT
     ) as child:
         os.close(terminal)
         screen = read_until_closed(controller)
-        assert child.wait() == 0, screen
+        return child.wait(), screen
 
+
+def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+
+    code, screen = run_in_terminal([sys.executable, str(script)])
+
+    assert code == 0, screen
     text = ANSI.sub("", screen)
     assert "\x1b[" in screen  # drawn in place with escape sequences, not printed as lines
     final = text.replace("\r", "\n").splitlines()
@@ -184,6 +186,21 @@ def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
     assert "429s: 2, paused 0:00:04" in text
     assert "3 failed" in text
     assert "progress" not in text  # no log events on a terminal
+
+
+def test_a_run_on_a_terminal_logs_only_what_needs_attention_above_the_display() -> None:
+    bad_rows = str(ROOT / "sample_inputs" / "mixed_bad_rows.csv")
+    argv = [sys.executable, "-m", "worker", "run", bad_rows, "--sandbox", "--no-journal"]
+
+    code, screen = run_in_terminal(argv)
+
+    assert code == 1, screen
+    text = ANSI.sub("", screen)
+    assert "ingest" in text  # the live display ran
+    assert text.count("invalid_row") == 8  # each bad line once, above the display
+    assert not re.search(r"\] row\s", text)  # rows that went well are counted, not listed
+    assert "summary" in text
+    assert "created=19" in text
 
 
 def read_until_closed(fd: int) -> str:

@@ -28,7 +28,7 @@ from worker.deadletter import DeadLetter, DeadLetterError
 from worker.journal import JournalError, Ledger, MemoryLedger, SqliteJournal, default_journal_path
 from worker.metrics import destination_from, statsd_from
 from worker.pacer import Pacer
-from worker.progress import make_progress
+from worker.progress import live_console, make_progress
 from worker.reader import InputError, ReaderOptions, RowStream, open_inputs
 from worker.report import (
     EXIT_ABORTED,
@@ -196,7 +196,9 @@ async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[s
         tags = [f"shard:{plan.shard}"] if plan.shard else []
         metrics = statsd_from(args.statsd, environ, tags=tags)
         sinks = [o for o in (dead_letter, metrics) if o is not None]
-        fanout = Fanout([ledger, report, logs.LogObserver(log), *sinks])
+        # With a live display the counts are on screen: log only what needs attention.
+        live = live_console(args.progress, sys.stderr) is not None
+        fanout = Fanout([ledger, report, logs.LogObserver(log, quiet=live), *sinks])
         try:
             code = await _execute(
                 plan,

@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, MutableMapping
-from typing import Any, BinaryIO, Generic, TextIO, TypeVar
+from typing import Any, BinaryIO, Generic, TextIO, TypeVar, cast
 
 import structlog
 
@@ -134,7 +134,11 @@ def configure(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             ConsoleLine(secrets, colors=out.isatty()),
         ]
-        factory = structlog.PrintLoggerFactory(out)
+        # The current sys.stderr at each write, so that a live progress display, which
+        # redirects it while running, prints the lines above itself.
+        factory = structlog.PrintLoggerFactory(
+            out if stream is not None else cast(TextIO, _CurrentStderr())
+        )
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
@@ -204,6 +208,16 @@ def _flush_at_exit() -> None:
             writer.flush()
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the moment of writing."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 class _TextAsBytes:
     """The part of a binary stream the line writer uses, over a text stream."""
 
@@ -218,16 +232,22 @@ class _TextAsBytes:
 
 
 class LogObserver:
-    """The run's events as log lines (see `worker.observe.RunObserver`)."""
+    """The run's events as log lines (see `worker.observe.RunObserver`).
 
-    def __init__(self, log: structlog.typing.FilteringBoundLogger) -> None:
+    `quiet` (a live progress display is showing the counts) leaves out the lines for
+    rows that went well and for pauses; failures and invalid rows are still logged."""
+
+    def __init__(self, log: structlog.typing.FilteringBoundLogger, *, quiet: bool = False) -> None:
         self._log = log
+        self._quiet = quiet
 
     def rejected(self, row: InvalidRow) -> None:
         self._log.warning("invalid_row", source=row.source, line=row.line, reason=row.reason)
 
     def outcome(self, outcome: Outcome) -> None:
         row = outcome.row
+        if self._quiet and not outcome.error:
+            return
         log = self._log.warning if outcome.error else self._log.info
         log(
             "row",
@@ -248,4 +268,5 @@ class LogObserver:
         pass
 
     def paused(self, seconds: float, reason: str) -> None:
-        self._log.info("paused", seconds=round(seconds, 3), reason=reason)
+        if not self._quiet:
+            self._log.info("paused", seconds=round(seconds, 3), reason=reason)
