@@ -28,6 +28,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 TS = 1_704_067_200_000
+NEVER_BINDING_LIMIT = "1000000000/1"
+"""A sandbox limit no client reaches: every answer carries the rate-limit headers, as
+Datadog's do, and none is refused, so the client, not the limit, sets the pace."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +173,7 @@ def wait_measured(process: subprocess.Popen[Any]) -> Usage:
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.time() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    return Usage(
-        process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-    )
+    return Usage(process.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 @contextlib.contextmanager

@@ -23,9 +23,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import SandboxProcess, start_cli, wait_measured, write_generated_csv
+from common import (
+    NEVER_BINDING_LIMIT,
+    SandboxProcess,
+    start_cli,
+    wait_measured,
+    write_generated_csv,
+)
 
-NEVER_BINDING_LIMIT = "1000000000/1"
 PEAK_TARGET_MB = 80.0
 GROWTH_TARGET = 1.10
 

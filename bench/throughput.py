@@ -50,6 +50,7 @@ from typing import Any
 from urllib.parse import quote
 
 from common import (
+    NEVER_BINDING_LIMIT,
     SandboxProcess,
     hiding_modules,
     start_cli,
@@ -64,7 +65,6 @@ OFFICIAL_ASYNC = "datadog-api-client async"
 OFFICIAL_SYNC = "datadog-api-client sync"
 CLIENTS = (OURS, BARE, OFFICIAL_ASYNC, OFFICIAL_SYNC)
 DRIVERS = {BARE: "bare", OFFICIAL_ASYNC: "official-async", OFFICIAL_SYNC: "official-sync"}
-NEVER_BINDING_LIMIT = "1000000000/1"
 CPU_TARGET = 1.3
 """Our CPU per request, at most this times the bare loop's."""
 SPEED_TARGET = 2.5
