@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
@@ -201,3 +203,12 @@ def test_a_malformed_destination_is_named_in_the_error(
 ) -> None:
     with pytest.raises(ValueError, match=named):
         destination_from(option, environ)
+
+
+def test_a_run_without_metrics_never_imports_the_datadog_package() -> None:
+    """It costs a tenth of start-up; the run's modules must not import it eagerly."""
+    code = "import sys, worker.cli, worker.ingest; print('datadog' in sys.modules)"
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == "False"
