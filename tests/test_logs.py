@@ -93,10 +93,25 @@ def test_a_redacted_line_is_still_json() -> None:
     out = io.StringIO()
     log = logs.configure(fmt="json", secrets=(APP_KEY,), stream=out)
 
-    log.warning("row", **{f"key {APP_KEY}": APP_KEY})
+    log.warning("row", headers={"DD-APPLICATION-KEY": APP_KEY}, keys=[APP_KEY])
 
     (event,) = events(out)
-    assert event[f"key {logs.REDACTED}"] == logs.REDACTED
+    assert event["headers"] == {"DD-APPLICATION-KEY": logs.REDACTED}
+    assert event["keys"] == [logs.REDACTED]
+
+
+@pytest.mark.parametrize("secret", ["a", "1", '"', "row"])
+def test_a_key_that_occurs_in_the_syntax_keeps_the_line_whole(secret: str) -> None:
+    """A short key (the sandbox takes any) also occurs in field names, numbers or quotes:
+    the line is still JSON with every field name, and the key is gone from the values."""
+    observer, out = json_logger(secrets=(secret,))
+
+    observer.outcome(Outcome(ROW, Result.FAILED, 400, 1, 1.0, f"HTTP 400: bad {secret}"))
+
+    (event,) = events(out)
+    assert set(event) >= {"event", "level", "result", "playlist_id", "session_id", "error"}
+    assert event["playlist_id"] == 1001  # numbers are left alone
+    assert event["error"] == f"HTTP 400: bad {secret}".replace(secret, logs.REDACTED)
 
 
 def test_no_secrets_means_nothing_is_replaced() -> None:

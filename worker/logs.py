@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, BinaryIO, Generic, TextIO, TypeVar, cast
 
 import structlog
@@ -50,21 +50,39 @@ Line = TypeVar("Line", str, bytes)
 
 
 class Redactor(Generic[Line]):
-    """Replaces every secret in a finished line, in each form the renderer writes it.
+    """Keeps the run's keys out of a finished line.
 
-    Working on the line rather than on the event covers every value and key, nested or
-    not, exception messages included, in one substring search per form.
+    Looking for them in the line, in each form the renderer writes a key, costs one
+    substring search per form and finds them anywhere: in values, nested, in an
+    exception's message. A line that holds one is rendered again from the event with the
+    keys replaced in its strings, so the line keeps its syntax and field names whatever
+    the key (even a one-letter key that also occurs in field names and numbers).
     """
 
-    def __init__(self, forms: Iterable[Line], replacement: Line) -> None:
-        self._forms: tuple[Line, ...] = tuple(dict.fromkeys(form for form in forms if form))
-        self._replacement: Line = replacement
+    def __init__(self, secrets: Iterable[str], forms: Callable[[str], Iterable[Line]]) -> None:
+        self._secrets = tuple(dict.fromkeys(secret for secret in secrets if secret))
+        self._forms: tuple[Line, ...] = tuple(
+            dict.fromkeys(form for secret in self._secrets for form in forms(secret))
+        )
 
-    def __call__(self, line: Line) -> Line:
-        for form in self._forms:
-            if form in line:
-                line = line.replace(form, self._replacement)
-        return line
+    def found(self, line: Line) -> bool:
+        return any(form in line for form in self._forms)
+
+    def scrub(self, value: object) -> object:
+        """`value` with every key replaced in its strings; other objects (an exception,
+        say) as their scrubbed `str`, which is how they render. Field names are the
+        code's, never data, and stay as they are."""
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, REDACTED)
+            return value
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, Mapping):
+            return {key: self.scrub(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub(item) for item in value]
+        return self.scrub(str(value))
 
 
 class UtcTimestamps:
@@ -91,13 +109,16 @@ class JsonLine:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # Inside a JSON string a key is written as the serialiser escapes it.
-        self._redact = Redactor((_dumps(s)[1:-1] for s in secrets if s), REDACTED.encode())
+        self._redactor = Redactor(secrets, lambda secret: (_dumps(secret)[1:-1],))
         self._timestamp = UtcTimestamps()
 
     def __call__(self, logger: object, method: str, event: MutableMapping[str, Any]) -> bytes:
         event["level"] = _LEVELS.get(method, method)
         event["timestamp"] = self._timestamp()
-        return self._redact(_dumps(event))
+        line = _dumps(event)
+        if self._redactor.found(line):
+            line = _dumps(self._redactor.scrub(event))
+        return line
 
 
 class ConsoleLine:
@@ -106,12 +127,15 @@ class ConsoleLine:
 
     def __init__(self, secrets: Iterable[str], *, colors: bool) -> None:
         self._render = structlog.dev.ConsoleRenderer(colors=colors)
-        self._redact = Redactor(
-            (form for s in secrets if s for form in (s, repr(s)[1:-1])), REDACTED
-        )
+        self._redactor = Redactor(secrets, lambda secret: (secret, repr(secret)[1:-1]))
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
-        return self._redact(self._render(logger, method, event))
+        line = self._render(logger, method, dict(event))  # the renderer takes fields out
+        if self._redactor.found(line):
+            scrubbed = self._redactor.scrub(event)
+            assert isinstance(scrubbed, dict)
+            line = self._render(logger, method, scrubbed)
+        return line
 
 
 def configure(
