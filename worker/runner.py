@@ -168,7 +168,7 @@ class Run:
         self._stop: Stop | None = None
         self._stopped = asyncio.Event()
         self._hurry = asyncio.Event()
-        self._progress = asyncio.Event()
+        self._finished_at = 0.0  # loop time of the last row that finished
         self._body_warned = False
         self._in_hand: dict[Row, _InHand] = {}
         self._waiting: set[asyncio.Task[None]] = set()
@@ -360,16 +360,18 @@ class Run:
 
     async def _watch_stall(self) -> None:
         """End a run that has made no progress for `max_stall_s` (a 429 storm, a dead API)."""
+        # A deadline, not an event per finished row: this costs nothing on the hot path.
+        loop = asyncio.get_running_loop()
+        limit = self._settings.policy.max_stall_s
+        self._finished_at = loop.time()
         while True:
-            self._progress.clear()
-            try:
-                await asyncio.wait_for(self._progress.wait(), self._settings.policy.max_stall_s)
-            except TimeoutError:
-                if self._in_hand or not self._queue.empty():  # a slow input is no stall
-                    self.request_stop(
-                        Stop.STALLED, f"no row finished in {self._settings.policy.max_stall_s:g} s"
-                    )
-                    return
+            await asyncio.sleep(self._finished_at + limit - loop.time())
+            if loop.time() - self._finished_at < limit:
+                continue
+            if self._in_hand or not self._queue.empty():  # a slow input is no stall
+                self.request_stop(Stop.STALLED, f"no row finished in {limit:g} s")
+                return
+            self._finished_at = loop.time()
 
     async def _worker(self) -> None:
         while True:
@@ -379,7 +381,7 @@ class Run:
                 outcome = await self._send(row, state)
                 del self._in_hand[row]
                 self._observer.outcome(outcome)
-                self._progress.set()
+                self._finished_at = asyncio.get_running_loop().time()
             finally:
                 self._queue.task_done()
 
