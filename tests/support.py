@@ -21,7 +21,9 @@ COMMAND_TIMEOUT_S = 120.0
 """A safety net so a hung run fails the test instead of hanging the suite."""
 
 
-def rows(n: int, playlists: Sequence[int] = (1001, 1002), start: int = 0) -> list[dict[str, object]]:
+def rows(
+    n: int, playlists: Sequence[int] = (1001, 1002), start: int = 0
+) -> list[dict[str, object]]:
     """`n` distinct rows with UUID session ids, spread over `playlists`."""
     return [
         {
@@ -35,7 +37,11 @@ def rows(n: int, playlists: Sequence[int] = (1001, 1002), start: int = 0) -> lis
 
 def write_csv(path: Path, items: Iterable[Mapping[str, object]]) -> Path:
     items = list(items)
-    fields = list(dict.fromkeys(k for item in items for k in item)) or ["playlist_id", "session_id", "ts"]
+    fields = list(dict.fromkeys(k for item in items for k in item)) or [
+        "playlist_id",
+        "session_id",
+        "ts",
+    ]
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=fields)
         writer.writeheader()

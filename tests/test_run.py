@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-
 from support import (
     API_KEY,
     APP_KEY,
@@ -22,6 +21,7 @@ from support import (
     write_csv,
     write_ndjson,
 )
+
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
@@ -86,7 +86,9 @@ async def test_stdin_input(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
     items = rows(10)
     data = "".join(json.dumps(item) + "\n" for item in items).encode()
 
-    done = await run_cli(*run_args(sandbox, "-", extra=("--format", "ndjson")), env=KEYS, stdin=data)
+    done = await run_cli(
+        *run_args(sandbox, "-", extra=("--format", "ndjson")), env=KEYS, stdin=data
+    )
 
     assert done.code == 0, done.stderr
     assert landed(sandbox) == expected(items)
