@@ -8,9 +8,12 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from worker.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 TS = 1_704_067_200_000
@@ -111,6 +114,29 @@ async def run_cli(
 ) -> Finished:
     """Run `python -m worker ARGS` to the end; keys are those in `env` only."""
     return await finish(await start_cli(*args, env=env, stdin=stdin), stdin)
+
+
+Key = tuple[int, str]
+"""(playlist_id, session_id): what the sandbox holds a session by."""
+
+
+def key_of(item: Mapping[str, object]) -> Key:
+    return (int(str(item["playlist_id"])), str(item["session_id"]))
+
+
+def keys_of(items: Iterable[Mapping[str, object]]) -> set[Key]:
+    return {key_of(item) for item in items}
+
+
+def held(sandbox: Sandbox) -> set[Key]:
+    """Every session the sandbox holds, checked server-side."""
+    store = sandbox.store
+    return {(p, s) for p in store.playlist_ids() for s in store.sessions(p)}
+
+
+async def keyed_sandbox(make_sandbox: Callable[..., Awaitable[Sandbox]], **config: Any) -> Sandbox:
+    """A sandbox that accepts only this suite's keys (API_KEY, APP_KEY)."""
+    return await make_sandbox(api_key=API_KEY, app_key=APP_KEY, **config)
 
 
 def assert_invariant(report: Mapping[str, object]) -> None:

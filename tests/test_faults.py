@@ -20,12 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import API_KEY, APP_KEY, KEYS, Finished, assert_invariant, rows, run_cli, write_csv
+from support import (
+    API_KEY,
+    APP_KEY,
+    KEYS,
+    Finished,
+    Key,
+    assert_invariant,
+    held,
+    key_of,
+    rows,
+    run_cli,
+    write_csv,
+)
 
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
-Key = tuple[int, str]
 
 FAST_RETRIES = ("--backoff-base", "0.01", "--backoff-cap", "0.05")
 PATIENT = ("--max-attempts", "20")
@@ -40,16 +51,7 @@ class Ran:
     items: list[dict[str, object]]
 
     def keys_with(self, result: str) -> set[Key]:
-        return {_key(event) for event in self.done.events("row") if event["result"] == result}
-
-
-def _key(item: dict[str, object]) -> Key:
-    return (int(str(item["playlist_id"])), str(item["session_id"]))
-
-
-def held(sandbox: Sandbox) -> set[Key]:
-    store = sandbox.store
-    return {(p, s) for p in store.playlist_ids() for s in store.sessions(p)}
+        return {key_of(event) for event in self.done.events("row") if event["result"] == result}
 
 
 async def ingest(
@@ -93,7 +95,7 @@ async def lands_everything(
     sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY, faults=faults)
     ran = await ingest(sandbox.base_url, tmp_path, count, *PATIENT, *options)
     assert ran.done.code == 0, ran.done.stderr
-    assert held(sandbox) == {_key(item) for item in ran.items}
+    assert held(sandbox) == {key_of(item) for item in ran.items}
     assert ran.report["created"] + ran.report["already_present"] == count
     assert ran.report["requests"] == sandbox.stats.requests  # every attempt is counted
     return ran, sandbox
@@ -401,7 +403,7 @@ async def test_ca_bundle_trusts_a_re_signing_proxy(
         ran = await ingest(url, tmp_path, 20, "--ca-bundle", str(self_signed.cert))
 
     assert ran.done.code == 0, ran.done.stderr
-    assert held(sandbox) == {_key(item) for item in ran.items}
+    assert held(sandbox) == {key_of(item) for item in ran.items}
 
 
 async def test_an_unreadable_ca_bundle_exits_2_before_sending(
@@ -446,6 +448,6 @@ async def test_https_goes_through_the_proxy_named_by_https_proxy(
         ran = await ingest(url, tmp_path, 20, "--ca-bundle", str(self_signed.cert), env=env)
 
     assert ran.done.code == 0, ran.done.stderr
-    assert held(sandbox) == {_key(item) for item in ran.items}
+    assert held(sandbox) == {key_of(item) for item in ran.items}
     assert tunnels
     assert set(tunnels) == {url.removeprefix("https://")}

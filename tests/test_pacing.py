@@ -21,7 +21,17 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from support import KEYS, Finished, assert_invariant, finish, rows, start_cli, write_csv
+from support import (
+    KEYS,
+    Finished,
+    assert_invariant,
+    finish,
+    held,
+    keys_of,
+    rows,
+    start_cli,
+    write_csv,
+)
 from test_sandbox import FakeClock
 
 from worker.pacer import (
@@ -34,7 +44,6 @@ from worker.pacer import (
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
-Key = tuple[int, str]
 
 
 @dataclass(frozen=True)
@@ -71,16 +80,11 @@ async def ingest(
     return run
 
 
-def held(sandbox: Sandbox) -> set[Key]:
-    store = sandbox.store
-    return {(p, s) for p in store.playlist_ids() for s in store.sessions(p)}
-
-
 def assert_every_row_landed(
     sandbox: Sandbox, items: list[dict[str, object]], runs: Sequence[Paced], others_429: int = 0
 ) -> None:
     """Every row is held, no 429 became a failure, and the reports match the server."""
-    assert held(sandbox) == {(int(str(i["playlist_id"])), str(i["session_id"])) for i in items}
+    assert held(sandbox) == keys_of(items)
     for run in runs:
         report = run.report
         assert run.done.code == 0, run.done.stderr[-3000:]

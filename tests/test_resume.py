@@ -9,7 +9,6 @@ import json
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from support import (
     API_KEY,
@@ -17,6 +16,9 @@ from support import (
     COMMAND_TIMEOUT_S,
     KEYS,
     assert_invariant,
+    held,
+    keyed_sandbox,
+    keys_of,
     rows,
     run_cli,
     start_cli,
@@ -30,10 +32,6 @@ from worker.sandbox import FaultConfig, Sandbox
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 CONCURRENCY = 8
 SENT = ("created", "already_present", "failed")
-
-
-async def keyed_sandbox(make_sandbox: MakeSandbox, **config: Any) -> Sandbox:
-    return await make_sandbox(api_key=API_KEY, app_key=APP_KEY, **config)
 
 
 def run_args(
@@ -52,15 +50,6 @@ def run_args(
         "json",
         *extra,
     ]
-
-
-def landed(sandbox: Sandbox) -> set[tuple[int, str]]:
-    sessions: dict[str, list[dict[str, Any]]] = sandbox.state()["sessions"]  # type: ignore[assignment]
-    return {(int(p), r["session_id"]) for p, records in sessions.items() for r in records}
-
-
-def keys_of(items: list[dict[str, object]]) -> set[tuple[int, str]]:
-    return {(int(i["playlist_id"]), str(i["session_id"])) for i in items}  # type: ignore[call-overload]
 
 
 def stats(sandbox: Sandbox) -> dict[str, int]:
@@ -99,12 +88,12 @@ async def test_runs_killed_at_any_point_resume_until_every_row_lands(
     # commits its last batch and closes); each rerun goes on from what the last one did.
     points = (0, 1, 700, 2000)
     for answered in points:
-        await kill_after(args, min(answered, len(items) - len(landed(sandbox))))
+        await kill_after(args, min(answered, len(items) - len(held(sandbox))))
 
     done = await run_cli(*args, env=KEYS)
 
     assert done.code == 0, done.stderr
-    assert landed(sandbox) == keys_of(items)
+    assert held(sandbox) == keys_of(items)
     # Each kill may cost a resend of what was in flight and of one uncommitted batch.
     bound = len(points) * (CONCURRENCY + BatchPolicy().max_rows)
     assert stats(sandbox)["duplicate_puts"] <= bound
@@ -179,7 +168,7 @@ async def test_a_rerun_retries_exactly_the_rows_that_failed(
     assert second.summary["created"] == failed
     assert second.summary["skipped"] == 200 - failed
     assert stats(sandbox)["puts"] - puts_before == failed
-    assert landed(sandbox) == keys_of(items)
+    assert held(sandbox) == keys_of(items)
     summary = json.loads(status.stdout)
     assert summary["targets"][0]["counts"]["created"] == 200
     assert [run["exit_code"] for run in summary["runs"]] == [0, 1]
@@ -287,7 +276,7 @@ async def test_the_dead_letter_file_fed_back_retries_exactly_those_rows(
     assert retry.code == 0, retry.stderr
     assert retry.summary["created"] == len(lines)
     assert stats(sandbox)["puts"] - puts_before == len(lines)
-    assert landed(sandbox) == keys_of(items)
+    assert held(sandbox) == keys_of(items)
     assert dead_again.read_text() == ""
     for written in (dead, journal):
         assert API_KEY.encode() not in written.read_bytes()

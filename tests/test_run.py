@@ -16,6 +16,9 @@ from support import (
     KEYS,
     TS,
     assert_invariant,
+    held,
+    keyed_sandbox,
+    keys_of,
     rows,
     run_cli,
     write_csv,
@@ -27,28 +30,13 @@ from worker.sandbox import FaultConfig, Sandbox
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
 
-def held(sandbox: Sandbox) -> dict[int, dict[str, dict[str, object]]]:
-    """What the sandbox holds: {playlist: {session_id: record}}."""
+def records(sandbox: Sandbox) -> dict[int, dict[str, dict[str, object]]]:
+    """What the sandbox holds, with each record: {playlist: {session_id: record}}."""
     sessions: dict[str, list[dict[str, Any]]] = sandbox.state()["sessions"]  # type: ignore[assignment]
     return {
         int(playlist): {record["session_id"]: record for record in records}
         for playlist, records in sessions.items()
     }
-
-
-def expected(items: list[dict[str, object]]) -> dict[int, set[str]]:
-    out: dict[int, set[str]] = {}
-    for item in items:
-        out.setdefault(int(item["playlist_id"]), set()).add(str(item["session_id"]))  # type: ignore[call-overload]
-    return out
-
-
-def landed(sandbox: Sandbox) -> dict[int, set[str]]:
-    return {playlist: set(sessions) for playlist, sessions in held(sandbox).items()}
-
-
-async def keyed_sandbox(make_sandbox: MakeSandbox, **config: Any) -> Sandbox:
-    return await make_sandbox(api_key=API_KEY, app_key=APP_KEY, **config)
 
 
 def run_args(sandbox: Sandbox, *inputs: str, extra: tuple[str, ...] = ()) -> list[str]:
@@ -72,7 +60,7 @@ async def test_every_row_lands_from_each_format(
     done = await run_cli(*run_args(sandbox, str(path), extra=("--report", str(report))), env=KEYS)
 
     assert done.code == 0, done.stderr
-    assert landed(sandbox) == expected(items)
+    assert held(sandbox) == keys_of(items)
     written = json.loads(report.read_text())
     assert written["created"] == 40
     assert written["rows_read"] == 40
@@ -91,7 +79,7 @@ async def test_stdin_input(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
     )
 
     assert done.code == 0, done.stderr
-    assert landed(sandbox) == expected(items)
+    assert held(sandbox) == keys_of(items)
     assert {event["source"] for event in done.events("row")} == {"<stdin>"}
 
 
@@ -107,7 +95,7 @@ async def test_request_shape_and_path_encoding(make_sandbox: MakeSandbox, tmp_pa
     done = await run_cli(*run_args(sandbox, str(path)), env=KEYS)
 
     assert done.code == 0, done.stderr
-    assert set(held(sandbox)[7]) == set(awkward)
+    assert set(records(sandbox)[7]) == set(awkward)
     requests: list[dict[str, Any]] = sandbox.state()["requests"]  # type: ignore[assignment]
     by_path = {r["raw_path"]: r for r in requests}
     for i, sid in enumerate(awkward):
@@ -120,7 +108,7 @@ async def test_request_shape_and_path_encoding(make_sandbox: MakeSandbox, tmp_pa
         names = {name.lower() for name in request["header_names"]}
         assert {"dd-api-key", "dd-application-key"} <= names
         assert "content-type" not in names
-    for record in held(sandbox)[7].values():
+    for record in records(sandbox)[7].values():
         assert record["data_source"] == "product_analytics"
 
 
@@ -188,7 +176,7 @@ async def test_429s_pause_and_every_row_still_lands(
     done = await run_cli(*run_args(sandbox, str(path), extra=("--max-attempts", "1")), env=KEYS)
 
     assert done.code == 0, done.stderr
-    assert landed(sandbox) == expected(items)
+    assert held(sandbox) == keys_of(items)
     assert done.summary["rate_limited"] > 0
     assert done.summary["failed"] == 0
     assert done.events("paused")
@@ -203,7 +191,7 @@ async def test_server_errors_are_retried(make_sandbox: MakeSandbox, tmp_path: Pa
     done = await run_cli(*run_args(sandbox, str(path), extra=("--max-attempts", "10")), env=KEYS)
 
     assert done.code == 0, done.stderr
-    assert landed(sandbox) == expected(items)
+    assert held(sandbox) == keys_of(items)
     assert done.summary["retries"] > 0
     assert done.summary["requests"] == 30 + done.summary["retries"]
 

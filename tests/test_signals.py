@@ -21,6 +21,7 @@ from support import (
     KEYS,
     Finished,
     assert_invariant,
+    held,
     rows,
     run_cli,
     start_cli,
@@ -80,11 +81,6 @@ def created(done: Finished) -> set[tuple[int, str]]:
         for event in done.events("row")
         if event["result"] == "created"
     }
-
-
-def held(sandbox: Sandbox) -> set[tuple[int, str]]:
-    store = sandbox.store
-    return {(p, s) for p in store.playlist_ids() for s in store.sessions(p)}
 
 
 class Scenario:
