@@ -165,13 +165,6 @@ class Pacer:
         self._backed_off_at = 0  # our last request when the backoff was last lengthened
         self._skew_votes = 0
 
-    @property
-    def limit(self) -> tuple[int, float] | None:
-        """The learned (limit, period), once an answer has carried them."""
-        if self._limit is None or self._period is None:
-            return None
-        return (self._limit, self._period)
-
     async def acquire(self) -> Ticket:
         """Wait until a request may be sent, then account for it as in flight."""
         async with self._gate:

@@ -179,12 +179,8 @@ class Run:
         self._cause: str | None = None
 
     @property
-    def stop_reason(self) -> Stop | None:
-        return self._stop
-
-    @property
     def cause(self) -> str | None:
-        """What made the run stop early: the answer or input error behind `stop_reason`."""
+        """What made the run stop early: the answer or input error behind the `Stop`."""
         return self._cause
 
     def hurry(self) -> None:
