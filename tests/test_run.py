@@ -1,4 +1,6 @@
-"""The core run end to end: the real command, a real sandbox on loopback, no mocks."""
+"""The core run end to end: the real command, a real sandbox on loopback, no mocks.
+
+Retries, 429s and refused keys are covered once, in test_faults.py and test_pacing.py."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from support import (
     write_ndjson,
 )
 
-from worker.sandbox import FaultConfig, Sandbox
+from worker.sandbox import Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
@@ -166,36 +168,6 @@ async def test_invalid_rows_are_counted_and_the_rest_go_through(
     assert_invariant(done.summary)
 
 
-async def test_429s_pause_and_every_row_still_lands(
-    make_sandbox: MakeSandbox, tmp_path: Path
-) -> None:
-    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(bare_429=0.3, seed=7))
-    items = rows(30)
-    path = write_csv(tmp_path / "in.csv", items)
-
-    done = await run_cli(*run_args(sandbox, str(path), extra=("--max-attempts", "1")), env=KEYS)
-
-    assert done.code == 0, done.stderr
-    assert held(sandbox) == keys_of(items)
-    assert done.summary["rate_limited"] > 0
-    assert done.summary["failed"] == 0
-    assert done.events("paused")
-    assert done.summary["requests"] == 30 + done.summary["rate_limited"]
-
-
-async def test_server_errors_are_retried(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
-    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(error_before=0.3, seed=3))
-    items = rows(30)
-    path = write_csv(tmp_path / "in.csv", items)
-
-    done = await run_cli(*run_args(sandbox, str(path), extra=("--max-attempts", "10")), env=KEYS)
-
-    assert done.code == 0, done.stderr
-    assert held(sandbox) == keys_of(items)
-    assert done.summary["retries"] > 0
-    assert done.summary["requests"] == 30 + done.summary["retries"]
-
-
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
@@ -235,26 +207,6 @@ async def test_missing_input_and_missing_column_exit_2(
     assert "nope.csv" in missing.stderr
     assert "ts" in column.stderr
     assert sandbox.stats.requests == 0
-
-
-async def test_wrong_keys_abort_with_exit_3(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
-    sandbox = await keyed_sandbox(make_sandbox)
-    path = write_csv(tmp_path / "in.csv", rows(200))
-    report = tmp_path / "report.json"
-
-    done = await run_cli(
-        *run_args(sandbox, str(path), extra=("--concurrency", "8", "--report", str(report))),
-        env={"DD_API_KEY": "wrong-key-1234", "DD_APP_KEY": APP_KEY},
-    )
-
-    assert done.code == 3
-    written = json.loads(report.read_text())
-    assert written["rows_read"] == 200
-    assert written["not_attempted"] >= 200 - 8 - 5
-    assert written["created"] == 0
-    assert sandbox.stats.requests <= 8 + 5
-    assert_invariant(written)
-    assert done.events("aborted")
 
 
 async def test_keys_never_appear_in_any_output(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
