@@ -5,7 +5,8 @@ in every answer where the window stands (`X-RateLimit-Limit`, `-Period`, `-Remai
 `-Reset`, `-Name`). The headers, not a local count, are the truth: other runs and other
 tools of the organisation spend the same budget. So the pacer
 
-* learns the limit and period from the headers and adapts a token bucket to them;
+* learns the limit and period from the headers; a token bucket adapted to them paces
+  the run while the headers give no `Remaining` to spread;
 * estimates what is left of the current window, counting its own requests in flight
   against `Remaining`, and spreads that budget over the window up to a deadline a share of
   the period before its end. The slack lets a process that was held up (a busy machine, a
@@ -26,8 +27,9 @@ whole number of seconds and may be off by one, while the boundary after the mome
 request was sent is exact when clocks agree. Only when Resets keep contradicting our
 clock does the pacer fall back to them.
 
-All decisions are taken by whichever worker holds `_gate` (a FIFO `asyncio.Lock`), so
-workers are released one at a time in order.
+A send that needs no wait, with nobody waiting, goes at once (`try_acquire`). Every
+other decision is taken by whichever worker holds `_gate` (a FIFO `asyncio.Lock`), so
+waiting workers are released one at a time, in order.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 RESET_TOLERANCE_S = 1.25
 """`X-RateLimit-Reset` is whole seconds and may be off by up to one from the boundary."""
+TIMER_RESOLUTION_S = 0.001
+"""The event loop's timers (libuv's) count whole milliseconds: a shorter gap between two
+sends is no wait at all. Far from the limit the gap is nanoseconds, and each such "wait"
+would cost every request a timer and a trip through the gate."""
 SKEW_VOTES = 3
 """After this many Resets that contradict our clock, trust Reset instead of the calendar."""
 
@@ -144,6 +150,7 @@ class Pacer:
         self._wall = wall
         self._rng = rng or random.Random()
         self._gate = asyncio.Lock()
+        self._holding = False  # the gate's holder waits for time or an answer: queue behind it
         self._changed = asyncio.Event()
         # What the server has told us.
         self._limit: int | None = None
@@ -165,8 +172,29 @@ class Pacer:
         self._backed_off_at = 0  # our last request when the backoff was last lengthened
         self._skew_votes = 0
 
+    def try_acquire(self) -> Ticket | None:
+        """Account for a send that needs no wait, or return None: then `acquire()`.
+
+        Nearly every request of a run goes this way, far from the limit: no gate, no
+        coroutine, no bucket. Only while the gate's holder waits (a pause, the spacing, a
+        probe's answer), with a `--rate` ceiling, or with headers that give no budget to
+        spread (the learned bucket paces then) must a sender queue for the gate. Senders
+        queued for the gate while nothing is left to wait for may be passed by: each
+        checks the pacing again when its turn comes, so order is all they lose."""
+        if self._holding or self._user_bucket is not None:
+            return None
+        if self._budget is None and self._learned_bucket is not None:
+            return None
+        delay, reason = self._wait_needed()
+        if reason:
+            self._on_pause(delay, reason)  # a pause starts: `_wait_needed` says so only once
+        return self._sent() if delay <= 0 else None
+
     async def acquire(self) -> Ticket:
         """Wait until a request may be sent, then account for it as in flight."""
+        ticket = self.try_acquire()
+        if ticket is not None:
+            return ticket
         async with self._gate:
             while True:
                 delay, reason = self._wait_needed()
@@ -175,20 +203,27 @@ class Pacer:
                 if reason:
                     self._on_pause(delay, reason)
                 self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._changed.wait(), timeout=None if math.isinf(delay) else delay
-                    )
-            if self._learned_bucket is not None:
+                self._holding = True
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._changed.wait(), timeout=None if math.isinf(delay) else delay
+                        )
+                finally:
+                    self._holding = False
+            if self._learned_bucket is not None and self._budget is None:
                 await self._learned_bucket.acquire()
             if self._user_bucket is not None:
                 await self._user_bucket.acquire()
-            self._seq += 1
-            self._inflight += 1
-            self._last_send = self._clock()
-            if self._budget is not None:
-                self._budget -= 1
-            return Ticket(self._seq, self._wall())
+            return self._sent()
+
+    def _sent(self) -> Ticket:
+        self._seq += 1
+        self._inflight += 1
+        self._last_send = self._clock()
+        if self._budget is not None:
+            self._budget -= 1
+        return Ticket(self._seq, self._wall())
 
     def _wait_needed(self) -> tuple[float, str]:
         """Seconds to wait before the next send, and a reason worth logging (or "")."""
@@ -210,7 +245,8 @@ class Pacer:
             # Alone, catching up in a burst after a stall is safe; with others it would
             # race them for the same requests, so never faster than the whole budget's pace.
             spacing = max(spacing, (1 - END_MARGIN) * span / self._limit)
-        return self._last_send + spacing - now, ""
+        delay = self._last_send + spacing - now
+        return (delay if delay >= TIMER_RESOLUTION_S else 0.0), ""
 
     @property
     def _shared(self) -> bool:

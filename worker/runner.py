@@ -65,11 +65,17 @@ class RetryPolicy:
 
 @dataclass(slots=True)
 class _InHand:
-    """What a worker knows of the row in its hands, so a stop can account for it truly."""
+    """What a worker knows of the row in its hands, so a stop can account for it truly.
 
+    One per worker, reused row after row."""
+
+    row: Row | None = None
     attempts: int = 0
     reply: Reply | None = None
     sending: bool = False
+
+    def take(self, row: Row) -> None:
+        self.row, self.attempts, self.reply, self.sending = row, 0, None, False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,10 @@ class Health:
         self._failures = 0
 
     def record(self, reply: Reply) -> Stop | None:
+        if reply.kind is Kind.ADDED and not self._failures:  # the common case, in short
+            self._refusals = 0
+            self._recent.append(False)
+            return None
         if reply.kind is Kind.FATAL:
             return Stop.FATAL
         if reply.kind is Kind.RATE_LIMITED:
@@ -170,7 +180,7 @@ class Run:
         self._hurry = asyncio.Event()
         self._finished_at = 0.0  # loop time of the last row that finished
         self._body_warned = False
-        self._in_hand: dict[Row, _InHand] = {}
+        self._hands = [_InHand() for _ in range(settings.concurrency)]
         self._waiting: set[asyncio.Task[None]] = set()
         # Rows taken from the input but not yet queued, and a chunk being read: both
         # survive a stop, so every row read is accounted for.
@@ -205,7 +215,7 @@ class Run:
         self.request_stop(Stop.FATAL, f"internal error: {error!r}")
 
     async def execute(self) -> Stop | None:
-        workers = [asyncio.create_task(self._worker()) for _ in range(self._settings.concurrency)]
+        workers = [asyncio.create_task(self._worker(hand)) for hand in self._hands]
         for worker in workers:
             worker.add_done_callback(self._worker_ended)
         reader = asyncio.create_task(self._read())
@@ -262,9 +272,10 @@ class Run:
         self._account_queued()
         while self._pending:
             self._leave_unsent(self._pending.popleft())
-        for row, state in tuple(self._in_hand.items()):
-            self._observer.outcome(self._unsent(row, state))
-        self._in_hand.clear()
+        for hand in self._hands:
+            if hand.row is not None:
+                self._observer.outcome(self._unsent(hand.row, hand))
+                hand.row = None
 
     def _leave_unsent(self, item: Row | InvalidRow) -> None:
         """Account for an item read but never queued: counted, never sent."""
@@ -330,6 +341,9 @@ class Run:
             if not admitted:
                 self._observer.outcome(Outcome(item, Result.SKIPPED))
             else:
+                if not self._queue.full():
+                    self._queue.put_nowait(item)  # no coroutine for the common case
+                    continue
                 try:
                     await self._queue.put(item)
                 except asyncio.CancelledError:
@@ -364,29 +378,33 @@ class Run:
             await asyncio.sleep(self._finished_at + limit - loop.time())
             if loop.time() - self._finished_at < limit:
                 continue
-            if self._in_hand or not self._queue.empty():  # a slow input is no stall
+            busy = any(hand.row is not None for hand in self._hands)
+            if busy or not self._queue.empty():  # a slow input is no stall
                 self.request_stop(Stop.STALLED, f"no row finished in {limit:g} s")
                 return
             self._finished_at = loop.time()
 
-    async def _worker(self) -> None:
+    async def _worker(self, hand: _InHand) -> None:
+        queue, clock = self._queue, asyncio.get_running_loop().time
         while True:
-            row = await self._queue.get()
-            state = self._in_hand[row] = _InHand()
+            row = await queue.get()
+            hand.take(row)
             try:
-                outcome = await self._send(row, state)
-                del self._in_hand[row]
+                outcome = await self._send(row, hand)
+                hand.row = None
                 self._observer.outcome(outcome)
-                self._finished_at = asyncio.get_running_loop().time()
+                self._finished_at = clock()
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _send(self, row: Row, state: _InHand) -> Outcome:
         """Attempt one row until it is added, fails for good, or the run stops."""
         failures = 0
         lost: str | None = None  # an earlier answer lost after the server may have applied it
         while True:
-            ticket = await self._interruptible(self._pacer.acquire())
+            ticket = self._pacer.try_acquire()  # far from the limit: at once, no coroutine
+            if ticket is None:
+                ticket = await self._interruptible(self._pacer.acquire())
             if self._stop is not None:
                 self._pacer.settle(ticket, None, None, None)  # nothing sent
                 return self._unsent(row, state)
