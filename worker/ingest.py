@@ -42,7 +42,7 @@ from worker.report import (
 )
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.runner import Fanout, RetryPolicy, Run, RunSettings, Stop
-from worker.sandbox import Sandbox, SandboxConfig, parse_rate_limit
+from worker.sandbox import SandboxConfig, parse_rate_limit
 from worker.shard import Shard
 
 Logger = structlog.typing.FilteringBoundLogger
@@ -170,6 +170,8 @@ async def _target(plan: Plan) -> AsyncIterator[tuple[str, Credentials]]:
     config = SandboxConfig(api_key=api_key, app_key=app_key)
     if plan.sandbox_rate_limit:
         config = SandboxConfig(api_key=api_key, app_key=app_key, rate_limit=plan.sandbox_rate_limit)
+    from worker.sandbox.app import Sandbox  # the server side of aiohttp, for this case only
+
     async with Sandbox(config) as sandbox:
         yield sandbox.base_url, Credentials(Secret(api_key), Secret(app_key))
 

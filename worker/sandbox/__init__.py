@@ -6,9 +6,23 @@ connections, hangs, bare 429s, revoked keys), so a client can be proven against 
 them on loopback without sending anything to Datadog.
 """
 
-from worker.sandbox.app import Sandbox
+from typing import TYPE_CHECKING
+
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.faults import FaultConfig
 from worker.sandbox.ratelimit import parse_rate_limit
 
+if TYPE_CHECKING:
+    from worker.sandbox.app import Sandbox
+
 __all__ = ["FaultConfig", "Sandbox", "SandboxConfig", "parse_rate_limit"]
+
+
+def __getattr__(name: str) -> object:
+    """`Sandbox` (aiohttp's server side) is imported on first use: every command parses
+    the sandbox's options, and only a sandbox should pay for the server."""
+    if name == "Sandbox":
+        from worker.sandbox.app import Sandbox
+
+        return Sandbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from worker.sandbox.app import Sandbox
 from worker.sandbox.config import DEFAULT_RATE_LIMIT, SandboxConfig
 from worker.sandbox.faults import FaultConfig, parse_latency_ms
 from worker.sandbox.ratelimit import parse_rate_limit
@@ -125,6 +124,8 @@ def config_from_args(
 async def serve(config: SandboxConfig, host: str, port: int) -> int:
     """Serves until SIGINT or SIGTERM; the base URL is the one line on stdout, so a
     script can read it (`url=$(... | head -1)`)."""
+    from worker.sandbox.app import Sandbox
+
     sandbox = Sandbox(config)
     try:
         base_url = await sandbox.start(host, port)
