@@ -5,11 +5,13 @@ console output when it is. The run's keys are scrubbed from every line as a last
 defence: nothing in the code logs them, and this makes sure of it.
 
 A JSON line is written for every row, thousands a second, so that path does the least it
-can: one processor adds the level and timestamp, serialises (orjson when installed) and
-redacts the finished bytes; the logger is bound once rather than on every call; and the
-lines logged in one turn of the event loop leave in one write at the end of that turn
-(`LineWriter`), so the run makes a system call per batch of answers, not per row, while
-every line is still out before the loop does anything else.
+can: the row's fields reach the processors as the one dict they are built in
+(`RunLogger.emit`), not as keyword arguments; one processor adds the level and timestamp,
+serialises (orjson when installed) and redacts the finished bytes; the logger is bound
+once rather than on every call; and the lines logged in one turn of the event loop leave
+in one write at the end of that turn (`LineWriter`), so the run makes a system call per
+batch of answers, not per row, while every line is still out before the loop does
+anything else.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from typing import Any, BinaryIO, Generic, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, Literal, TextIO, TypeVar, cast
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from worker.rows import InvalidRow, Outcome
 
@@ -66,7 +69,13 @@ class Redactor(Generic[Line]):
         )
 
     def found(self, line: Line) -> bool:
-        return any(form in line for form in self._forms)
+        # A loop, where `any` would run a generator; `find`, where `in` would first try
+        # a bytes form as an integer and pay for the exception that raises. Together
+        # they take less than half the time.
+        for form in self._forms:  # noqa: SIM110
+            if line.find(form) != -1:
+                return True
+        return False
 
     def scrub(self, value: object) -> object:
         """`value` with every key replaced in its strings; other objects (an exception,
@@ -85,9 +94,13 @@ class Redactor(Generic[Line]):
         return self.scrub(str(value))
 
 
+_DIGITS = [f"{n:03d}" for n in range(1000)]
+"""Three-digit groups: two lookups write the microseconds faster than `%06d` does."""
+
+
 class UtcTimestamps:
-    """ISO-8601 UTC timestamps with microseconds, formatted once per second: what
-    `TimeStamper(fmt="iso", utc=True)` writes, for a fraction of its cost."""
+    """ISO-8601 UTC timestamps with microseconds, the date and time formatted once per
+    second: what `TimeStamper(fmt="iso", utc=True)` writes, for a fraction of its cost."""
 
     __slots__ = ("_prefix", "_second")
 
@@ -100,8 +113,9 @@ class UtcTimestamps:
         second = int(now)
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        micros = int((now - second) * 1_000_000)
+        return self._prefix + _DIGITS[micros // 1000] + _DIGITS[micros % 1000] + "Z"
 
 
 class JsonLine:
@@ -138,9 +152,35 @@ class ConsoleLine:
         return line
 
 
+if TYPE_CHECKING:  # what `make_filtering_bound_logger` builds at run time
+
+    class _FilteringAtInfo(structlog.BoundLoggerBase, FilteringBoundLogger): ...
+
+else:
+    _FilteringAtInfo = structlog.make_filtering_bound_logger(logging.INFO)
+
+
+class RunLogger(_FilteringAtInfo):
+    """structlog's logger filtering at INFO, plus `emit` for the line written per row.
+
+    A level method takes the fields as keyword arguments, which structlog packs into a
+    dict and copies three times on their way to the processors: a third of what a row
+    line cost. `emit`, a method of the kind structlog has custom wrapper classes add, runs the
+    processor chain on the event dict the caller built and hands over.
+    """
+
+    def emit(self, level: Literal["info", "warning"], event_dict: dict[str, Any]) -> None:
+        """Log `event_dict` (the "event" and its fields; taken, not copied) at `level`,
+        which is never below INFO and so never filtered out."""
+        event: Any = {**self._context, **event_dict} if self._context else event_dict
+        for processor in self._processors:
+            event = processor(self._logger, level, event)
+        getattr(self._logger, level)(event)  # both chains end in a rendered line
+
+
 def configure(
     *, fmt: str | None, secrets: Iterable[str], stream: TextIO | None = None
-) -> structlog.typing.FilteringBoundLogger:
+) -> FilteringBoundLogger:
     """Build the run's logger; `fmt` None picks console on a terminal, JSON otherwise."""
     out = stream if stream is not None else sys.stderr
     if fmt is None:
@@ -165,14 +205,12 @@ def configure(
         )
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=RunLogger,
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
     # Bound now, so that each call goes straight to the processors, not through a proxy.
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(
-        "rum-playlist-ingest"
-    ).bind()
+    logger: RunLogger = structlog.get_logger("rum-playlist-ingest").bind()
     return logger
 
 
@@ -180,7 +218,12 @@ class LineWriter:
     """The JSON form's logger: lines logged while an event loop runs are joined and
     written (and flushed) once, in a callback at the end of the loop's current turn;
     outside a loop, and from other threads, each line is written at once, after any
-    that are waiting. Lines still waiting when the process exits are written then."""
+    that are waiting. Lines still waiting when the process exits are written then.
+
+    A line logged in the loop takes no lock, which cost more than the rest of `msg`:
+    appending to a list is atomic, and only the loop's thread uses `_scheduled`. The
+    writes take the lock, and take out only the lines they write.
+    """
 
     def __init__(self, out: BinaryIO | _TextAsBytes) -> None:
         self._out = out
@@ -193,31 +236,32 @@ class LineWriter:
         return self
 
     def msg(self, line: bytes) -> None:
-        with self._lock:
-            self._lines.append(line)
-            if self._scheduled:
-                return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop in this thread: nothing would flush it later
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: nothing would flush it later
+            with self._lock:
+                self._lines.append(line)
                 self._write()
-                return
+            return
+        self._lines.append(line)
+        if not self._scheduled:
             self._scheduled = True
-        loop.call_soon(self.flush)
+            loop.call_soon(self.flush)
 
     # structlog calls the method named after the level.
     debug = info = warning = warn = error = err = exception = critical = fatal = msg
 
     def flush(self) -> None:
+        self._scheduled = False  # first: a line appended after the write schedules another
         with self._lock:
-            self._scheduled = False
             self._write()
 
     def _write(self) -> None:
-        if self._lines:
-            self._lines.append(b"")
-            self._out.write(b"\n".join(self._lines))
-            self._lines.clear()
+        lines = self._lines[:]
+        if lines:
+            del self._lines[: len(lines)]  # not `clear`: a line the loop adds meanwhile stays
+            lines.append(b"")
+            self._out.write(b"\n".join(lines))
             self._out.flush()
 
 
@@ -259,9 +303,11 @@ class LogObserver:
     """The run's events as log lines (see `worker.observe.RunObserver`).
 
     `quiet` (a live progress display is showing the counts) leaves out the lines for
-    rows that went well and for pauses; failures and invalid rows are still logged."""
+    rows that went well and for pauses; failures and invalid rows are still logged.
+    `log` is a logger from `configure`: its `RunLogger.emit` writes the row lines."""
 
-    def __init__(self, log: structlog.typing.FilteringBoundLogger, *, quiet: bool = False) -> None:
+    def __init__(self, log: FilteringBoundLogger, *, quiet: bool = False) -> None:
+        assert isinstance(log, RunLogger), "LogObserver takes a logger from configure()"
         self._log = log
         self._quiet = quiet
 
@@ -269,24 +315,31 @@ class LogObserver:
         self._log.warning("invalid_row", source=row.source, line=row.line, reason=row.reason)
 
     def outcome(self, outcome: Outcome) -> None:
-        row = outcome.row
-        if self._quiet and not outcome.error:
+        if outcome.error:
+            level: Literal["info", "warning"] = "warning"
+        elif self._quiet:
             return
-        log = self._log.warning if outcome.error else self._log.info
-        log(
-            "row",
-            result=outcome.result,  # a str enum: serialised as its value
-            playlist_id=row.playlist_id,
-            session_id=row.session_id,
-            data_source=row.data_source,
-            status=outcome.http_status,
-            attempts=outcome.attempts,
-            latency_ms=round(outcome.latency_ms, 2),
-            source=row.source,
-            line=row.line,
-            error=outcome.error,
-            **({"note": outcome.note} if outcome.note else {}),
-        )
+        else:
+            level = "info"
+        row = outcome.row
+        # "event" in the literal, not added later: a dict built with eleven keys has room
+        # for the level and timestamp the processor adds; one built with ten grows.
+        event = {
+            "event": "row",
+            "result": outcome.result,  # a str enum: serialised as its value
+            "playlist_id": row.playlist_id,
+            "session_id": row.session_id,
+            "data_source": row.data_source,
+            "status": outcome.http_status,
+            "attempts": outcome.attempts,
+            "latency_ms": round(outcome.latency_ms, 2),
+            "source": row.source,
+            "line": row.line,
+            "error": outcome.error,
+        }
+        if outcome.note:
+            event["note"] = outcome.note
+        self._log.emit(level, event)
 
     def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
         pass
