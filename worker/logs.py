@@ -229,6 +229,7 @@ class LineWriter:
         self._out = out
         self._lines: list[bytes] = []
         self._scheduled = False
+        self._loop_thread = 0  # the thread whose loop will flush, while `_scheduled`
         self._lock = threading.Lock()
         _WRITERS.add(self)
 
@@ -236,8 +237,11 @@ class LineWriter:
         return self
 
     def msg(self, line: bytes) -> None:
+        if self._scheduled and threading.get_ident() == self._loop_thread:
+            self._lines.append(line)  # the flush due in this loop turn takes it too
+            return
         try:
-            loop = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()  # on Python 3.11, a getpid() system call
         except RuntimeError:  # no loop in this thread: nothing would flush it later
             with self._lock:
                 self._lines.append(line)
@@ -246,6 +250,7 @@ class LineWriter:
         self._lines.append(line)
         if not self._scheduled:
             self._scheduled = True
+            self._loop_thread = threading.get_ident()
             loop.call_soon(self.flush)
 
     # structlog calls the method named after the level.
