@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from aiolimiter import AsyncLimiter
+from multidict import istr
 
 GUARD_S = 0.03
 """Wait this long past a computed window boundary, for clock granularity and latency."""
@@ -84,13 +85,22 @@ def _number(value: str | None) -> float | None:
     return number if math.isfinite(number) and number >= 0 else None
 
 
+# Case-insensitive names made once: aiohttp's headers then skip folding the case of the
+# name on every lookup (as `aiohttp.hdrs` does for the standard ones).
+_LIMIT = istr("X-RateLimit-Limit")
+_PERIOD = istr("X-RateLimit-Period")
+_REMAINING = istr("X-RateLimit-Remaining")
+_RESET = istr("X-RateLimit-Reset")
+_NAME = istr("X-RateLimit-Name")
+
+
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
     """None when the answer carries no `X-RateLimit-*` header at all (a proxy, say)."""
-    limit = _number(headers.get("X-RateLimit-Limit"))
-    period = _number(headers.get("X-RateLimit-Period"))
-    remaining = _number(headers.get("X-RateLimit-Remaining"))
-    reset = _number(headers.get("X-RateLimit-Reset"))
-    name = headers.get("X-RateLimit-Name")
+    limit = _number(headers.get(_LIMIT))
+    period = _number(headers.get(_PERIOD))
+    remaining = _number(headers.get(_REMAINING))
+    reset = _number(headers.get(_RESET))
+    name = headers.get(_NAME)
     if limit is None and period is None and remaining is None and reset is None:
         return None
     return RateLimitHeaders(
