@@ -96,19 +96,24 @@ _NAME = istr("X-RateLimit-Name")
 
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
     """None when the answer carries no `X-RateLimit-*` header at all (a proxy, say)."""
-    limit = _number(headers.get(_LIMIT))
-    period = _number(headers.get(_PERIOD))
-    remaining = _number(headers.get(_REMAINING))
-    reset = _number(headers.get(_RESET))
-    name = headers.get(_NAME)
-    if limit is None and period is None and remaining is None and reset is None:
+    get = headers.get
+    limit, period, remaining, reset = get(_LIMIT), get(_PERIOD), get(_REMAINING), get(_RESET)
+    if limit and period and remaining and reset:
+        digits = limit + period + remaining + reset
+        if digits.isdigit() and digits.isascii():  # what Datadog sends, checked in one go
+            return RateLimitHeaders(
+                int(limit) or None, int(period) or None, int(remaining), int(reset), get(_NAME)
+            )
+    numbers = _number(limit), _number(period), _number(remaining), _number(reset)
+    if numbers == (None, None, None, None):
         return None
+    limit_n, period_n, remaining_n, reset_n = numbers
     return RateLimitHeaders(
-        limit=int(limit) if limit else None,
-        period=period if period else None,
-        remaining=int(remaining) if remaining is not None else None,
-        reset=reset,
-        name=name,
+        limit=int(limit_n) if limit_n else None,
+        period=period_n if period_n else None,
+        remaining=int(remaining_n) if remaining_n is not None else None,
+        reset=reset_n,
+        name=get(_NAME),
     )
 
 
