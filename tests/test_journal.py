@@ -97,6 +97,48 @@ def test_a_row_repeated_in_one_run_is_admitted_once_before_and_after_commit(
     assert not journal.admit(again)  # committed: the database remembers it
 
 
+def test_a_repeat_is_refused_after_its_first_commits_under_an_open_snapshot(path: Path) -> None:
+    done, new = row(1), row(2)
+    finish(open_journal(path), [Outcome(done, Result.CREATED, 201, 1)])
+    journal = open_journal(path)
+    assert not journal.admit(done)  # a lookup: it leaves the lookups' snapshot open
+    assert journal.admit(new)
+    journal.outcome(Outcome(new, Result.CREATED, 201, 1))
+    journal.flush()  # committed after that snapshot began, and no longer held in memory
+    assert not journal.admit(row(2, line=99))
+    journal.close({})
+
+
+def test_lookups_keep_no_snapshot_while_the_writer_has_work(path: Path) -> None:
+    done = row(1)
+    finish(open_journal(path), [Outcome(done, Result.CREATED, 201, 1)])
+    journal = open_journal(path, batch=BatchPolicy(max_rows=100, max_wait_s=60))
+    assert journal.admit(row(2))
+    journal.outcome(Outcome(row(2), Result.CREATED, 201, 1))  # not yet committed
+    assert not journal.admit(done)  # a lookup
+    with sqlite3.connect(path, timeout=0) as conn:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0  # no reader keeps the WAL from being reset (and growing)
+    journal.close({})
+
+
+def test_a_row_answered_and_left_unsent_in_one_batch_keeps_its_answer(path: Path) -> None:
+    first, second = row(1), row(2)
+    journal = open_journal(path)
+    assert journal.admit(first)
+    assert journal.admit(second)
+    # Repeats left unsent as the run stops, in the same batch as the answers, either side.
+    journal.outcome(Outcome(row(1, line=98), Result.NOT_ATTEMPTED))
+    journal.outcome(Outcome(first, Result.CREATED, 201, 1))
+    journal.outcome(Outcome(second, Result.FAILED, 500, 5, error="server error"))
+    journal.outcome(Outcome(row(2, line=99), Result.NOT_ATTEMPTED))
+    journal.close({})
+
+    with sqlite3.connect(path) as conn:
+        kept = conn.execute("SELECT session_id, result, attempts FROM rows").fetchall()
+    assert sorted(kept) == [(first.session_id, "created", 1), (second.session_id, "failed", 5)]
+
+
 def test_the_same_session_under_another_data_source_is_another_row(
     journal: SqliteJournal,
 ) -> None:

@@ -6,7 +6,7 @@ job that reruns the same input, picks up where the last one stopped.
 
 The journal's database is its memory: `admit` asks SQLite (one indexed lookup) rather
 than a set of every key seen, so a run of a million rows stays about as small as a run of
-ten. In memory are only a Bloom filter (2 MiB up to 1.7 million keys), which spares the
+ten. In memory are only a Bloom filter (4 MiB up to 1.6 million keys), which spares the
 lookup for keys the journal has never seen, and the keys whose outcome is not yet
 committed: those in flight, queued, or in the writer's next batch.
 """
@@ -17,6 +17,7 @@ import collections
 import contextlib
 import fcntl
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -126,24 +127,26 @@ _DONE_COUNT = f"SELECT count(*) FROM rows {_DONE_WHERE}"
 # A whole batch in one statement, its rows as one JSON array of
 # [playlist_id, session_id, data_source, result, ts, http_status, attempts, error]:
 # SQLite then runs the batch without the GIL, where one statement per row would hand the
-# GIL back and forth with the event loop for each row.
-_RECORD_BATCH = (
+# GIL back and forth with the event loop for each row. One statement is also its own
+# transaction: SQLite then keeps no statement journal (a temporary file) to undo half a
+# batch, which two statements in one transaction need.
+# The last final result wins (a --fresh resend that fails is recorded as failed), but a
+# row this run never got to says nothing about the row: keep what was known, and only
+# mark it as seen by this run.
+_KEEP = "excluded.result = 'not_attempted'"
+_RECORD = (
     "INSERT INTO rows (target_id, playlist_id, session_id, data_source, result, ts,"
     " http_status, attempts, error, updated_at, run_id)"
     " SELECT :target, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
     " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
     " json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),"
-    " :now, :run FROM json_each(:rows) WHERE true"
+    " :now, :run FROM json_each(:rows) WHERE true ON CONFLICT DO UPDATE SET "
+    + ", ".join(
+        f"{column} = iif({_KEEP}, {column}, excluded.{column})"
+        for column in ("result", "ts", "http_status", "attempts", "error", "updated_at")
+    )
+    + ", run_id = excluded.run_id"
 )
-# The last final result wins (a --fresh resend that fails is recorded as failed) ...
-_RECORD = (
-    f"{_RECORD_BATCH} ON CONFLICT DO UPDATE SET result = excluded.result, ts = excluded.ts,"
-    " http_status = excluded.http_status, attempts = excluded.attempts,"
-    " error = excluded.error, updated_at = excluded.updated_at, run_id = excluded.run_id"
-)
-# ... but a row this run never got to says nothing about the row: keep what was known,
-# and only mark it as seen by this run.
-_RECORD_NOT_ATTEMPTED = f"{_RECORD_BATCH} ON CONFLICT DO UPDATE SET run_id = excluded.run_id"
 
 
 class JournalError(Exception):
@@ -153,9 +156,11 @@ class JournalError(Exception):
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
     """When the writer commits: a kill loses at most one uncommitted batch, which the
-    rerun sends again, so the batch bounds the duplicates as well as the cost."""
+    rerun sends again, so the batch bounds the duplicates as well as the cost. Rows of a
+    batch that share a page of the table share its write, so larger batches cost less per
+    row; at full speed (about 5,000 rows/s) both limits give batches of about 1,000 rows."""
 
-    max_rows: int = 500
+    max_rows: int = 1000
     max_wait_s: float = 0.2
 
 
@@ -291,6 +296,7 @@ def iso_time(epoch: float) -> str:
 
 
 _DONE = frozenset(r.value for r in Result if r.done)
+_KEY_COLUMNS = operator.itemgetter(0, 1, 2)
 
 
 class _KeyFilter:
@@ -299,32 +305,31 @@ class _KeyFilter:
     reader, the writer) may then hold the loop up for milliseconds. A first run, where
     every key is new, asks SQLite nothing.
 
-    2 MiB at least, 16 bits or more per key done earlier: about 1% false positives at 1.7
-    million keys; more keys cost more lookups, never a wrong answer. Python's `hash` is
-    salted per process, which is fine: the filter lives and dies with the run.
+    Two probes, one from each half of the key's 64-bit hash, cost half as much as four;
+    a larger table keeps false positives as rare. 4 MiB at least, 20 bits or more per key
+    done earlier: about 1% false positives at 1.7 million keys; more keys cost more
+    lookups, never a wrong answer. Python's `hash` is salted per process, which is fine:
+    the filter lives and dies with the run.
     """
 
-    HASHES = 4
-    MIN_BITS = 1 << 24
+    MIN_BITS = 1 << 25
 
     def __init__(self, expected: int) -> None:
-        bits = max(self.MIN_BITS, 1 << (expected * 16).bit_length())
+        bits = max(self.MIN_BITS, 1 << (expected * 20).bit_length())
         self._mask = bits - 1
         self._bits = bytearray(bits // 8)
 
     def add(self, key: RowKey) -> bool:
         """Add `key`; True if it may have been there already."""
         h = hash(key)
-        step = (h >> 32) | 1
         mask, bits = self._mask, self._bits
-        present = True
-        for _ in range(self.HASHES):
-            h = (h + step) & mask
-            byte, bit = h >> 3, 1 << (h & 7)
-            if not bits[byte] & bit:
-                present = False
-                bits[byte] |= bit
-        return present
+        first, second = h & mask, (h >> 32) & mask
+        byte1, bit1, byte2, bit2 = first >> 3, 1 << (first & 7), second >> 3, 1 << (second & 7)
+        if bits[byte1] & bit1 and bits[byte2] & bit2:
+            return True
+        bits[byte1] |= bit1
+        bits[byte2] |= bit2
+        return False
 
 
 class SqliteJournal:
@@ -333,8 +338,9 @@ class SqliteJournal:
 
     `admit` runs on the event loop: a Bloom filter, then, for a key it may have seen, a
     point lookup on its own connection. Outcomes are handed to one writer thread that
-    commits them in batches, in WAL mode with synchronous=NORMAL: a commit survives
-    kill -9 of the process, and the event loop never waits on a disk or a lock.
+    commits them in batches, one statement each, in WAL mode with synchronous=NORMAL: a
+    commit survives kill -9 of the process, and the event loop never waits on a disk or a
+    lock.
     """
 
     def __init__(
@@ -357,17 +363,22 @@ class SqliteJournal:
         self._fresh = fresh
         self._batch = batch
         self._seen = self._load_filter()
-        # Keys admitted whose outcome is not yet committed, and the keys of the outcomes
-        # handed to the writer, in order, so each can be forgotten once committed.
+        # Keys admitted whose outcome is not yet committed: the writer removes a batch's
+        # keys once it is committed (one set operation, atomic under the GIL).
         self._uncommitted: set[RowKey] = set()
-        self._handed: collections.deque[RowKey] = collections.deque()
-        self._forgotten = 0
         # Outcomes for the writer; deque appends and pops are atomic, so the event loop
-        # never takes a lock or wakes the writer for one row.
+        # never takes a lock, and wakes the writer only once a batch is full.
         self._pending: collections.deque[Outcome] = collections.deque()
+        self._handed = 0  # outcomes put in `_pending`, written by the event loop only
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._committed = 0  # written by the writer thread only
+        # Lookups share one read transaction (a snapshot) while the writer has nothing to
+        # write, as in a rerun that skips rows done: one per lookup costs three more system
+        # calls. A snapshot kept while the writer writes would keep the WAL from being
+        # reset (it would grow), and one kept past a commit would miss the rows that
+        # commit let go of from `_uncommitted`. `_committed` when the last one was let go:
+        self._read_at = 0
         self._failure: JournalError | None = None
         self._closing = False
         self._closed = False
@@ -401,8 +412,12 @@ class SqliteJournal:
             reader = _connect(path)
             try:
                 target_id, run_id = _start_run(reader, target, fresh, run_info)
-                writer = sqlite3.connect(path, check_same_thread=False)
+                # Autocommit: each batch is one statement, so its own transaction.
+                writer = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
                 writer.execute("PRAGMA synchronous = NORMAL")
+                # A checkpoint every 16 MiB of WAL instead of 4: a page changed by several
+                # batches in between is copied to the database once.
+                writer.execute("PRAGMA wal_autocheckpoint = 4000")
                 return cls(
                     path,
                     lock,
@@ -439,27 +454,31 @@ class SqliteJournal:
         that cannot keep track of what it did should stop."""
         if self._failure is not None:
             raise self._failure
-        self._forget_committed()
         key = row.key
         if key in self._uncommitted:
             return False
-        if self._seen.add(key):
-            try:
-                found = self._reader.execute(_LOOKUP, (self._target_id, *key)).fetchone()
-            except sqlite3.Error as exc:
-                raise _journal_error(self.path, exc) from None
-            if found is not None and (
-                found[1] == self.run_id or (not self._fresh and found[0] in _DONE)
-            ):
-                return False
+        reader = self._reader
+        try:
+            # Read after the check above: if the writer has let go of `key`, its commit is
+            # counted by now (the writer counts first), so the lookup sees it.
+            committed = self._committed
+            if committed != self._read_at:
+                reader.commit()  # end the snapshot, which no longer holds every commit
+                self._read_at = committed
+            if self._seen.add(key):
+                if not reader.in_transaction:
+                    reader.execute("BEGIN")
+                found = reader.execute(_LOOKUP, (self._target_id, *key)).fetchone()
+                if self._handed != committed:
+                    reader.commit()  # the writer has work: keep its WAL free to restart
+                if found is not None and (
+                    found[1] == self.run_id or (not self._fresh and found[0] in _DONE)
+                ):
+                    return False
+        except sqlite3.Error as exc:
+            raise _journal_error(self.path, exc) from None
         self._uncommitted.add(key)
         return True
-
-    def _forget_committed(self) -> None:
-        committed = self._committed
-        while self._forgotten < committed:
-            self._uncommitted.discard(self._handed.popleft())
-            self._forgotten += 1
 
     def rejected(self, row: InvalidRow) -> None:
         pass
@@ -468,9 +487,11 @@ class SqliteJournal:
         # A skipped row was decided by `admit` and changes nothing on record.
         if outcome.result is Result.SKIPPED or self._closing or self._failure is not None:
             return
-        self._handed.append(outcome.row.key)
-        self._pending.append(outcome)
-        if len(self._pending) >= self._batch.max_rows:
+        pending = self._pending
+        pending.append(outcome)
+        self._handed += 1
+        # Only the append that fills a batch: pops never make the deque longer.
+        if len(pending) == self._batch.max_rows:
             self._wake.set()
 
     def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
@@ -483,7 +504,7 @@ class SqliteJournal:
         """Block until every outcome reported so far is committed.
 
         Raises `JournalError` if they could not be."""
-        wanted = self._forgotten + len(self._handed)
+        wanted = self._handed
         with self._progress:
             self._wake.set()
             self._progress.wait_for(
@@ -506,6 +527,7 @@ class SqliteJournal:
         self._wake.set()
         self._writer.join()
         try:
+            self._reader.commit()  # end the lookups' snapshot: writing needs a fresh one
             if self._failure is None:
                 with self._reader:
                     self._reader.execute(
@@ -544,36 +566,32 @@ class SqliteJournal:
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Outcome]) -> None:
-        """Write one batch in one transaction; after a failure, drop what comes (the run
-        is told by `admit`, `flush` and `close`)."""
+        """Write one batch in one statement; after a failure, drop what comes (the run is
+        told by `admit`, `flush` and `close`).
+
+        In the table's order, so each page the batch changes is read and written once, even
+        when the page cache cannot hold them all."""
         if self._failure is not None:
             return
-        attempted: list[list[object]] = []
-        not_attempted: list[list[object]] = []
-        for o in batch:
-            r = o.row
-            (not_attempted if o.result is Result.NOT_ATTEMPTED else attempted).append(
-                [
-                    r.playlist_id,
-                    r.session_id,
-                    r.data_source,
-                    o.result.value,
-                    r.ts,
-                    o.http_status,
-                    o.attempts,
-                    o.error,
-                ]
-            )
-        common = {"target": self._target_id, "now": time.time(), "run": self.run_id}
+        rows = sorted(
+            ([*o.row.key, o.result, o.row.ts, o.http_status, o.attempts, o.error] for o in batch),
+            key=_KEY_COLUMNS,
+        )
         try:
-            with conn:
-                for sql, rows in ((_RECORD, attempted), (_RECORD_NOT_ATTEMPTED, not_attempted)):
-                    if rows:
-                        conn.execute(sql, {**common, "rows": json.dumps(rows)})
+            conn.execute(
+                _RECORD,
+                {
+                    "target": self._target_id,
+                    "now": time.time(),
+                    "run": self.run_id,
+                    "rows": json.dumps(rows),
+                },
+            )
         except sqlite3.Error as exc:
             self._failure = _journal_error(self.path, exc)
             return
-        self._committed += len(batch)
+        self._committed += len(batch)  # first: see `admit`
+        self._uncommitted.difference_update(map(_KEY_COLUMNS, rows))
 
 
 def _start_run(
