@@ -496,6 +496,15 @@ def test_ndjson_rows(tmp_path: Path, line: str, expected: Row) -> None:
             f"object such as {NDJSON_SHAPE}",
             {"raw": f'{{"playlist_id": NaN, "session_id": "{UUID}", "ts": {TS}}}'},
         ),
+        (  # beyond Decimal's exponent range: found by the arbitrary-bytes property
+            f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": 0e1000000000000000000}}',
+            "the line is not valid JSON (the number 0e1000000000000000000 is out of range): "
+            f"each line must be one object such as {NDJSON_SHAPE}",
+            {
+                "raw": f'{{"playlist_id": 1001, "session_id": "{UUID}", '
+                '"ts": 0e1000000000000000000}'
+            },
+        ),
         (
             "[1001]",
             f"the line is an array, not a JSON object: each line must be one object such as "

@@ -80,6 +80,10 @@ def test_playlist_id_accepts(value: object, expected: int) -> None:
         ),
         (2**64, f"playlist_id {2**64} is out of range: it must be from 1 to 9223372036854775807"),
         ("1e999999999", f"playlist_id '1e999999999' is out of range: {PLAYLIST_HINT}"),
+        (  # beyond Decimal's own exponent range, which Decimal() refuses outright
+            "0e1000000000000000000",
+            f"playlist_id '0e1000000000000000000' is out of range: {PLAYLIST_HINT}",
+        ),
         (float("nan"), f"playlist_id nan is out of range: {PLAYLIST_HINT}"),
         ("1" * 65, f"playlist_id '{'1' * 39}…' is not a number: {PLAYLIST_HINT}"),
     ],

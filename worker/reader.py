@@ -45,7 +45,7 @@ import time
 import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from itertools import islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -115,7 +115,14 @@ class Readable(Protocol):
 def _exact_loads(text: str | bytes) -> object:
     """JSON with numbers kept exact (no float, no NaN): for lines the fast parser could not
     take, and for every line when orjson is not installed."""
-    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    return json.loads(text, parse_float=_exact_number, parse_constant=_reject_constant)
+
+
+def _exact_number(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # an exponent beyond Decimal's range, such as 0e1000000000000000000
+        raise ValueError(f"the number {text[:40]} is out of range") from None
 
 
 def _reject_constant(name: str) -> object:

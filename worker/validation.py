@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from worker.rows import DATA_SOURCES, Row
@@ -78,7 +78,10 @@ def _number(field: str, value: object, hint: str) -> Fraction:
         text = value.strip()
         if len(text) > _MAX_NUMBER_CHARS or not _NUMBER.fullmatch(text):
             raise FieldError(f"{field} {show(value)} is not a number: {hint}")
-        exact = Decimal(text)
+        try:
+            exact = Decimal(text)
+        except InvalidOperation:  # an exponent beyond Decimal's own range
+            raise FieldError(f"{field} {show(value)} is out of range: {hint}") from None
     else:
         exact = Decimal(value)
     if not exact.is_finite() or abs(exact.adjusted()) > _MAX_EXPONENT:
