@@ -36,6 +36,7 @@ bench: $(STAMP)  ## all benchmarks; see bench/README.md for each one alone
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/journal.py
+	$(BIN)/python bench/overhead.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
