@@ -283,7 +283,10 @@ async def _execute(
                 # What start-up made (imports, configuration) lives as long as the run: out
                 # of the collector's sight, it is not walked again every few hundred rows.
                 gc.freeze()
-                stop = await run.execute()
+                try:
+                    stop = await run.execute()
+                finally:
+                    gc.unfreeze()  # a process that runs again collects as before
     code = _exit_code(stop, received, report)
     if stop is not None and stop is not Stop.SIGNAL:
         log.error(
