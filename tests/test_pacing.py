@@ -250,16 +250,16 @@ async def test_a_limit_that_never_lifts_ends_only_by_max_stall(
                 "X-RateLimit-Reset": "1",
                 "X-RateLimit-Name": "rum",
             },
-            RateLimitHeaders(100, 2.0, 0, 1.0, "rum"),
+            RateLimitHeaders(100, 2.0, 0, 1.0),
         ),
-        ({"X-RateLimit-Remaining": "7"}, RateLimitHeaders(None, None, 7, None, None)),
+        ({"X-RateLimit-Remaining": "7"}, RateLimitHeaders(None, None, 7, None)),
         (
             {"X-RateLimit-Limit": "lots", "X-RateLimit-Period": "-2", "X-RateLimit-Reset": "nan"},
             None,
         ),
         (
             {"X-RateLimit-Limit": "0", "X-RateLimit-Reset": "3"},
-            RateLimitHeaders(None, None, None, 3.0, None),
+            RateLimitHeaders(None, None, None, 3.0),
         ),
         ({"Retry-After": "3"}, None),
         ({}, None),
@@ -320,7 +320,7 @@ def harness() -> Harness:
 
 
 def limit_headers(remaining: int, reset: float, limit: int = 10) -> RateLimitHeaders:
-    return RateLimitHeaders(limit, 1.0, remaining, reset, "rum")
+    return RateLimitHeaders(limit, 1.0, remaining, reset)
 
 
 async def test_a_retry_after_date_pauses_everyone_until_then(harness: Harness) -> None:

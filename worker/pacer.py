@@ -70,7 +70,6 @@ class RateLimitHeaders:
     period: float | None
     remaining: int | None
     reset: float | None
-    name: str | None
 
 
 def _number(value: str | None) -> float | None:
@@ -91,7 +90,6 @@ _LIMIT = istr("X-RateLimit-Limit")
 _PERIOD = istr("X-RateLimit-Period")
 _REMAINING = istr("X-RateLimit-Remaining")
 _RESET = istr("X-RateLimit-Reset")
-_NAME = istr("X-RateLimit-Name")
 
 
 def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
@@ -102,7 +100,7 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | N
         digits = limit + period + remaining + reset
         if digits.isdigit() and digits.isascii():  # what Datadog sends, checked in one go
             return RateLimitHeaders(
-                int(limit) or None, int(period) or None, int(remaining), int(reset), get(_NAME)
+                int(limit) or None, int(period) or None, int(remaining), int(reset)
             )
     numbers = _number(limit), _number(period), _number(remaining), _number(reset)
     if numbers == (None, None, None, None):
@@ -113,7 +111,6 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | N
         period=period_n if period_n else None,
         remaining=int(remaining_n) if remaining_n is not None else None,
         reset=reset_n,
-        name=get(_NAME),
     )
 
 
