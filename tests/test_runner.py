@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import pytest
 from support import TS
 
-from worker.client import Client
+from worker.client import Client, Kind, Reply
 from worker.config import Credentials, Secret
 from worker.journal import MemoryLedger
 from worker.pacer import Pacer
 from worker.report import Report
 from worker.rows import InvalidRow, Outcome, Row
-from worker.runner import Fanout, RetryPolicy, Run, RunSettings, Stop
+from worker.runner import Fanout, Health, RetryPolicy, Run, RunSettings, Stop
 from worker.sandbox import Sandbox
 
 
@@ -69,3 +70,30 @@ async def test_a_worker_that_crashes_stops_the_run_instead_of_stalling(
     assert report.rows_read == 50
     assert report.created == len(sandbox.store)
     assert report.not_attempted == 50 - report.created
+
+
+@pytest.mark.parametrize(
+    ("answers", "stops_at"),
+    [
+        ("FFF", None),  # the window is not full yet
+        ("FFFF", 4),
+        ("SFFF", 4),  # 3 of 4 failed: the rate is reached
+        ("SSFF", None),
+        ("FFSSFF", None),  # the window holds S S F F: the first two failures left it
+        ("FFSSFFF", 7),  # S F F F
+        ("FRRRFFF", 7),  # 429s are neither successes nor failures
+    ],
+)
+def test_health_aborts_when_the_window_is_mostly_failures(
+    answers: str, stops_at: int | None
+) -> None:
+    """A window of 4 answers with an abort at 75% failures; F a 5xx, S a 201, R a 429."""
+    health = Health(RetryPolicy(failure_window=4, failure_rate_to_abort=0.75))
+    kinds = {"F": (Kind.RETRYABLE, 503), "S": (Kind.ADDED, 201), "R": (Kind.RATE_LIMITED, 429)}
+    stopped = None
+    for number, answer in enumerate(answers, start=1):
+        kind, status = kinds[answer]
+        if health.record(Reply(kind, status, 1.0)) is Stop.SYSTEMIC:
+            stopped = number
+            break
+    assert stopped == stops_at

@@ -119,30 +119,27 @@ class Health:
         self._failures = 0
 
     def record(self, reply: Reply) -> Stop | None:
-        if reply.kind is Kind.ADDED and not self._failures:  # the common case, in short
-            self._refusals = 0
-            self._recent.append(False)
-            return None
-        if reply.kind is Kind.FATAL:
+        kind = reply.kind
+        if kind is Kind.FATAL:
             return Stop.FATAL
-        if reply.kind is Kind.RATE_LIMITED:
+        if kind is Kind.RATE_LIMITED:
             return None
-        if reply.kind is Kind.KEYS_REFUSED:
+        if kind is Kind.KEYS_REFUSED:
             self._refusals += 1
             if self._refusals >= self._policy.refusals_to_abort:
                 return Stop.KEYS_REFUSED
         else:
             self._refusals = 0
-        failed = reply.kind is not Kind.ADDED
-        if len(self._recent) == self._recent.maxlen:
-            self._failures -= self._recent[0]
-        self._recent.append(failed)
-        self._failures += failed
+        failed = kind is not Kind.ADDED
+        recent = self._recent
+        if self._failures and len(recent) == recent.maxlen:
+            self._failures -= recent[0]  # the oldest leaves the window as this one enters
+        recent.append(failed)
+        if not failed:
+            return None  # a success never brings the run nearer an abort
+        self._failures += 1
         window = self._policy.failure_window
-        if (
-            len(self._recent) == window
-            and self._failures >= window * self._policy.failure_rate_to_abort
-        ):
+        if len(recent) == window and self._failures >= window * self._policy.failure_rate_to_abort:
             return Stop.SYSTEMIC
         return None
 
