@@ -27,20 +27,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from common import ROOT, write_generated_csv
+from common import NEVER_BINDING_LIMIT, ROOT, TS, write_generated_csv
 
-HEADERS = {
-    "X-RateLimit-Limit": "1000000000",
-    "X-RateLimit-Period": "1",
-    "X-RateLimit-Remaining": "999999999",
-    "X-RateLimit-Reset": "1",
-    "X-RateLimit-Name": "rum_replay_playlists",
-    "Content-Type": "application/json",
-}
-BODY = (
-    b'{"data":{"id":"s","type":"rum_replay_session","attributes":{"session_event":'
-    b'{"timestamp":1704067200000,"data_source":"rum"},"track":"rum"}}}'
-)
 PIECES = ("journal", "logs")
 
 
@@ -57,8 +45,16 @@ def _one_round(rows: Path, without: set[str]) -> float:
     from worker.report import Report
     from worker.rows import Row
     from worker.runner import Fanout, RetryPolicy, Run, RunSettings
+    from worker.sandbox.ratelimit import FixedWindowLimiter, parse_rate_limit
+    from worker.sandbox.store import SessionRecord
+    from worker.sandbox.wire import json_bytes, resource
 
-    headers = CIMultiDictProxy(CIMultiDict(HEADERS))
+    # The sandbox's own 201: its rate-limit headers (a limit that never binds) and body.
+    limiter = FixedWindowLimiter(
+        *parse_rate_limit(NEVER_BINDING_LIMIT), name="rum_replay_playlists"
+    )
+    headers = CIMultiDictProxy(CIMultiDict(limiter.headers(limiter.take())))
+    body = json_bytes({"data": resource("s", SessionRecord(TS, "rum"))})
 
     class AnsweringClient:
         """Answers at once, as the sandbox would, and reads the answer as `Client` does."""
@@ -74,7 +70,7 @@ def _one_round(rows: Path, without: set[str]) -> float:
                 status,
                 (time.perf_counter() - started) * 1000,
                 rate_limit=parse_rate_limit_headers(headers),
-                body_problem=_body_problem(BODY),
+                body_problem=_body_problem(body),
             )
 
     async def run(journal_dir: Path, null: TextIO) -> float:
