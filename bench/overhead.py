@@ -1,24 +1,31 @@
-"""What this tool adds to each request, with the HTTP taken out.
+"""What this tool adds to each request: with the HTTP taken out, or beside a bare loop.
 
     .venv/bin/python bench/overhead.py [--rows 20000] [--rounds 5] [--without journal,logs]
+                                       [--http]
 
 The real run (reader thread, validation, bounded queue, workers, pacer, health, report)
-with its SQLite journal and JSON row logs (to /dev/null), over generated rows, but with
-a client that answers every request at once with the sandbox's 201: the same rate-limit
-headers and body, parsed as the real client parses them. So the figure is the tool's own
-CPU per row, the part that `throughput.py` compares with a bare aiohttp loop, without
-the noise of a server and a network. `--without journal` or `--without logs` takes a
-piece out to show what it costs.
+with its SQLite journal and JSON row logs (to /dev/null), over generated rows. By
+default its client answers every request at once with the sandbox's 201: the same
+rate-limit headers and body, parsed as the real client parses them. So the figure is the
+tool's own CPU per row, the part that `throughput.py` compares with a bare aiohttp loop,
+without the noise of a server and a network. `--without journal` or `--without logs`
+takes a piece out to show what it costs.
 
-CPU is `time.process_time()` around the run (all threads, start-up left out); the figure
-is the minimum over the rounds, each in a fresh process. Not a test of speed: a gauge
-for changes to the per-row path.
+`--http` sends for real instead, with the real client, to a sandbox in its own process,
+and alternates each round with `throughput.py`'s bare aiohttp loop timed the same way:
+how far the run, with the pieces left in, is from the bare loop when start-up is left
+out of both.
+
+CPU is `time.process_time()` from the first row to the last answer (all threads,
+start-up and imports left out); each figure is the minimum over the rounds, each in a
+fresh process. Not a test of speed: a gauge for changes to the per-row path.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -27,21 +34,24 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from common import NEVER_BINDING_LIMIT, ROOT, TS, write_generated_csv
+from common import NEVER_BINDING_LIMIT, ROOT, TS, SandboxProcess, write_generated_csv
 
 PIECES = ("journal", "logs")
+CONCURRENCY = 32
 
 
-def _one_round(rows: Path, without: set[str]) -> float:
-    """In this process: run once and return CPU seconds per row."""
+def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
+    """In this process: run once and return CPU seconds per row (sent to `base_url` with
+    the keys in DD_API_KEY and DD_APP_KEY, or answered at once when it is None)."""
     from multidict import CIMultiDict, CIMultiDictProxy
 
     from worker import aio, logs
-    from worker.client import Kind, Reply, _body_problem, classify_status
+    from worker.client import Client, Kind, Reply, _body_problem, classify_status
+    from worker.config import Credentials, Secret
     from worker.journal import Ledger, MemoryLedger, SqliteJournal
     from worker.observe import RunObserver
     from worker.pacer import Pacer, parse_rate_limit_headers
-    from worker.reader import ReaderOptions, open_inputs
+    from worker.reader import ReaderOptions, RowStream, open_inputs
     from worker.report import Report
     from worker.rows import Row
     from worker.runner import Fanout, RetryPolicy, Run, RunSettings
@@ -87,21 +97,66 @@ def _one_round(rows: Path, without: set[str]) -> float:
         fanout = Fanout(observers)
         with open_inputs([str(rows)], ReaderOptions()) as stream:
             started = time.process_time()
-            await Run(
-                iter(stream),
-                client=AnsweringClient(),  # type: ignore[arg-type]
-                pacer=Pacer(rate=None, on_pause=fanout.paused),
-                ledger=ledger,
-                observer=fanout,
-                settings=RunSettings(32, RetryPolicy()),
-            ).execute()
+            if base_url is None:
+                await _run(stream, AnsweringClient(), fanout, ledger)
+            else:
+                keys = Credentials(
+                    Secret(os.environ["DD_API_KEY"]), Secret(os.environ["DD_APP_KEY"])
+                )
+                async with Client(base_url, keys, concurrency=CONCURRENCY, timeout_s=30) as real:
+                    await _run(stream, real, fanout, ledger)
             ledger.close(report.as_dict())
             spent = time.process_time() - started
         assert report.created == report.rows_read, report.as_dict()
         return spent / report.created
 
+    async def _run(stream: RowStream, client: object, fanout: Fanout, ledger: Ledger) -> None:
+        await Run(
+            iter(stream),
+            client=client,  # type: ignore[arg-type]
+            pacer=Pacer(rate=None, on_pause=fanout.paused),
+            ledger=ledger,
+            observer=fanout,
+            settings=RunSettings(CONCURRENCY, RetryPolicy()),
+        ).execute()
+
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
         return aio.run(run(Path(tmp), null))
+
+
+def _round_in_child(rows: Path, without: str, sandbox: SandboxProcess | None) -> float:
+    """One round of ours in a fresh process: nothing warmed or grown by the last one."""
+    command = [sys.executable, __file__, "--round", str(rows), "--without", without]
+    env = None
+    if sandbox is not None:
+        sandbox.reset()
+        command += ["--base-url", sandbox.base_url]
+        env = {**os.environ, **sandbox.keys}
+    out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return float(out.stdout.split()[-1])
+
+
+def _bare_in_child(rows: Path, count: int, sandbox: SandboxProcess) -> float:
+    """One round of `throughput.py`'s bare aiohttp loop: its CPU per row, start-up left out."""
+    sandbox.reset()
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("throughput.py")), "--driver", "bare",
+         "--base-url", sandbox.base_url, "--input", str(rows),
+         "--concurrency", str(CONCURRENCY)],
+        cwd=ROOT, env={**os.environ, **sandbox.keys}, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    driven = json.loads(out.stdout)
+    if driven["answers"] != {"201": count}:
+        raise RuntimeError(f"the bare loop did not add every row: {driven['answers']}")
+    return float(driven["cpu_s"]) / count
+
+
+def _figures(name: str, figures: list[float]) -> str:
+    return (
+        f"{name}: {min(figures) * 1e6:.1f} us CPU per row (min of {len(figures)}; "
+        + ", ".join(f"{figure * 1e6:.1f}" for figure in figures)
+        + ")"
+    )
 
 
 def main() -> int:
@@ -109,33 +164,38 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--without", default="", help="journal,logs: pieces to take out")
+    parser.add_argument("--http", action="store_true", help="send for real, beside a bare loop")
     parser.add_argument("--round", dest="round_of", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     without = {piece for piece in args.without.split(",") if piece}
     if not without <= set(PIECES):
         parser.error(f"--without takes {', '.join(PIECES)}")
     if args.round_of:
-        print(_one_round(Path(args.round_of), without))
+        print(_one_round(Path(args.round_of), without, args.base_url))
         return 0
+    taken = f" without {', '.join(sorted(without))}" if without else ""
     with tempfile.TemporaryDirectory() as tmp:
         rows = write_generated_csv(Path(tmp) / "rows.csv", args.rows)
-        figures = []
-        for _ in range(args.rounds):
-            # A fresh process per round: nothing warmed or grown by the last one.
-            out = subprocess.run(
-                [sys.executable, __file__, "--round", str(rows), "--without", args.without],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            figures.append(float(out.split()[-1]) * 1e6)
-    taken = f" without {', '.join(sorted(without))}" if without else ""
+        if not args.http:
+            ours = [_round_in_child(rows, args.without, None) for _ in range(args.rounds)]
+            print(
+                f"{args.rows:,} rows, concurrency {CONCURRENCY}, a client that answers at once: "
+                + _figures(f"rum-playlist-ingest{taken}", ours)
+            )
+            return 0
+        ours, bare = [], []
+        with SandboxProcess("--rate-limit", NEVER_BINDING_LIMIT) as sandbox:
+            for _ in range(args.rounds):  # alternated, so both see the same machine
+                ours.append(_round_in_child(rows, args.without, sandbox))
+                if sandbox.responses(201) != args.rows:
+                    raise RuntimeError(f"ours did not add every row: {sandbox.state()['stats']}")
+                bare.append(_bare_in_child(rows, args.rows, sandbox))
     print(
-        f"{args.rows:,} rows, concurrency 32, a client that answers at once{taken}: "
-        f"{min(figures):.1f} us CPU per row (min of {args.rounds}; "
-        + ", ".join(f"{figure:.1f}" for figure in figures)
-        + ")"
+        f"{args.rows:,} rows, concurrency {CONCURRENCY}, loopback HTTP to a sandbox in its own "
+        f"process:\n  {_figures(f'rum-playlist-ingest{taken}', ours)}\n  "
+        f"{_figures('bare aiohttp loop', bare)}\n"
+        f"  ours / bare loop: {min(ours) / min(bare):.2f}"
     )
     return 0
 
