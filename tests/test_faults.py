@@ -256,6 +256,29 @@ async def test_systemic_5xx_aborts_after_the_window(
     assert aborted["reason"] == "nearly every request is failing"
 
 
+@pytest.mark.timeout(30)  # a guard, not a measure: without the fix this waits out --grace 300
+async def test_a_server_that_hangs_aborts_at_max_stall_without_waiting_out_grace(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await make_sandbox(faults=FaultConfig(hang=1.0))
+
+    ran = await ingest(
+        sandbox.base_url, tmp_path, 10, "--concurrency", "2",
+        "--max-stall", "1", "--timeout", "300", "--grace", "300",
+    )  # fmt: skip
+
+    assert ran.done.code == 3
+    (aborted,) = ran.done.events("aborted")
+    assert aborted["reason"] == "no progress"
+    # Only the first request goes out until its answer shows the limits; it hangs, is
+    # abandoned in flight, and is still a request sent, in the report as on the server.
+    assert ran.report["requests"] == sandbox.stats.requests == sandbox.stats.hung == 1
+    assert ran.report["not_attempted"] == 10
+    (abandoned,) = [e for e in ran.done.events("row") if e["attempts"] == 1]
+    assert "in flight" in abandoned["error"]
+    assert held(sandbox) == set()
+
+
 async def test_a_name_that_does_not_resolve_fails_its_rows(tmp_path: Path) -> None:
     """Few rows: each fails once its attempts are spent (exit 1). Past --abort-window
     requests the same failure aborts the run as systemic, as the next case shows."""

@@ -15,6 +15,7 @@ import functools
 import itertools
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -378,6 +379,9 @@ class Run:
             busy = any(hand.row is not None for hand in self._hands)
             if busy or not self._queue.empty():  # a slow input is no stall
                 self.request_stop(Stop.STALLED, f"no row finished in {limit:g} s")
+                # Nothing finished in all that time: a --grace for the requests in flight
+                # would only make the abort later than the user's --max-stall.
+                self._hurry.set()
                 return
             self._finished_at = loop.time()
 
@@ -407,8 +411,15 @@ class Run:
                 return self._unsent(row, state)
             reply: Reply | None = None
             state.sending = True
+            started = time.perf_counter()
             try:
                 reply = await self._client.add(row)
+            except asyncio.CancelledError:
+                # Abandoned at a stop, perhaps after the server had it: a request all the same.
+                state.attempts += 1
+                latency_ms = (time.perf_counter() - started) * 1000
+                self._observer.response(None, latency_ms, retry=state.attempts > 1)
+                raise
             finally:
                 self._pacer.settle(
                     ticket,
