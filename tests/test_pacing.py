@@ -11,6 +11,7 @@ directly with an injected clock.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -234,6 +235,21 @@ async def test_a_limit_that_never_lifts_ends_only_by_max_stall(
     assert held(sandbox) == set()
     (aborted,) = run.done.events("aborted")
     assert aborted["reason"] == "no progress"
+
+
+async def test_rate_is_a_ceiling_on_every_second(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
+    """--rate R: no second of the run, counted from any request, holds more than R + 1
+    (a bucket of a second's worth would let nearly 2R through in the first)."""
+    sandbox = await make_sandbox()  # a limit that never binds: only --rate paces
+    items = rows(16)
+
+    run = await ingest(sandbox, tmp_path, items, "--concurrency", "16", "--rate", "10")
+
+    assert_every_row_landed(sandbox, items, [run])
+    arrivals = sorted(request.at for request in sandbox.requests)
+    assert len(arrivals) == 16
+    busiest = max(bisect.bisect_left(arrivals, at + 1.0) - i for i, at in enumerate(arrivals))
+    assert busiest <= 10 + 1, arrivals
 
 
 # --- the parts on their own ------------------------------------------------------------

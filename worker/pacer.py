@@ -131,8 +131,13 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
 
 
 def user_bucket(rate: float) -> AsyncLimiter:
-    """`rate` requests per second, with bursts of at most one second's worth."""
-    return AsyncLimiter(rate, 1.0) if rate >= 1 else AsyncLimiter(1, 1.0 / rate)
+    """`rate` requests per second, evenly spaced: a bucket of one request.
+
+    Users read --rate as a ceiling on any second of the run. A bucket of a second's
+    worth starts empty (aiolimiter's bucket fills as requests are sent), so it lets a
+    full second's worth through at once and then the steady rate: nearly 2R in the first
+    second. With room for one, no second holds more than R + 1."""
+    return AsyncLimiter(1, 1.0 / rate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ not just what it reported."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -102,11 +103,14 @@ class LoggedRequest:
     header_names: tuple[str, ...]
     user_agent: str | None
     accept: str | None
+    at: float
+    """When it arrived, in `time.monotonic()` seconds: for checking a client's pace."""
 
     @classmethod
     def of(cls, request: web.BaseRequest) -> LoggedRequest:
         headers = request.headers
         return cls(
+            at=time.monotonic(),
             method=request.method,
             raw_path=request.rel_url.raw_path,
             query_string=request.rel_url.raw_query_string,
