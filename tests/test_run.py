@@ -4,6 +4,7 @@ Retries, 429s and refused keys are covered once, in test_faults.py and test_paci
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from collections.abc import Awaitable, Callable
@@ -15,19 +16,22 @@ import pytest
 from support import (
     API_KEY,
     APP_KEY,
+    COMMAND_TIMEOUT_S,
     KEYS,
     TS,
     assert_invariant,
+    finish,
     held,
     keyed_sandbox,
     keys_of,
     rows,
     run_cli,
+    start_cli,
     write_csv,
     write_ndjson,
 )
 
-from worker.sandbox import Sandbox
+from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
@@ -177,6 +181,8 @@ async def test_invalid_rows_are_counted_and_the_rest_go_through(
         ([], {"DD_API_KEY": API_KEY}, "missing Datadog keys"),
         (["--api-key-file", "/nonexistent/key"], {"DD_APP_KEY": APP_KEY}, "cannot read"),
         (["--shard", "3/3"], KEYS, "shard"),
+        (["--report", "/"], KEYS, "--report /: cannot write a report there"),
+        (["--report", "/dev/null/report.json"], KEYS, "--report /dev/null/report.json"),
     ],
 )
 async def test_bad_options_exit_2_before_any_request(
@@ -224,3 +230,35 @@ async def test_keys_never_appear_in_any_output(make_sandbox: MakeSandbox, tmp_pa
     outputs = [done.stdout, done.stderr, report.read_text(), dead.read_text()]
     assert "gone" in dead.read_text()
     assert not any(API_KEY in text or APP_KEY in text for text in outputs)
+
+
+async def test_a_report_that_cannot_be_written_at_the_end_is_logged_and_exits_1(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """Checked before the run, the report's directory can still go away during it: the
+    rows have landed, so the run says so and exits 1, with no traceback."""
+    # Each answer takes 250 ms: the run is still sending when its "start" event is read.
+    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(latency_ms=(250, 250)))
+    items = rows(4)
+    path = write_csv(tmp_path / "in.csv", items)
+    reports = tmp_path / "reports"
+    process = await start_cli(
+        *run_args(
+            sandbox, str(path), extra=("--concurrency", "1", "--report", str(reports / "r.json"))
+        ),
+        env=KEYS,
+    )
+    assert process.stderr is not None
+    first = await asyncio.wait_for(process.stderr.readline(), COMMAND_TIMEOUT_S)
+    assert b'"event":"start"' in first, first
+    reports.rename(tmp_path / "moved")
+    reports.write_text("a file where the report's directory was\n")
+    done = await finish(process)
+
+    assert done.code == 1
+    assert "Traceback" not in done.stderr
+    (problem,) = done.events("report_not_written")
+    assert problem["path"] == str(reports / "r.json")
+    assert done.summary["exit_code"] == 1
+    assert done.summary["created"] == 4
+    assert held(sandbox) == keys_of(items)

@@ -26,7 +26,14 @@ from worker import aio, logs
 from worker.client import Client, session_url, tls_context
 from worker.config import ConfigError, Credentials, Secret, base_url_for, load_credentials
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.journal import JournalError, Ledger, MemoryLedger, SqliteJournal, default_journal_path
+from worker.journal import (
+    JournalError,
+    Ledger,
+    MemoryLedger,
+    SqliteJournal,
+    default_journal_path,
+    done_before,
+)
 from worker.metrics import destination_from, statsd_from
 from worker.pacer import Pacer
 from worker.progress import live_console, make_progress
@@ -39,6 +46,7 @@ from worker.report import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     Report,
+    prepare_destination,
 )
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.runner import Fanout, RetryPolicy, Run, RunSettings, Stop
@@ -82,8 +90,16 @@ class Plan:
             load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
         )
         journal_path = None
-        if not (args.no_journal or args.dry_run):
+        if not args.no_journal:  # a dry run reads it, to show what a run would skip
             journal_path = Path(args.journal) if args.journal else default_journal_path(shard)
+        if args.report:
+            try:
+                prepare_destination(Path(args.report))
+            except OSError as exc:
+                raise ConfigError(
+                    f"--report {args.report}: cannot write a report there "
+                    f"({exc.strerror or exc}); name a file in a writable directory"
+                ) from None
         return cls(
             args=args,
             reader=ReaderOptions(
@@ -139,24 +155,42 @@ def ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
-    """Validate and print each request that would be sent; send nothing."""
-    report = Report()
-    observer = logs.LogObserver(log)
+    """Validate, and print each request a real run would send now; send nothing.
+
+    Rows a real run would skip are skipped here too: repeats within the input, and rows
+    the journal holds as done for this target (read, never claimed or written). Rows
+    that would be sent count as not attempted."""
     base_url = plan.base_url or "http://sandbox.invalid"
+    journal = None if plan.args.fresh else plan.journal_path
+    log.info(
+        "start",
+        target=base_url,
+        inputs=list(plan.args.inputs),
+        dry_run=True,
+        shard=str(plan.shard) if plan.shard else None,
+        journal=str(journal) if journal else None,
+    )
+    report = Report(dry_run=True)
+    observer = Fanout([report, logs.LogObserver(log)])
+    seen = MemoryLedger()  # as a run without a journal de-duplicates: in memory
     out = sys.stdout
-    for item in stream:
-        if not plan.owns(item):
-            continue
-        if isinstance(item, InvalidRow):
-            report.rejected(item)
-            observer.rejected(item)
-        else:
-            out.write(f"PUT {session_url(base_url, item)}\n")
-            report.outcome(Outcome(item, Result.NOT_ATTEMPTED))
-    code = EXIT_ROWS_FAILED if report.invalid else EXIT_OK
-    report.finish(code)
-    _finish(plan, report, log, dry_run=True)
-    return code
+    try:
+        with done_before(journal, base_url) as done:
+            for item in stream:
+                if not plan.owns(item):
+                    continue
+                if isinstance(item, InvalidRow):
+                    observer.rejected(item)
+                elif not seen.admit(item) or done(item.key):
+                    observer.outcome(Outcome(item, Result.SKIPPED))
+                else:
+                    out.write(f"PUT {session_url(base_url, item)}\n")
+                    report.outcome(Outcome(item, Result.NOT_ATTEMPTED))
+    except JournalError as exc:
+        log.error("cannot_start", error=str(exc))
+        return EXIT_CANNOT_START
+    report.finish(EXIT_ROWS_FAILED if report.invalid else EXIT_OK)
+    return _finish(plan, report, log)
 
 
 @contextlib.asynccontextmanager
@@ -203,7 +237,7 @@ async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[s
         live = live_console(args.progress, sys.stderr) is not None
         fanout = Fanout([ledger, report, logs.LogObserver(log, quiet=live), *sinks])
         try:
-            code = await _execute(
+            await _execute(
                 plan,
                 stream,
                 log,
@@ -228,8 +262,7 @@ async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[s
                 ledger.close(report.as_dict())
             except JournalError as exc:
                 log.error("journal_incomplete", error=str(exc))
-    _finish(plan, report, log, dry_run=False)
-    return code
+    return _finish(plan, report, log)
 
 
 async def _execute(
@@ -242,7 +275,8 @@ async def _execute(
     report: Report,
     base_url: str,
     credentials: Credentials,
-) -> int:
+) -> None:
+    """Send every row; the report is finished with the run's exit status."""
     args = plan.args
     log.info(
         "start",
@@ -297,7 +331,6 @@ async def _execute(
             not_attempted=report.not_attempted,
         )
     report.finish(code)
-    return code
 
 
 _ABORT_ADVICE = {
@@ -350,8 +383,21 @@ def _signals(run: Run, received: list[int], log: Logger, grace_s: float) -> Iter
             loop.remove_signal_handler(signum)
 
 
-def _finish(plan: Plan, report: Report, log: Logger, *, dry_run: bool) -> None:
-    summary = report.as_dict()
-    log.info("summary", dry_run=dry_run, **summary)
+def _finish(plan: Plan, report: Report, log: Logger) -> int:
+    """Write the report and log the summary; the exit status, 1 at least if the report
+    asked for could not be written (its directory was checked before the run, but a disk
+    can fill up)."""
     if plan.args.report:
-        report.write(Path(plan.args.report))
+        try:
+            report.write(Path(plan.args.report))
+        except OSError as exc:
+            log.error(
+                "report_not_written",
+                path=plan.args.report,
+                error=str(exc),
+                detail="the summary below holds the same figures",
+            )
+            report.exit_code = max(report.exit_code or 0, EXIT_ROWS_FAILED)
+    log.info("summary", **report.as_dict())
+    assert report.exit_code is not None
+    return report.exit_code

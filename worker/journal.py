@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -620,3 +620,28 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
         raise _journal_error(path, exc) from None
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def done_before(path: Path | None, target: str) -> Iterator[Callable[[RowKey], bool]]:
+    """Whether the journal at `path` holds a row as done for `target`: what a real run
+    would skip, for --dry-run. Read only, and the journal is not claimed, so a dry run
+    may look while a run works. No journal (or None: --fresh, --no-journal), or none for
+    this target, means nothing was done before.
+
+    Raises `JournalError` for a journal that cannot be read."""
+    if path is None or not path.is_file():
+        yield lambda _key: False
+        return
+    with reading(path) as conn:
+        found = conn.execute("SELECT id FROM targets WHERE url = ?", (target,)).fetchone()
+        if found is None:
+            yield lambda _key: False
+            return
+        target_id = found[0]
+
+        def done(key: RowKey) -> bool:
+            row = conn.execute(_LOOKUP, (target_id, *key)).fetchone()
+            return row is not None and row[0] in _DONE
+
+        yield done

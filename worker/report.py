@@ -7,6 +7,7 @@ those six results.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -41,6 +42,8 @@ class Report:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     exit_code: int | None = None
+    dry_run: bool = False
+    """Nothing was sent: the rows that would have been are the `not_attempted`."""
 
     @property
     def rows_read(self) -> int:
@@ -86,7 +89,7 @@ class Report:
         return EXIT_OK
 
     def as_dict(self) -> dict[str, object]:
-        """The contract's fields, in the contract's order, plus `paused_s`."""
+        """The contract's fields, in the contract's order, plus `paused_s` and `dry_run`."""
         return {
             "rows_read": self.rows_read,
             "invalid": self.invalid,
@@ -101,6 +104,7 @@ class Report:
             "elapsed_s": round(self.elapsed_s, 3),
             "exit_code": self.exit_code,
             "paused_s": round(self.paused_s, 3),
+            "dry_run": self.dry_run,
         }
 
     def write(self, path: Path) -> None:
@@ -111,3 +115,15 @@ class Report:
             json.dump(self.as_dict(), out, indent=2)
             out.write("\n")
         os.replace(tmp, path)
+
+
+def prepare_destination(path: Path) -> None:
+    """Check, before the run sends anything, that `Report.write` can put a report at
+    `path`: its directory is made, and a file is created there and removed, as `write`
+    will. Raises `OSError` (`IsADirectoryError` for a directory)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "it is a directory", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
