@@ -54,12 +54,13 @@ def test_the_sample_bad_rows_as_the_readme_shows_them() -> None:
     assert check(["sample_inputs/mixed_bad_rows.csv"]) == (1, MIXED_REPORT)
 
 
-def test_only_the_first_errors_are_printed() -> None:
-    status, output = check(["sample_inputs/mixed_bad_rows.csv"], max_errors=2)
+@pytest.mark.parametrize("max_errors", [2, 0])
+def test_only_the_first_errors_are_printed(max_errors: int) -> None:
+    status, output = check(["sample_inputs/mixed_bad_rows.csv"], max_errors=max_errors)
     assert status == 1
     assert output.splitlines() == [
-        *MIXED_REPORT.splitlines()[:2],
-        "... and 6 more invalid rows",
+        *MIXED_REPORT.splitlines()[:max_errors],
+        f"... and {8 - max_errors} more invalid rows",
         "sample_inputs/mixed_bad_rows.csv: 19 valid, 8 invalid",
     ]
 

@@ -177,6 +177,8 @@ async def test_invalid_rows_are_counted_and_the_rest_go_through(
     [
         (["--concurrency", "0"], KEYS, "--concurrency"),
         (["--rate", "-1"], KEYS, "--rate"),
+        (["--rate", "nan"], KEYS, "'nan' is not a positive finite number"),
+        (["--rate", "inf"], KEYS, "'inf' is not a positive finite number"),
         (["--site", "datadoghq.moon"], KEYS, "unknown Datadog site"),
         ([], {"DD_API_KEY": API_KEY}, "missing Datadog keys"),
         (["--api-key-file", "/nonexistent/key"], {"DD_APP_KEY": APP_KEY}, "cannot read"),

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
+from support import run_cli
 from yarl import URL
 
 from worker.sandbox import FaultConfig, Sandbox, SandboxConfig, parse_rate_limit
@@ -654,6 +655,14 @@ def test_options_become_a_config() -> None:
 def test_bad_options_say_which(argv: list[str], option: str) -> None:
     with pytest.raises(ValueError, match=option):
         config_from_args(parse(*argv), env={})
+
+
+async def test_a_bad_value_shows_the_sandbox_commands_own_usage() -> None:
+    done = await run_cli("sandbox", "--rate-limit", "fast")
+
+    assert done.code == 2
+    assert done.stderr.startswith("usage: rum-playlist-ingest sandbox ")
+    assert "--rate-limit: rate limit 'fast' is not LIMIT/PERIOD" in done.stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

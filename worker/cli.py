@@ -34,10 +34,15 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    value = _bounded(float, 0, "a positive number")(text)
+    what = "a positive finite number"
+    value = _bounded(float, 0, what)(text)
     if value == 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive finite number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    return int(_bounded(int, 0, "a whole number of 0 or more")(text))
 
 
 def non_negative_float(text: str) -> float:
@@ -206,11 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check the inputs; send nothing")
     _add_input_options(validate)
     validate.add_argument(
-        "--max-errors", type=positive_int, default=20, help="errors to show (default: %(default)s)"
+        "--max-errors",
+        type=non_negative_int,
+        default=20,
+        help="errors to show; 0 for the counts alone (default: %(default)s)",
     )
 
     sandbox = commands.add_parser("sandbox", help="serve a local Datadog-compatible API")
     sandbox_cli.add_arguments(sandbox)
+    sandbox.set_defaults(error=sandbox.error)  # a bad value shows the sandbox's usage
 
     from worker import status
 
@@ -237,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             config = sandbox_cli.config_from_args(args)
         except ValueError as exc:
-            parser.error(str(exc))
+            args.error(str(exc))
         return aio.run(sandbox_cli.serve(config, args.host, args.port))
     from worker import status
 
