@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import logging
 import os
 import pty
+import random
 import re
 import struct
 import subprocess
 import sys
 import termios
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from fcntl import ioctl
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +27,11 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
-from worker.progress import Gauge, make_progress
+from worker.progress import Gauge, Position, Source, make_progress
+from worker.reader import Owns, ReaderOptions, Reading, open_inputs
 from worker.report import Report
+from worker.rows import InvalidRow, Outcome, Result, Row
+from worker.shard import Shard
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -41,24 +49,102 @@ class Counters:
     elapsed_s: float = 0.0
 
 
-def test_total_is_estimated_from_the_bytes_read() -> None:
-    counters = Counters(rows_read=1_000, elapsed_s=10.0, rate_limited=2, paused_s=3.0)
-    snapshot = Gauge(counters, lambda: (250, 1_000)).read()
-    assert snapshot.rows_total == 4_000
-    assert snapshot.rows_per_s == 100.0
-    assert snapshot.eta_s == 30.0
-    assert snapshot.fields()["percent"] == 25.0
+def reading(
+    rows: int,
+    bytes_read: int,
+    bytes_total: int | None,
+    *,
+    ended: bool = False,
+    then: tuple[int, int] = (0, 0),
+) -> Callable[[], Reading]:
+    """A reader that stays where it is: `then` is (rows, bytes) at its last refill."""
+    return lambda: Reading(rows, bytes_read, bytes_total, ended, *then)
 
 
-def test_without_a_known_size_there_is_a_pace_but_no_total() -> None:
-    counters = Counters(rows_read=500, elapsed_s=5.0)
-    snapshot = Gauge(counters, lambda: (12_345, None)).read()
-    assert (snapshot.rows_total, snapshot.eta_s, snapshot.rows_per_s) == (None, None, 100.0)
+@pytest.mark.parametrize(
+    ("source", "total", "exact", "percent", "eta_s"),
+    [
+        pytest.param(
+            # 100 rows done at 10 rows/s; the reader has read 2,000 rows and 128 KiB of
+            # 200 KB, and had read 1,000 rows in the first 50 KB.
+            reading(2_000, 131_072, 200_000, then=(1_000, 50_000)),
+            4_000,
+            False,
+            2.5,
+            390.0,
+            id="reader-far-ahead: rows read per byte, not rows done",
+        ),
+        pytest.param(
+            # The demo: one buffer holds the whole 18 KB input before a refill has shown
+            # how many rows a byte holds. Rows done per byte read gave 100 of ~100, 100%.
+            reading(256, 18_448, 18_448),
+            None,
+            False,
+            None,
+            None,
+            id="whole-input-in-one-buffer: no total yet, never 100%",
+        ),
+        pytest.param(
+            reading(300, 18_448, 18_448, ended=True),
+            300,
+            True,
+            33.3,
+            20.0,
+            id="end-of-input: the rows read, exactly",
+        ),
+        pytest.param(
+            # The ratio measured earlier says 1,500, but 2,000 rows have been read already.
+            reading(2_000, 190_000, 200_000, then=(1_000, 133_333)),
+            2_000,
+            False,
+            5.0,
+            190.0,
+            id="estimate-below-rows-read: rows read",
+        ),
+        pytest.param(
+            reading(2_000, 131_072, None, then=(1_000, 50_000)),
+            None,
+            False,
+            None,
+            None,
+            id="unknown-size: no total",
+        ),
+        pytest.param(
+            reading(2_000, 131_072, None, ended=True),
+            2_000,
+            True,
+            5.0,
+            190.0,
+            id="unknown-size-read-to-the-end: the rows read, exactly",
+        ),
+        pytest.param(
+            lambda: (250, 1_000),
+            None,
+            False,
+            None,
+            None,
+            id="bytes-only-source: rows read unknown, so no total",
+        ),
+    ],
+)
+def test_total_comes_from_the_rows_read_and_percent_from_the_rows_done(
+    source: Source | Position,
+    total: int | None,
+    exact: bool,
+    percent: float | None,
+    eta_s: float | None,
+) -> None:
+    counters = Counters(rows_read=100, elapsed_s=10.0)
+    snapshot = Gauge(counters, source).read()
+    fields = snapshot.fields()
+    assert (snapshot.rows_total, snapshot.rows_total_exact) == (total, exact)
+    assert (fields["percent"], fields["eta_s"]) == (percent, eta_s)
+    assert snapshot.rows_per_s == 10.0  # the pace is always there, from the rows done
 
 
 def test_pace_follows_the_last_half_minute() -> None:
     counters = Counters()
-    gauge = Gauge(counters, lambda: (0, None))
+    gauge = Gauge(counters, reading(0, 0, None))
     for second in range(0, 61, 5):
         # 100 rows/s for the first 30 s (a rerun skipping done rows), then 10 rows/s.
         counters.elapsed_s = second
@@ -92,7 +178,7 @@ async def test_off_a_terminal_progress_is_a_log_event(enabled: bool | None) -> N
     out, seen = io.StringIO(), asyncio.Event()
     progress = make_progress(
         report,
-        lambda: (300, 1_200),
+        reading(64, 300, 1_200, then=(32, 300)),
         enabled=enabled,
         stream=io.StringIO(),  # not a terminal
         logger=json_logger(out, seen),
@@ -103,28 +189,40 @@ async def test_off_a_terminal_progress_is_a_log_event(enabled: bool | None) -> N
     event = json.loads(out.getvalue().splitlines()[0])
     assert event["event"] == "progress"
     assert event["level"] == "info"
-    assert {k: event[k] for k in ("rows_done", "rows_total_est", "failed", "rate_limited")} == {
+    fields = ("rows_done", "rows_read", "rows_total_est", "rows_total_exact", "percent")
+    assert {k: event[k] for k in (*fields, "failed", "rate_limited", "bytes_done")} == {
         "rows_done": 32,
+        "rows_read": 64,
         "rows_total_est": 128,
+        "rows_total_exact": False,
+        "percent": 25.0,
         "failed": 2,
         "rate_limited": 1,
+        "bytes_done": 300,
     }
-    assert {"rows_per_s", "eta_s", "paused_s", "percent", "elapsed_s"} <= event.keys()
+    assert {"rows_per_s", "eta_s", "paused_s", "elapsed_s", "bytes_total"} <= event.keys()
 
 
-async def test_progress_can_be_forced_onto_a_stream_that_is_no_terminal() -> None:
+@pytest.mark.parametrize(
+    ("ended", "shown"),
+    [(False, "7 of ~70 rows (10%)"), (True, "7 of 70 rows (10%)")],
+    ids=["estimated", "exact"],
+)
+async def test_progress_can_be_forced_onto_a_stream_that_is_no_terminal(
+    ended: bool, shown: str
+) -> None:
     stream, out = io.StringIO(), io.StringIO()
     report = Report(created=7)
     progress = make_progress(
         report,
-        lambda: (70, 700),
+        reading(70, 700, 700, ended=ended, then=(60, 600)),
         enabled=True,
         stream=stream,
         logger=json_logger(out, asyncio.Event()),
     )
     async with progress:
         pass
-    assert "7 of ~70 rows (10%)" in ANSI.sub("", stream.getvalue())
+    assert shown in ANSI.sub("", stream.getvalue())
     assert out.getvalue() == ""
 
 
@@ -132,14 +230,17 @@ CHILD = """
 import asyncio, sys
 import structlog
 from worker.progress import make_progress
+from worker.reader import Reading
 from worker.report import Report
 
 async def main() -> None:
     report = Report()
     position = [0]
     progress = make_progress(
-        report, lambda: (position[0], 2_000), enabled=None, stream=sys.stderr,
-        logger=structlog.get_logger(), refresh_s=0.01,
+        report,
+        # The reader 100 rows ahead of the workers; a row a byte, 2,000 bytes.
+        lambda: Reading(position[0] + 100, position[0] + 100, 2_000, False, *[position[0]] * 2),
+        enabled=None, stream=sys.stderr, logger=structlog.get_logger(), refresh_s=0.01,
     )
     async with progress:
         for step in range(1, 21):
@@ -180,7 +281,7 @@ def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
     text = ANSI.sub("", screen)
     assert "\x1b[" in screen  # drawn in place with escape sequences, not printed as lines
     final = text.replace("\r", "\n").splitlines()
-    assert any("ingest" in line and "1,003 of ~2,006 rows (50%)" in line for line in final)
+    assert any("ingest" in line and "1,003 of ~2,000 rows (50%)" in line for line in final)
     assert "rows/s" in text
     assert "ETA" in text
     assert "429s: 2, paused 0:00:04" in text
@@ -214,3 +315,133 @@ def read_until_closed(fd: int) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode(errors="replace")
+
+
+ROWS = 20_000
+TS = 1_704_067_200_000
+
+
+def csv_lines(count: int, seed: int) -> list[str]:
+    """`count` data rows with random sessions (so gzip compresses them as it would real
+    ones); every 50th has a bad ts, so invalid rows are read and done like the others."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(count):
+        ts = "yesterday" if i % 50 == 49 else str(TS + i)
+        lines.append(f"{rng.randint(1, 9_999)},{uuid.UUID(int=rng.getrandbits(128))},{ts}\n")
+    return lines
+
+
+def write_csv(path: Path, count: int, seed: int = 0) -> str:
+    text = "playlist_id,session_id,ts\n" + "".join(csv_lines(count, seed))
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+def write_ndjson(path: Path, count: int) -> str:
+    keys = ("playlist_id", "session_id", "ts")
+    objects = (
+        dict(zip(keys, line.rstrip().split(","), strict=True)) for line in csv_lines(count, 0)
+    )
+    path.write_text("".join(json.dumps(item) + "\n" for item in objects))
+    return str(path)
+
+
+def shard_owns(shard: Shard) -> Owns:
+    """What `--shard` makes of a row, as `worker.ingest.Plan.owns` does."""
+
+    def owns(item: Row | InvalidRow) -> bool:
+        if isinstance(item, Row):
+            return shard.owns(item.key)
+        return shard.owns_line(item.source, item.line)
+
+    return owns
+
+
+@dataclass(frozen=True)
+class Inputs:
+    paths: list[str]
+    owns: Owns | None = None
+
+
+INPUTS: dict[str, Callable[[Path], Inputs]] = {
+    "csv": lambda tmp: Inputs([write_csv(tmp / "rows.csv", ROWS)]),
+    "csv.gz (compressed bytes)": lambda tmp: Inputs([write_csv(tmp / "rows.csv.gz", ROWS)]),
+    "ndjson": lambda tmp: Inputs([write_ndjson(tmp / "rows.ndjson", ROWS)]),
+    "two files": lambda tmp: Inputs(
+        [write_csv(tmp / "a.csv", 12_000, seed=1), write_csv(tmp / "b.csv", 8_000, seed=2)]
+    ),
+    "shard 1/3 (this run's rows of those read)": lambda tmp: Inputs(
+        [write_csv(tmp / "rows.csv", ROWS)], owns=shard_owns(Shard(1, 3))
+    ),
+}
+
+
+def account(report: Report, items: list[Row | InvalidRow]) -> None:
+    """What the run makes of rows: each one done, invalid ones as invalid, and every 10th
+    line skipped (done by an earlier run), as the report counts them."""
+    for item in items:
+        if isinstance(item, InvalidRow):
+            report.rejected(item)
+        elif item.line % 10 == 0:
+            report.outcome(Outcome(item, Result.SKIPPED))
+        else:
+            report.outcome(Outcome(item, Result.CREATED, 201))
+
+
+@pytest.mark.parametrize("make", INPUTS.values(), ids=INPUTS.keys())
+def test_the_real_reader_far_ahead_of_the_workers_gives_a_sane_estimate_then_the_exact_total(
+    make: Callable[[Path], Inputs], tmp_path: Path
+) -> None:
+    inputs = make(tmp_path)
+    ours = inputs.owns or (lambda _: True)
+    with open_inputs(inputs.paths, ReaderOptions(), owns=inputs.owns) as stream:
+        report = Report()
+        gauge = Gauge(report, stream.reading)
+        items = iter(stream)
+        read = [item for item in islice(items, ROWS // 2) if ours(item)]
+        read_ahead, done_ahead = len(read), len(read) // 4
+        account(report, read[:done_ahead])  # the workers far behind the reader
+
+        ahead = gauge.read()
+
+        read += [item for item in items if ours(item)]
+        end = gauge.read()
+        account(report, read[done_ahead:])
+        done = gauge.read()
+
+    total = len(read)
+    assert (ahead.rows_done, ahead.rows_read, ahead.rows_total_exact) == (
+        done_ahead,
+        read_ahead,
+        False,
+    )
+    # Halfway, rows per byte so far are within 1% of the input's (the shard's share too).
+    assert ahead.rows_total == pytest.approx(total, rel=0.01)
+    assert ahead.fields()["percent"] == pytest.approx(100 * done_ahead / total, rel=0.01, abs=0.1)
+    assert (end.rows_total, end.rows_total_exact, end.rows_done) == (total, True, done_ahead)
+    assert end.fields()["percent"] == round(100 * done_ahead / total, 1)
+    assert (done.rows_done, done.fields()["percent"], done.eta_s) == (total, 100.0, 0.0)
+    assert done.invalid == sum(isinstance(item, InvalidRow) for item in read) > 0
+    assert report.skipped > 0
+
+
+def test_standard_input_has_no_total_until_it_has_been_read_to_the_end() -> None:
+    data = ("playlist_id,session_id,ts\n" + "".join(csv_lines(ROWS, 0))).encode()
+    with open_inputs(["-"], ReaderOptions(), stdin=io.BytesIO(data)) as stream:
+        report = Report()
+        gauge = Gauge(report, stream.reading)
+        items = iter(stream)
+        account(report, list(islice(items, ROWS // 2)))
+        halfway = gauge.read()
+        rest = list(items)
+        end = gauge.read()
+
+    assert (halfway.rows_total, halfway.fields()["percent"], halfway.eta_s) == (None, None, None)
+    assert halfway.bytes_total is None
+    assert (end.rows_total, end.rows_total_exact) == (ROWS, True)
+    assert end.fields()["percent"] == 50.0
+    assert len(rest) == ROWS // 2

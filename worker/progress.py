@@ -6,7 +6,11 @@ Both forms show the same figures (`Snapshot`): rows done of the estimated total,
 second over the last half minute, 429s and time paused, failures, and the time left.
 
 The total is estimated, because only the input's size in bytes is known in advance (and
-only for regular files): rows done per byte read so far, times the bytes in the input.
+only for regular files): rows read per byte read so far, times the bytes in the input.
+Rows read, not rows done: the reader runs ahead of the workers (the whole input, when it
+is small), so rows done per byte read would put the total at the rows done, and show
+100% while rows remain. Once the reader has reached the end, the total is exact: the
+rows it read. Percent and time left are rows done against that total.
 """
 
 from __future__ import annotations
@@ -26,8 +30,14 @@ from rich.progress import Progress as RichProgress
 from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
+from worker.reader import Reading
+
+Source = Callable[[], Reading]
+"""How far the reader has got: `worker.reader.RowStream.reading`."""
+
 Position = Callable[[], tuple[int, int | None]]
-"""(bytes read so far, bytes in all the inputs or None when not known in advance)."""
+"""(bytes read so far, bytes in all the inputs or None when not known in advance): a
+source that does not count rows (`RowStream.position`), so one that gives no total."""
 
 RATE_WINDOW_S = 30.0
 """Rows per second are measured over this much recent time: long enough to smooth out a
@@ -35,7 +45,10 @@ pause, short enough to follow a change of pace (a rerun skips done rows far fast
 
 
 class Counters(Protocol):
-    """What progress reads of the run's account; `worker.report.Report` provides it."""
+    """What progress reads of the run's account; `worker.report.Report` provides it.
+
+    Its `rows_read` are the rows done: every row with a result (skipped and invalid ones
+    too), which is what the report calls read once the run is over."""
 
     @property
     def rows_read(self) -> int: ...
@@ -56,8 +69,13 @@ class Snapshot:
     """The figures of one moment of the run."""
 
     rows_done: int
+    rows_read: int
+    """Rows the reader has handed out: at least the rows done, often far more."""
     rows_total: int | None
-    """Estimated from the bytes read; None until the input's size and a first row are known."""
+    """Estimated from the rows and bytes read; None until the input's size and some rows
+    are known, unless the reader has reached the end."""
+    rows_total_exact: bool
+    """The reader has reached the end: `rows_total` is the rows read, not an estimate."""
     bytes_done: int
     bytes_total: int | None
     rows_per_s: float | None
@@ -75,7 +93,9 @@ class Snapshot:
             percent = round(100 * self.rows_done / self.rows_total, 1)
         return {
             "rows_done": self.rows_done,
+            "rows_read": self.rows_read,
             "rows_total_est": self.rows_total,
+            "rows_total_exact": self.rows_total_exact,
             "percent": percent,
             "rows_per_s": _round(self.rows_per_s, 1),
             "eta_s": _round(self.eta_s, 0),
@@ -94,31 +114,35 @@ def _round(value: float | None, digits: int) -> float | None:
 
 
 class Gauge:
-    """Turns the counters and the position into snapshots, keeping the recent history the
-    rate needs. Time is the run's own elapsed time, so the report and progress agree."""
+    """Turns the counters and the reader's progress into snapshots, keeping the recent
+    history the rate needs. Time is the run's own elapsed time, so the report and progress
+    agree."""
 
-    def __init__(self, counters: Counters, position: Position) -> None:
+    def __init__(self, counters: Counters, source: Source | Position) -> None:
         self._counters = counters
-        self._position = position
+        self._source = source
         # Nothing is done when the run starts: the first rate is measured from there.
         self._history: deque[tuple[float, int]] = deque([(0.0, 0)])
 
     def read(self) -> Snapshot:
         c = self._counters
-        now, rows = c.elapsed_s, c.rows_read
-        bytes_done, bytes_total = self._position()
-        rate = self._rate(now, rows)
-        total = None
-        if bytes_total is not None and bytes_done > 0 and rows > 0:
-            total = max(rows, round(rows * bytes_total / bytes_done))
+        now, done = c.elapsed_s, c.rows_read
+        reading = self._source()
+        if not isinstance(reading, Reading):
+            reading = Reading(0, *reading, ended=False)  # rows unknown: no total
+        rate = self._rate(now, done)
+        rows_read = max(reading.rows, done)
+        total = _total(reading, rows_read)
         eta = None
         if total is not None and rate:
-            eta = (total - rows) / rate
+            eta = (total - done) / rate
         return Snapshot(
-            rows_done=rows,
+            rows_done=done,
+            rows_read=rows_read,
             rows_total=total,
-            bytes_done=bytes_done,
-            bytes_total=bytes_total,
+            rows_total_exact=reading.ended,
+            bytes_done=reading.bytes_read,
+            bytes_total=reading.bytes_total,
             rows_per_s=rate,
             eta_s=eta,
             rate_limited=c.rate_limited,
@@ -135,6 +159,16 @@ class Gauge:
             history.popleft()
         then, rows_then = history[0]
         return (rows - rows_then) / (now - then) if now > then else None
+
+
+def _total(reading: Reading, rows_read: int) -> int | None:
+    """The rows the run will have read at the end: exact once the reader is there, else
+    rows per byte (as measured at the last refill) times the input's bytes."""
+    if reading.ended:
+        return rows_read
+    if reading.bytes_total is None or reading.rows_then == 0 or reading.bytes_then == 0:
+        return None
+    return max(rows_read, round(reading.rows_then * reading.bytes_total / reading.bytes_then))
 
 
 class Display(Protocol):
@@ -206,7 +240,8 @@ class _Texts:
         done = f"{s.rows_done:,} rows"
         if s.rows_total:
             percent = 100 * s.rows_done / s.rows_total
-            done = f"{s.rows_done:,} of ~{s.rows_total:,} rows ({percent:.0f}%)"
+            about = "" if s.rows_total_exact else "~"
+            done = f"{s.rows_done:,} of {about}{s.rows_total:,} rows ({percent:.0f}%)"
         pauses = f"429s: {s.rate_limited:,}, paused {_duration(s.paused_s)}"
         if s.rate_limited:
             pauses = f"[yellow]{pauses}[/]"
@@ -297,7 +332,7 @@ def live_console(enabled: bool | None, stream: TextIO) -> Console | None:
 
 def make_progress(
     counters: Counters,
-    position: Position,
+    source: Source | Position,
     *,
     enabled: bool | None,
     stream: TextIO,
@@ -306,8 +341,9 @@ def make_progress(
     refresh_s: float = 0.5,
 ) -> Progress:
     """The live display on `stream`, redrawn every `refresh_s`, when `live_console` says
-    so; otherwise a `progress` event every `interval_s` seconds."""
-    gauge = Gauge(counters, position)
+    so; otherwise a `progress` event every `interval_s` seconds. `source` is the stream's
+    `reading`; its `position` (bytes only) gives rows done and pace but no total."""
+    gauge = Gauge(counters, source)
     console = live_console(enabled, stream)
     if console is not None:
         return Progress(gauge, LiveDisplay(console), interval_s=refresh_s)

@@ -46,7 +46,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from itertools import islice
+from itertools import chain, islice
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -68,6 +68,7 @@ _LIMIT = MAX_LINE_BYTES + 1
 _SNIFF_BYTES = 8192
 _BUFFER_BYTES = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_PIECE_BYTES = 2048
 _SHOWN_ERRORS = 3
 _DELIMITERS = (",", "\t", ";", "|")
 _TSV_DELIMITERS = ("\t", ",", ";", "|")
@@ -497,21 +498,54 @@ def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row 
 
 
 class _ByteCounter(io.RawIOBase):
-    """Counts the raw (for gzip: compressed) bytes read, for the progress display."""
+    """Counts the raw (for gzip: compressed) bytes read, for the progress display.
+
+    The buffer above reads only once it has handed out what it held, so `before_read`
+    (for plain text) is told the count when it matches the rows parsed, to within a line.
+    In between, the count runs up to a buffer (64 KiB) ahead: all of a small input."""
 
     def __init__(self, raw: Readable) -> None:
         super().__init__()
         self._raw = raw
         self.count = 0
+        self.before_read: Callable[[int], None] | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer, /) -> int | None:
+        if self.before_read is not None:
+            self.before_read(self.count)
         read = self._raw.readinto(buffer)
         if read:
             self.count += read
         return read
+
+
+class _GzipFeed:
+    """The compressed bytes handed to gzip, counted as `_ByteCounter` counts raw ones.
+
+    Gzip asks for more once it has decompressed and handed out what it was given, so
+    `before_read` is told a count that matches the rows parsed; the raw count is up to a
+    buffer ahead of it. Pieces of 2 KiB, not the 8 KiB gzip asks for: of a large piece it
+    keeps back what would decompress past its 8 KiB output, about 4 KiB of bytes counted
+    but not parsed. Small pieces seldom leave any, at no measurable cost."""
+
+    def __init__(self, stream: io.BufferedReader[_ByteCounter]) -> None:
+        self._stream = stream
+        self.count = 0
+        self.before_read: Callable[[int], None] | None = None
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self.before_read is not None:
+            self.before_read(self.count)
+        data = self._stream.read(_GZIP_PIECE_BYTES if size < 0 else min(size, _GZIP_PIECE_BYTES))
+        self.count += len(data)
+        return data
+
+    def seek(self, offset: int, /) -> int:
+        """Gzip seeks only to go back, which a run never does (and a pipe could not)."""
+        raise io.UnsupportedOperation("seek")
 
 
 @dataclass(frozen=True)
@@ -539,7 +573,8 @@ def _spec(path: str, fmt: str | None) -> _Spec:
 
 
 class _Opened:
-    """An open input: the byte counter under it, and the rows read from it."""
+    """An open input: the byte counter under it, and the rows read from it. `parsed`
+    counts the bytes as far as the parser has got (see `_ByteCounter`, `_GzipFeed`)."""
 
     def __init__(self, spec: _Spec, stdin: Readable | None, validator: Validator) -> None:
         self.size: int | None = None
@@ -564,6 +599,7 @@ class _Opened:
             if spec.path is not None and stat.S_ISREG(status.st_mode):
                 self.size = status.st_size
         self.counter = _ByteCounter(raw)
+        self.parsed: _ByteCounter | _GzipFeed = self.counter
         self._buffered = io.BufferedReader(self.counter, _BUFFER_BYTES)
         self._stream: io.BufferedReader[_ByteCounter] | gzip.GzipFile = self._buffered
         try:
@@ -583,7 +619,8 @@ class _Opened:
         """The first bytes of text, once gzip is recognised, a BOM skipped and binary refused."""
         try:
             if self._buffered.peek(2)[:2] == _GZIP_MAGIC:
-                self._stream = gzip.GzipFile(fileobj=self._buffered, mode="rb")
+                self.parsed = _GzipFeed(self._buffered)
+                self._stream = gzip.GzipFile(fileobj=self.parsed, mode="rb")
             head = self._stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
             if head.startswith(codecs.BOM_UTF8):
                 self._stream.read(len(codecs.BOM_UTF8))
@@ -650,22 +687,55 @@ def _check(spec: _Spec, stdin: Readable | None, validator: Validator) -> _Input:
     return _Input(spec, opened.size)
 
 
+Owns = Callable[[Row | InvalidRow], bool]
+"""Whether a row is this run's (`--shard`): only those are counted as read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How far the reader has got, for the progress estimate (`RowStream.reading`).
+
+    `rows` and `bytes_read` are not read at the same moment of parsing (the bytes run up
+    to a buffer ahead), so the rows per byte come from `rows_then` and `bytes_then`,
+    taken together when a buffer was last refilled."""
+
+    rows: int
+    """This run's rows handed out so far (with `owns`, only the rows it owns)."""
+    bytes_read: int
+    bytes_total: int | None
+    ended: bool
+    """Every input has been read to its end: `rows` is the run's total."""
+    rows_then: int = 0
+    bytes_then: int = 0
+
+
 class RowStream:
     """The rows of all inputs in order; a context manager that closes every file.
 
     Iterate it once, from one thread at a time (it never touches an event loop, so a
-    worker thread can pull chunks); `position` may be called from any thread.
+    worker thread can pull chunks); `position` and `reading` may be called from any thread.
     """
 
-    def __init__(self, inputs: list[_Input], stdin: Readable | None, validator: Validator) -> None:
+    def __init__(
+        self,
+        inputs: list[_Input],
+        stdin: Readable | None,
+        validator: Validator,
+        owns: Owns | None = None,
+    ) -> None:
         self._inputs = inputs
         self._stdin = stdin
         self._validator = validator
+        self._owns = owns
         sizes = [item.size for item in inputs]
         self._total = None if None in sizes else sum(size or 0 for size in sizes)
         self._rows: Generator[Row | InvalidRow] | None = None
         self._current: _ByteCounter | None = None
         self._done = 0
+        # Written by the reading thread only; each is one assignment, so read whole.
+        self._rows_read = 0
+        self._then = (0, 0)
+        self._ended = False
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -678,17 +748,26 @@ class RowStream:
         return self._rows
 
     def _all_rows(self) -> Generator[Row | InvalidRow]:
+        owns = self._owns
         for item in self._inputs:
             opened = item.held or _Opened(item.spec, self._stdin, self._validator)
             head, item.head, item.held = item.head, [], None
+            opened.parsed.before_read = self._parsed
             self._current = opened.counter
             try:
-                yield from head
-                yield from opened.rows
+                for row in chain(head, opened.rows):
+                    if owns is None or owns(row):
+                        self._rows_read += 1
+                    yield row
             finally:
                 opened.close()
                 self._current = None
                 self._done += opened.counter.count if item.size is None else item.size
+        self._ended = True
+
+    def _parsed(self, count: int) -> None:
+        """The rows and bytes read so far, at a moment when they match (`_Opened.parsed`)."""
+        self._then = (self._rows_read, self._done + count)
 
     def position(self) -> tuple[int, int | None]:
         """(raw bytes consumed, total bytes or None when an input is stdin or a pipe).
@@ -696,6 +775,13 @@ class RowStream:
         Gzip inputs count compressed bytes on both sides, so the ratio is the progress."""
         current = self._current
         return self._done + (current.count if current is not None else 0), self._total
+
+    def reading(self) -> Reading:
+        """How far the reader has got: rows, bytes, and whether it has reached the end."""
+        ended = self._ended  # first: once it is seen set, the rows read are final
+        rows_then, bytes_then = self._then
+        bytes_read, bytes_total = self.position()
+        return Reading(self._rows_read, bytes_read, bytes_total, ended, rows_then, bytes_then)
 
     def close(self) -> None:
         """Stops reading and closes every input."""
@@ -720,10 +806,15 @@ class RowStream:
 
 
 def open_inputs(
-    paths: Sequence[str], options: ReaderOptions, *, stdin: Readable | None = None
+    paths: Sequence[str],
+    options: ReaderOptions,
+    *,
+    stdin: Readable | None = None,
+    owns: Owns | None = None,
 ) -> RowStream:
     """Checks every input and returns their rows; raises `InputError` if the run must not
-    start. `stdin` stands in for standard input (`-`) in tests and embeddings."""
+    start. `stdin` stands in for standard input (`-`) in tests and embeddings; `owns`
+    (a `--shard` run's) limits the rows `RowStream.reading` counts to this run's."""
     if not paths:
         raise InputError("no input given: name one or more files, or - for standard input")
     if list(paths).count("-") > 1:
@@ -743,4 +834,4 @@ def open_inputs(
         for item in inputs:
             item.close()
         raise
-    return RowStream(inputs, stdin, validator)
+    return RowStream(inputs, stdin, validator, owns)
