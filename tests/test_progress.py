@@ -27,7 +27,7 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
-from worker.progress import Gauge, Position, Source, make_progress
+from worker.progress import Gauge, Source, make_progress
 from worker.reader import Owns, ReaderOptions, Reading, open_inputs
 from worker.report import Report
 from worker.rows import InvalidRow, Outcome, Result, Row
@@ -117,18 +117,10 @@ def reading(
             190.0,
             id="unknown-size-read-to-the-end: the rows read, exactly",
         ),
-        pytest.param(
-            lambda: (250, 1_000),
-            None,
-            False,
-            None,
-            None,
-            id="bytes-only-source: rows read unknown, so no total",
-        ),
     ],
 )
 def test_total_comes_from_the_rows_read_and_percent_from_the_rows_done(
-    source: Source | Position,
+    source: Source,
     total: int | None,
     exact: bool,
     percent: float | None,

@@ -144,7 +144,8 @@ def ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     secrets_ = plan.credentials.secrets() if plan.credentials else ()
     log = logs.configure(fmt=args.log_format, secrets=secrets_)
     try:
-        stream = open_inputs(args.inputs, plan.reader)
+        # Only a shard's own rows count towards its progress total.
+        stream = open_inputs(args.inputs, plan.reader, owns=plan.owns if plan.shard else None)
     except InputError as exc:
         log.error("cannot_start", error=str(exc))
         return EXIT_CANNOT_START
@@ -288,7 +289,7 @@ async def _execute(
     )
     progress = make_progress(
         report,
-        stream.position,
+        stream.reading,
         enabled=args.progress,
         stream=sys.stderr,
         logger=log,

@@ -35,9 +35,6 @@ from worker.reader import Reading
 Source = Callable[[], Reading]
 """How far the reader has got: `worker.reader.RowStream.reading`."""
 
-Position = Callable[[], tuple[int, int | None]]
-"""(bytes read so far, bytes in all the inputs or None when not known in advance): a
-source that does not count rows (`RowStream.position`), so one that gives no total."""
 
 RATE_WINDOW_S = 30.0
 """Rows per second are measured over this much recent time: long enough to smooth out a
@@ -118,7 +115,7 @@ class Gauge:
     history the rate needs. Time is the run's own elapsed time, so the report and progress
     agree."""
 
-    def __init__(self, counters: Counters, source: Source | Position) -> None:
+    def __init__(self, counters: Counters, source: Source) -> None:
         self._counters = counters
         self._source = source
         # Nothing is done when the run starts: the first rate is measured from there.
@@ -128,8 +125,6 @@ class Gauge:
         c = self._counters
         now, done = c.elapsed_s, c.rows_read
         reading = self._source()
-        if not isinstance(reading, Reading):
-            reading = Reading(0, *reading, ended=False)  # rows unknown: no total
         rate = self._rate(now, done)
         rows_read = max(reading.rows, done)
         total = _total(reading, rows_read)
@@ -332,7 +327,7 @@ def live_console(enabled: bool | None, stream: TextIO) -> Console | None:
 
 def make_progress(
     counters: Counters,
-    source: Source | Position,
+    source: Source,
     *,
     enabled: bool | None,
     stream: TextIO,
@@ -342,7 +337,7 @@ def make_progress(
 ) -> Progress:
     """The live display on `stream`, redrawn every `refresh_s`, when `live_console` says
     so; otherwise a `progress` event every `interval_s` seconds. `source` is the stream's
-    `reading`; its `position` (bytes only) gives rows done and pace but no total."""
+    `reading`."""
     gauge = Gauge(counters, source)
     console = live_console(enabled, stream)
     if console is not None:
