@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from support import TS, rows, run_cli, write_csv
 
 from worker import logs
 from worker.rows import InvalidRow, Outcome, Result, Row
+from worker.sandbox import Sandbox
 
 API_KEY = "api-key-0123456789abcdef"
 APP_KEY = 'app-key-"quoted"\\and\tescaped'
@@ -111,7 +115,183 @@ def test_a_key_that_occurs_in_the_syntax_keeps_the_line_whole(secret: str) -> No
     (event,) = events(out)
     assert set(event) >= {"event", "level", "result", "playlist_id", "session_id", "error"}
     assert event["playlist_id"] == 1001  # numbers are left alone
-    assert event["error"] == f"HTTP 400: bad {secret}".replace(secret, logs.REDACTED)
+    assert event["error"] == f"HTTP 400: bad {logs.REDACTED}"
+
+
+REAL_API_KEY = "0123456789abcdef" * 2
+"""As long as a real API key (32 hex characters): redacted wherever it occurs."""
+REAL_APP_KEY = "fedcba9876543210" * 2 + "01234567"
+"""As long as a real application key (40 hex characters)."""
+QUOTE_KEY = "key'with-a-quote-0123456789"
+"""Long, with a `'`, which `repr` escapes in a string that also holds a `"`."""
+R = logs.REDACTED
+
+REDACTION_CASES = [
+    pytest.param(
+        (REAL_API_KEY, REAL_APP_KEY),
+        {
+            "url": f"https://api.example/v2?api_key={REAL_API_KEY}&page=2",
+            "glued": f"key{REAL_APP_KEY}key",
+            "error": ValueError(f"refused:{REAL_API_KEY}"),
+            "nested": {"deep": [f"({REAL_APP_KEY})"]},
+        },
+        {
+            "url": f"https://api.example/v2?api_key={R}&page=2",
+            "glued": f"key{R}key",
+            "error": f"refused:{R}",
+            "nested": {"deep": [f"({R})"]},
+        },
+        id="long-keys-embedded-in-text",
+    ),
+    pytest.param(
+        (QUOTE_KEY,),
+        {"said": f'say "hi" {QUOTE_KEY}', "listed": [f'"{QUOTE_KEY}"']},
+        {"said": f'say "hi" {R}', "listed": [f'"{R}"']},
+        id="long-key-escaped-by-repr",
+    ),
+    pytest.param(
+        ("x", "y"),
+        {
+            "value": "x",
+            "quoted": '"y"',
+            "pair": "key=x,",
+            "words": "x y",
+            "listed": ["x", "y"],
+            "after_newline": "line\nx",
+        },
+        {
+            "value": R,
+            "quoted": f'"{R}"',
+            "pair": f"key={R},",
+            "words": f"{R} {R}",
+            "listed": [R, R],
+            "after_newline": f"line\n{R}",
+        },
+        id="short-keys-as-whole-tokens",
+    ),
+    pytest.param(
+        ("x", "y"),
+        {
+            "event": "summary",
+            "result": "already_present",
+            "source": "mixed_bad_rows.csv",
+            "playlist_id": 1001,
+            "note": "mixed, yes: 0x1y",
+        },
+        {
+            "event": "summary",
+            "result": "already_present",
+            "source": "mixed_bad_rows.csv",
+            "playlist_id": 1001,
+            "note": "mixed, yes: 0x1y",
+        },
+        id="short-keys-inside-words",
+    ),
+    pytest.param(
+        ("result", "playlist_id"),
+        {"event": "row", "result": "created", "playlist_id": 1001, "error": "no result"},
+        {"event": "row", "result": "created", "playlist_id": 1001, "error": f"no {R}"},
+        id="keys-equal-to-field-names",
+    ),
+    pytest.param(
+        (REAL_API_KEY, REAL_APP_KEY, "x", "y"),
+        {"error": f"{REAL_API_KEY} and {REAL_APP_KEY}", "pair": "x,y"},
+        {"error": f"{R} and {R}", "pair": f"{R},{R}"},
+        id="both-keys-at-once",
+    ),
+    pytest.param(
+        (REAL_API_KEY, REAL_API_KEY + "ffff"),
+        {"error": f"k={REAL_API_KEY}ffff; k={REAL_API_KEY}"},
+        {"error": f"k={R}; k={R}"},
+        id="long-key-inside-a-longer-one",
+    ),
+    pytest.param(
+        ("x", "key-x-0123456789abcdef"),
+        {"error": "key-x-0123456789abcdef x"},
+        {"error": f"{R} {R}"},
+        id="short-key-inside-a-long-one",
+    ),
+    pytest.param(
+        ("ab", "ab-c"),
+        {"error": "ab-c ab abc"},
+        {"error": f"{R} {R} abc"},
+        id="short-key-inside-a-short-one",
+    ),
+    pytest.param(
+        (REAL_API_KEY[:20], REAL_API_KEY[4:24]),
+        {"error": f"<{REAL_API_KEY[:24]}>"},
+        {"error": f"<{R}>"},
+        id="overlapping-keys",
+    ),
+    pytest.param(
+        ("", "x"),
+        {"empty": "", "word": "mixed", "value": "x"},
+        {"empty": "", "word": "mixed", "value": R},
+        id="an-empty-key-is-no-key",
+    ),
+]
+
+
+def one_line(fmt: str, secrets: tuple[str, ...], fields: dict[str, object]) -> str:
+    out = io.StringIO()
+    log = logs.configure(fmt=fmt, secrets=secrets, stream=out)
+    fields = dict(fields)
+    log.warning(str(fields.pop("event", "probe")), **fields)
+    (line,) = out.getvalue().splitlines()
+    return line
+
+
+@pytest.mark.parametrize(("secrets", "logged", "expected"), REDACTION_CASES)
+def test_what_a_json_line_shows_of_the_keys(
+    secrets: tuple[str, ...], logged: dict[str, object], expected: dict[str, object]
+) -> None:
+    line = one_line("json", secrets, logged)
+
+    event = json.loads(line)
+    assert {name: event[name] for name in expected} == expected
+    assert not any(key in line for key in secrets if len(key) >= logs.LONG_SECRET_CHARS)
+    assert set(event) == {*logged, "event", "level", "timestamp"}  # field names as logged
+
+
+@pytest.mark.parametrize(("secrets", "logged", "expected"), REDACTION_CASES)
+def test_what_a_console_line_shows_of_the_keys(
+    secrets: tuple[str, ...], logged: dict[str, object], expected: dict[str, object]
+) -> None:
+    line = one_line("console", secrets, logged)
+
+    for name, value in expected.items():
+        if name == "event":
+            assert f"] {value} " in line
+        else:  # a string is written as it is, or as `repr` when it holds quotes or spaces
+            assert f" {name}={value}" in line or f" {name}={value!r}" in line, name
+    assert line.count(R) == sum(str(value).count(R) for value in expected.values())
+    assert not any(key in line for key in secrets if len(key) >= logs.LONG_SECRET_CHARS)
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_row_line_with_one_letter_keys_keeps_its_words(fmt: str) -> None:
+    out = io.StringIO()
+    log = logs.configure(fmt=fmt, secrets=("x", "y"), stream=out)
+    row = Row(1001, ROW.session_id, ROW.ts, "rum", "in/mixed_bad_rows.csv", 7)
+
+    logs.LogObserver(log).outcome(Outcome(row, Result.ALREADY_PRESENT, 200, 1, 1.0))
+
+    text = out.getvalue()
+    assert logs.REDACTED not in text
+    if fmt == "json":
+        (event,) = events(out)
+        assert (event["result"], event["source"]) == ("already_present", row.source)
+        assert event["playlist_id"] == 1001
+    else:
+        assert "result=already_present" in text
+        assert "source=in/mixed_bad_rows.csv" in text
+
+
+def test_an_empty_key_finds_and_replaces_nothing() -> None:
+    redactor = logs.Redactor(["", ""], lambda secret: (secret,))
+
+    assert not redactor.found("any line")
+    assert redactor.scrub("any line") == "any line"
 
 
 def test_no_secrets_means_nothing_is_replaced() -> None:
@@ -208,3 +388,30 @@ def test_lines_still_waiting_at_exit_are_written() -> None:
     logs._flush_at_exit()
 
     assert out.getvalue() == b"last words\n"
+
+
+async def test_a_run_with_one_letter_keys_logs_every_word_whole(
+    make_sandbox: Callable[..., Awaitable[Sandbox]], tmp_path: Path
+) -> None:
+    """The README's sandbox keys: `x` and `y` occur in field values, file names and
+    event names, and none of them is touched."""
+    sandbox = await make_sandbox()  # takes any key pair
+    path = write_csv(
+        tmp_path / "mixed_bad_rows.csv",
+        [*rows(3), {"playlist_id": "twelve", "session_id": "s", "ts": TS}],
+    )
+    args = ("run", str(path), "--base-url", sandbox.base_url, "--no-journal")
+    keys = {"DD_API_KEY": "x", "DD_APP_KEY": "y"}
+
+    await run_cli(*args, env=keys)
+    done = await run_cli(*args, env=keys)  # the same rows again: already present
+
+    assert done.code == 1, done.stderr  # for the invalid row
+    assert all(line.startswith("{") for line in done.stderr.splitlines())
+    assert '"event":"summary"' in done.stderr
+    assert done.summary["already_present"] == 3
+    assert {event["result"] for event in done.events("row")} == {"already_present"}
+    lines = [*done.events("row"), *done.events("invalid_row")]
+    assert {event["source"] for event in lines} == {str(path)}
+    assert logs.REDACTED not in done.stderr  # no word in this run is a key
+    assert not {"x", "y"} & {str(v) for event in done.events() for v in event.values()}

@@ -2,7 +2,8 @@
 
 JSON lines on standard error when it is not a terminal (for log shippers), readable
 console output when it is. The run's keys are scrubbed from every line as a last line of
-defence: nothing in the code logs them, and this makes sure of it.
+defence: nothing in the code logs them, and this makes sure of it. (A key too short to be
+a real one, like the sandbox's `x`, only where it stands alone: see LONG_SECRET_CHARS.)
 
 A JSON line is written for every row, thousands a second, so that path does the least it
 can: the row's fields reach the processors as the one dict they are built in
@@ -20,6 +21,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import re
 import sys
 import threading
 import time
@@ -49,6 +51,30 @@ REDACTED = "[redacted]"
 _LEVELS = {"warn": "warning", "exception": "error"}
 """structlog's method names that are not the level they log at (as `add_log_level`)."""
 
+LONG_SECRET_CHARS = 16
+"""From this length a key is redacted wherever it occurs; a shorter one only as a whole
+token, with no ASCII letter or digit just before or after it.
+
+A key this long (a real API key has 32 hex characters, an application key 40) does not
+turn up inside other text by chance, so every occurrence is the key, even one run into
+other characters in a URL or a server's message. A shorter one (the sandbox takes any,
+`x` say) does, inside words and paths: replacing those would mangle the fields scripts
+filter on (`summar[redacted]`) and show the key by where the holes are."""
+
+_WORD_CHAR = "[A-Za-z0-9]"
+
+
+def _occurrence(secret: str) -> str:
+    """A regular expression for where `secret` counts as the key: anywhere for a long
+    one; for a short one, only with no ASCII letter or digit just before or after it.
+    The check before it follows the key, so the expression starts with the key's first
+    character and `re` can skip ahead to it."""
+    key = re.escape(secret)
+    if len(secret) >= LONG_SECRET_CHARS:
+        return key
+    return f"{key}(?<!{_WORD_CHAR}{key})(?!{_WORD_CHAR})"
+
+
 Line = TypeVar("Line", str, bytes)
 
 
@@ -60,12 +86,22 @@ class Redactor(Generic[Line]):
     exception's message. A line that holds one is rendered again from the event with the
     keys replaced in its strings, so the line keeps its syntax and field names whatever
     the key (even a one-letter key that also occurs in field names and numbers).
+
+    For a short key (see LONG_SECRET_CHARS) the search in the line is only a first look:
+    whether it is a whole token depends on the characters around it in the string, which
+    the line may show escaped or coloured. So `scrub` decides, from the strings themselves.
     """
 
     def __init__(self, secrets: Iterable[str], forms: Callable[[str], Iterable[Line]]) -> None:
+        # An empty key would be found at every position of every line: it is no key.
         self._secrets = tuple(dict.fromkeys(secret for secret in secrets if secret))
         self._forms: tuple[Line, ...] = tuple(
             dict.fromkeys(form for secret in self._secrets for form in forms(secret))
+        )
+        # The longest first: where two keys start at the same place, it covers both.
+        longest_first = sorted(self._secrets, key=len, reverse=True)
+        self._occurrences = (
+            re.compile("|".join(map(_occurrence, longest_first))) if longest_first else None
         )
 
     def found(self, line: Line) -> bool:
@@ -82,9 +118,7 @@ class Redactor(Generic[Line]):
         say) as their scrubbed `str`, which is how they render. Field names are the
         code's, never data, and stay as they are."""
         if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, REDACTED)
-            return value
+            return self._scrub_text(value)
         if value is None or isinstance(value, bool | int | float):
             return value
         if isinstance(value, Mapping):
@@ -92,6 +126,29 @@ class Redactor(Generic[Line]):
         if isinstance(value, list | tuple):
             return [self.scrub(item) for item in value]
         return self.scrub(str(value))
+
+    def _scrub_text(self, text: str) -> str:
+        """`text` with each stretch covered by occurrences of keys replaced by REDACTED.
+
+        Each search starts one character after the last match began, not where it ended,
+        so a key that overlaps another is found too and the stretch covers both: one
+        replaced before the other is looked for would let the other's remainder through.
+        """
+        if self._occurrences is None:
+            return text
+        found = self._occurrences.search(text)
+        if found is None:  # most strings: one search
+            return text
+        parts: list[str] = []
+        done = 0  # how much of `text` is already in `parts`, written out or redacted
+        while found is not None:
+            start, end = found.span()
+            if start >= done:  # else it overlaps the stretch just redacted
+                parts += (text[done:start], REDACTED)
+            done = max(done, end)
+            found = self._occurrences.search(text, start + 1)
+        parts.append(text[done:])
+        return "".join(parts)
 
 
 _DIGITS = [f"{n:03d}" for n in range(1000)]
@@ -137,11 +194,12 @@ class JsonLine:
 
 class ConsoleLine:
     """structlog's console renderer, redacted: a key appears as itself in a plain string,
-    and escaped as `repr` writes it inside containers and exceptions."""
+    and escaped as `repr` writes it in quoted strings, containers and exceptions. `repr`
+    escapes a `'` or not depending on the rest of the string, so both are looked for."""
 
     def __init__(self, secrets: Iterable[str], *, colors: bool) -> None:
         self._render = structlog.dev.ConsoleRenderer(colors=colors)
-        self._redactor = Redactor(secrets, lambda secret: (secret, repr(secret)[1:-1]))
+        self._redactor = Redactor(secrets, _console_forms)
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
         line = self._render(logger, method, dict(event))  # the renderer takes fields out
@@ -150,6 +208,12 @@ class ConsoleLine:
             assert isinstance(scrubbed, dict)
             line = self._render(logger, method, scrubbed)
         return line
+
+
+def _console_forms(secret: str) -> tuple[str, ...]:
+    # In a string that also holds a `"`, `repr` quotes with `'` and escapes each `'`; in
+    # one with a `'` and no `"`, it quotes with `"` and escapes neither.
+    return (secret, repr(secret + '"')[1:-2], repr(secret)[1:-1])
 
 
 if TYPE_CHECKING:  # what `make_filtering_bound_logger` builds at run time
