@@ -127,11 +127,14 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
 def _round_in_child(rows: Path, without: str, sandbox: SandboxProcess | None) -> float:
     """One round of ours in a fresh process: nothing warmed or grown by the last one."""
     command = [sys.executable, __file__, "--round", str(rows), "--without", without]
-    env = None
+    # This checkout's `worker`, not the one the venv was installed from: a script's own
+    # folder, not the working directory, heads its import path.
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "PYTHONPATH": path}
     if sandbox is not None:
         sandbox.reset()
         command += ["--base-url", sandbox.base_url]
-        env = {**os.environ, **sandbox.keys}
+        env.update(sandbox.keys)
     out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return float(out.stdout.split()[-1])
 
