@@ -238,8 +238,9 @@ async def test_a_limit_that_never_lifts_ends_only_by_max_stall(
 
 
 async def test_rate_is_a_ceiling_on_every_second(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
-    """--rate R: no second of the run, counted from any request, holds more than R + 1
-    (a bucket of a second's worth would let nearly 2R through in the first)."""
+    """--rate R: no second of the run, counted from any request, holds more than R plus
+    10 ms' worth, one request at this rate (a bucket of a second's worth would let nearly
+    2R through in the first)."""
     sandbox = await make_sandbox()  # a limit that never binds: only --rate paces
     items = rows(16)
 

@@ -130,14 +130,22 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     return max(0.0, when.timestamp() - now())
 
 
+USER_BURST_S = 0.01
+"""A --rate bucket holds this much time's worth of requests (one at least)."""
+
+
 def user_bucket(rate: float) -> AsyncLimiter:
-    """`rate` requests per second, evenly spaced: a bucket of one request.
+    """`rate` requests per second, nearly evenly spaced.
 
     Users read --rate as a ceiling on any second of the run. A bucket of a second's
     worth starts empty (aiolimiter's bucket fills as requests are sent), so it lets a
-    full second's worth through at once and then the steady rate: nearly 2R in the first
-    second. With room for one, no second holds more than R + 1."""
-    return AsyncLimiter(1, 1.0 / rate)
+    whole second's worth through at once, then the steady rate: nearly 2R in the first
+    second. A bucket of one request would hold every second to R + 1, but the event
+    loop's timers fire to the millisecond, late, and a wake-up that comes late with room
+    for only one loses the rest of the time it waited: 2,000/s came out at 1,000/s. So
+    the bucket holds 10 ms' worth: no second holds more than R + max(1, R / 100)."""
+    capacity = max(1.0, rate * USER_BURST_S)
+    return AsyncLimiter(capacity, capacity / rate)
 
 
 @dataclass(frozen=True, slots=True)
