@@ -37,6 +37,7 @@ bench: $(STAMP)  ## all benchmarks; see bench/README.md for each one alone
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/journal.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/overhead.py --http
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
