@@ -32,12 +32,12 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)  ## all benchmarks; see bench/README.md for each one alone
-	$(BIN)/python bench/ratelimit.py
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/memory.py
-	$(BIN)/python bench/journal.py
-	$(BIN)/python bench/overhead.py
-	$(BIN)/python bench/overhead.py --http
+	@# Each exits 1 when it misses its target: run them all, then say which did.
+	@missed=""; \
+	for bench in ratelimit.py throughput.py memory.py journal.py overhead.py "overhead.py --http"; do \
+		$(BIN)/python bench/$$bench || missed="$$missed [$$bench]"; \
+	done; \
+	if [ -n "$$missed" ]; then echo "targets missed:$$missed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
