@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -242,3 +243,68 @@ async def _until_hung(sandbox: Sandbox, count: int) -> None:
     async with asyncio.timeout(COMMAND_TIMEOUT_S):
         while sandbox.stats.hung < count:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+def waiting_on_stdin(pid: int) -> bool:
+    """Whether the process waits in read(2) on its standard input: Linux's /proc shows the
+    system call (0 on x86-64, 63 on arm64) and its first argument, the descriptor."""
+    return Path(f"/proc/{pid}/syscall").read_text().split()[:2] in (["0", "0x0"], ["63", "0x0"])
+
+
+async def blocked_reading_stdin(pid: int) -> None:
+    """A process state, not an event: polled, in a thread, until it holds."""
+
+    def poll() -> None:
+        deadline = time.monotonic() + COMMAND_TIMEOUT_S
+        while not waiting_on_stdin(pid):
+            assert time.monotonic() < deadline, "the process never waited on its input"
+            time.sleep(0.01)
+
+    await asyncio.to_thread(poll)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_signal_before_the_run_starts_ends_it_with_a_report(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    """Standard input open and quiet: the input check blocks reading it, before the
+    event loop has taken the signals over."""
+    report = tmp_path / "report.json"
+    process = await start_cli(
+        "run", "-", "--base-url", "http://127.0.0.1:9", "--no-journal",
+        "--report", str(report), env=KEYS, stdin=b"",
+    )  # fmt: skip
+    await blocked_reading_stdin(process.pid)
+
+    process.send_signal(signum)
+    done = await Running(process).finish()
+
+    assert done.code == code, done.stderr
+    assert "Traceback" not in done.stderr
+    (interrupted,) = done.events("interrupted")
+    assert interrupted["signal"] == signum.name
+    assert json.loads(report.read_text())["exit_code"] == done.summary["exit_code"] == code
+
+
+async def test_a_signal_during_a_dry_run_reports_the_rows_read_so_far(tmp_path: Path) -> None:
+    items = rows(150)
+    text = write_csv(tmp_path / "in.csv", items).read_bytes()
+    report = tmp_path / "report.json"
+    process = await start_cli(
+        "run", "-", "--format", "csv", "--dry-run", "--no-journal", "--report", str(report),
+        env=KEYS, stdin=b"",
+    )  # fmt: skip
+    assert process.stdin is not None
+    process.stdin.write(text)  # and no end: the dry run waits for more
+    await process.stdin.drain()
+    await blocked_reading_stdin(process.pid)
+
+    process.send_signal(signal.SIGTERM)
+    done = await Running(process).finish()
+
+    assert done.code == 143, done.stderr
+    assert "Traceback" not in done.stderr
+    written = json.loads(report.read_text())
+    assert_invariant(written)
+    assert (written["rows_read"], written["not_attempted"], written["exit_code"]) == (150, 150, 143)
+    assert len([line for line in done.stdout.splitlines() if line.startswith("PUT ")]) == 150

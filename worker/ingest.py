@@ -143,16 +143,56 @@ def ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return EXIT_CANNOT_START
     secrets_ = plan.credentials.secrets() if plan.credentials else ()
     log = logs.configure(fmt=args.log_format, secrets=secrets_)
-    try:
-        # Only a shard's own rows count towards its progress total.
-        stream = open_inputs(args.inputs, plan.reader, owns=plan.owns if plan.shard else None)
-    except InputError as exc:
-        log.error("cannot_start", error=str(exc))
-        return EXIT_CANNOT_START
-    with stream:
+    with _signals_end_reading():
+        try:
+            # Only a shard's own rows count towards its progress total.
+            stream = open_inputs(args.inputs, plan.reader, owns=plan.owns if plan.shard else None)
+        except InputError as exc:
+            log.error("cannot_start", error=str(exc))
+            return EXIT_CANNOT_START
+        except Interrupted as stop:
+            return _finish_interrupted(plan, Report(), log, stop, "before the run started")
         if args.dry_run:
-            return _dry_run(plan, stream, log)
+            with stream:
+                return _dry_run(plan, stream, log)
+    with stream:
         return aio.run(_ingest(plan, stream, log, environ))
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM while reading outside the event loop (`_signals_end_reading`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_end_reading() -> Iterator[None]:
+    """Before the event loop takes the signals over, the inputs are checked, and a dry
+    run reads them all, without it: on a quiet standard input that read blocks. A signal
+    then ends the read with `Interrupted` (and a report), not with a traceback (SIGINT)
+    or a silent death (SIGTERM). Later signals are ignored while the report is written."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    before = {each: signal.signal(each, interrupt) for each in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for each, handler in before.items():
+            signal.signal(each, handler)
+
+
+def _finish_interrupted(
+    plan: Plan, report: Report, log: Logger, stop: Interrupted, when: str
+) -> int:
+    log.warning("interrupted", signal=str(stop), detail=f"{when}; nothing was sent")
+    report.finish(EXIT_SIGTERM if stop.signum == signal.SIGTERM else EXIT_SIGINT)
+    return _finish(plan, report, log)
 
 
 def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
@@ -190,6 +230,8 @@ def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
     except JournalError as exc:
         log.error("cannot_start", error=str(exc))
         return EXIT_CANNOT_START
+    except Interrupted as stop:
+        return _finish_interrupted(plan, report, log, stop, "the dry run stopped reading")
     report.finish(EXIT_ROWS_FAILED if report.invalid else EXIT_OK)
     return _finish(plan, report, log)
 

@@ -480,7 +480,8 @@ class Run:
         """A row the run stopped before finishing: not attempted, with what was known."""
         reply = state.reply
         if state.sending:
-            error: str | None = "in flight when the run stopped at once; it may have been added"
+            # Abandoned by a second signal, at the end of --grace, or at a stall.
+            error: str | None = "in flight when the run stopped; it may have been added"
         elif reply is not None:
             error = f"the run stopped before the row succeeded; last answer: {reply.error}"
         else:
