@@ -34,6 +34,7 @@ from support import (
     write_csv,
 )
 
+from worker.runner import CHUNK
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
@@ -277,6 +278,61 @@ async def test_a_server_that_hangs_aborts_at_max_stall_without_waiting_out_grace
     (abandoned,) = [e for e in ran.done.events("row") if e["attempts"] == 1]
     assert "in flight" in abandoned["error"]
     assert held(sandbox) == set()
+
+
+async def nightly(
+    sandbox: Sandbox, tmp_path: Path, items: list[dict[str, object]], night: int
+) -> tuple[Finished, dict[str, int], list[str]]:
+    """One night's run of the same input with the same journal: what it did, its report
+    and its dead letters."""
+    report, dead = tmp_path / f"report-{night}.json", tmp_path / f"dead-{night}.ndjson"
+    done = await run_cli(
+        "run", str(write_csv(tmp_path / "in.csv", items)), "--base-url", sandbox.base_url,
+        "--journal", str(tmp_path / "journal.sqlite3"), "--dead-letter", str(dead),
+        "--report", str(report), "--abort-window", "10", "--concurrency", "4", *FAST_RETRIES,
+        env=KEYS,
+    )  # fmt: skip
+    return done, json.loads(report.read_text()), dead.read_text().splitlines()
+
+
+async def test_a_rerun_of_rows_still_refused_fails_them_without_aborting(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """Rows for a playlist that does not exist (404) fail each night. The rerun resends
+    only those, every one refused: that is the rows' failure, not the run's, so it ends
+    with exit 1 and all of them in the dead-letter file, not an abort (exit 3)."""
+    sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY, playlists=frozenset({1001}))
+    items = rows(60, playlists=(1001, 1002))  # 1002 does not exist
+
+    first, report1, dead1 = await nightly(sandbox, tmp_path, items, 1)
+    second, report2, dead2 = await nightly(sandbox, tmp_path, items, 2)
+
+    assert (first.code, second.code) == (1, 1), second.stderr
+    assert (report1["created"], report1["failed"]) == (30, 30)
+    assert (report2["skipped"], report2["failed"], report2["not_attempted"]) == (30, 30, 0)
+    assert len(dead1) == len(dead2) == 30
+    assert second.events("aborted") == []
+
+
+async def test_after_an_abort_rows_done_before_are_skipped_not_unsent(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """The rest of the input is read after an abort to account for every row: those the
+    journal holds as done are `skipped`, as in a run that goes to the end. (Past the
+    queue and a chunk of new rows, so the rows done before are read after the abort.)"""
+    sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY)
+    done_before, new = rows(40), rows(2 * CHUNK + 100, start=40)
+    first, _, _ = await nightly(sandbox, tmp_path, done_before, 1)
+    assert first.code == 0, first.stderr
+    sandbox.reconfigure(faults=FaultConfig(error_before=1.0))
+
+    second, report, _ = await nightly(sandbox, tmp_path, [*new, *done_before], 2)
+
+    assert second.code == 3
+    assert_invariant(report)
+    assert report["skipped"] == 40
+    assert report["not_attempted"] == len(new)
+    assert report["created"] == report["failed"] == 0
 
 
 async def test_a_name_that_does_not_resolve_fails_its_rows(tmp_path: Path) -> None:

@@ -82,14 +82,22 @@ async def test_a_worker_that_crashes_stops_the_run_instead_of_stalling(
         ("FFSSFF", None),  # the window holds S S F F: the first two failures left it
         ("FFSSFFF", 7),  # S F F F
         ("FRRRFFF", 7),  # 429s are neither successes nor failures
+        ("BBBBBB", None),  # a row refused (404) is the row's failure, not the run's
+        ("FFBF", 4),  # ... and counts in the window as an answer that is no failure
     ],
 )
 def test_health_aborts_when_the_window_is_mostly_failures(
     answers: str, stops_at: int | None
 ) -> None:
-    """A window of 4 answers with an abort at 75% failures; F a 5xx, S a 201, R a 429."""
+    """A window of 4 answers with an abort at 75% failures; F a 5xx, S a 201, R a 429,
+    B a 404."""
     health = Health(RetryPolicy(failure_window=4, failure_rate_to_abort=0.75))
-    kinds = {"F": (Kind.RETRYABLE, 503), "S": (Kind.ADDED, 201), "R": (Kind.RATE_LIMITED, 429)}
+    kinds = {
+        "F": (Kind.RETRYABLE, 503),
+        "S": (Kind.ADDED, 201),
+        "R": (Kind.RATE_LIMITED, 429),
+        "B": (Kind.ROW_FAILED, 404),
+    }
     stopped = None
     for number, answer in enumerate(answers, start=1):
         kind, status = kinds[answer]

@@ -111,7 +111,13 @@ class Fanout:
 
 
 class Health:
-    """Watches for failures that are the run's, not a row's: refused keys, a dead API."""
+    """Watches for failures that are the run's, not a row's: refused keys, a dead API.
+
+    A row the API refuses (a 4xx such as 404 for a playlist that does not exist) is the
+    row's failure, and shows the API at work: it does not count towards a systemic
+    abort. Otherwise a rerun that resends only the rows still failing, all of them for
+    the same bad data, would abort every time (exit 3) and leave them unaccounted for.
+    Keys valid for another site or organisation are refused (401/403), not 404."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
@@ -131,7 +137,7 @@ class Health:
                 return Stop.KEYS_REFUSED
         else:
             self._refusals = 0
-        failed = kind is not Kind.ADDED
+        failed = kind is Kind.RETRYABLE or kind is Kind.KEYS_REFUSED
         recent = self._recent
         if self._failures and len(recent) == recent.maxlen:
             self._failures -= recent[0]  # the oldest leaves the window as this one enters
@@ -276,13 +282,18 @@ class Run:
                 hand.row = None
 
     def _leave_unsent(self, item: Row | InvalidRow) -> None:
-        """Account for an item read but never queued: counted, never sent."""
+        """Account for an item read but never queued: counted, never sent. A row the run
+        would have skipped (done before, or a repeat) is still skipped, not unsent."""
         if not self._owns(item):
             return
         if isinstance(item, InvalidRow):
             self._observer.rejected(item)
-        else:
-            self._observer.outcome(Outcome(item, Result.NOT_ATTEMPTED))
+            return
+        try:
+            unsent = self._ledger.admit(item)
+        except JournalError:
+            unsent = True  # the journal is why the run stopped: the row was not sent
+        self._observer.outcome(Outcome(item, Result.NOT_ATTEMPTED if unsent else Result.SKIPPED))
 
     def _start_taking(self) -> asyncio.Future[list[Row | InvalidRow]]:
         """Read the next chunk in a daemon thread: a read blocked on a quiet standard input
@@ -345,7 +356,9 @@ class Run:
                 try:
                     await self._queue.put(item)
                 except asyncio.CancelledError:
-                    self._pending.appendleft(item)  # not queued: the stop accounts for it
+                    # Admitted, never queued: not attempted (`_leave_unsent` would ask the
+                    # ledger again, which now knows it, and call it skipped).
+                    self._observer.outcome(Outcome(item, Result.NOT_ATTEMPTED))
                     raise
 
     async def _drain_input(self) -> None:
