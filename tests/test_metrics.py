@@ -175,6 +175,7 @@ def test_no_agent_named_means_no_metrics() -> None:
         ("agent", {}, Destination(host="agent", port=8125)),
         ("[::1]:8126", {}, Destination(host="::1", port=8126)),
         (None, {"DD_AGENT_HOST": "10.0.0.7"}, Destination(host="10.0.0.7", port=8125)),
+        (None, {"DD_AGENT_HOST": "::1"}, Destination(host="::1", port=8125)),
         (
             None,
             {"DD_DOGSTATSD_URL": "unix:///var/run/datadog/dsd.socket"},
@@ -196,6 +197,10 @@ def test_destination_precedence(
         ("http://agent:8125", {}, "--statsd"),
         (None, {"DD_DOGSTATSD_URL": "tcp://agent:8125"}, "DD_DOGSTATSD_URL"),
         (None, {"DD_AGENT_HOST": "agent", "DD_DOGSTATSD_PORT": "x"}, "DD_DOGSTATSD_PORT"),
+        (None, {"DD_AGENT_HOST": "agent", "DD_DOGSTATSD_PORT": "99999"}, "DD_DOGSTATSD_PORT"),
+        (None, {"DD_AGENT_HOST": "agent", "DD_DOGSTATSD_PORT": "0"}, "DD_DOGSTATSD_PORT"),
+        (None, {"DD_AGENT_HOST": "bad host"}, "DD_AGENT_HOST"),
+        ("bad host:8125", {}, "--statsd"),
     ],
 )
 def test_a_malformed_destination_is_named_in_the_error(

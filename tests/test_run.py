@@ -264,3 +264,16 @@ async def test_a_report_that_cannot_be_written_at_the_end_is_logged_and_exits_1(
     assert done.summary["exit_code"] == 1
     assert done.summary["created"] == 4
     assert held(sandbox) == keys_of(items)
+
+
+async def test_a_configuration_error_is_a_cannot_start_event(tmp_path: Path) -> None:
+    """Like every other exit 2, so that a log shipper sees it as an event."""
+    path = write_csv(tmp_path / "in.csv", rows(1))
+
+    done = await run_cli(
+        "run", str(path), "--base-url", "http://127.0.0.1:9", "--no-journal", "--log-format", "json"
+    )
+
+    assert done.code == 2
+    (event,) = done.events("cannot_start")
+    assert str(event["error"]).startswith("missing Datadog keys")

@@ -139,7 +139,9 @@ def ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         plan = Plan.from_args(args, environ)
     except ConfigError as exc:
-        print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)
+        # An event like every other exit 2, for log shippers. The keys are not known
+        # here, and the message names no key (only options, variables and paths).
+        logs.configure(fmt=args.log_format, secrets=()).error("cannot_start", error=str(exc))
         return EXIT_CANNOT_START
     secrets_ = plan.credentials.secrets() if plan.credentials else ()
     log = logs.configure(fmt=args.log_format, secrets=secrets_)

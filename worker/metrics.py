@@ -49,12 +49,20 @@ def parse_destination(text: str, *, origin: str = "--statsd") -> Destination:
         port = url.port
     except ValueError:  # not a number, or out of range
         port = 0
-    if url.scheme != "udp" or not url.hostname or url.path or port == 0:
+    host = url.hostname
+    if (
+        url.scheme != "udp"
+        or not host
+        or url.path
+        or port == 0
+        or not host.isprintable()
+        or " " in host
+    ):
         raise ValueError(
             f"{origin} wants HOST:PORT (such as localhost:8125), udp://HOST:PORT"
             f" or unix:///path/to/dsd.socket, not {text!r}"
         )
-    return Destination(host=url.hostname, port=port or DEFAULT_PORT)
+    return Destination(host=host, port=port or DEFAULT_PORT)
 
 
 def destination_from(option: str | None, environ: Mapping[str, str]) -> Destination | None:
@@ -69,9 +77,16 @@ def destination_from(option: str | None, environ: Mapping[str, str]) -> Destinat
         return parse_destination(url, origin="DD_DOGSTATSD_URL")
     if host := environ.get("DD_AGENT_HOST"):
         port = environ.get("DD_DOGSTATSD_PORT") or str(DEFAULT_PORT)
-        if not port.isdecimal():
-            raise ValueError(f"DD_DOGSTATSD_PORT wants a port number, not {port!r}")
-        return Destination(host=host, port=int(port))
+        if not (port.isascii() and port.isdecimal() and 1 <= int(port) <= 65535):
+            raise ValueError(f"DD_DOGSTATSD_PORT wants a port number (1-65535), not {port!r}")
+        # The host as --statsd would take it: a name or an address, [bracketed] for IPv6.
+        named = host if ":" not in host or host.startswith("[") else f"[{host}]"
+        try:
+            return parse_destination(f"{named}:{port}", origin="DD_AGENT_HOST")
+        except ValueError:
+            raise ValueError(
+                f"DD_AGENT_HOST wants a host name or an address, not {host!r}"
+            ) from None
     return None
 
 
