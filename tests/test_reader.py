@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def row(line: int, playlist_id: int = 1001, session_id: str = UUID, **extra: obj
     return Row(
         playlist_id, session_id, int(str(fields["ts"])), str(fields["data_source"]), "", line
     )
+
+
+def unclosed(what: str) -> str:
+    """The reason given at the line where a quoted field that is never completed opens."""
+    return (
+        f"a quoted field opened on this line {what}: close its quote or remove it; "
+        "the lines after it are read as rows of their own"
+    )
+
+
+def outcomes(items: list[Row | InvalidRow]) -> list[tuple[int, str]]:
+    """Each item as (line, session id of a row, or the reason of an invalid row)."""
+    return [
+        (item.line, item.session_id if isinstance(item, Row) else item.reason) for item in items
+    ]
 
 
 def anonymous(items: list[Row | InvalidRow]) -> list[Row | InvalidRow]:
@@ -165,6 +181,14 @@ def test_csv_header_may_follow_blank_lines(tmp_path: Path) -> None:
     assert anonymous(read(tmp_path, "in.csv", content)) == [row(4)]
 
 
+@pytest.mark.parametrize("before", [b",,\n", b";;;\r\n", b" , \t|\n\n,,\n", b"\t\t\n"])
+def test_csv_header_may_follow_lines_of_only_delimiters(tmp_path: Path, before: bytes) -> None:
+    """Spreadsheet exports pad with such lines; they are skipped before the header as after."""
+    content = before + HEADER + f"1001,{UUID},{TS}\n".encode()
+    line = before.count(b"\n") + 2
+    assert anonymous(read(tmp_path, "in.csv", content)) == [row(line)]
+
+
 def test_csv_header_only_is_zero_rows(tmp_path: Path) -> None:
     assert read(tmp_path, "in.csv", HEADER) == []
 
@@ -223,9 +247,20 @@ def test_csv_short_row_without_the_optional_column_is_valid(tmp_path: Path) -> N
     [
         (
             f"1001,{UUID}",
-            "ts is missing: ts must be milliseconds since 1970-01-01 UTC, or an ISO-8601 "
-            "date-time with a zone",
+            "the row has 2 fields but the header has 3: add the missing values (an empty value "
+            "still needs its ',')",
             {"playlist_id": "1001", "session_id": UUID},
+        ),
+        (
+            "1001",
+            "the row has 1 field but the header has 3: add the missing values (an empty value "
+            "still needs its ',')",
+            {"playlist_id": "1001"},
+        ),
+        (
+            f"1001,,{TS}",
+            "session_id is empty: give the replay's session id",
+            {"playlist_id": "1001", "session_id": "", "ts": str(TS)},
         ),
         (
             f"1001,{UUID},{TS},oops",
@@ -261,29 +296,172 @@ def test_csv_unclosed_quote_is_one_error_then_reading_resumes(tmp_path: Path) ->
     content = HEADER + f'1001,"{UUID},{TS}\n'.encode() + f"1002,{UUID},{TS}\n".encode()
     items = read(tmp_path, "in.csv", content)
     assert anonymous(items) == [
-        InvalidRow(
-            "",
-            2,
-            "the row cannot be split into fields (unexpected end of data): check its quotes",
-            {},
-        )
+        InvalidRow("", 2, unclosed("is not closed before the end of the input"), {}),
+        row(3, playlist_id=1002),
     ]
 
 
-def test_csv_runaway_quote_is_bounded(tmp_path: Path) -> None:
+def test_csv_runaway_quote_is_bounded_and_the_lines_it_swallowed_are_read(
+    tmp_path: Path,
+) -> None:
     good = f"1001,{UUID},{TS}\n".encode()
-    content = HEADER + f'1001,"{UUID},{TS}\n'.encode() + good * 2000
+    opening = f'1001,"{UUID},{TS}\n'.encode()
+    content = HEADER + opening + good * 2000
     first, *rest = read(tmp_path, "in.csv", content)
-    swallowed_to = 3 + (MAX_LINE_BYTES + 1 - len(good) + 3) // len(good)
+    # the record's bytes, less its last newline, first exceed the bound on this line:
+    past = 3 + (MAX_LINE_BYTES + 1 - len(opening)) // len(good)
+    assert len(opening) + (past - 2) * len(good) - 1 > MAX_LINE_BYTES
+    assert len(opening) + (past - 3) * len(good) - 1 <= MAX_LINE_BYTES
     assert first == InvalidRow(
         "in.csv",
         2,
-        f"a quoted field runs on to line {swallowed_to}, past {MAX_LINE_BYTES} bytes: look for "
-        "an unclosed quote on this line; the lines it swallowed were not read as rows",
+        unclosed(f"runs on past {MAX_LINE_BYTES} bytes, to line {past}"),
         {},
     )
     assert all(isinstance(item, Row) for item in rest)
-    assert [item.line for item in rest] == list(range(swallowed_to + 1, 2003))
+    assert [item.line for item in rest] == list(range(3, 2003))
+
+
+# Unclosed quotes: one invalid row where the quote opens, then every line it swallowed is
+# read again as a row of its own, at its own line: no good row vanishes behind a quote.
+
+NOTE_HEADER = b"playlist_id,session_id,ts,note\n"
+NUL_REASON = "the line contains a NUL byte: the file may be damaged or not UTF-8 text"
+LONG_REASON = (
+    f"the line is longer than {MAX_LINE_BYTES} bytes and was skipped: "
+    "look for a missing newline or an unclosed quote"
+)
+FEW_FIELDS = "but the header has 4: add the missing values (an empty value still needs its ',')"
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        pytest.param(
+            [
+                f'1001,d1,{TS},"unclosed',
+                f"1001,d2,{TS},ok",
+                f'1001,d3,{TS},"ok"',
+                f"1001,d4,{TS},ok",
+            ],
+            [
+                (2, unclosed("runs on to line 4 and breaks there (',' expected after '\"')")),
+                (3, "d2"),
+                (4, "d3"),
+                (5, "d4"),
+            ],
+            id="closed-later-by-another-quote",
+        ),
+        pytest.param(
+            [f'1001,d1,{TS},"unclosed', f"1001,d2,{TS},ok", f"1001,d3,{TS},ok"],
+            [(2, unclosed("is not closed before the end of the input")), (3, "d2"), (4, "d3")],
+            id="never-closed",
+        ),
+        pytest.param(
+            [f"1001,d1,{TS},ok", f'1001,d2,{TS},"unclosed at the very end'],
+            [(2, "d1"), (3, unclosed("is not closed before the end of the input"))],
+            id="last-line-without-newline",
+        ),
+        pytest.param(
+            [f'1001,d1,{TS},"one', f'1001,d2,{TS},"two', f"1001,d3,{TS},ok", f"1001,d4,{TS},ok"],
+            [
+                (2, unclosed("runs on to line 3 and breaks there (',' expected after '\"')")),
+                (3, unclosed("is not closed before the end of the input")),
+                (4, "d3"),
+                (5, "d4"),
+            ],
+            id="a-line-read-again-opens-a-quote-too",
+        ),
+        pytest.param(
+            [f'1001,d1,{TS},"x', f"1001,d2,{TS},ok", f"1001,\udcff,{TS},ok", f"1001,d4,{TS},ok"],
+            [
+                (2, unclosed("runs on to line 4, which cannot be read")),
+                (3, "d2"),
+                (4, "the line is not valid UTF-8 (byte 0xff at byte 6): save the file as UTF-8"),
+                (5, "d4"),
+            ],
+            id="runs-into-a-line-that-is-not-utf8",
+        ),
+        pytest.param(
+            [
+                f'1001,d1,{TS},"x',
+                f"1001,d2,{TS},ok",
+                "9" * (MAX_LINE_BYTES + 1),
+                f"1001,d4,{TS},ok",
+            ],
+            [
+                (2, unclosed("runs on to line 4, which cannot be read")),
+                (3, "d2"),
+                (4, LONG_REASON),
+                (5, "d4"),
+            ],
+            id="runs-into-a-line-too-long",
+        ),
+        pytest.param(
+            [f'1001,d1,{TS},"two', 'lines"', f"1001,d2,{TS},ok"],
+            [(2, "d1"), (4, "d2")],
+            id="a-quoted-field-that-closes-is-one-row",
+        ),
+        pytest.param(
+            [f'1001,"d1"x,{TS},ok', f"1001,d2,{TS},ok"],
+            [
+                (
+                    2,
+                    "the row cannot be split into fields (',' expected after '\"'): "
+                    "check its quotes",
+                ),
+                (3, "d2"),
+            ],
+            id="on-one-line",
+        ),
+    ],
+)
+def test_csv_unclosed_quote_reads_the_lines_it_swallowed_again(
+    tmp_path: Path, lines: list[str], expected: list[tuple[int, str]]
+) -> None:
+    content = NOTE_HEADER + "\n".join(lines).encode("utf-8", "surrogateescape")
+    items = read(tmp_path, "in.csv", content + (b"\n" if "very end" not in lines[-1] else b""))
+    assert outcomes(items) == expected
+
+
+def test_csv_quoted_field_past_the_bound_loses_only_itself(tmp_path: Path) -> None:
+    """A quote opened before 70 lines of 1000 bytes: the quote is one invalid row, each line
+    it swallowed another, and the lone closing quote, which opens a quote of its own when
+    read again, takes nothing along: the good row after it is read."""
+    content = (
+        NOTE_HEADER
+        + f'1001,L7,{TS},"\n'.encode()
+        + (b"y" * 1000 + b"\n") * 70
+        + b'"\n'
+        + f"1001,L8,{TS},ok\n".encode()
+    )
+    items = read(tmp_path, "in.csv", content)
+    # 23 bytes on line 2 and 1001 on each line after it: past 64 KiB on line 68
+    assert outcomes(items) == [
+        (2, unclosed(f"runs on past {MAX_LINE_BYTES} bytes, to line 68")),
+        *((line, f"the row has 1 field {FEW_FIELDS}") for line in range(3, 73)),
+        (73, unclosed("is not closed before the end of the input")),
+        (74, "L8"),
+    ]
+
+
+def test_csv_quotes_that_never_pair_up_are_read_in_linear_time(tmp_path: Path) -> None:
+    """`a","` keeps a quoted field open however it is read, so each of these lines opens a
+    quote that swallows every line after it: reading again stops at a budget, and each
+    line is still one row or one invalid row, at its own line."""
+    good = "".join(f"1001,g{index},{TS}\n" for index in range(200))
+    content = HEADER + good.encode() + b'a","\n' * 60_000 + f"1001,last,{TS}\n".encode()
+    started = time.perf_counter()
+    items = read(tmp_path, "in.csv", content)
+    assert time.perf_counter() - started < 20  # all but the budget: hours
+    assert [item.line for item in items] == list(range(2, 60_203))
+    assert all(isinstance(item, Row) for item in items[:200])
+    assert all(isinstance(item, InvalidRow) for item in items[200:60_200])
+    assert any(
+        isinstance(item, InvalidRow)
+        and item.reason.startswith("the line is inside the quoted field opened on line ")
+        for item in items
+    )
 
 
 # Garbage in, errors out ----------------------------------------------------------------
@@ -351,6 +529,30 @@ def test_line_of_exactly_the_maximum_is_read(tmp_path: Path) -> None:
     line += b"n" * (MAX_LINE_BYTES - len(line))
     content = b"playlist_id,session_id,ts,notes\n" + line + b"\n"
     assert anonymous(read(tmp_path, "in.csv", content)) == [row(2)]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b""])
+@pytest.mark.parametrize(("extra", "quoted"), [(0, False), (1, False), (0, True), (1, True)])
+def test_the_line_limit_does_not_count_the_line_ending(
+    tmp_path: Path, ending: bytes, extra: int, quoted: bool
+) -> None:
+    """64 KiB of content is read whatever ends the line (CRLF, LF, or the end of the file),
+    on one line or as a quoted field over two; one byte more is too long."""
+    start = f"1001,{UUID},{TS},".encode()
+    notes = b"n" * (MAX_LINE_BYTES - len(start) + extra)
+    if quoted:  # the quotes and the inner line break count: 4 bytes of the 64 KiB
+        notes = b'"' + notes[:100] + b"\r\n" + notes[104:] + b'"'
+    content = b"playlist_id,session_id,ts,notes\r\n" + start + notes + ending
+    items = read(tmp_path, "in.csv", content + f"1002,{UUID},{TS}\r\n".encode() * bool(ending))
+    if extra:
+        assert isinstance(items[0], InvalidRow)
+        assert items[0].line == 2
+    else:
+        assert anonymous(items[:1]) == [row(2)]
+    # too long, the quoted field's second line is read again as a row of its own
+    swallowed = [3] if quoted and extra else []
+    after = [4 if quoted else 3] if ending else []
+    assert [item.line for item in items[1:]] == swallowed + after
 
 
 def test_nul_byte_after_the_sniffed_start_is_one_invalid_row(tmp_path: Path) -> None:
@@ -794,6 +996,21 @@ def test_early_stop_threshold(tmp_path: Path, total: int, bad: int, stops: bool)
     else:
         items = read(tmp_path, "in.csv", mostly_bad(total, bad))
         assert sum(isinstance(item, InvalidRow) for item in items) == bad
+
+
+def test_early_stop_leaves_out_the_lines_read_again_after_an_unclosed_quote(
+    tmp_path: Path,
+) -> None:
+    """They follow from the one error at the quote; each quote that is not closed counts."""
+    swallowed = HEADER + f'1001,{UUID},{TS},"\n'.encode() + b"x\n" * 50
+    assert len(read(tmp_path, "in.csv", swallowed + f"1001,{UUID},{TS}\n".encode())) == 52
+    every_row = HEADER + f'1001,{UUID},{TS},"note\n'.encode() * 50
+    message = refused(tmp_path, "in.csv", every_row)
+    assert message.startswith(
+        "in.csv: 50 of the first 50 rows are invalid, so this looks like the wrong file, "
+        "delimiter or columns. First errors: line 2: "
+        + unclosed("runs on to line 3 and breaks there (',' expected after '\"')")
+    )
 
 
 def test_early_stop_checks_later_inputs_before_the_run(tmp_path: Path) -> None:

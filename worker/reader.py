@@ -9,8 +9,17 @@ ever holding more than one line (and 100 look-ahead rows of stdin or a pipe) in 
 Limits and decisions:
 
 - A physical line, or a CSV record whose quoted field spans lines, may be at most
-  `MAX_LINE_BYTES` (64 KiB, not counting its newline). A longer one becomes an
-  `InvalidRow` and reading resumes at the next newline; the long line is never held whole.
+  `MAX_LINE_BYTES` (64 KiB, not counting its final `\n` or `\r\n`). A longer line
+  becomes an `InvalidRow` and reading resumes at the next newline; the long line is
+  never held whole.
+- A CSV record that cannot be completed (an unclosed quote: it breaks on a later line,
+  reaches the end of the input, runs past `MAX_LINE_BYTES`, or runs into a line that
+  cannot be read) is one `InvalidRow` at the line where it opened, and the lines it
+  swallowed are read again as rows of their own, with their own numbers: one stray quote
+  must not take the good rows after it along. Lines whose quotes keep a field open
+  however they are read (`a","`) would be read again and again, so reading again stops
+  at twice the lines read plus `_REPLAY_SLACK`; past that, each line a quote swallowed is
+  one `InvalidRow`.
 - Compression is recognised by content (the gzip magic bytes), whatever the name says.
   A truncated or damaged gzip stream yields every row before the damage, then one
   `InvalidRow` saying where reading stopped; the rest of that input is not read (the run
@@ -20,14 +29,16 @@ Limits and decisions:
   `InputError`. Later, a line with a NUL byte or invalid UTF-8 is one `InvalidRow`.
 - Early stop: when at least 90% of an input's first 100 data rows are invalid (and it has
   at least 10), it is the wrong file, delimiter or columns: `InputError` with the first
-  errors, rather than a million identical messages.
+  errors, rather than a million identical messages. Rows read again after an unclosed
+  quote are left out of that count: they follow from the one error reported at the quote.
 - `-` is standard input (source `<stdin>`), allowed once; without a format option its
   format is sniffed (`{` first means NDJSON). Standard input and pipes are read once,
   keeping the checked rows; regular files are reopened, so any number of them can be
   given without holding a descriptor each.
 - CSV: the delimiter is the first of `,` `\\t` `;` `|` (tab first for `.tsv`) under which
   the header names the required columns, which is what sniffing has to establish anyway.
-  Rows that are empty or only delimiters and spaces (spreadsheet exports) are skipped.
+  Rows that are empty or only delimiters and spaces (spreadsheet exports) are skipped,
+  before the header as after it.
 """
 
 from __future__ import annotations
@@ -64,8 +75,9 @@ STDIN_NAME = "<stdin>"
 FORMATS = ("csv", "ndjson")
 REQUIRED_COLUMNS = ("playlist_id", "session_id", "ts")
 
-_LIMIT = MAX_LINE_BYTES + 1
+_LIMIT = MAX_LINE_BYTES + 2  # room for a \r\n line ending
 _SNIFF_BYTES = 8192
+_REPLAY_SLACK = 50_000
 _BUFFER_BYTES = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_PIECE_BYTES = 2048
@@ -86,6 +98,7 @@ _ALIAS_TO_COLUMN = {
     alias: column for column, aliases in _COLUMN_ALIASES.items() for alias in aliases
 }
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+_NOT_BLANK = str.maketrans("", "", "".join(_DELIMITERS))
 _NDJSON_SHAPE = '{"playlist_id": 1234567, "session_id": "…", "ts": 1704067200000}'
 
 
@@ -142,6 +155,11 @@ def _column_of(name: str) -> str | None:
     return _ALIAS_TO_COLUMN.get(_NOT_ALNUM.sub("", name.lower()))
 
 
+def _ending(raw: bytes) -> int:
+    """The length of a line's ending (`\r\n`, `\n` or none), which the limit leaves out."""
+    return 2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0
+
+
 def _raw_fields(raw: bytes) -> dict[str, object]:
     """A line that could not be split into fields, shortened for echoing."""
     return {"raw": raw[:_ECHOED_BYTES].decode("utf-8", "replace").rstrip("\r\n")}
@@ -188,9 +206,10 @@ class _Lines:
             raw = self._readline(_LIMIT)
             if raw:
                 self.lineno += 1
-                if len(raw) == _LIMIT and raw[-1] != 0x0A:
-                    while (rest := self._readline(_BUFFER_BYTES)) and rest[-1] != 0x0A:
-                        pass
+                if len(raw) > MAX_LINE_BYTES and len(raw) - _ending(raw) > MAX_LINE_BYTES:
+                    if raw[-1] != 0x0A:
+                        while (rest := self._readline(_BUFFER_BYTES)) and rest[-1] != 0x0A:
+                            pass
                     raise _BadLine(
                         self.lineno,
                         f"the line is longer than {MAX_LINE_BYTES} bytes and was skipped: "
@@ -209,51 +228,135 @@ class _Lines:
 
 
 class _CsvFeed:
-    """Decoded lines for `csv.reader`. A bad line raises through the reader, which then
-    starts afresh on the next line; records that span lines are bounded in bytes."""
+    """Decoded lines for `csv.reader`, which a bad line raises through (the reader then
+    starts afresh on the next line); records that span lines are bounded in bytes.
 
-    __slots__ = ("_lines", "_record_bytes", "_record_line")
+    The raw lines of the current record are kept (they are consecutive, so numbered from
+    its first), so that a record that cannot be completed is reported at its first line
+    and `replay` hands out the lines it swallowed again, as records of their own. A line
+    that could not be read is kept as its `_BadLine`, raised again in its place."""
+
+    __slots__ = (
+        "_lines",
+        "_record",
+        "_record_bytes",
+        "_replay",
+        "_replay_line",
+        "_replayed",
+        "ended",
+        "replayed",
+        "start",
+    )
 
     def __init__(self, lines: _Lines) -> None:
         self._lines = lines
+        self._record: list[bytes | _BadLine] = []
         self._record_bytes = 0
-        self._record_line = 0
+        self._replay: list[bytes | _BadLine] = []  # the next line last
+        self._replay_line = 0
+        self._replayed = 0
+        self.ended = False
+        self.replayed = False
+        self.start = 0
 
     def start_record(self) -> int:
-        """Marks the start of the next record; returns its line number."""
+        """Marks the start of the next record; returns its line number. `replayed` tells
+        whether it starts on a line read again."""
+        self._record.clear()
         self._record_bytes = 0
-        self._record_line = self._lines.lineno + 1
-        return self._record_line
+        if self._replay:
+            self.replayed = True
+            self.start = self._replay_line
+        else:
+            self.replayed = False
+            self.start = self._lines.lineno + 1
+        return self.start
+
+    def replay(self) -> list[_BadLine]:
+        """Hands out the current record's lines but its first again, before any new line.
+
+        Past the budget (see the module's notes) they are returned as `_BadLine`s instead."""
+        swallowed = self._record[1:]
+        self.ended = False
+        self._replayed += len(swallowed)
+        if self._replayed > 2 * self._lines.lineno + _REPLAY_SLACK:
+            return [
+                item
+                if isinstance(item, _BadLine)
+                else _BadLine(
+                    self.start + index,
+                    f"the line is inside the quoted field opened on line {self.start}, which "
+                    "is not closed, and was not read as a row (the quotes on many lines "
+                    "around here do not pair up): fix the quotes",
+                    _raw_fields(item),
+                )
+                for index, item in enumerate(swallowed, 1)
+            ]
+        self._replay.extend(reversed(swallowed))
+        self._replay_line = self.start + 1
+        return []
+
+    def unsplittable(self, error: csv.Error) -> str:
+        """Why the current record could not be split into fields (`csv.Error`)."""
+        if self.ended:
+            return _unclosed("is not closed before the end of the input")
+        if len(self._record) == 1:
+            return f"the row cannot be split into fields ({error}): check its quotes"
+        return _unclosed(f"runs on to line {self._current_line} and breaks there ({error})")
+
+    @property
+    def _current_line(self) -> int:
+        return self.start + len(self._record) - 1
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> str:
-        raw = self._lines.read()
-        if not raw:
-            raise StopIteration
+        if self._replay:
+            item = self._replay.pop()
+            self._replay_line += 1
+            self._record.append(item)
+            if isinstance(item, _BadLine):
+                raise item.with_traceback(None)
+            raw = item
+        else:
+            try:
+                raw = self._lines.read()
+            except _BadLine as bad:
+                self._record.append(bad)
+                raise
+            if not raw:
+                self.ended = True
+                raise StopIteration
+            self._record.append(raw)
         self._record_bytes += len(raw)
-        if self._record_bytes > _LIMIT:
+        if self._record_bytes > MAX_LINE_BYTES and self._record_bytes - _ending(raw) > (
+            MAX_LINE_BYTES
+        ):
             raise _BadLine(
-                self._record_line,
-                f"a quoted field runs on to line {self._lines.lineno}, past {MAX_LINE_BYTES} "
-                "bytes: look for an unclosed quote on this line; the lines it swallowed "
-                "were not read as rows",
+                self.start,
+                _unclosed(f"runs on past {MAX_LINE_BYTES} bytes, to line {self._current_line}"),
                 {},
             )
         try:
             text = raw.decode()
         except UnicodeDecodeError as error:
             raise _BadLine(
-                self._lines.lineno, "the line " + _not_utf8(raw, error), _raw_fields(raw)
+                self._current_line, "the line " + _not_utf8(raw, error), _raw_fields(raw)
             ) from None
         if "\0" in text:
-            raise _BadLine(
-                self._lines.lineno,
-                "the line contains a NUL byte: the file may be damaged or not UTF-8 text",
-                _raw_fields(raw),
-            )
+            raise _BadLine(self._current_line, _HAS_NUL, _raw_fields(raw))
         return text
+
+
+def _unclosed(what: str) -> str:
+    return (
+        f"a quoted field opened on this line {what}: close its quote or remove it; "
+        "the lines after it are read as rows of their own"
+    )
+
+
+_HAS_NUL = "the line contains a NUL byte: the file may be damaged or not UTF-8 text"
 
 
 def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
@@ -280,7 +383,7 @@ class _Header:
 
 def _header(lines: _Lines, name: str, prefer_tab: bool) -> _Header:
     text = ""
-    while not text.strip():
+    while not text.translate(_NOT_BLANK).strip():  # blank, or only delimiters and spaces
         try:
             raw = lines.read()
         except _BadLine as bad:
@@ -335,8 +438,10 @@ def _header(lines: _Lines, name: str, prefer_tab: bool) -> _Header:
 
 
 def _csv_rows(
-    lines: _Lines, name: str, validator: Validator, prefer_tab: bool
+    lines: _Lines, name: str, validator: Validator, prefer_tab: bool, aside: set[int]
 ) -> Iterator[Row | InvalidRow]:
+    """The rows of a CSV input. Adds to `aside` the lines of the first rows read again after
+    an unclosed quote (see `_early_stop`), unless they too open a quote that is not closed."""
     header = _header(lines, name, prefer_tab)
     feed = _CsvFeed(lines)
     records = csv.reader(feed, delimiter=header.delimiter, strict=True, skipinitialspace=True)
@@ -351,15 +456,24 @@ def _csv_rows(
         except StopIteration:
             return
         except _BadLine as bad:
-            yield bad.invalid_row(name)
-            if bad.fatal:
+            if bad.line == line:  # this line cannot be read, or the record is too long
+                yield bad.invalid_row(name)
+                if bad.fatal:
+                    return
+            else:  # it comes again, in its place
+                yield InvalidRow(
+                    name, line, _unclosed(f"runs on to line {bad.line}, which cannot be read"), {}
+                )
+            if (yield from _read_again(feed, name)):
                 return
             continue
         except csv.Error as error:
-            yield InvalidRow(
-                name, line, f"the row cannot be split into fields ({error}): check its quotes", {}
-            )
+            yield InvalidRow(name, line, feed.unsplittable(error), {})
+            if (yield from _read_again(feed, name)):
+                return
             continue
+        if feed.replayed and len(aside) < EARLY_ROWS:
+            aside.add(line)
         reason = None
         if len(record) == width:
             try:
@@ -380,6 +494,16 @@ def _csv_rows(
             yield _csv_slow(record, header, reason, validator, source=name, line=line)
 
 
+def _read_again(feed: _CsvFeed, name: str) -> Generator[InvalidRow, None, bool]:
+    """Has the lines the current record swallowed read again, or past the budget yields
+    them as invalid rows; returns whether reading stops (one of them ends the input)."""
+    for bad in feed.replay():
+        yield bad.invalid_row(name)
+        if bad.fatal:
+            return True
+    return False
+
+
 def _csv_slow(
     record: list[str],
     header: _Header,
@@ -395,6 +519,12 @@ def _csv_slow(
         reason = (
             f"the row has {len(record)} fields but the header has {header.width}: "
             f"quote values that contain {header.delimiter!r}"
+        )
+    elif len(record) <= max(header.columns[column] for column in REQUIRED_COLUMNS):
+        count = f"{len(record)} field" + ("" if len(record) == 1 else "s")
+        reason = (
+            f"the row has {count} but the header has {header.width}: add the missing "
+            f"values (an empty value still needs its {header.delimiter!r})"
         )
     elif reason is None:
         try:
@@ -578,6 +708,7 @@ class _Opened:
 
     def __init__(self, spec: _Spec, stdin: Readable | None, validator: Validator) -> None:
         self.size: int | None = None
+        self.aside: set[int] = set()  # see `_csv_rows`
         self._owned: io.FileIO | None = None
         raw: Readable
         if stdin is not None and spec.path is None:
@@ -610,7 +741,7 @@ class _Opened:
         fmt = spec.fmt or ("ndjson" if head.lstrip()[:1] == b"{" else "csv")
         lines = _Lines(self._stream)
         self.rows = (
-            _csv_rows(lines, spec.name, validator, spec.prefer_tab)
+            _csv_rows(lines, spec.name, validator, spec.prefer_tab, self.aside)
             if fmt == "csv"
             else _ndjson_rows(lines, spec.name, validator)
         )
@@ -646,7 +777,11 @@ class _Opened:
             self._owned.close()
 
 
-def _early_stop(name: str, head: list[Row | InvalidRow]) -> None:
+def _early_stop(name: str, head: list[Row | InvalidRow], aside: set[int]) -> None:
+    """Refuses an input whose first rows are nearly all invalid. Rows read again after an
+    unclosed quote (`aside`) are not counted: the lines a long quoted field swallowed must
+    not make one stray quote look like the wrong file."""
+    head = [item for item in head if item.line not in aside]
     invalid = [item for item in head if isinstance(item, InvalidRow)]
     if len(head) >= EARLY_MIN_ROWS and len(invalid) >= EARLY_INVALID_SHARE * len(head):
         errors = "; ".join(f"line {item.line}: {item.reason}" for item in invalid[:_SHOWN_ERRORS])
@@ -677,7 +812,7 @@ def _check(spec: _Spec, stdin: Readable | None, validator: Validator) -> _Input:
     opened = _Opened(spec, stdin, validator)
     try:
         head = list(islice(opened.rows, EARLY_ROWS))
-        _early_stop(spec.name, head)
+        _early_stop(spec.name, head, opened.aside)
     except BaseException:
         opened.close()
         raise
