@@ -161,6 +161,10 @@ def test_csv_data_source_column_and_aliases(tmp_path: Path) -> None:
             "in.csv: the header is not valid UTF-8 (byte 0xff at byte 21): save the file as UTF-8",
         ),
         (
+            b"playlist_id,session\x00_id,ts\n" + f"1001,{UUID},{TS}\n".encode() * 5,
+            "in.csv: the header contains a NUL byte: the file may be damaged or not UTF-8 text",
+        ),
+        (
             b"x" * (MAX_LINE_BYTES + 1) + b"\n",
             f"in.csv: line 1: the line is longer than {MAX_LINE_BYTES} bytes and was skipped: "
             "look for a missing newline or an unclosed quote",
@@ -373,6 +377,16 @@ FEW_FIELDS = "but the header has 4: add the missing values (an empty value still
             id="a-line-read-again-opens-a-quote-too",
         ),
         pytest.param(
+            [f'1001,d1,{TS},"x', f"1001,d2,{TS},ok", f"1001,d\0,{TS},ok", f"1001,d4,{TS},ok"],
+            [
+                (2, unclosed("runs on to line 4, which cannot be read")),
+                (3, "d2"),
+                (4, NUL_REASON),
+                (5, "d4"),
+            ],
+            id="runs-into-a-nul-line",
+        ),
+        pytest.param(
             [f'1001,d1,{TS},"x', f"1001,d2,{TS},ok", f"1001,\udcff,{TS},ok", f"1001,d4,{TS},ok"],
             [
                 (2, unclosed("runs on to line 4, which cannot be read")),
@@ -570,6 +584,29 @@ def test_nul_byte_after_the_sniffed_start_is_one_invalid_row(tmp_path: Path) -> 
     assert len(items) == count + 2
 
 
+@pytest.mark.parametrize("name", ["in.csv"])
+@pytest.mark.parametrize("nuls", [b"\x00", b"\x00" * 40])
+def test_nul_bytes_at_the_start_of_a_text_file_are_one_invalid_row(
+    tmp_path: Path, name: str, nuls: bytes
+) -> None:
+    """A damaged text file is read: only a real binary file is refused outright."""
+    good = (
+        f"1001,{UUID},{TS}\n"
+        if name.endswith(".csv")
+        else f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}\n'
+    ).encode()
+    header = HEADER if name.endswith(".csv") else b""
+    offset = 1 if header else 0
+    bad = good.replace(b"1001", b"10" + nuls + b"01")
+    items = anonymous(read(tmp_path, name, header + good + bad + good * 100))
+    assert items[:3] == [
+        row(1 + offset),
+        InvalidRow("", 2 + offset, NUL_REASON, {"raw": bad.decode().rstrip("\n")}),
+        row(3 + offset),
+    ]
+    assert len(items) == 102
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -579,7 +616,29 @@ def test_nul_byte_after_the_sniffed_start_is_one_invalid_row(tmp_path: Path) -> 
             "check that this is the right file, and export it as UTF-8 text",
         ),
         (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x02\x00" + bytes(range(256)) * 4,
+            "in.csv: the file is binary, not CSV or NDJSON text (it has NUL bytes): "
+            "check that this is the right file, and export it as UTF-8 text",
+        ),
+        (
+            HEADER + b"\x00\x00\x00\x01\x00\x02" * 20,
+            "in.csv: the file is binary, not CSV or NDJSON text (it has NUL bytes): "
+            "check that this is the right file, and export it as UTF-8 text",
+        ),
+        (
             "playlist_id,session_id,ts\n".encode("utf-16"),
+            "in.csv: the file is UTF-16: save it as UTF-8",
+        ),
+        (
+            f"playlist_id,session_id,ts\r\n1001,{UUID},{TS}\r\n".encode("utf-16-le"),
+            "in.csv: the file is UTF-16: save it as UTF-8",
+        ),
+        (
+            f"playlist_id;session_id;ts\n1001;{UUID};{TS}\n".encode("utf-16-be"),
+            "in.csv: the file is UTF-16: save it as UTF-8",
+        ),
+        (
+            gzip.compress(f"playlist_id,session_id,ts\n1001,{UUID},{TS}\n".encode("utf-16-le")),
             "in.csv: the file is UTF-16: save it as UTF-8",
         ),
         (

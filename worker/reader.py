@@ -25,8 +25,11 @@ Limits and decisions:
   `InvalidRow` saying where reading stopped; the rest of that input is not read (the run
   goes on with the other inputs and ends with exit 1). Finding the damage up front would
   mean decompressing every file twice.
-- A NUL byte or a UTF-16 byte-order mark in the first 8 KiB means a binary or UTF-16 file:
-  `InputError`. Later, a line with a NUL byte or invalid UTF-8 is one `InvalidRow`.
+- The first 8 KiB decide whether an input is text: a UTF-16 byte-order mark, or NULs at
+  every other byte (UTF-16 without a mark), means UTF-16; NUL bytes together with other
+  control bytes making up more than 1% of them, or with no newline, mean a binary file:
+  `InputError`. Otherwise a line with a NUL byte or invalid UTF-8 is one `InvalidRow`,
+  wherever it is (a damaged text file is still read).
 - Early stop: when at least 90% of an input's first 100 data rows are invalid (and it has
   at least 10), it is the wrong file, delimiter or columns: `InputError` with the first
   errors, rather than a million identical messages. Rows read again after an unclosed
@@ -78,6 +81,8 @@ REQUIRED_COLUMNS = ("playlist_id", "session_id", "ts")
 _LIMIT = MAX_LINE_BYTES + 2  # room for a \r\n line ending
 _SNIFF_BYTES = 8192
 _REPLAY_SLACK = 50_000
+_BINARY_SHARE = 0.01
+_CONTROL_BYTES = bytes(set(range(32)) - set(b"\t\n\v\f\r"))
 _BUFFER_BYTES = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_PIECE_BYTES = 2048
@@ -397,6 +402,10 @@ def _header(lines: _Lines, name: str, prefer_tab: bool) -> _Header:
             text = raw.decode()
         except UnicodeDecodeError as error:
             raise InputError(f"{name}: the header {_not_utf8(raw, error)}") from None
+    if "\0" in text:
+        raise InputError(
+            f"{name}: the header contains a NUL byte: the file may be damaged or not UTF-8 text"
+        )
     if "\r" in text.rstrip("\r\n"):
         raise InputError(
             f"{name}: lines end with a bare carriage return (old Mac style): "
@@ -760,9 +769,9 @@ class _Opened:
             raise InputError(
                 f"{name}: cannot read it ({error}): the file is damaged; copy it again"
             ) from None
-        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _utf16(head):
             raise InputError(f"{name}: the file is UTF-16: save it as UTF-8")
-        if b"\0" in head:
+        if _binary(head):
             raise InputError(
                 f"{name}: the file is binary, not CSV or NDJSON text (it has NUL bytes): "
                 "check that this is the right file, and export it as UTF-8 text"
@@ -775,6 +784,28 @@ class _Opened:
         self._buffered.close()
         if self._owned is not None:
             self._owned.close()
+
+
+def _utf16(head: bytes) -> bool:
+    """Text saved as UTF-16 without a byte-order mark: mostly ASCII, so every other byte is
+    NUL, and the whole decodes to printable text."""
+    even = len(head) // 2 * 2
+    for high, codec in ((head[1:even:2], "utf-16-le"), (head[0:even:2], "utf-16-be")):
+        if high and high.count(0) * 2 >= len(high):
+            text = head[:even].decode(codec, "replace")
+            shown = sum(char.isprintable() or char in "\t\n\r" for char in text)
+            if "\0" not in text and shown >= 0.95 * len(text):
+                return True
+    return False
+
+
+def _binary(head: bytes) -> bool:
+    """NUL bytes in a head of no lines, or among many other control bytes: not a text file
+    with a stray NUL (which is one invalid row)."""
+    if b"\0" not in head:
+        return False
+    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
+    return b"\n" not in head or controls > _BINARY_SHARE * len(head)
 
 
 def _early_stop(name: str, head: list[Row | InvalidRow], aside: set[int]) -> None:
