@@ -584,7 +584,7 @@ def test_nul_byte_after_the_sniffed_start_is_one_invalid_row(tmp_path: Path) -> 
     assert len(items) == count + 2
 
 
-@pytest.mark.parametrize("name", ["in.csv"])
+@pytest.mark.parametrize("name", ["in.csv", "in.ndjson"])
 @pytest.mark.parametrize("nuls", [b"\x00", b"\x00" * 40])
 def test_nul_bytes_at_the_start_of_a_text_file_are_one_invalid_row(
     tmp_path: Path, name: str, nuls: bytes
@@ -730,6 +730,20 @@ def test_corrupted_gzip_data_is_an_invalid_row_not_a_crash(tmp_path: Path) -> No
             f'  {{"ts": "2026-11-18T11:06:40Z", "session_id": " {UUID} ", "playlist_id": 1001}}',
             row(1),
         ),
+        (  # RFC 3339 allows a lowercase z
+            f'{{"ts": "2026-11-18t11:06:40z", "session_id": "{UUID}", "playlist_id": 1001}}',
+            row(1),
+        ),
+        (  # an alias beside the exact names, with a key that is no column
+            f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}, '
+            '"dataSource": "product_analytics", "note": "x"}',
+            row(1, data_source="product_analytics"),
+        ),
+        (  # an exact name beats an alias, wherever it stands
+            f'{{"session": {{"id": "other"}}, "playlist_id": 1001, "session_id": "{UUID}", '
+            f'"timestamp": 1795000099999, "ts": {TS}}}',
+            row(1),
+        ),
     ],
 )
 def test_ndjson_rows(tmp_path: Path, line: str, expected: Row) -> None:
@@ -821,6 +835,53 @@ def test_ndjson_rows(tmp_path: Path, line: str, expected: Row) -> None:
             f'{{"playlist_id": [1001], "session_id": "{UUID}", "ts": {TS}}}',
             "playlist_id [1001] is not a number: give the playlist's numeric id, e.g. 1234567",
             {"playlist_id": "[1001]", "session_id": UUID, "ts": TS},
+        ),
+        (
+            f'{{"playlist_id": 1001, "session_id": "n26", "ts_ms": {TS}, '
+            '"timestamp": 1795000099999}',
+            "keys 'ts_ms' and 'timestamp' both mean ts: keep one",
+            {"playlist_id": 1001, "session_id": "n26", "ts": TS},
+        ),
+        (
+            f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}, '
+            '"dataSource": "rum", "DATA-SOURCE": "product_analytics", "Data Source": "rum"}',
+            "keys 'dataSource' and 'DATA-SOURCE' both mean data_source: keep one; keys "
+            "'dataSource' and 'Data Source' both mean data_source: keep one",
+            {"playlist_id": 1001, "session_id": UUID, "ts": TS, "data_source": "rum"},
+        ),
+        (
+            f'{{"playlist_id": 1001, "session_id": {{"id": "n11"}}, "ts": {TS}}}',
+            'session_id {"id": "n11"} is an object, not a string: give the session id itself '
+            "as a JSON string",
+            {"playlist_id": 1001, "session_id": '{"id": "n11"}', "ts": TS},
+        ),
+        (
+            f'{{"playlist_id": 1001, "session_id": ["n11"], "ts": {TS}}}',
+            'session_id ["n11"] is an array, not a string: give the session id itself as a '
+            "JSON string",
+            {"playlist_id": 1001, "session_id": '["n11"]', "ts": TS},
+        ),
+        (  # orjson reads 1024 levels, deeper than Python can write back: no RecursionError
+            f'{{"playlist_id": 1001, "session_id": {"[" * 1000}{"]" * 1000}, "ts": {TS}}}',
+            "session_id […] is an array, not a string: give the session id itself as a JSON string",
+            {"playlist_id": 1001, "session_id": "[…]", "ts": TS},
+        ),
+        (
+            f'{{"playlist_id": 1001, "session_id": "a\x00b", "ts": {TS}}}',
+            "the line contains a NUL byte: the file may be damaged or not UTF-8 text",
+            {"raw": f'{{"playlist_id": 1001, "session_id": "a\x00b", "ts": {TS}}}'},
+        ),
+        (
+            f'{{"playlist_id": 1001, "session_id": "a\x01b", "ts": {TS}}}',
+            "the line is not valid JSON (Invalid control character at column 39): each line "
+            f"must be one object such as {NDJSON_SHAPE}",
+            {"raw": f'{{"playlist_id": 1001, "session_id": "a\x01b", "ts": {TS}}}'},
+        ),
+        (
+            '{"playlist_id": 1001, "session_id": "abc',
+            "the line is not valid JSON (Unterminated string starting at column 37): each line "
+            f"must be one object such as {NDJSON_SHAPE}",
+            {"raw": '{"playlist_id": 1001, "session_id": "abc'},
         ),
     ],
 )

@@ -122,6 +122,21 @@ def test_session_id_accepts_any_printable_id_as_is(value: str, expected: str) ->
         (" \t ", "session_id is empty: give the replay's session id"),
         (123, "session_id 123 is not a string: quote it in the JSON"),
         (
+            {"id": "n11"},
+            'session_id {"id": "n11"} is an object, not a string: give the session id itself '
+            "as a JSON string",
+        ),
+        (
+            ["n11", Decimal("1.50")],
+            'session_id ["n11", "1.50"] is an array, not a string: give the session id itself '
+            "as a JSON string",
+        ),
+        (
+            {"id": "é" * 50},
+            f'session_id {{"id": "{"é" * 31}… is an object, not a string: give the session id '
+            "itself as a JSON string",
+        ),
+        (
             "x" * (MAX_SESSION_ID_CHARS + 1),
             f"session_id '{'x' * 39}…' is 257 characters long, more than the 256 allowed: "
             "check that the column holds session ids",
@@ -196,6 +211,9 @@ def test_data_source_refuses(value: object) -> None:
         ("1.795e+12", "ms", 1_795_000_000_000),
         (Decimal("1.795e12"), "ms", TS),
         ("2026-11-18T11:06:40Z", "ms", TS),
+        ("2026-11-18T11:06:40z", "ms", TS),
+        ("2026-11-18t11:06:40z", "ms", TS),
+        (" 2026-11-18T11:06:40.123z ", "ms", TS + 123),
         ("2026-11-18T11:06:40.123Z", "ms", TS + 123),
         ("2026-11-18T11:06:40.123999Z", "ms", TS + 123),
         ("2026-11-18T13:06:40+02:00", "ms", TS),
@@ -220,6 +238,12 @@ def test_ts_accepts(value: object, unit: str, expected: int) -> None:
         (None, "ms", f"ts is missing: {MS_HINT}"),
         ("", "s", f"ts is missing: {S_HINT}"),
         ("yesterday", "ms", f"ts 'yesterday' is not a number nor a date-time: {MS_HINT}"),
+        ("z", "ms", f"ts 'z' is not a number nor a date-time: {MS_HINT}"),
+        (
+            "2026-11-18T11:06:40zz",
+            "ms",
+            f"ts '2026-11-18T11:06:40zz' is not a number nor a date-time: {MS_HINT}",
+        ),
         (True, "ms", f"ts true is not a number: {MS_HINT}"),
         ("-5", "ms", f"ts '-5' is negative: {MS_HINT}"),
         (
@@ -349,6 +373,20 @@ def test_show_shortens_and_makes_characters_visible() -> None:
     assert show(None) == "null"
     assert show(False) == "false"
     assert show(Decimal("1.50")) == "1.50"
+
+
+def test_show_writes_arrays_and_objects_as_json() -> None:
+    """A message quotes JSON as JSON, never as Python's repr (`{'id': 'n11'}`)."""
+    assert (
+        show({"id": "n11", "ok": True, "none": None}) == '{"id": "n11", "ok": true, "none": null}'
+    )
+    assert show([1, "a"]) == '[1, "a"]'
+    assert show(list(range(100))) == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, …"
+    deep: list[object] = []
+    for _ in range(5000):  # deeper than json.dumps can recurse
+        deep = [deep]
+    assert show(deep) == "[…]"
+    assert show({"a": deep}) == "{…}"
 
 
 json_values = st.recursive(

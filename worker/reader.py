@@ -30,6 +30,9 @@ Limits and decisions:
   control bytes making up more than 1% of them, or with no newline, mean a binary file:
   `InputError`. Otherwise a line with a NUL byte or invalid UTF-8 is one `InvalidRow`,
   wherever it is (a damaged text file is still read).
+- NDJSON keys are matched to columns as CSV headers are. An exact name beats an alias
+  (an export may hold a `session` object beside `session_id`), but two aliases of one
+  column without its exact name make the row invalid, as such a CSV header is refused.
 - Early stop: when at least 90% of an input's first 100 data rows are invalid (and it has
   at least 10), it is the wrong file, delimiter or columns: `InputError` with the first
   errors, rather than a million identical messages. Rows read again after an unclosed
@@ -49,6 +52,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import json
@@ -65,7 +69,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from worker.rows import InvalidRow, Row
-from worker.validation import FieldError, Validator, show
+from worker.validation import FieldError, Validator, json_text, show
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -155,8 +159,11 @@ except ImportError:  # pragma: no cover - orjson is an optional speed-up
     _loads = _exact_loads
 
 
+@functools.lru_cache(maxsize=4096)
 def _column_of(name: str) -> str | None:
-    """The canonical column a header or key names: case, spaces and punctuation ignored."""
+    """The canonical column a header or key names: case, spaces and punctuation ignored.
+
+    Cached: NDJSON repeats the same few keys on every line."""
     return _ALIAS_TO_COLUMN.get(_NOT_ALNUM.sub("", name.lower()))
 
 
@@ -176,7 +183,7 @@ def _echo(value: object) -> object:
     if isinstance(value, Decimal) or (type(value) is int and value not in _INT64_RANGE):
         return str(value)
     if isinstance(value, list | dict):
-        return json.dumps(value, default=str, ensure_ascii=False)[:_ECHOED_BYTES]
+        return json_text(value)[:_ECHOED_BYTES]
     return value
 
 
@@ -543,14 +550,32 @@ def _csv_slow(
     return InvalidRow(source, line, reason, fields)
 
 
-def _canonical_fields(obj: dict[str, object]) -> dict[str, object]:
-    """The row's fields under their canonical names; an exact name beats an alias."""
+def _canonical_fields(obj: dict[str, object]) -> tuple[dict[str, object], str | None]:
+    """The row's fields under their canonical names, and why they are ambiguous, if so.
+
+    An exact name beats an alias: an export may hold, say, a `session` object beside
+    `session_id`. Two aliases of one column without its exact name (`ts_ms` and
+    `timestamp`) are not resolved: which one holds the value is anyone's guess, and a CSV
+    header with both is refused too."""
     fields: dict[str, object] = {}
+    keys: dict[str, str] = {}
+    clashes: list[tuple[str, str, str]] = []
     for key, value in obj.items():
         column = _column_of(key)
-        if column is not None and (key == column or column not in fields):
+        if column is None:
+            continue
+        taken = keys.get(column)
+        if taken is None or key == column:
             fields[column] = value
-    return fields
+            keys[column] = key
+        elif taken != column:
+            clashes.append((column, taken, key))
+    problems = [
+        f"keys {show(first)} and {show(second)} both mean {column}: keep one"
+        for column, first, second in clashes
+        if keys[column] != column
+    ]
+    return fields, "; ".join(problems) or None
 
 
 def _echoed(fields: dict[str, object]) -> dict[str, object]:
@@ -584,21 +609,37 @@ def _ndjson_rows(lines: _Lines, name: str, validator: Validator) -> Iterator[Row
             and type(obj["playlist_id"]) is not float
             and type(obj["ts"]) is not float
         ):
+            data_source = obj.get("data_source")
+            if (
+                data_source is None
+                and len(obj) > 3
+                and "data_source" not in obj
+                and _names_a_source(tuple(obj))
+            ):
+                yield _object_row(obj, name, line, validator)  # by an alias such as dataSource
+                continue
             try:
                 row = to_row(
                     obj["playlist_id"],
                     obj["session_id"],
                     obj["ts"],
-                    obj.get("data_source"),
+                    data_source,
                     source=name,
                     line=line,
                 )
             except FieldError as error:
-                yield InvalidRow(name, line, str(error), _echoed(_canonical_fields(obj)))
+                yield InvalidRow(name, line, str(error), _echoed(_canonical_fields(obj)[0]))
             else:
                 yield row
         else:
             yield _ndjson_slow(raw, name, line, validator)
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_a_source(keys: tuple[str, ...]) -> bool:
+    """Whether one of an object's keys is an alias of data_source. Cached by the keys in
+    their order: most NDJSON inputs repeat one layout on every line."""
+    return any(_column_of(key) == "data_source" for key in keys)
 
 
 def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row | InvalidRow:
@@ -607,10 +648,18 @@ def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row 
         text = raw.decode()
     except UnicodeDecodeError as error:
         return InvalidRow(name, line, "the line " + _not_utf8(raw, error), _raw_fields(raw))
+    if "\0" in text:
+        return InvalidRow(name, line, _HAS_NUL, _raw_fields(raw))
     try:
-        obj = _exact_loads(text)
+        # without its line ending: in an unterminated string, that would be the error
+        obj = _exact_loads(text.rstrip("\r\n"))
     except (ValueError, RecursionError) as error:
-        detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        if isinstance(error, json.JSONDecodeError):
+            # Some messages end in "at" and leave the position to str(error), which also
+            # names line 1 of a one-line document: give the column alone.
+            detail = f"{error.msg} column {error.colno}" if error.msg.endswith(" at") else error.msg
+        else:
+            detail = str(error)
         return InvalidRow(
             name,
             line,
@@ -629,7 +678,16 @@ def _ndjson_slow(raw: bytes, name: str, line: int, validator: Validator) -> Row 
             + _NDJSON_SHAPE,
             _raw_fields(raw),
         )
-    fields = _canonical_fields(obj)
+    return _object_row(obj, name, line, validator)
+
+
+def _object_row(
+    obj: dict[str, object], name: str, line: int, validator: Validator
+) -> Row | InvalidRow:
+    """A parsed JSON object as a row, its keys matched to columns (`_canonical_fields`)."""
+    fields, ambiguous = _canonical_fields(obj)
+    if ambiguous is not None:
+        return InvalidRow(name, line, ambiguous, _echoed(fields))
     try:
         return validator.fields_row(fields, source=name, line=line)
     except FieldError as error:

@@ -19,14 +19,16 @@ Limits and decisions:
   differ, and the client percent-encodes the id into its own path segment.
 - `ts`: milliseconds since the Unix epoch, from `MIN_TS_MS` (2001-09-09T01:46:40Z; smaller
   values are nearly always seconds) to `FUTURE_TOLERANCE_MS` (1 day) ahead of now.
-  Whole numbers, exactly integral exponent forms and ISO-8601 date-times with a zone are
-  accepted. With the `s` unit numbers are seconds, fractions allowed; sub-millisecond
-  digits of seconds and date-times are dropped (floored), as ms is the API's resolution.
+  Whole numbers, exactly integral exponent forms and ISO-8601 date-times with a zone
+  (`Z` or, as RFC 3339 allows, `z`) are accepted. With the `s` unit numbers are seconds,
+  fractions allowed; sub-millisecond digits of seconds and date-times are dropped
+  (floored), as ms is the API's resolution.
 - `data_source`: `rum` or `product_analytics`, any case; empty means the default.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -54,8 +56,20 @@ class FieldError(ValueError):
     """A value breaks a field rule; the message names the value and what to do about it."""
 
 
+def json_text(value: list[object] | dict[str, object]) -> str:
+    """A JSON array or object as JSON (not as Python writes it); nesting too deep to write
+    (orjson reads 1024 levels, more than the recursion limit allows) is shown as `[…]`."""
+    try:
+        return json.dumps(value, default=str, ensure_ascii=False)
+    except RecursionError:
+        return "[…]" if isinstance(value, list) else "{…}"
+
+
 def show(value: object) -> str:
     """A value as a message quotes it: shortened, with invisible characters made visible."""
+    if isinstance(value, list | dict):
+        value = json_text(value)
+        return value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 1] + "…"
     if isinstance(value, str):
         if len(value) > _SHOWN_CHARS:
             return repr(value[: _SHOWN_CHARS - 1] + "…")
@@ -125,6 +139,12 @@ def parse_session_id(value: object) -> str:
         return value
     if value is None:
         raise FieldError("session_id is missing: give the replay's session id")
+    if isinstance(value, list | dict):
+        kind = "an array" if isinstance(value, list) else "an object"
+        raise FieldError(
+            f"session_id {show(value)} is {kind}, not a string: give the session id itself "
+            "as a JSON string"
+        )
     if not isinstance(value, str):
         raise FieldError(f"session_id {show(value)} is not a string: quote it in the JSON")
     text = value.strip()
@@ -164,7 +184,9 @@ def parse_data_source(value: object, default: str) -> str:
 
 def _iso_ms(text: str, hint: str) -> int:
     try:
-        moment = datetime.fromisoformat(text)
+        # RFC 3339 allows a lowercase z, which fromisoformat refuses (a lowercase t it takes)
+        zulu = text.endswith("z") and text[-2:-1].isdigit()
+        moment = datetime.fromisoformat(text[:-1] + "Z" if zulu else text)
     except ValueError:
         raise FieldError(f"ts {show(text)} is not a number nor a date-time: {hint}") from None
     if moment.tzinfo is None:
