@@ -198,6 +198,25 @@ async def test_429s_without_headers_back_off(make_sandbox: MakeSandbox, tmp_path
     assert all(float(str(p["seconds"])) >= 0 for p in pauses)
 
 
+async def test_a_proxys_429_with_retry_after_is_waited_out(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """A proxy's 429 (plain text, no rate-limit headers) that says Retry-After: 1: every
+    worker waits that second, and no row fails."""
+    faults = FaultConfig(bare_429=0.2, retry_after_s=1, seed=11)
+    sandbox = await make_sandbox(faults=faults)
+    items = rows(16)
+
+    run = await ingest(sandbox, tmp_path, items, "--concurrency", "4")
+
+    assert_every_row_landed(sandbox, items, [run])
+    assert run.report["rate_limited"] > 0
+    pauses = run.pauses("Retry-After")
+    assert pauses
+    assert all(0.9 <= float(str(p["seconds"])) <= 1.0 for p in pauses)
+    assert not run.pauses("without rate-limit headers"), "Retry-After, not a guess"
+
+
 async def test_a_proxy_that_strips_the_headers(make_sandbox: MakeSandbox, tmp_path: Path) -> None:
     sandbox = await make_sandbox(rate_limit=(10, 1), faults=FaultConfig(ratelimit_headers=False))
     items = rows(25)

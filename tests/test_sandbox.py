@@ -18,7 +18,7 @@ from support import run_cli
 from yarl import URL
 
 from worker.sandbox import FaultConfig, Sandbox, SandboxConfig, parse_rate_limit
-from worker.sandbox.cli import add_arguments, config_from_args
+from worker.sandbox.cli import add_arguments, config_from_args, describe
 from worker.sandbox.ratelimit import FixedWindowLimiter
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
@@ -60,6 +60,8 @@ async def put(
     headers: dict[str, str] = KEYS,
 ) -> tuple[int, dict[str, Any], CIMultiDictProxy[str]]:
     async with http.put(session_url(sandbox, session_id, playlist, query), headers=headers) as r:
+        if r.content_type != "application/json":  # a fault's proxy-like answer: its text
+            return r.status, {"text": await r.text()}, r.headers
         return r.status, await r.json(content_type=None), r.headers
 
 
@@ -431,16 +433,29 @@ async def test_non_json_success(make_sandbox: MakeSandbox, http: aiohttp.ClientS
     assert sandbox.store.get(7, "s1") is not None
 
 
-async def test_a_bare_429_carries_no_headers_and_adds_nothing(
-    make_sandbox: MakeSandbox, http: aiohttp.ClientSession
+@pytest.mark.parametrize("retry_after_s", [None, 0, 3])
+async def test_a_bare_429_is_a_proxys_plain_answer_and_adds_nothing(
+    make_sandbox: MakeSandbox, http: aiohttp.ClientSession, retry_after_s: int | None
 ) -> None:
-    sandbox = await faulty(make_sandbox, bare_429=1.0)
+    sandbox = await faulty(make_sandbox, bare_429=1.0, retry_after_s=retry_after_s)
 
-    status, body, headers = await put(http, sandbox)
+    async with http.put(session_url(sandbox, "s1"), headers=KEYS) as response:
+        status, text, headers = response.status, await response.text(), response.headers
 
-    assert (status, body) == (429, {"errors": ["Too many requests"]})
+    assert (status, text, headers["Content-Type"]) == (
+        429,
+        "429 Too Many Requests\n",
+        "text/plain",
+    )
+    assert headers.get("Retry-After") == (None if retry_after_s is None else str(retry_after_s))
     assert_ratelimit_headers(headers, present=False)
     assert len(sandbox.store) == 0
+
+
+@pytest.mark.parametrize("wait", [-1, 1.5, True])
+def test_retry_after_is_whole_seconds(wait: object) -> None:
+    with pytest.raises(ValueError, match="retry_after_s"):
+        FaultConfig(retry_after_s=wait)  # type: ignore[arg-type]
 
 
 async def test_proxy_mode_hides_the_headers_but_keeps_the_limit(
@@ -650,11 +665,36 @@ def test_options_become_a_config() -> None:
         (["--playlists", "0"], "positive"),
         (["--fault-latency-ms", "9-1"], "--fault-latency-ms"),
         (["--fault-hang", "2"], "hang"),
+        (["--fault-retry-after", "-1"], "retry_after_s"),
     ],
 )
 def test_bad_options_say_which(argv: list[str], option: str) -> None:
     with pytest.raises(ValueError, match=option):
         config_from_args(parse(*argv), env={})
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+async def test_a_port_out_of_range_is_refused_not_wrapped(port: str) -> None:
+    done = await run_cli("sandbox", "--port", port)
+
+    assert done.code == 2
+    assert f"{port!r} is not a port number (0 to 65535)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("api_key", "app_key", "accepting"),
+    [
+        (None, None, "accepting any non-empty key pair"),
+        ("a", "b", "accepting the API key in SANDBOX_API_KEY with the application key in"),
+        ("a", None, "accepting the API key in SANDBOX_API_KEY with any application key"),
+        (None, "b", "accepting any API key with the application key in SANDBOX_APP_KEY"),
+    ],
+)
+def test_the_first_line_says_which_keys_are_accepted(
+    api_key: str | None, app_key: str | None, accepting: str
+) -> None:
+    config = SandboxConfig(api_key=api_key, app_key=app_key)
+    assert accepting in describe(config, "127.0.0.1")
 
 
 async def test_a_bad_value_shows_the_sandbox_commands_own_usage() -> None:

@@ -199,7 +199,13 @@ class Sandbox:
         if fault is Fault.DROP_BEFORE:
             return self._drop(request)
         if fault is Fault.BARE_429:
-            return self._answer(429, errors("Too many requests"))
+            wait = self._faults.config.retry_after_s
+            return self._answer(
+                429,
+                b"429 Too Many Requests\n",
+                None if wait is None else {"Retry-After": str(wait)},
+                content_type="text/plain",
+            )
 
         revoked = self._faults.revoked()
         if revoked:

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
     parser.add_argument(
-        "--port", type=int, default=0, help="port to listen on (default: 0, any free port)"
+        "--port", type=_port, default=0, help="port to listen on (default: 0, any free port)"
     )
     parser.add_argument(
         "--rate-limit",
@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delay every answer by MS, or by a uniform draw from MIN-MAX milliseconds",
     )
     faults.add_argument(
+        "--fault-retry-after",
+        type=int,
+        metavar="SECONDS",
+        help="bare 429s (--fault-bare-429) carry Retry-After: SECONDS, as a proxy may send",
+    )
+    faults.add_argument(
         "--no-ratelimit-headers",
         action="store_true",
         help="proxy mode: no response carries X-RateLimit-* headers",
@@ -96,6 +102,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default: 0)")
 
 
+def _port(text: str) -> int:
+    """0 (any free port) to 65535: a larger number would wrap around, not fail."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return port
+
+
 def config_from_args(
     args: argparse.Namespace, env: Mapping[str, str] = os.environ
 ) -> SandboxConfig:
@@ -103,6 +120,7 @@ def config_from_args(
     from options, so they stay out of the process list."""
     faults = FaultConfig(
         **{field: getattr(args, f"fault_{field}") for field in _SHARE_OPTIONS},
+        retry_after_s=args.fault_retry_after,
         latency_ms=_option("--fault-latency-ms", parse_latency_ms, args.fault_latency_ms),
         ratelimit_headers=not args.no_ratelimit_headers,
         reset_skew_s=args.fault_reset_skew,
@@ -139,7 +157,7 @@ async def serve(config: SandboxConfig, host: str, port: int) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         print(base_url, flush=True)
-        print(_describe(config, host), file=sys.stderr, flush=True)
+        print(describe(config, host), file=sys.stderr, flush=True)
         await stop.wait()
     finally:
         for signum in signals:
@@ -190,10 +208,12 @@ def _parse_playlists(text: str) -> frozenset[int]:
     return ids
 
 
-def _describe(config: SandboxConfig, host: str) -> str:
+def describe(config: SandboxConfig, host: str) -> str:
     limit, period = config.rate_limit
+    api = f"the API key in {API_KEY_ENV}" if config.api_key else "any API key"
+    app = f"the application key in {APP_KEY_ENV}" if config.app_key else "any application key"
     keys = (
-        f"the keys in {API_KEY_ENV}/{APP_KEY_ENV}"
+        f"{api} with {app}"
         if config.api_key or config.app_key
         else f"any non-empty key pair (set {API_KEY_ENV}/{APP_KEY_ENV} to require one)"
     )

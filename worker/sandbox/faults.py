@@ -28,7 +28,8 @@ class Fault(enum.Enum):
     DROP_BEFORE = "drop_before"
     """Close the connection without answering; the session is not added."""
     BARE_429 = "bare_429"
-    """A 429 with no rate-limit headers, as a proxy in front of the API would send."""
+    """A 429 with no rate-limit headers and a plain-text body, as a proxy in front of the
+    API would send (with `Retry-After` when `FaultConfig.retry_after_s` is set)."""
     ERROR_BEFORE = "error_before"
     """A 5xx; the session is not added."""
     DROP_AFTER = "drop_after"
@@ -63,6 +64,8 @@ class FaultConfig:
     hang: float = 0.0
     non_json: float = 0.0
     bare_429: float = 0.0
+    retry_after_s: int | None = None
+    """Whole seconds a bare 429 asks the client to wait (`Retry-After`); None: no header."""
     latency_ms: tuple[float, float] = (0.0, 0.0)
     """Added before answering, drawn uniformly from [min, max]."""
     ratelimit_headers: bool = True
@@ -102,6 +105,14 @@ class FaultConfig:
             raise ValueError(
                 f"revoke_keys_after must be a count of requests (0 or more), "
                 f"not {self.revoke_keys_after!r}"
+            )
+        if self.retry_after_s is not None and (
+            not isinstance(self.retry_after_s, int)
+            or isinstance(self.retry_after_s, bool)
+            or self.retry_after_s < 0
+        ):
+            raise ValueError(
+                f"retry_after_s must be whole seconds (0 or more), not {self.retry_after_s!r}"
             )
         if not isinstance(self.ratelimit_headers, bool) or not isinstance(self.seed, int):
             raise ValueError("ratelimit_headers must be true or false, and seed an integer")
