@@ -209,6 +209,8 @@ def _parse_playlists(text: str) -> frozenset[int]:
 
 
 def describe(config: SandboxConfig, host: str) -> str:
+    """What the sandbox says on standard error as it starts: its limit, the keys it takes,
+    and a warning when it listens beyond loopback."""
     limit, period = config.rate_limit
     api = f"the API key in {API_KEY_ENV}" if config.api_key else "any API key"
     app = f"the application key in {APP_KEY_ENV}" if config.app_key else "any application key"
