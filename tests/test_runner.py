@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from support import TS
 
-from worker.client import Client, Kind, Reply
+from worker.client import Client, Kind, Reply, classify_status
 from worker.config import Credentials, Secret
 from worker.journal import MemoryLedger
 from worker.pacer import Pacer
@@ -105,3 +105,23 @@ def test_health_aborts_when_the_window_is_mostly_failures(
             stopped = number
             break
     assert stopped == stops_at
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (201, Kind.ADDED),
+        (200, Kind.ADDED),
+        (400, Kind.ROW_FAILED),
+        (404, Kind.ROW_FAILED),
+        (401, Kind.KEYS_REFUSED),  # Datadog has answered 401 for a missing application key
+        (403, Kind.KEYS_REFUSED),
+        (408, Kind.RETRYABLE),
+        (425, Kind.RETRYABLE),
+        (429, Kind.RATE_LIMITED),
+        (500, Kind.RETRYABLE),
+        (503, Kind.RETRYABLE),
+    ],
+)
+def test_what_each_status_means_for_the_row(status: int, kind: Kind) -> None:
+    assert classify_status(status) is kind
