@@ -996,7 +996,7 @@ def test_stdin_can_be_substituted_and_its_format_sniffed(content: bytes, fmt: st
     options = ReaderOptions(fmt=fmt, now_ms=lambda: NOW)
     with open_inputs(["-"], options, stdin=io.BytesIO(content)) as stream:
         (item,) = list(stream)
-        assert stream.position() == (len(content), None)
+        assert (stream.reading().bytes_read, stream.reading().bytes_total) == (len(content), None)
     assert isinstance(item, Row)
     assert (item.source, item.playlist_id, item.session_id) == ("<stdin>", 1001, UUID)
 
@@ -1042,12 +1042,12 @@ def test_position_counts_raw_bytes_of_every_input(tmp_path: Path) -> None:
     packed.write_bytes(gzip.compress(sessions_csv(3000)))
     total = plain.stat().st_size + packed.stat().st_size
     with open_inputs([str(plain), str(packed)], OPTIONS) as stream:
-        assert stream.position() == (0, total)
+        assert (stream.reading().bytes_read, stream.reading().bytes_total) == (0, total)
         seen = []
         for index, _ in enumerate(stream):
             if index % 500 == 0:
-                seen.append(stream.position()[0])
-        assert stream.position() == (total, total)
+                seen.append(stream.reading().bytes_read)
+        assert (stream.reading().bytes_read, stream.reading().bytes_total) == (total, total)
     assert seen == sorted(seen)
     assert 0 < seen[3] < plain.stat().st_size < seen[-1] <= total
 

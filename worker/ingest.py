@@ -147,7 +147,7 @@ def ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     log = logs.configure(fmt=args.log_format, secrets=secrets_)
     with _signals_end_reading():
         try:
-            # Only a shard's own rows count towards its progress total.
+            # A shard's own rows only: the reader decides it, once per row.
             stream = open_inputs(args.inputs, plan.reader, owns=plan.owns if plan.shard else None)
         except InputError as exc:
             log.error("cannot_start", error=str(exc))
@@ -220,8 +220,6 @@ def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
     try:
         with done_before(journal, base_url) as done:
             for item in stream:
-                if not plan.owns(item):
-                    continue
                 if isinstance(item, InvalidRow):
                     observer.rejected(item)
                 elif not seen.admit(item) or done(item.key):
@@ -353,7 +351,6 @@ async def _execute(
             ledger=ledger,
             observer=fanout,
             settings=RunSettings(args.concurrency, plan.policy, grace_s=args.grace),
-            owns=plan.owns,
             warn=lambda event, fields: log.warning(event, **fields),
         )
         received: list[int] = []

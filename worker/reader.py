@@ -912,7 +912,7 @@ def _check(spec: _Spec, stdin: Readable | None, validator: Validator) -> _Input:
 
 
 Owns = Callable[[Row | InvalidRow], bool]
-"""Whether a row is this run's (`--shard`): only those are counted as read."""
+"""Whether a row is this run's (`--shard`): only those are handed out, and counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -924,7 +924,7 @@ class Reading:
     taken together when a buffer was last refilled."""
 
     rows: int
-    """This run's rows handed out so far (with `owns`, only the rows it owns)."""
+    """This run's rows handed out so far (with `owns`, the only ones handed out)."""
     bytes_read: int
     bytes_total: int | None
     ended: bool
@@ -937,7 +937,7 @@ class RowStream:
     """The rows of all inputs in order; a context manager that closes every file.
 
     Iterate it once, from one thread at a time (it never touches an event loop, so a
-    worker thread can pull chunks); `position` and `reading` may be called from any thread.
+    worker thread can pull chunks); `reading` may be called from any thread.
     """
 
     def __init__(
@@ -982,7 +982,7 @@ class RowStream:
                 for row in chain(head, opened.rows):
                     if owns is None or owns(row):
                         self._rows_read += 1
-                    yield row
+                        yield row
             finally:
                 opened.close()
                 self._current = None
@@ -993,19 +993,14 @@ class RowStream:
         """The rows and bytes read so far, at a moment when they match (`_Opened.parsed`)."""
         self._then = (self._rows_read, self._done + count)
 
-    def position(self) -> tuple[int, int | None]:
-        """(raw bytes consumed, total bytes or None when an input is stdin or a pipe).
-
-        Gzip inputs count compressed bytes on both sides, so the ratio is the progress."""
-        current = self._current
-        return self._done + (current.count if current is not None else 0), self._total
-
     def reading(self) -> Reading:
-        """How far the reader has got: rows, bytes, and whether it has reached the end."""
+        """How far the reader has got: rows, raw bytes (gzip inputs count compressed bytes
+        on both sides, so the ratio is the progress), and whether it has reached the end."""
         ended = self._ended  # first: once it is seen set, the rows read are final
         rows_then, bytes_then = self._then
-        bytes_read, bytes_total = self.position()
-        return Reading(self._rows_read, bytes_read, bytes_total, ended, rows_then, bytes_then)
+        current = self._current
+        bytes_read = self._done + (current.count if current is not None else 0)
+        return Reading(self._rows_read, bytes_read, self._total, ended, rows_then, bytes_then)
 
     def close(self) -> None:
         """Stops reading and closes every input."""
@@ -1038,7 +1033,8 @@ def open_inputs(
 ) -> RowStream:
     """Checks every input and returns their rows; raises `InputError` if the run must not
     start. `stdin` stands in for standard input (`-`) in tests and embeddings; `owns`
-    (a `--shard` run's) limits the rows `RowStream.reading` counts to this run's."""
+    (a `--shard` run's) keeps only this run's rows and invalid lines: the one place a
+    shard's share is decided."""
     if not paths:
         raise InputError("no input given: name one or more files, or - for standard input")
     if list(paths).count("-") > 1:

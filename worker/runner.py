@@ -163,7 +163,6 @@ class Run:
         ledger: Ledger,
         observer: RunObserver,
         settings: RunSettings,
-        owns: Callable[[Row | InvalidRow], bool] = lambda _: True,
         warn: Callable[[str, dict[str, object]], None] = lambda _e, _kw: None,
         rng: random.Random | None = None,
     ) -> None:
@@ -173,7 +172,6 @@ class Run:
         self._ledger = ledger
         self._observer = observer
         self._settings = settings
-        self._owns = owns
         self._warn = warn
         self._rng = rng or random.Random()
         self._health = Health(settings.policy)
@@ -284,8 +282,6 @@ class Run:
     def _leave_unsent(self, item: Row | InvalidRow) -> None:
         """Account for an item read but never queued: counted, never sent. A row the run
         would have skipped (done before, or a repeat) is still skipped, not unsent."""
-        if not self._owns(item):
-            return
         if isinstance(item, InvalidRow):
             self._observer.rejected(item)
             return
@@ -336,8 +332,6 @@ class Run:
                     return
                 self._pending.extend(chunk)
             item = self._pending.popleft()
-            if not self._owns(item):
-                continue
             if isinstance(item, InvalidRow):
                 self._observer.rejected(item)
                 continue
