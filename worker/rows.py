@@ -24,7 +24,9 @@ class Row:
 
     playlist_id: int
     session_id: str
-    ts: int
+    ts: int | None
+    """Milliseconds since the epoch; None only for operations that need no time (remove,
+    verify): the reader requires it for `run`."""
     data_source: str
     source: str
     line: int
@@ -57,6 +59,8 @@ class Result(enum.StrEnum):
     ALREADY_PRESENT = "already_present"
     FAILED = "failed"
     NOT_ATTEMPTED = "not_attempted"
+    REMOVED = "removed"
+    """Removed from its playlist (204, whether or not it was there): no longer done."""
 
     @property
     def done(self) -> bool:
