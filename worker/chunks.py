@@ -46,9 +46,12 @@ class ThreadedChunks(AsyncIterator[Chunk]):
         def read() -> None:
             while True:
                 self._permits.acquire()
+                chunk: Chunk = []
                 try:
-                    chunk = list(itertools.islice(self._rows, self._size))
+                    chunk.extend(itertools.islice(self._rows, self._size))
                 except BaseException as exc:  # handed to the loop, as an executor would
+                    if chunk:
+                        hand(chunk)  # rows read before the error are the run's all the same
                     hand(exc)
                     return
                 hand(chunk or _END)

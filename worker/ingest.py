@@ -144,7 +144,7 @@ async def _target(target: Target) -> AsyncIterator[tuple[str, Credentials | None
 def _open_ledger(config: RunConfig, target: str) -> Ledger:
     if config.outputs.journal is None:
         return MemoryLedger()
-    run_info = {
+    run_info: dict[str, object] = {
         "target": target,
         "inputs": list(config.inputs),
         "options": dict(config.recorded_options or {}),

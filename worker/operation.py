@@ -16,8 +16,10 @@ from worker.rows import Result, Row
 
 
 class Operation(Protocol):
-    family: str
-    """The rate-limit family its requests are paced under."""
+    @property
+    def family(self) -> str:
+        """The rate-limit family its requests are paced under."""
+        ...
 
     def request(self, row: Row) -> Request: ...
 
