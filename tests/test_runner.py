@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from support import TS
 
-from worker.client import Client, Kind, Reply, classify_status
-from worker.config import Credentials, Secret
+from worker.answers import Answer, Meaning, meaning_of
+from worker.client import Client
+from worker.config import Credentials, Route, Secret
 from worker.journal import MemoryLedger
 from worker.pacer import Pacer
 from worker.report import Report
@@ -47,7 +48,7 @@ async def test_a_worker_that_crashes_stops_the_run_instead_of_stalling(
     warnings: list[str] = []
     fanout = Fanout([report, Crasher("s3")])
     async with Client(
-        sandbox.base_url,
+        Route(sandbox.base_url),
         Credentials(Secret("k"), Secret("a")),
         concurrency=2,
         timeout_s=5,
@@ -55,7 +56,7 @@ async def test_a_worker_that_crashes_stops_the_run_instead_of_stalling(
         run = Run(
             iter(rows),
             client=client,
-            pacer=Pacer(rate=None, on_pause=fanout.paused),
+            pacer=Pacer(rate=None, on_pause=lambda p: fanout.paused(p.pause_s, p.reason)),
             ledger=MemoryLedger(),
             observer=fanout,
             settings=RunSettings(2, RetryPolicy(max_stall_s=3600)),
@@ -93,15 +94,15 @@ def test_health_aborts_when_the_window_is_mostly_failures(
     B a 404."""
     health = Health(RetryPolicy(failure_window=4, failure_rate_to_abort=0.75))
     kinds = {
-        "F": (Kind.RETRYABLE, 503),
-        "S": (Kind.ADDED, 201),
-        "R": (Kind.RATE_LIMITED, 429),
-        "B": (Kind.ROW_FAILED, 404),
+        "F": (Meaning.RETRYABLE, 503),
+        "S": (Meaning.DONE, 201),
+        "R": (Meaning.RATE_LIMITED, 429),
+        "B": (Meaning.ROW_FAILED, 404),
     }
     stopped = None
     for number, answer in enumerate(answers, start=1):
         kind, status = kinds[answer]
-        if health.record(Reply(kind, status, 1.0)) is Stop.SYSTEMIC:
+        if health.record(Answer(kind, status, 1.0)) is Stop.SYSTEMIC:
             stopped = number
             break
     assert stopped == stops_at
@@ -110,18 +111,18 @@ def test_health_aborts_when_the_window_is_mostly_failures(
 @pytest.mark.parametrize(
     ("status", "kind"),
     [
-        (201, Kind.ADDED),
-        (200, Kind.ADDED),
-        (400, Kind.ROW_FAILED),
-        (404, Kind.ROW_FAILED),
-        (401, Kind.KEYS_REFUSED),  # Datadog has answered 401 for a missing application key
-        (403, Kind.KEYS_REFUSED),
-        (408, Kind.RETRYABLE),
-        (425, Kind.RETRYABLE),
-        (429, Kind.RATE_LIMITED),
-        (500, Kind.RETRYABLE),
-        (503, Kind.RETRYABLE),
+        (201, Meaning.DONE),
+        (200, Meaning.DONE),
+        (400, Meaning.ROW_FAILED),
+        (404, Meaning.ROW_FAILED),
+        (401, Meaning.KEYS_REFUSED),  # Datadog has answered 401 for a missing application key
+        (403, Meaning.KEYS_REFUSED),
+        (408, Meaning.RETRYABLE),
+        (425, Meaning.RETRYABLE),
+        (429, Meaning.RATE_LIMITED),
+        (500, Meaning.RETRYABLE),
+        (503, Meaning.RETRYABLE),
     ],
 )
-def test_what_each_status_means_for_the_row(status: int, kind: Kind) -> None:
-    assert classify_status(status) is kind
+def test_what_each_status_means_for_the_row(status: int, kind: Meaning) -> None:
+    assert meaning_of(status) is kind

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import secrets
 import signal
 import ssl
@@ -23,8 +24,16 @@ from pathlib import Path
 import structlog
 
 from worker import aio, logs
-from worker.client import Client, session_url, tls_context
-from worker.config import ConfigError, Credentials, Secret, base_url_for, load_credentials
+from worker import api
+from worker.client import Client, tls_context, url_for
+from worker.config import (
+    ConfigError,
+    Credentials,
+    Secret,
+    base_url_for,
+    check_transport,
+    load_credentials,
+)
 from worker.deadletter import DeadLetter, DeadLetterError
 from worker.journal import (
     JournalError,
@@ -86,6 +95,8 @@ class Plan:
             raise ConfigError("--sandbox sends to a local sandbox; drop --site/--base-url")
         needs_keys = not (args.sandbox or args.dry_run)
         base_url = None if args.sandbox else base_url_for(args.site, args.base_url, environ)
+        if base_url is not None and not args.dry_run:
+            check_transport(base_url, environ)
         credentials = (
             load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
         )
@@ -225,7 +236,7 @@ def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
                 elif not seen.admit(item) or done(item.key):
                     observer.outcome(Outcome(item, Result.SKIPPED))
                 else:
-                    out.write(f"PUT {session_url(base_url, item)}\n")
+                    out.write(f"PUT {url_for(base_url, api.add_session(item))}\n")
                     report.outcome(Outcome(item, Result.NOT_ATTEMPTED))
     except JournalError as exc:
         log.error("cannot_start", error=str(exc))
@@ -338,7 +349,7 @@ async def _execute(
         interval_s=args.progress_interval,
     )
     async with Client(
-        base_url,
+        check_transport(base_url, os.environ),
         credentials,
         concurrency=args.concurrency,
         timeout_s=args.timeout,
@@ -347,7 +358,7 @@ async def _execute(
         run = Run(
             iter(stream),
             client=client,
-            pacer=Pacer(rate=args.rate, on_pause=fanout.paused),
+            pacer=Pacer(rate=args.rate, on_pause=lambda p: fanout.paused(p.pause_s, p.reason)),
             ledger=ledger,
             observer=fanout,
             settings=RunSettings(args.concurrency, plan.policy, grace_s=args.grace),

@@ -21,7 +21,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from worker.client import Client, Kind, Reply
+from worker import api
+from worker.answers import Answer, Meaning
+from worker.client import Client
 from worker.journal import JournalError, Ledger
 from worker.observe import RunObserver
 from worker.pacer import Pacer
@@ -30,6 +32,7 @@ from worker.rows import InvalidRow, Outcome, Result, Row
 
 T = TypeVar("T")
 
+FAMILY = "playlist_sessions"
 CHUNK = 256
 """Rows handed from the reader thread at a time: large enough to amortise the hop."""
 
@@ -72,7 +75,7 @@ class _InHand:
 
     row: Row | None = None
     attempts: int = 0
-    reply: Reply | None = None
+    reply: Answer | None = None
     sending: bool = False
 
     def take(self, row: Row) -> None:
@@ -125,19 +128,19 @@ class Health:
         self._recent: deque[bool] = deque(maxlen=policy.failure_window)
         self._failures = 0
 
-    def record(self, reply: Reply) -> Stop | None:
-        kind = reply.kind
-        if kind is Kind.FATAL:
+    def record(self, reply: Answer) -> Stop | None:
+        kind = reply.meaning
+        if kind is Meaning.FATAL:
             return Stop.FATAL
-        if kind is Kind.RATE_LIMITED:
+        if kind is Meaning.RATE_LIMITED:
             return None
-        if kind is Kind.KEYS_REFUSED:
+        if kind is Meaning.KEYS_REFUSED:
             self._refusals += 1
             if self._refusals >= self._policy.refusals_to_abort:
                 return Stop.KEYS_REFUSED
         else:
             self._refusals = 0
-        failed = kind is Kind.RETRYABLE or kind is Kind.KEYS_REFUSED
+        failed = kind is Meaning.RETRYABLE or kind is Meaning.KEYS_REFUSED
         recent = self._recent
         if self._failures and len(recent) == recent.maxlen:
             self._failures -= recent[0]  # the oldest leaves the window as this one enters
@@ -410,17 +413,17 @@ class Run:
         failures = 0
         lost: str | None = None  # an earlier answer lost after the server may have applied it
         while True:
-            ticket = self._pacer.try_acquire()  # far from the limit: at once, no coroutine
+            ticket = self._pacer.try_acquire(FAMILY)  # far from the limit: at once
             if ticket is None:
-                ticket = await self._interruptible(self._pacer.acquire())
+                ticket = await self._interruptible(self._pacer.acquire(FAMILY))
             if self._stop is not None:
-                self._pacer.settle(ticket, None, None, None)  # nothing sent
+                self._pacer.settle(ticket, None)  # nothing sent
                 return self._unsent(row, state)
-            reply: Reply | None = None
+            reply: Answer | None = None
             state.sending = True
             started = time.perf_counter()
             try:
-                reply = await self._client.add(row)
+                reply = await self._client.send(api.add_session(row))
             except asyncio.CancelledError:
                 # Abandoned at a stop, perhaps after the server had it: a request all the same.
                 state.attempts += 1
@@ -428,12 +431,7 @@ class Run:
                 self._observer.response(None, latency_ms, retry=state.attempts > 1)
                 raise
             finally:
-                self._pacer.settle(
-                    ticket,
-                    reply.status if reply is not None else None,
-                    reply.rate_limit if reply is not None else None,
-                    reply.retry_after if reply is not None else None,
-                )
+                self._pacer.settle(ticket, reply)
             state.sending = False
             state.attempts += 1
             state.reply = reply
@@ -441,16 +439,16 @@ class Run:
             stop = self._health.record(reply)
             if stop is not None:
                 self.request_stop(stop, reply.error)
-            if reply.kind is Kind.ADDED:
+            if reply.meaning is Meaning.DONE:
                 self._check_body(reply)
                 if reply.status == 201:
                     return self._final(row, Result.CREATED, reply, state.attempts)
                 return self._final(row, Result.ALREADY_PRESENT, reply, state.attempts, lost)
-            if reply.kind is Kind.RATE_LIMITED:
+            if reply.meaning is Meaning.RATE_LIMITED:
                 continue  # the pacer holds every worker; a 429 is never a row's failure
-            if reply.kind is Kind.FATAL:
+            if reply.meaning is Meaning.FATAL:
                 return self._unsent(row, state)  # nothing reached the API
-            if reply.kind is Kind.ROW_FAILED:
+            if reply.meaning is Meaning.ROW_FAILED:
                 return self._final(row, Result.FAILED, reply, state.attempts)
             # Retryable, or refused: a refusal is the keys' failure, not the row's. Refused
             # keys soon stop the run (Health), leaving the row not attempted; if other rows
@@ -475,7 +473,7 @@ class Run:
             self._waiting.discard(task)
 
     def _final(
-        self, row: Row, result: Result, reply: Reply, attempts: int, lost: str | None = None
+        self, row: Row, result: Result, reply: Answer, attempts: int, lost: str | None = None
     ) -> Outcome:
         error = None if result.done else reply.error
         note = None
@@ -502,7 +500,7 @@ class Run:
             error,
         )
 
-    def _check_body(self, reply: Reply) -> None:
+    def _check_body(self, reply: Answer) -> None:
         if reply.body_problem and not self._body_warned:
             self._body_warned = True
             self._warn(
