@@ -34,7 +34,7 @@ from support import (
     write_csv,
 )
 
-from worker.runner import CHUNK
+from worker.chunks import CHUNK
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]

@@ -13,6 +13,7 @@ import pytest
 from support import TS, rows, run_cli, write_csv
 
 from worker import logs, scrub
+from worker.rowlog import LogSink
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.sandbox import Sandbox
 
@@ -23,10 +24,10 @@ ROW = Row(1001, "00000000-0000-0000-0000-000000000001", 1_704_067_200_000, "rum"
 
 def json_logger(
     secrets: tuple[str, ...] = (API_KEY, APP_KEY),
-) -> tuple[logs.LogObserver, io.StringIO]:
+) -> tuple[LogSink, io.StringIO]:
     out = io.StringIO()
     log = logs.configure(fmt="json", secrets=secrets, stream=out)
-    return logs.LogObserver(log), out
+    return LogSink(log), out
 
 
 def events(out: io.StringIO) -> list[dict[str, object]]:
@@ -36,7 +37,7 @@ def events(out: io.StringIO) -> list[dict[str, object]]:
 def test_a_row_outcome_is_one_json_line_with_every_field() -> None:
     observer, out = json_logger()
 
-    observer.outcome(Outcome(ROW, Result.CREATED, 201, 1, 12.3456))
+    observer(Outcome(ROW, Result.CREATED, 201, 1, 12.3456))
 
     (event,) = events(out)
     assert event == {
@@ -62,8 +63,8 @@ def test_a_row_outcome_is_one_json_line_with_every_field() -> None:
 def test_failures_and_invalid_rows_are_warnings() -> None:
     observer, out = json_logger()
 
-    observer.outcome(Outcome(ROW, Result.FAILED, 404, 1, 1.0, "HTTP 404: playlist not found"))
-    observer.rejected(InvalidRow("in.csv", 9, "ts is missing", {}))
+    observer(Outcome(ROW, Result.FAILED, 404, 1, 1.0, "HTTP 404: playlist not found"))
+    observer(InvalidRow("in.csv", 9, "ts is missing", {}))
 
     failed, invalid = events(out)
     assert (failed["level"], failed["result"], failed["error"]) == (
@@ -110,7 +111,7 @@ def test_a_key_that_occurs_in_the_syntax_keeps_the_line_whole(secret: str) -> No
     the line is still JSON with every field name, and the key is gone from the values."""
     observer, out = json_logger(secrets=(secret,))
 
-    observer.outcome(Outcome(ROW, Result.FAILED, 400, 1, 1.0, f"HTTP 400: bad {secret}"))
+    observer(Outcome(ROW, Result.FAILED, 400, 1, 1.0, f"HTTP 400: bad {secret}"))
 
     (event,) = events(out)
     assert set(event) >= {"event", "level", "result", "playlist_id", "session_id", "error"}
@@ -274,7 +275,7 @@ def test_a_row_line_with_one_letter_keys_keeps_its_words(fmt: str) -> None:
     log = logs.configure(fmt=fmt, secrets=("x", "y"), stream=out)
     row = Row(1001, ROW.session_id, ROW.ts, "rum", "in/mixed_bad_rows.csv", 7)
 
-    logs.LogObserver(log).outcome(Outcome(row, Result.ALREADY_PRESENT, 200, 1, 1.0))
+    LogSink(log)(Outcome(row, Result.ALREADY_PRESENT, 200, 1, 1.0))
 
     text = out.getvalue()
     assert scrub.REDACTED not in text
@@ -297,7 +298,7 @@ def test_an_empty_key_finds_and_replaces_nothing() -> None:
 def test_no_secrets_means_nothing_is_replaced() -> None:
     observer, out = json_logger(secrets=("",))
 
-    observer.outcome(Outcome(ROW, Result.ALREADY_PRESENT, 200, 2, 1.0))
+    observer(Outcome(ROW, Result.ALREADY_PRESENT, 200, 2, 1.0))
 
     assert events(out)[0]["result"] == "already_present"
 
@@ -333,7 +334,7 @@ def test_console_lines_are_readable() -> None:
     out = io.StringIO()
     log = logs.configure(fmt="console", secrets=(), stream=out)
 
-    logs.LogObserver(log).outcome(Outcome(ROW, Result.CREATED, 201, 1, 1.0))
+    LogSink(log)(Outcome(ROW, Result.CREATED, 201, 1, 1.0))
 
     assert "row" in out.getvalue()
     assert "result=created" in out.getvalue()

@@ -2,7 +2,7 @@
 
 Rows arrive as `InvalidRow` (rejected by validation) and `Outcome` (a row's final
 result, skipped rows included); every HTTP attempt is an `Answered`; a hold of every
-worker is a `Paused`; `Ended` is the last event a sink sees, carrying the run's final
+worker of a rate limit is a `Pause` (`worker.pacer`); `Ended` is the last event a sink sees, carrying the run's final
 account, after which the sink lets go of what it holds (files, sockets).
 
 A sink is a callable of one event. Sinks never call back into the run, so adding one (a
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome
 
 
@@ -30,24 +31,13 @@ class Answered:
 
 
 @dataclass(frozen=True, slots=True)
-class Paused:
-    """Every worker of a rate-limit family is held: `asked_s` is what the server's
-    headers (or the backoff) asked for, `pause_s` what the pacer will wait (capped)."""
-
-    asked_s: float
-    pause_s: float
-    reason: str
-    family: str
-
-
-@dataclass(frozen=True, slots=True)
 class Ended:
     """The run is over; `report` is its final account (the contract's fields)."""
 
     report: Mapping[str, object]
 
 
-Event = InvalidRow | Outcome | Answered | Paused | Ended
+Event = InvalidRow | Outcome | Answered | Pause | Ended
 Sink = Callable[[Event], None]
 
 

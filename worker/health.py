@@ -75,4 +75,6 @@ class Health:
             return False  # a success never brings the run nearer an abort
         self._failures += 1
         window = self._policy.failure_window
-        return len(recent) == window and self._failures >= window * self._policy.failure_rate_to_abort
+        return (
+            len(recent) == window and self._failures >= window * self._policy.failure_rate_to_abort
+        )

@@ -22,7 +22,7 @@ import structlog
 from worker import aio, logs
 from worker.chunks import ThreadedChunks
 from worker.client import Client
-from worker.config import ConfigError, Credentials, Secret
+from worker.config import ConfigError, Credentials, Route, Secret, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
 from worker.deliver import Preview, Sender
 from worker.events import Ended, Event, Sink, fan_out
@@ -122,11 +122,11 @@ def _signals_end_opening() -> Iterator[list[int]]:
 
 
 @contextlib.asynccontextmanager
-async def _target(target: Target) -> AsyncIterator[tuple[str, Credentials | None]]:
-    """The base URL and keys to use: the configuration's, or those of a sandbox started
-    for this run (imported for that case only: it is aiohttp's server side)."""
-    if target.base_url is not None:
-        yield target.base_url, target.credentials
+async def _target(target: Target) -> AsyncIterator[tuple[Route, Credentials | None]]:
+    """The route and keys to use: the configuration's, or those of a sandbox started for
+    this run (imported for that case only: it is aiohttp's server side)."""
+    if target.route is not None:
+        yield target.route, target.credentials
         return
     from worker.sandbox.app import Sandbox
     from worker.sandbox.config import SandboxConfig
@@ -138,7 +138,7 @@ async def _target(target: Target) -> AsyncIterator[tuple[str, Credentials | None
             api_key=api_key, app_key=app_key, rate_limit=target.sandbox_rate_limit
         )
     async with Sandbox(config) as sandbox:
-        yield sandbox.base_url, Credentials(Secret(api_key), Secret(app_key))
+        yield Route(sandbox.base_url), Credentials(Secret(api_key), Secret(app_key))
 
 
 def _open_ledger(config: RunConfig, target: str) -> Ledger:
@@ -183,7 +183,9 @@ def _dead_letter_sink(dead_letter: DeadLetter, log: Logger) -> Sink:
     return sink
 
 
-async def _run(config: RunConfig, stream: RowStream, log: Logger, environ: Mapping[str, str]) -> int:
+async def _run(
+    config: RunConfig, stream: RowStream, log: Logger, environ: Mapping[str, str]
+) -> int:
     report = Report(dry_run=config.dry_run)
     stop = StopState()
     received: list[int] = []
@@ -217,10 +219,10 @@ async def _preview(
     run would send now and sends nothing. Rows a real run would skip are skipped here
     too: repeats, and rows the journal holds as done for this target (read, never claimed
     or written)."""
-    base_url = config.target.base_url or "http://sandbox.invalid"
+    base_url = config.target.route.base_url if config.target.route else "http://sandbox.invalid"
     journal = None if config.outputs.fresh else config.outputs.journal
     log.info("start", **_start_fields(config, base_url, journal, dry_run=True))
-    sink = fan_out([report, LogSink(log)])
+    sink = fan_out([report, LogSink(log, quiet=True)])  # the requests go to stdout
     seen = MemoryLedger()
     try:
         with done_before(journal, base_url) as done:
@@ -251,8 +253,9 @@ async def _send(
     received: list[int],
 ) -> int | None:
     """Send every row; None once done, or the exit status if the run could not start."""
-    async with _target(config.target) as (base_url, credentials):
+    async with _target(config.target) as (route, credentials):
         assert credentials is not None
+        base_url = route.base_url
         try:
             dead_letter = (
                 DeadLetter(config.outputs.dead_letter, config.inputs)
@@ -290,7 +293,7 @@ async def _send(
                 interval_s=config.watch.progress_interval_s,
             )
             async with Client(
-                base_url,
+                route,
                 credentials,
                 concurrency=pace.concurrency,
                 timeout_s=pace.timeout_s,
@@ -346,7 +349,7 @@ def _start_fields(
     config: RunConfig, target: str, journal: Path | None, *, dry_run: bool = False
 ) -> dict[str, object]:
     """What the start event says: only what is set."""
-    fields: dict[str, object] = {"target": target, "inputs": list(config.inputs)}
+    fields: dict[str, object] = {"target": redact_url(target), "inputs": list(config.inputs)}
     if dry_run:
         fields["dry_run"] = True
     if config.shard is not None:
@@ -376,17 +379,15 @@ def _signals(stop: StopState, received: list[int], log: Logger, grace_s: float) 
     def handle(signum: int) -> None:
         received.append(signum)
         name = signal.Signals(signum).name
-        if len(received) == 1:
-            log.warning(
-                "interrupted",
-                signal=name,
-                detail=f"stopped reading; requests in flight may finish within {grace_s:g} s "
-                "(--grace); signal again to stop at once",
+        if len(received) == 1 and stop.reason is None:
+            detail = (
+                f"stopped reading; requests in flight may finish within {grace_s:g} s "
+                "(--grace); signal again to stop at once"
             )
-            stop.request(Reason.SIGNAL, name)
         else:
-            log.warning("interrupted", signal=name, detail="stopping at once")
-            stop.request(Reason.SIGNAL, name, at_once=True)
+            detail = "stopping at once"
+        log.warning("interrupted", signal=name, detail=detail)
+        stop.interrupt(name)
 
     for signum in SIGNALS:
         loop.add_signal_handler(signum, handle, signum)

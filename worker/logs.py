@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO, cast
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from worker.rows import InvalidRow, Outcome
 from worker.scrub import Scrubber
 
 try:  # orjson is an optional speed-up (the `fast` extra); the stdlib serializer also works.
@@ -318,53 +317,3 @@ class _TextAsBytes:
 
     def flush(self) -> None:
         self._text.flush()
-
-
-class LogObserver:
-    """The run's events as log lines (see `worker.observe.RunObserver`).
-
-    `quiet` (a live progress display is showing the counts) leaves out the lines for
-    rows that went well and for pauses; failures and invalid rows are still logged.
-    `log` is a logger from `configure`: its `RunLogger.emit` writes the row lines."""
-
-    def __init__(self, log: FilteringBoundLogger, *, quiet: bool = False) -> None:
-        assert isinstance(log, RunLogger), "LogObserver takes a logger from configure()"
-        self._log = log
-        self._quiet = quiet
-
-    def rejected(self, row: InvalidRow) -> None:
-        self._log.warning("invalid_row", source=row.source, line=row.line, reason=row.reason)
-
-    def outcome(self, outcome: Outcome) -> None:
-        if outcome.error:
-            level: Literal["info", "warning"] = "warning"
-        elif self._quiet:
-            return
-        else:
-            level = "info"
-        row = outcome.row
-        # "event" in the literal, not added later: a dict built with eleven keys has room
-        # for the level and timestamp the processor adds; one built with ten grows.
-        event = {
-            "event": "row",
-            "result": outcome.result,  # a str enum: serialised as its value
-            "playlist_id": row.playlist_id,
-            "session_id": row.session_id,
-            "data_source": row.data_source,
-            "status": outcome.http_status,
-            "attempts": outcome.attempts,
-            "latency_ms": round(outcome.latency_ms, 2),
-            "source": row.source,
-            "line": row.line,
-            "error": outcome.error,
-        }
-        if outcome.note:
-            event["note"] = outcome.note
-        self._log.emit(level, event)
-
-    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
-        pass
-
-    def paused(self, seconds: float, reason: str) -> None:
-        if not self._quiet:
-            self._log.info("paused", seconds=round(seconds, 3), reason=reason)

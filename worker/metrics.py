@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from datadog.dogstatsd.base import DogStatsd
 
-from worker.events import Answered, Ended, Event, Paused
+from worker.events import Answered, Ended, Event
+from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome, Result
 
 NAMESPACE = "rum_playlist_ingest"
@@ -127,8 +128,8 @@ class StatsdMetrics:
                 client.increment("retries")
         elif kind is InvalidRow:
             client.increment("rows", tags=[f"outcome:{Result.INVALID.value}"])
-        elif kind is Paused:
-            assert isinstance(event, Paused)
+        elif kind is Pause:
+            assert isinstance(event, Pause)
             # Not tagged with the reason: a sentence for people, not a small set of values.
             client.increment("paused_seconds", event.pause_s)
         elif kind is Ended:

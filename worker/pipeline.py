@@ -34,7 +34,11 @@ class SourceFailed(Exception):
     run ends as aborted, saying how far the source got."""
 
 
-class Source(AsyncIterator[Chunk], Protocol):
+class Source(Protocol):
+    """Chunks of rows, in order (`worker.chunks.ThreadedChunks` for files and stdin)."""
+
+    def __aiter__(self) -> AsyncIterator[Chunk]: ...
+
     def read_ahead(self) -> list[Item]:
         """Rows already read but not yet handed out (accounted for at a stop)."""
         ...
@@ -101,7 +105,7 @@ class Pipeline:
         finally:
             self._account_unsent()
         if stop.reason is not None and stop.reason.accounts_for_the_rest:
-            await _first(self._account_the_rest(), stop.reached(Phase.HALTING))
+            await _first(self._account_the_rest(), stop.reached(Phase.QUITTING))
 
     async def _drained(self, feeder: asyncio.Task[None]) -> None:
         """The source is exhausted and every queued row has its result."""
@@ -110,7 +114,9 @@ class Pipeline:
         if self._source_failure is not None:
             self._stop.request(Reason.SOURCE, self._source_failure)
 
-    async def _wind_down(self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]) -> None:
+    async def _wind_down(
+        self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]
+    ) -> None:
         """Stop reading; let requests in flight finish within the grace period."""
         feeder.cancel()
         await asyncio.wait([feeder])

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.events import Answered, Event, Paused
+from worker.events import Answered, Event
+from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome
 
 
@@ -57,8 +58,8 @@ class Report:
             self.retries += event.retry
         elif kind is InvalidRow:
             self.invalid += 1
-        elif kind is Paused:
-            assert isinstance(event, Paused)
+        elif kind is Pause:
+            assert isinstance(event, Pause)
             self.paused_s += event.pause_s
 
     @property
@@ -75,7 +76,10 @@ class Report:
 
     @property
     def unfinished(self) -> bool:
-        """Some rows are not where the operation puts them."""
+        """Some rows are not where the operation puts them; in a dry run, which sends
+        nothing, some rows could not be sent."""
+        if self.dry_run:
+            return bool(self.invalid)
         return bool(self.invalid or self.failed or self.not_attempted)
 
     @property

@@ -14,8 +14,9 @@ from typing import Literal
 
 from structlog.typing import FilteringBoundLogger
 
-from worker.events import Ended, Event, Paused
+from worker.events import Ended, Event
 from worker.logs import RunLogger
+from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome, Result
 
 
@@ -36,8 +37,8 @@ class LogSink:
             self._log.warning(
                 "invalid_row", source=event.source, line=event.line, reason=event.reason
             )
-        elif kind is Paused:
-            assert isinstance(event, Paused)
+        elif kind is Pause:
+            assert isinstance(event, Pause)
             if not self._quiet:
                 fields: dict[str, object] = {
                     "seconds": round(event.pause_s, 3),

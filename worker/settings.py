@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.config import Credentials
+from worker.config import Credentials, Route
 from worker.health import RetryPolicy
 from worker.reader import ReaderOptions
 from worker.shard import Shard
@@ -22,7 +22,7 @@ from worker.shard import Shard
 class Target:
     """Where requests go, and with which keys."""
 
-    base_url: str | None
+    route: Route | None
     """None: a sandbox is started for this run, on a free loopback port."""
     credentials: Credentials | None
     """None: a sandbox's (made up for it) or a dry run's (nothing is sent)."""

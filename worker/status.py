@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from worker.journal import JournalError, default_journal_path, iso_time, reading
 from worker.exits import EXIT_CANNOT_START, EXIT_OK
+from worker.journal import JournalError, default_journal_path, iso_time, reading
 from worker.rows import Result
 from worker.shard import Shard
 

@@ -1,9 +1,11 @@
 """Why a run stops early, and how urgently: one state that every stage reads.
 
 A run is RUNNING until something asks it to stop. A graceful stop (a first signal, an
-abort) moves it to STOPPING: nothing new is read or sent, and requests in flight may
-finish within the grace period. HALTING (a second signal, a stall, the end of the grace
-period) abandons them too. The first reason given is the one reported.
+abort) moves it to STOPPING: nothing new is sent, and requests in flight may finish
+within the grace period. HALTING (a second signal, a stall, a crash) abandons them too.
+After an abort the rest of the input is still read, to be counted; a signal then moves
+the run to QUITTING, which ends that reading too. The first reason given is the one
+reported.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Phase(enum.IntEnum):
     RUNNING = 0
     STOPPING = 1
     HALTING = 2
+    QUITTING = 3
 
 
 class StopState:
@@ -54,9 +57,13 @@ class StopState:
             self.reason, self.cause = reason, cause
         self._advance(Phase.HALTING if at_once else Phase.STOPPING)
 
-    def halt(self) -> None:
-        """Abandon what is in flight: the stop is already decided (end of grace)."""
-        self._advance(Phase.HALTING)
+    def interrupt(self, name: str) -> None:
+        """A signal: the first stops the run gracefully; each later one (or one after an
+        abort) goes a phase further."""
+        if self.reason is None:
+            self.request(Reason.SIGNAL, name)
+        else:
+            self._advance(Phase(min(self.phase + 1, Phase.QUITTING)))
 
     def add_cause(self, more: str) -> None:
         self.cause = f"{self.cause}; {more}" if self.cause else more

@@ -30,4 +30,6 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
 
 
 def reader_options(args: argparse.Namespace) -> ReaderOptions:
-    return ReaderOptions(fmt=args.format, default_data_source=args.data_source, ts_unit=args.ts_unit)
+    return ReaderOptions(
+        fmt=args.format, default_data_source=args.data_source, ts_unit=args.ts_unit
+    )

@@ -19,7 +19,7 @@ from worker.cli.types import (
     positive_float,
     positive_int,
 )
-from worker.config import ConfigError, base_url_for, load_credentials
+from worker.config import ConfigError, base_url_for, check_transport, load_credentials
 from worker.health import RetryPolicy
 from worker.journal import default_journal_path
 from worker.metrics import destination_from
@@ -57,6 +57,12 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--api-key-file", help="read the API key from this file")
     target.add_argument("--app-key-file", help="read the application key from this file")
     target.add_argument("--ca-bundle", help="CA bundle to verify TLS with (corporate proxies)")
+    target.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="let the keys travel over plain http to a host that is not this machine "
+        "(or through an http proxy that sees them); never needed for Datadog itself",
+    )
 
 
 def _add_pace_options(parser: argparse.ArgumentParser) -> None:
@@ -221,11 +227,12 @@ def target_from_args(
     if args.sandbox:
         if args.base_url or args.site:
             raise ConfigError("--sandbox sends to a local sandbox; drop --site/--base-url")
-        return Target(base_url=None, credentials=None, sandbox_rate_limit=sandbox_limit)
+        return Target(route=None, credentials=None, sandbox_rate_limit=sandbox_limit)
     from worker.client import tls_context
 
+    base_url = base_url_for(args.site, args.base_url, environ)
     return Target(
-        base_url=base_url_for(args.site, args.base_url, environ),
+        route=check_transport(base_url, environ, allow_insecure_http=args.allow_insecure_http),
         credentials=(
             load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
         ),
