@@ -144,9 +144,12 @@ def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
         digits = limit + period + remaining + reset
         # What Datadog sends, checked in one go: short whole numbers, nothing to bound
         # but the period (nine digits each stay below MAX_COUNT and MAX_HINT_S).
-        if len(digits) <= 36 and digits.isdigit() and digits.isascii() and max(
-            len(limit), len(period), len(remaining), len(reset)
-        ) <= 9:
+        if (
+            len(digits) <= 36
+            and digits.isdigit()
+            and digits.isascii()
+            and max(len(limit), len(period), len(remaining), len(reset)) <= 9
+        ):
             period_s = int(period)
             return RateLimit(
                 int(limit) or None,
@@ -281,7 +284,9 @@ class AnswerReader:
             maybe_applied=status < 300 or status >= 500,
         )
 
-    def none(self, error: str, latency_ms: float, *, meaning: Meaning, maybe_applied: bool) -> Answer:
+    def none(
+        self, error: str, latency_ms: float, *, meaning: Meaning, maybe_applied: bool
+    ) -> Answer:
         """No HTTP answer at all: a connection error, a timeout, TLS."""
         return Answer(
             meaning, None, latency_ms, error=self.scrubbed(error), maybe_applied=maybe_applied

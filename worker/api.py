@@ -66,7 +66,9 @@ def add_session(row: Row) -> Request:
     query: tuple[tuple[str, str], ...] = (("data_source", row.data_source),)
     if row.ts is not None:
         query = (("ts", str(row.ts)), *query)
-    return Request("PUT", f"{PLAYLISTS}/{row.playlist_id}/sessions/{segment(row.session_id)}", query)
+    return Request(
+        "PUT", f"{PLAYLISTS}/{row.playlist_id}/sessions/{segment(row.session_id)}", query
+    )
 
 
 def remove_session(playlist_id: int, session_id: str) -> Request:

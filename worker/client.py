@@ -32,7 +32,11 @@ from worker.config import ConfigError, Credentials, Route
 from worker.scrub import Scrubber
 
 try:  # optional speed-up (the `fast` extra)
-    from orjson import dumps as _dumps
+    import orjson
+
+    def _dumps(value: object) -> bytes:
+        return orjson.dumps(value)
+
 except ImportError:  # pragma: no cover
     import json
 

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-from urllib.request import proxy_bypass_environment
 
 SITES = (
     "datadoghq.com",
@@ -181,9 +180,30 @@ def env_proxy(scheme: str, host: str, environ: Mapping[str, str]) -> str | None:
     if not proxy:
         return None
     no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
-    if no_proxy and proxy_bypass_environment(host, {"no": no_proxy}):
-        return None
-    return proxy
+    return None if _bypassed(host, no_proxy) else proxy
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether `NO_PROXY` exempts `host`: `*`, the host itself or a parent domain (with
+    or without a leading dot, a `:port` ignored), or a network (`10.0.0.0/8`) it is in."""
+    name = host.strip("[]").lower().rstrip(".")
+    return any(_exempts(entry.strip(), name) for entry in no_proxy.lower().split(","))
+
+
+def _exempts(entry: str, name: str) -> bool:
+    if entry == "*":
+        return True
+    if "/" in entry:
+        try:
+            return ipaddress.ip_address(name) in ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return False
+    if entry.startswith("[") and "]" in entry:
+        entry = entry[1 : entry.index("]")]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    domain = entry.strip(".")
+    return bool(domain) and (name == domain or name.endswith("." + domain))
 
 
 INSECURE_ADVICE = "use https://, or pass --allow-insecure-http if this network is yours to trust"

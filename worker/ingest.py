@@ -23,8 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from worker import aio, logs
-from worker import api
+from worker import aio, api, logs
 from worker.client import Client, tls_context, url_for
 from worker.config import (
     ConfigError,

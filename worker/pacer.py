@@ -251,7 +251,10 @@ class Budget:
             return 0.0
         if self._budget <= (1 if self._shared else 0):
             until = self._pause(
-                now, self._window_end + GUARD_S, family, "rate-limit window spent; waiting for it to reset"
+                now,
+                self._window_end + GUARD_S,
+                family,
+                "rate-limit window spent; waiting for it to reset",
             )
             return until - now
         span = self._period or (self._window_end - now)
