@@ -6,6 +6,7 @@ import json
 from urllib.parse import quote
 
 import pytest
+from yarl import URL
 
 from worker.answers import (
     MAX_HINT_S,
@@ -18,7 +19,6 @@ from worker.answers import (
     parse_retry_after,
 )
 from worker.scrub import REDACTED, Scrubber, mask_key_shapes, shapes
-from yarl import URL
 
 API_KEY = "0123456789abcdef0123456789abcdef"
 APP_KEY = 'app/"Key"\\%&=-0123456789'
