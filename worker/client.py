@@ -22,6 +22,7 @@ import zlib
 from types import TracebackType
 
 import aiohttp
+from aiohttp import encode_basic_auth
 from multidict import istr
 from yarl import URL
 
@@ -191,14 +192,21 @@ class Client:
             "User-Agent": USER_AGENT,
         }
         self._proxy: URL | None = None
-        self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._proxy_headers: dict[str, str] | None = None  # for an https target's CONNECT
+        self._request_headers: dict[str, str] | None = None  # on each request itself
         secrets = list(credentials.secrets())
         if route.proxy is not None:
             proxy = URL(route.proxy)
             if proxy.user is not None:
-                self._proxy_auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
-                secrets.append(proxy.password or "")
+                # The proxy's password, and the header that carries it, are secrets too.
+                auth = {"Proxy-Authorization": encode_basic_auth(proxy.user, proxy.password or "")}
+                secrets += (proxy.password or "", auth["Proxy-Authorization"][len("Basic ") :])
+                if URL(route.base_url).scheme == "https":
+                    self._proxy_headers = auth
+                else:  # a plain-http proxy reads it from the request it forwards
+                    self._request_headers = auth
             self._proxy = proxy.with_user(None)
+        self._json_headers = {**_JSON, **(self._request_headers or {})}
         self._reader = AnswerReader(Scrubber(secrets), route.base_url)
         # `total` bounds everything, connecting and a server that never answers included.
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
@@ -240,9 +248,9 @@ class Client:
                 request.method,
                 url_for(self._base_url, request),
                 data=None if body is None else _dumps(body),
-                headers=None if body is None else _JSON,
+                headers=self._request_headers if body is None else self._json_headers,
                 proxy=self._proxy,
-                proxy_auth=self._proxy_auth,
+                proxy_headers=self._proxy_headers,
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
