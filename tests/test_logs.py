@@ -429,7 +429,7 @@ def closed_pipe() -> int:
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_a_log_into_a_closed_pipe_falls_silent_instead_of_raising(fmt: str) -> None:
     write = closed_pipe()
-    with open(write, "w", encoding="utf-8") as stream:  # noqa: PTH123 - a descriptor
+    with open(write, "w", encoding="utf-8") as stream:
         log = logs.configure(fmt=fmt, secrets=(), stream=stream)
 
         log.warning("first", detail="nobody reads this")
