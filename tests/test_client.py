@@ -21,6 +21,7 @@ from worker.answers import Answer, Meaning
 from worker.client import Client
 from worker.config import Credentials, Route, Secret
 from worker.rows import Row
+from worker.sandbox import Sandbox
 
 API_KEY = "0123456789abcdef0123456789abcdef"
 APP_KEY = 'app/"Key"\\%&=-0123456789abcdef'
@@ -265,3 +266,28 @@ async def test_no_answer_at_all_is_retryable_and_was_never_sent(serve: Serve) ->
         None,
         False,
     )
+
+
+async def test_every_call_of_a_playlist_round_trips_through_the_sandbox(
+    make_sandbox: Callable[..., Awaitable[Sandbox]],
+) -> None:
+    """The builders' paths and queries as the sandbox (which decodes as Datadog does)
+    reads them: an id holding `/`, `?` and `%` stays one segment; `page[size]` arrives."""
+    sandbox = await make_sandbox()
+    odd = Row(1001, "a/b?c%d", TS, "rum", "in.csv", 1)
+    credentials = Credentials(Secret(API_KEY), Secret(APP_KEY))
+    route = Route(sandbox.base_url)
+    async with Client(route, credentials, concurrency=2, timeout_s=10) as client:
+        added = [await client.send(api.add_session(row)) for row in (ROW, odd)]
+        page = await client.send(api.list_sessions(1001, 0, 1))
+        removed = await client.send(api.remove_sessions(1001, [ROW.session_id]))
+        gone = await client.send(api.remove_session(1001, odd.session_id))
+        empty = await client.send(api.list_sessions(1001, 0, 10))
+
+    assert [answer.status for answer in added] == [201, 201]
+    assert isinstance(page.payload, dict)
+    assert len(page.payload["data"]) == 1, "page[size]=1 was read"
+    assert (removed.status, gone.status) == (204, 204)
+    assert isinstance(empty.payload, dict)
+    assert empty.payload["data"] == []
+    assert sandbox.stats.puts == 2
