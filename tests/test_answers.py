@@ -198,3 +198,24 @@ def test_an_unreadable_success_may_have_been_applied() -> None:
 )
 def test_what_looks_like_a_key_is_masked(text: str, masked: str) -> None:
     assert mask_key_shapes(text) == masked
+
+
+@pytest.mark.parametrize(
+    ("secrets", "text", "scrubbed"),
+    [
+        (
+            ("x",),
+            "key X, key x, box, X-ray",
+            f"key {REDACTED}, key {REDACTED}, box, {REDACTED}-ray",
+        ),
+        ((API_KEY,), f"KEY={API_KEY.upper()}&n=1", f"KEY={REDACTED}&n=1"),
+        ((APP_KEY,), quote(APP_KEY, safe="").lower(), REDACTED),
+        ((APP_KEY,), json.dumps(APP_KEY).replace("/", "\\/"), f'"{REDACTED}"'),
+        (("short/one",), "a short%2Fone b", f"a {REDACTED} b"),  # short: whole tokens
+    ],
+    ids=["short-any-case", "long-upper", "percent-lower", "json-escaped-slash", "short-encoded"],
+)
+def test_the_scrubber_finds_each_shape_in_any_case(
+    secrets: tuple[str, ...], text: str, scrubbed: str
+) -> None:
+    assert Scrubber(secrets).text(text) == scrubbed

@@ -47,6 +47,13 @@ REFUSED = None
         (DD, {"HTTP_PROXY": "http://proxy:3128"}, False, ""),  # for http targets only
         (DD, {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": ".datadoghq.com"}, False, ""),
         (DD, {"HTTPS_PROXY": "http://proxy:3128", "no_proxy": "*"}, False, ""),
+        ("https://10.1.2.3", {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "10.0.0.0/8"}, False, ""),
+        (
+            "https://[fd00::1]",
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "[fd00::1]:443"},
+            False,
+            "",
+        ),
         (
             DD,
             {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "example.com"},
