@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import TS, rows, run_cli, write_csv
+from support import KEYS, ROOT, TS, clean_env, rows, run_cli, write_csv
 
 from worker import logs, scrub
 from worker.rowlog import LogSink
@@ -416,3 +418,56 @@ async def test_a_run_with_one_letter_keys_logs_every_word_whole(
     assert {event["source"] for event in lines} == {str(path)}
     assert scrub.REDACTED not in done.stderr  # no word in this run is a key
     assert not {"x", "y"} & {str(v) for event in done.events() for v in event.values()}
+
+
+def closed_pipe() -> int:
+    """The writing end of a pipe whose reader is gone: every write fails with EPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_log_into_a_closed_pipe_falls_silent_instead_of_raising(fmt: str) -> None:
+    write = closed_pipe()
+    with open(write, "w", encoding="utf-8") as stream:
+        log = logs.configure(fmt=fmt, secrets=(), stream=stream)
+
+        log.warning("first", detail="nobody reads this")
+        log.warning("second")
+
+        os.write(stream.fileno(), b"to the null device now")  # EPIPE no more
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+async def test_a_run_whose_stderr_is_gone_still_writes_its_report(
+    make_sandbox: Callable[..., Awaitable[Sandbox]], tmp_path: Path, fmt: str
+) -> None:
+    """As after SIGHUP (EIO) or `2>&1 | head` (EPIPE): the log cannot be written, and the
+    run goes on to the end, its report included."""
+    sandbox = await make_sandbox()
+    path = write_csv(tmp_path / "in.csv", rows(5))
+    report = tmp_path / "report.json"
+    write = closed_pipe()
+    args = ("run", str(path), "--base-url", sandbox.base_url, "--no-journal", "--log-format", fmt)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker",
+            *args,
+            "--report",
+            str(report),
+            cwd=ROOT,
+            env=clean_env(KEYS),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=write,
+        )
+    finally:
+        os.close(write)
+    code = await asyncio.wait_for(process.wait(), 60)
+
+    assert code == 0
+    assert json.loads(report.read_text())["created"] == 5
+    assert len(sandbox.store) == 5

@@ -447,3 +447,130 @@ async def test_a_429_from_a_window_already_over_costs_no_pause(harness: Harness)
 
     assert harness.pauses == []
     await asyncio.wait_for(harness.pacer.acquire(PUTS), timeout=5)  # the probe goes at once
+
+
+# --- bounds on pauses, the time actually paused, one budget per limit -------------------
+
+
+def far_reset(remaining: int = 0, reset: float = 999_999, name: str | None = None) -> RateLimit:
+    """Headers with no period, so nothing but the pause cap bounds the Reset."""
+    return RateLimit(None, None, remaining, reset, name)
+
+
+@pytest.mark.parametrize(
+    ("rate_limit", "retry_after", "asked"),
+    [
+        (far_reset(), None, 999_999),
+        (None, 86_400.0, 86_400),
+        (
+            None,
+            parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT", now=lambda: NOW),
+            datetime(2100, 1, 1, tzinfo=UTC).timestamp() - NOW,
+        ),
+    ],
+    ids=["reset-999999", "retry-after-a-day", "retry-after-2100"],
+)
+async def test_a_pause_is_capped_and_says_what_was_asked(
+    harness: Harness, rate_limit: RateLimit | None, retry_after: float | None, asked: float
+) -> None:
+    ticket = await harness.pacer.acquire(PUTS)
+    harness.pacer.settle(ticket, answer(429, rate_limit, retry_after))
+
+    (notice,) = harness.notices
+    assert notice.asked_s == pytest.approx(asked, abs=1)
+    assert notice.pause_s == DEFAULT_MAX_PAUSE_S
+    assert notice.family == PUTS
+    harness.clock.now += DEFAULT_MAX_PAUSE_S
+    probe = await asyncio.wait_for(harness.pacer.acquire(PUTS), timeout=5)  # then one probe
+    assert probe.seq == 2
+
+
+async def test_a_reset_beyond_the_announced_period_is_not_believed(harness: Harness) -> None:
+    ticket = await harness.pacer.acquire(PUTS)
+    harness.pacer.settle(ticket, answer(429, limit_headers(0, reset=999_999)))  # period 1 s
+
+    ((seconds, _),) = harness.pauses
+    assert seconds <= 2 + GUARD_S
+
+
+async def test_a_spent_window_that_ends_too_far_away_is_waited_at_most_the_cap(
+    harness: Harness,
+) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(PUTS), answer(201, far_reset(remaining=0)))
+
+    assert pacer.try_acquire(PUTS) is None
+    (notice,) = harness.notices
+    assert (notice.asked_s, notice.pause_s) == (pytest.approx(999_999 + GUARD_S), 300.0)
+    assert notice.reason == "rate-limit window spent; waiting for it to reset"
+    harness.clock.now += DEFAULT_MAX_PAUSE_S
+    assert pacer.try_acquire(PUTS) is not None, "the pause is over: a probe goes"
+    assert pacer.try_acquire(PUTS) is None, "and only the probe, until it is answered"
+
+
+async def test_paused_s_is_the_time_actually_spent_paused(harness: Harness) -> None:
+    pacer, clock = harness.pacer, harness.clock
+    pacer.settle(await pacer.acquire(PUTS), answer(429, None, 60.0))
+
+    clock.now += 3  # the run stops 3 s into a pause of 60
+    assert pacer.paused_s == pytest.approx(3)
+    clock.now += 100
+    assert pacer.paused_s == pytest.approx(60)
+
+    pacer.settle(await pacer.acquire(PUTS), answer(429, None, 1e308))  # bounded, then capped
+    clock.now += 10_000
+    assert pacer.paused_s == pytest.approx(60 + DEFAULT_MAX_PAUSE_S)
+
+
+async def test_overlapping_pauses_of_two_limits_count_once(harness: Harness) -> None:
+    pacer, clock = harness.pacer, harness.clock
+    puts, search = await pacer.acquire(PUTS), await pacer.acquire(SEARCH)
+    pacer.settle(puts, answer(429, None, 10.0))
+    clock.now += 5
+    pacer.settle(search, answer(429, None, 10.0))  # from 5 s to 15 s
+
+    clock.now += 100
+    assert pacer.paused_s == pytest.approx(15)
+
+
+def named(name: str, remaining: int = 1000) -> RateLimit:
+    """Far from the limit: no spacing to wait for (which the fake clock would never end)."""
+    return limit_headers(remaining, reset=1, limit=1000, name=name)
+
+
+async def test_a_429_on_one_limit_never_holds_another(harness: Harness) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(PUTS), answer(201, named("playlists")))
+    pacer.settle(await pacer.acquire(SEARCH), answer(201, named("rum-search")))
+
+    pacer.settle(await pacer.acquire(SEARCH), answer(429, named("rum-search", 0)))
+
+    assert [notice.family for notice in harness.notices] == [SEARCH]
+    assert pacer.try_acquire(SEARCH) is None, "the search waits for its window"
+    assert pacer.try_acquire(PUTS) is not None, "the PUTs go on"
+
+
+async def test_families_whose_answers_name_one_limit_share_its_budget(harness: Harness) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(PUTS), answer(201, named("playlists")))
+    pacer.settle(await pacer.acquire("playlists"), answer(201, named("playlists")))
+
+    pacer.settle(await pacer.acquire(PUTS), answer(429, named("playlists", 0)))
+
+    assert pacer.try_acquire("playlists") is None, "one limit, one pause"
+
+
+async def test_a_family_waiting_when_its_limit_is_named_moves_to_that_budget(
+    harness: Harness,
+) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(PUTS), answer(201, named("playlists")))
+    probe = await pacer.acquire("playlists")  # its own provisional budget: one probe at once
+    waiting = asyncio.create_task(pacer.acquire("playlists"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+
+    pacer.settle(probe, answer(201, named("playlists")))
+    ticket = await asyncio.wait_for(waiting, timeout=5)
+
+    assert ticket.budget is (await pacer.acquire(PUTS)).budget

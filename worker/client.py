@@ -22,6 +22,7 @@ import zlib
 from types import TracebackType
 
 import aiohttp
+from aiohttp import encode_basic_auth
 from multidict import istr
 from yarl import URL
 
@@ -32,7 +33,11 @@ from worker.config import ConfigError, Credentials, Route
 from worker.scrub import Scrubber
 
 try:  # optional speed-up (the `fast` extra)
-    from orjson import dumps as _dumps
+    import orjson
+
+    def _dumps(value: object) -> bytes:
+        return orjson.dumps(value)
+
 except ImportError:  # pragma: no cover
     import json
 
@@ -83,7 +88,8 @@ async def _read_raw(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, boo
 
 
 async def _inflate(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, str | None]:
-    """A gzip or deflate body inflated to at most `cap` bytes, with what went wrong.
+    """A gzip or deflate body (gzip members one after another too) inflated to at most
+    `cap` bytes, with what went wrong.
 
     Both sides are bounded: the inflater never produces more than is still allowed
     (`max_length`), and no more compressed bytes are taken than a body of `cap` bytes
@@ -93,34 +99,45 @@ async def _inflate(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, str 
     wire_cap = cap + cap // 100 + 1024
     parts: list[bytes] = []
     produced = wire = 0
-    while not inflater.eof:
-        chunk = await content.read(READ_CHUNK)
-        if not chunk:
-            return b"".join(parts), "the compressed answer ended before its end"
-        wire += len(chunk)
+    pending = b""
+    while True:
+        if not pending:
+            pending = await content.read(READ_CHUNK)
+            if not pending:
+                if inflater.eof:
+                    return b"".join(parts), None
+                return b"".join(parts), "the compressed answer ended before its end"
+            wire += len(pending)
+            if wire > wire_cap:
+                return b"".join(parts), _too_large(cap)
+        if inflater.eof:
+            inflater = zlib.decompressobj(_AUTO_HEADER)  # the next gzip member
         try:
-            part = inflater.decompress(chunk, cap + 1 - produced)
+            part = inflater.decompress(pending, cap + 1 - produced)
         except zlib.error as exc:
             return b"".join(parts), f"the compressed answer cannot be read ({exc})"
         produced += len(part)
-        if produced > cap or wire > wire_cap:
-            return b"".join(parts)[:cap], _too_large(cap)
+        if produced > cap:  # `max_length` reached: more was there
+            return b"".join(parts), _too_large(cap)
         parts.append(part)
-    return b"".join(parts), None
+        pending = inflater.unused_data if inflater.eof else b""
 
 
-async def read_body(response: aiohttp.ClientResponse, cap: int) -> tuple[bytes, str | None]:
-    """The body, decoded, with why it is not all there (None: it is).
+async def read_body(
+    response: aiohttp.ClientResponse, cap: int, *, start_will_do: bool = False
+) -> tuple[bytes, str | None]:
+    """The body, decoded, with why it is not all there (None: it is). `start_will_do`:
+    the first `cap` bytes are of use even if there are more (an error's text).
 
     The common answer, a few hundred bytes with a Content-Length, is read in one call:
     aiohttp's parser reads exactly that many bytes, no more."""
     encoding = response.headers.get(_CONTENT_ENCODING, "").strip().lower()
     if encoding in _IDENTITY:
         length = response.content_length
-        if length is not None:
-            if length > cap:
-                return b"", _too_large(cap)
+        if length is not None and length <= cap:
             return await response.read(), None
+        if length is not None and not start_will_do:
+            return b"", _too_large(cap)
         body, whole = await _read_raw(response.content, cap)
         return body, None if whole else _too_large(cap)
     if encoding in _INFLATED:
@@ -175,14 +192,21 @@ class Client:
             "User-Agent": USER_AGENT,
         }
         self._proxy: URL | None = None
-        self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._proxy_headers: dict[str, str] | None = None  # for an https target's CONNECT
+        self._request_headers: dict[str, str] | None = None  # on each request itself
         secrets = list(credentials.secrets())
         if route.proxy is not None:
             proxy = URL(route.proxy)
             if proxy.user is not None:
-                self._proxy_auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
-                secrets.append(proxy.password or "")
+                # The proxy's password, and the header that carries it, are secrets too.
+                auth = {"Proxy-Authorization": encode_basic_auth(proxy.user, proxy.password or "")}
+                secrets += (proxy.password or "", auth["Proxy-Authorization"][len("Basic ") :])
+                if URL(route.base_url).scheme == "https":
+                    self._proxy_headers = auth
+                else:  # a plain-http proxy reads it from the request it forwards
+                    self._request_headers = auth
             self._proxy = proxy.with_user(None)
+        self._json_headers = {**_JSON, **(self._request_headers or {})}
         self._reader = AnswerReader(Scrubber(secrets), route.base_url)
         # `total` bounds everything, connecting and a server that never answers included.
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
@@ -224,14 +248,17 @@ class Client:
                 request.method,
                 url_for(self._base_url, request),
                 data=None if body is None else _dumps(body),
-                headers=None if body is None else _JSON,
+                headers=self._request_headers if body is None else self._json_headers,
                 proxy=self._proxy,
-                proxy_auth=self._proxy_auth,
+                proxy_headers=self._proxy_headers,
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
-                cap = request.body_cap if 200 <= status < 300 else ERROR_BODY_CAP
-                content, problem = await read_body(resp, min(cap, request.body_cap))
+                if 200 <= status < 300:
+                    content, problem = await read_body(resp, request.body_cap)
+                else:
+                    cap = min(ERROR_BODY_CAP, request.body_cap)
+                    content, problem = await read_body(resp, cap, start_will_do=True)
                 if problem is not None:
                     resp.close()  # the rest is never read: the connection cannot be reused
         except aiohttp.ClientConnectorCertificateError as exc:

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-from urllib.request import proxy_bypass_environment
 
 SITES = (
     "datadoghq.com",
@@ -64,11 +63,14 @@ def base_url_for(site: str | None, base_url: str | None, environ: Mapping[str, s
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(
-                f"--base-url {base_url!r} is not an http(s) URL; give one like "
+                f"--base-url {redact_url(base_url)!r} is not an http(s) URL; give one like "
                 "https://api.datadoghq.eu or http://127.0.0.1:8126"
             )
         if parts.query or parts.fragment:
-            raise ConfigError(f"--base-url {base_url!r} must not carry a query or fragment")
+            raise ConfigError(
+                f"--base-url {redact_url(base_url)!r} must not carry a query or fragment"
+            )
+        _refuse_userinfo(base_url)
         return base_url.rstrip("/")
     chosen = (site or environ.get("DD_SITE") or DEFAULT_SITE).strip().lower()
     chosen = chosen.removeprefix("https://").removeprefix("app.").removeprefix("api.").rstrip("/")
@@ -181,9 +183,39 @@ def env_proxy(scheme: str, host: str, environ: Mapping[str, str]) -> str | None:
     if not proxy:
         return None
     no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
-    if no_proxy and proxy_bypass_environment(host, {"no": no_proxy}):
-        return None
-    return proxy
+    return None if _bypassed(host, no_proxy) else proxy
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether `NO_PROXY` exempts `host`: `*`, the host itself or a parent domain (with
+    or without a leading dot, a `:port` ignored), or a network (`10.0.0.0/8`) it is in."""
+    name = host.strip("[]").lower().rstrip(".")
+    return any(_exempts(entry.strip(), name) for entry in no_proxy.lower().split(","))
+
+
+def _exempts(entry: str, name: str) -> bool:
+    if entry == "*":
+        return True
+    if "/" in entry:
+        try:
+            return ipaddress.ip_address(name) in ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return False
+    if entry.startswith("[") and "]" in entry:
+        entry = entry[1 : entry.index("]")]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    domain = entry.strip(".")
+    return bool(domain) and (name == domain or name.endswith("." + domain))
+
+
+def _refuse_userinfo(base_url: str) -> None:
+    """A base URL is never shown with a password: none is taken in the first place."""
+    if "@" in urlsplit(base_url).netloc:
+        raise ConfigError(
+            f"--base-url {redact_url(base_url)!r} carries user:password; the keys travel in "
+            "headers, so give the URL without them"
+        )
 
 
 INSECURE_ADVICE = "use https://, or pass --allow-insecure-http if this network is yours to trust"
@@ -208,11 +240,7 @@ def check_transport(
         parts.port  # noqa: B018 - raises for a port that is not a number
     except ValueError:
         raise ConfigError(f"--base-url {redact_url(base_url)!r} has an unreadable port") from None
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError(
-            f"--base-url {redact_url(base_url)!r} carries user:password; the keys travel in "
-            "headers, so give the URL without them"
-        )
+    _refuse_userinfo(base_url)
     if parts.scheme == "http" and is_loopback(host):
         return Route(base_url)
     proxy = env_proxy(parts.scheme, host, environ)

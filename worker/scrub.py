@@ -46,7 +46,7 @@ _WORD_CHAR = "[A-Za-z0-9]"
 def shapes(secret: str) -> tuple[str, ...]:
     """The ways a server may write `secret` back, case aside: as sent, escaped inside a
     JSON string (with and without `\\uXXXX` for non-ASCII, with `/` escaped or not), and
-    percent-encoded."""
+    percent-encoded (with `/` encoded or not)."""
     escaped = json.dumps(secret)[1:-1]
     forms = (
         secret,
@@ -54,6 +54,7 @@ def shapes(secret: str) -> tuple[str, ...]:
         json.dumps(secret, ensure_ascii=False)[1:-1],
         escaped.replace("/", "\\/"),
         quote(secret, safe=""),
+        quote(secret),  # urllib's default leaves `/` as it is
         quote(secret, safe="").replace("%20", "+"),
     )
     return tuple(dict.fromkeys(forms))
