@@ -78,7 +78,7 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
         log.warning("interrupted", signal=signal.Signals(signum).name, detail="nothing was sent")
         return _finish(config, Report(dry_run=config.dry_run), Ending(Reason.SIGNAL, signum), log)
     with stream:
-        return aio.run(_run(config, stream, log, environ))
+        return aio.run(_Run(config, stream, log, environ)())
 
 
 def _owner(config: RunConfig) -> Callable[[Row | InvalidRow], bool]:
@@ -183,159 +183,161 @@ def _dead_letter_sink(dead_letter: DeadLetter, log: Logger) -> Sink:
     return sink
 
 
-async def _run(
-    config: RunConfig, stream: RowStream, log: Logger, environ: Mapping[str, str]
-) -> int:
-    report = Report(dry_run=config.dry_run)
-    stop = StopState()
-    received: list[int] = []
-    if config.dry_run:
-        await _preview(config, stream, log, report, stop, received)
-    else:
-        failed_to_start = await _send(config, stream, log, environ, report, stop, received)
-        if failed_to_start is not None:
-            return failed_to_start
-    ending = Ending(stop.reason, received[0] if received else None, report.unfinished)
-    if stop.reason is not None and stop.reason is not Reason.SIGNAL:
-        log.error(
-            "aborted",
-            reason=stop.reason.value,
-            cause=stop.cause,
-            detail=ADVICE.get(stop.reason),
-            not_attempted=report.not_attempted,
+class _Run:
+    """One run's state, shared by its two ways to go: a preview or a real send."""
+
+    def __init__(
+        self, config: RunConfig, stream: RowStream, log: Logger, environ: Mapping[str, str]
+    ) -> None:
+        self.config = config
+        self.stream = stream
+        self.log = log
+        self.environ = environ
+        self.report = Report(dry_run=config.dry_run)
+        self.stop = StopState()
+        self.received: list[int] = []
+
+    async def __call__(self) -> int:
+        if self.config.dry_run:
+            await self.preview()
+        else:
+            failed_to_start = await self.send()
+            if failed_to_start is not None:
+                return failed_to_start
+        ending = Ending(
+            self.stop.reason, self.received[0] if self.received else None, self.report.unfinished
         )
-    return _finish(config, report, ending, log)
-
-
-async def _preview(
-    config: RunConfig,
-    stream: RowStream,
-    log: Logger,
-    report: Report,
-    stop: StopState,
-    received: list[int],
-) -> None:
-    """The dry run: the same pipeline, with a send stage that prints each request a real
-    run would send now and sends nothing. Rows a real run would skip are skipped here
-    too: repeats, and rows the journal holds as done for this target (read, never claimed
-    or written)."""
-    base_url = config.target.route.base_url if config.target.route else "http://sandbox.invalid"
-    journal = None if config.outputs.fresh else config.outputs.journal
-    log.info("start", **_start_fields(config, base_url, journal, dry_run=True))
-    sink = fan_out([report, LogSink(log, quiet=True)])  # the requests go to stdout
-    seen = MemoryLedger()
-    try:
-        with done_before(journal, base_url) as done:
-            preview = Preview(AddSession(), base_url, sys.stdout)
-            pipeline = Pipeline(
-                ThreadedChunks(iter(stream)),
-                admit=lambda row: seen.admit(row) and not done(row.key),
-                deliver=preview.deliver,
-                sink=sink,
-                stop=stop,
-                settings=Settings(concurrency=1, grace_s=0.0),
+        if self.stop.reason is not None and self.stop.reason is not Reason.SIGNAL:
+            self.log.error(
+                "aborted",
+                reason=self.stop.reason.value,
+                cause=self.stop.cause,
+                detail=ADVICE.get(self.stop.reason),
+                not_attempted=self.report.not_attempted,
             )
-            with _signals(stop, received, log, 0.0):
-                await pipeline.run()
-    except JournalError as exc:
-        log.error("cannot_start", error=str(exc))
-        stop.request(Reason.JOURNAL, str(exc))
-    sink(Ended({}))
+        return _finish(self.config, self.report, ending, self.log)
 
-
-async def _send(
-    config: RunConfig,
-    stream: RowStream,
-    log: Logger,
-    environ: Mapping[str, str],
-    report: Report,
-    stop: StopState,
-    received: list[int],
-) -> int | None:
-    """Send every row; None once done, or the exit status if the run could not start."""
-    async with _target(config.target) as (route, credentials):
-        assert credentials is not None
-        base_url = route.base_url
+    async def preview(self) -> None:
+        """The dry run: the same pipeline, with a send stage that prints each request a real
+        run would send now and sends nothing. Rows a real run would skip are skipped here
+        too: repeats, and rows the journal holds as done for this target (read, never claimed
+        or written)."""
+        base_url = (
+            self.config.target.route.base_url
+            if self.config.target.route
+            else "http://sandbox.invalid"
+        )
+        journal = None if self.config.outputs.fresh else self.config.outputs.journal
+        self.log.info("start", **_start_fields(self.config, base_url, journal, dry_run=True))
+        sink = fan_out([self.report, LogSink(self.log, quiet=True)])  # the requests go to stdout
+        seen = MemoryLedger()
         try:
-            dead_letter = (
-                DeadLetter(config.outputs.dead_letter, config.inputs)
-                if config.outputs.dead_letter
-                else None
-            )
-            ledger = _open_ledger(config, base_url)
-        except (JournalError, DeadLetterError) as exc:
-            log.error("cannot_start", error=str(exc))
-            return EXIT_CANNOT_START
-        tags = [f"shard:{config.shard}"] if config.shard else []
-        metrics = statsd_from(config.watch.statsd, environ, tags=tags)
-        # With a live display the counts are on screen: log only what needs attention.
-        live = live_console(config.watch.progress, sys.stderr) is not None
-        sinks: list[Sink] = [_journal_sink(ledger, log), report, LogSink(log, quiet=live)]
-        if dead_letter is not None:
-            sinks.append(_dead_letter_sink(dead_letter, log))
-        if metrics is not None:
-            sinks.append(metrics)
-        sink = fan_out(sinks)
-        pace = config.pace
-        pacer = Pacer(rate=pace.rate, on_pause=sink)
-        try:
-            log.info(
-                "start",
-                concurrency=pace.concurrency,
-                **_start_fields(config, base_url, config.outputs.journal),
-            )
-            progress = make_progress(
-                report,
-                stream.reading,
-                enabled=config.watch.progress,
-                stream=sys.stderr,
-                logger=log,
-                interval_s=config.watch.progress_interval_s,
-            )
-            async with Client(
-                route,
-                credentials,
-                concurrency=pace.concurrency,
-                timeout_s=pace.timeout_s,
-                tls=config.target.tls,
-            ) as client:
-                sender = Sender(
-                    AddSession(),
-                    client.send,
-                    pacer=pacer,
-                    policy=pace.policy,
-                    stop=stop,
-                    sink=sink,
-                    warn=lambda event, fields: log.warning(event, **fields),
-                )
+            with done_before(journal, base_url) as done:
+                preview = Preview(AddSession(), base_url, sys.stdout)
                 pipeline = Pipeline(
-                    ThreadedChunks(iter(stream)),
-                    admit=ledger.admit,
-                    deliver=sender.deliver,
+                    ThreadedChunks(iter(self.stream)),
+                    admit=lambda row: seen.admit(row) and not done(row.key),
+                    deliver=preview.deliver,
                     sink=sink,
-                    stop=stop,
-                    settings=Settings(
-                        concurrency=pace.concurrency,
-                        grace_s=pace.grace_s,
-                        max_stall_s=pace.max_stall_s,
-                    ),
+                    stop=self.stop,
+                    settings=Settings(concurrency=1, grace_s=0.0),
                 )
-                with _signals(stop, received, log, pace.grace_s):
-                    async with progress:
-                        # What start-up made (imports, configuration) lives as long as the
-                        # run: out of the collector's sight, it is not walked again and again.
-                        gc.freeze()
-                        try:
-                            await pipeline.run()
-                        finally:
-                            gc.unfreeze()
-        except BaseException:
-            stop.request(Reason.FATAL, "internal error")  # even so, the journal keeps all
-            raise
-        finally:
-            report.paused_s = pacer.paused_s
-            _end_sinks(report, stop, received, sink)
-    return None
+                with _signals(self.stop, self.received, self.log, 0.0):
+                    await pipeline.run()
+        except JournalError as exc:
+            self.log.error("cannot_start", error=str(exc))
+            self.stop.request(Reason.JOURNAL, str(exc))
+        sink(Ended({}))
+
+    async def send(self) -> int | None:
+        """Send every row; None once done, or the exit status if the run could not start."""
+        async with _target(self.config.target) as (route, credentials):
+            assert credentials is not None
+            base_url = route.base_url
+            try:
+                dead_letter = (
+                    DeadLetter(self.config.outputs.dead_letter, self.config.inputs)
+                    if self.config.outputs.dead_letter
+                    else None
+                )
+                ledger = _open_ledger(self.config, base_url)
+            except (JournalError, DeadLetterError) as exc:
+                self.log.error("cannot_start", error=str(exc))
+                return EXIT_CANNOT_START
+            tags = [f"shard:{self.config.shard}"] if self.config.shard else []
+            metrics = statsd_from(self.config.watch.statsd, self.environ, tags=tags)
+            # With a live display the counts are on screen: self.log only what needs attention.
+            live = live_console(self.config.watch.progress, sys.stderr) is not None
+            sinks: list[Sink] = [
+                _journal_sink(ledger, self.log),
+                self.report,
+                LogSink(self.log, quiet=live),
+            ]
+            if dead_letter is not None:
+                sinks.append(_dead_letter_sink(dead_letter, self.log))
+            if metrics is not None:
+                sinks.append(metrics)
+            sink = fan_out(sinks)
+            pace = self.config.pace
+            pacer = Pacer(rate=pace.rate, on_pause=sink, max_pause_s=pace.max_pause_s)
+            try:
+                self.log.info(
+                    "start",
+                    concurrency=pace.concurrency,
+                    **_start_fields(self.config, base_url, self.config.outputs.journal),
+                )
+                progress = make_progress(
+                    self.report,
+                    self.stream.reading,
+                    enabled=self.config.watch.progress,
+                    stream=sys.stderr,
+                    logger=self.log,
+                    interval_s=self.config.watch.progress_interval_s,
+                )
+                async with Client(
+                    route,
+                    credentials,
+                    concurrency=pace.concurrency,
+                    timeout_s=pace.timeout_s,
+                    tls=self.config.target.tls,
+                ) as client:
+                    sender = Sender(
+                        AddSession(),
+                        client.send,
+                        pacer=pacer,
+                        policy=pace.policy,
+                        stop=self.stop,
+                        sink=sink,
+                        warn=lambda event, fields: self.log.warning(event, **fields),
+                    )
+                    pipeline = Pipeline(
+                        ThreadedChunks(iter(self.stream)),
+                        admit=ledger.admit,
+                        deliver=sender.deliver,
+                        sink=sink,
+                        stop=self.stop,
+                        settings=Settings(
+                            concurrency=pace.concurrency,
+                            grace_s=pace.grace_s,
+                            max_stall_s=pace.max_stall_s,
+                        ),
+                    )
+                    with _signals(self.stop, self.received, self.log, pace.grace_s):
+                        async with progress:
+                            # What start-up made (imports, configuration) lives as long as the
+                            # run: out of the collector's sight, it is not walked again and again.
+                            gc.freeze()
+                            try:
+                                await pipeline.run()
+                            finally:
+                                gc.unfreeze()
+            except BaseException:
+                self.stop.request(Reason.FATAL, "internal error")  # even so, the journal keeps all
+                raise
+            finally:
+                self.report.paused_s = pacer.paused_s
+                _end_sinks(self.report, self.stop, self.received, sink)
+        return None
 
 
 def _end_sinks(report: Report, stop: StopState, received: list[int], sink: Sink) -> None:
