@@ -11,7 +11,7 @@ one `Row` per session event, oldest first.
   search fails. `meta.warnings` are logged and counted.
 - A 400 to a request that carried a cursor is taken for an expired cursor: a new search
   starts at the last timestamp received (inclusive; repeats at that moment are dropped),
-  up to `CURSOR_RESTARTS` times in a row without a page in between.
+  up to `CURSOR_RESTARTS` times from one same moment.
 - Repeats within a page (and at a page boundary) are dropped here; repeats further apart
   are the caller's to drop (its on-disk repeat check), as keeping every session id seen
   would make memory grow with the result.
@@ -41,7 +41,8 @@ MAX_PAGE_LIMIT = 1000
 TIMEOUT_RETRIES = 3
 """Times one page is asked for again after a `meta.status: timeout` answer."""
 CURSOR_RESTARTS = 3
-"""Expired cursors in a row (with no page between) before the search gives up."""
+"""Searches started again from one same moment after an expired cursor, before the
+search gives up (a new search that gets past that moment resets the count)."""
 SOURCE = "query"
 """The rows' `source`: their `line` is the event's ordinal in this run's search."""
 
@@ -178,6 +179,8 @@ class QuerySource:
         self._cursor: str | None = None
         self._received_ms = first
         """The last timestamp received: where a search starts again after an expiry."""
+        self._restarted_at: int | None = None
+        self._stuck = 0
         self._boundary: set[str] = set()
         """Sessions received at `_received_ms`: repeats if a new search sends them again."""
         self._pages = self._events = self._sessions = self._repeats = self._malformed = 0
@@ -268,12 +271,11 @@ class QuerySource:
 
     async def _fetch(self) -> _Page:
         """The next page, retried or restarted as the module says; raises SearchFailed."""
-        timeouts = expiries = 0
+        timeouts = 0
         while True:
             answer = await self._send(self._body())
             if answer.meaning.value != "done":
-                if answer.status == 400 and self._cursor is not None and expiries < CURSOR_RESTARTS:
-                    expiries += 1
+                if answer.status == 400 and self._cursor is not None and self._may_restart():
                     self._restart(answer)
                     continue
                 raise SearchFailed(_failure(answer))
@@ -295,6 +297,15 @@ class QuerySource:
                     "or run again later to resume from there"
                 )
             return self._take(page)
+
+    def _may_restart(self) -> bool:
+        """False once CURSOR_RESTARTS searches in a row started at the same moment: the
+        cursor expires faster than the search gets past it."""
+        if self._received_ms != self._restarted_at:
+            self._restarted_at, self._stuck = self._received_ms, 0
+            return True
+        self._stuck += 1
+        return self._stuck < CURSOR_RESTARTS
 
     def _restart(self, answer: AnswerLike) -> None:
         self._restarts += 1
