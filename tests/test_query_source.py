@@ -209,6 +209,12 @@ async def collect(source: QuerySource) -> list[Row]:
     return [row async for row in source]
 
 
+async def drain(source: QuerySource, into: list[Row]) -> None:
+    """Like collect, but keeps what was handed out when the search fails."""
+    async for row in source:
+        into.append(row)
+
+
 async def test_rows_come_page_by_page_with_their_event_time() -> None:
     fake = FakeSearch(spread(25))
     source = QuerySource(fake, SPEC, RANGE, page_limit=10, data_source="product_analytics")
@@ -292,8 +298,7 @@ async def test_a_timeout_is_asked_again_then_the_search_fails() -> None:
     source = QuerySource(failing, SPEC, RANGE, page_limit=10, timeout_retries=2)
     handed: list[Row] = []
     with pytest.raises(SearchFailed, match="timed out 3 times"):
-        async for row in source:
-            handed.append(row)
+        await drain(source, handed)
     assert len(handed) == 10  # what was found is handed out before the failure
     summary = source.summary
     assert not summary.completed
