@@ -25,7 +25,7 @@ from worker.query.source import CURSOR_RESTARTS, QuerySource, SearchBody, Search
 from worker.query.spec import QueryError, QuerySpec
 from worker.rows import Row
 from worker.sandbox import Sandbox
-from worker.sandbox.population import PopulationConfig
+from worker.sandbox.population import Population, PopulationConfig
 from worker.sandbox.search import PATH
 from worker.sandbox.search_config import SearchConfig
 
@@ -413,7 +413,7 @@ async def test_a_source_is_read_once() -> None:
 POPULATION = PopulationConfig(
     sessions=300, start_ms=T0, interval_ms=1000, events_per_session=4, session_events=2, seed=9
 )
-WHOLE = TimeRange(POPULATION.start_ms, POPULATION.end_ms)
+WHOLE = TimeRange(T0, Population(POPULATION).end_ms)
 Send = Callable[[SearchBody], Any]
 
 

@@ -13,9 +13,9 @@ from multidict import CIMultiDictProxy
 
 from worker.sandbox import Sandbox
 from worker.sandbox.cli import add_arguments, config_from_args
-from worker.sandbox.population import Population, PopulationConfig
+from worker.sandbox.population import DEFAULT_SPAN_MS, Population, PopulationConfig
 from worker.sandbox.search import PATH
-from worker.sandbox.search_config import DEFAULT_SPAN_MS, SearchConfig, SearchFaults
+from worker.sandbox.search_config import SearchConfig, SearchFaults
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
@@ -70,8 +70,8 @@ def session_ids(answers: list[dict[str, Any]]) -> list[str]:
     return [e["attributes"]["attributes"]["session"]["id"] for a in answers for e in a["data"]]
 
 
-def whole_range(config: PopulationConfig = SMALL) -> dict[str, str]:
-    return {"from": str(config.start_ms), "to": str(config.end_ms)}
+def whole_range() -> dict[str, str]:
+    return {"from": str(T0), "to": str(Population(SMALL).end_ms)}
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ async def small(make_sandbox: MakeSandbox) -> Sandbox:
 
 def test_a_population_is_a_pure_function_of_its_seed() -> None:
     again = Population(SMALL)
-    other = Population(PopulationConfig(sessions=50, seed=4))
+    other = Population(PopulationConfig(sessions=50, seed=4).placed(T0))
     first = Population(SMALL)
     assert [first.session(i) for i in range(50)] == [again.session(i) for i in range(50)]
     assert {first.session(i).id for i in range(50)}.isdisjoint(
@@ -94,7 +94,8 @@ def test_a_population_is_a_pure_function_of_its_seed() -> None:
 
 
 def test_shares_hold_over_many_sessions() -> None:
-    population = Population(PopulationConfig(sessions=20_000, replay_share=0.3, active_share=0.2))
+    shares = PopulationConfig(sessions=20_000, replay_share=0.3, active_share=0.2)
+    population = Population(shares.placed(T0))
     sessions = [population.session(i) for i in range(20_000)]
     assert 0.28 < sum(s.has_replay for s in sessions) / 20_000 < 0.32
     assert 0.18 < sum(s.is_active for s in sessions) / 20_000 < 0.22
@@ -104,7 +105,7 @@ def test_shares_hold_over_many_sessions() -> None:
 def test_growing_keeps_every_existing_event_where_it_was() -> None:
     before = Population(SMALL)
     after = Population(SMALL.grown(13))
-    assert after.config.end_ms > before.config.end_ms
+    assert after.end_ms > before.end_ms
     for index in range(before.config.slots):
         old = before.event(index)
         if old is not None:
@@ -118,9 +119,18 @@ def test_a_time_maps_to_an_event_index_by_arithmetic() -> None:
     assert population.index_at(T0) == 0
     assert population.index_at(T0 + 1) == 1
     assert population.index_at(T0 + 1000) == 1
-    assert population.index_at(SMALL.end_ms + 10**9) == SMALL.slots
-    spread = PopulationConfig(sessions=1000).over(DEFAULT_SPAN_MS)
-    assert spread.start_ms < spread.end_ms <= spread.start_ms + DEFAULT_SPAN_MS
+    assert population.index_at(population.end_ms + 10**9) == SMALL.slots
+
+
+def test_a_population_is_placed_in_the_span_before_the_sandbox_starts() -> None:
+    now_ms = 1_800_000_123_456
+    placed = Population(PopulationConfig(sessions=1000).placed(now_ms))
+    assert now_ms - DEFAULT_SPAN_MS - 60_000 < placed.start_ms
+    assert placed.end_ms <= now_ms
+    assert placed.start_ms % 60_000 == 0
+    assert SMALL.placed(now_ms) == SMALL  # already placed: kept as it is
+    with pytest.raises(ValueError, match="placed"):
+        Population(PopulationConfig())
 
 
 # --- the route ------------------------------------------------------------------------
@@ -181,16 +191,16 @@ async def test_dates_default_to_the_last_15_minutes_and_take_date_math(
 ) -> None:
     clock = FakeClock(1_800_000_000.0)
     sandbox = await make_sandbox(clock=clock)
-    config = sandbox.search.population.config
-    assert config.end_ms <= 1_800_000_000_000 < config.end_ms + 2 * config.interval_ms
+    population = sandbox.search.population
     now_ms = 1_800_000_000_000
+    assert population.end_ms <= now_ms < population.end_ms + 60_000
 
     def expected(from_ms: int, to_ms: int) -> int:
         return sum(
             1
-            for i in range(config.slots)
-            if from_ms <= config.start_ms + i * config.interval_ms < to_ms
-            and sandbox.search.population.event(i) is not None
+            for i in range(population.config.slots)
+            if from_ms <= population.start_ms + i * population.interval_ms < to_ms
+            and population.event(i) is not None
         )
 
     _, answer, _ = await search(http, sandbox, {"page": {"limit": 1000}})
@@ -374,7 +384,8 @@ def test_the_sandbox_options_set_the_search() -> None:
     assert population.events_per_session == 3
     assert population.session_events == 2
     assert population.replay_share == 0.5
-    assert population.end_ms - population.start_ms <= 86_400_000
+    assert population.span_ms == 86_400_000
+    assert population.start_ms is None  # placed as the sandbox starts
     with pytest.raises(ValueError, match="--population-span"):
         config_from_args(parser.parse_args(["--population-span", "soon"]), env={})
     with pytest.raises(ValueError, match="--search-rate-limit"):

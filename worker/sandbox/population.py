@@ -29,18 +29,22 @@ _PAGES = ("/", "/cart", "/checkout", "/account", "/search", "/product/42")
 _ORIGIN = "https://shop.example.com"
 _MAX_SESSIONS = 10**9
 _MAX_EVENTS_PER_SESSION = 1000
+DEFAULT_SPAN_MS = 7 * 86_400_000
+"""By default the sessions fill the 7 days before the sandbox starts: what `now-7d` finds."""
 
 
 @dataclass(frozen=True, slots=True)
 class PopulationConfig:
-    """Which sessions exist. The defaults make a small population that ends at
-    `start_ms + sessions * events_per_session * interval_ms`."""
+    """Which sessions exist. With `start_ms` or `interval_ms` left None, `placed` fixes
+    them when the sandbox starts: the sessions then fill the `span_ms` before it."""
 
     sessions: int = 1000
-    start_ms: int = 1_704_067_200_000
-    """The first event's timestamp (2024-01-01T00:00:00Z by default)."""
-    interval_ms: int = 1000
-    """Between one event and the next, across all sessions."""
+    start_ms: int | None = None
+    """The first event's timestamp; None: `span_ms` before the sandbox starts."""
+    interval_ms: int | None = None
+    """Between one event and the next, across all sessions; None: as many whole
+    milliseconds as spread the events over `span_ms`."""
+    span_ms: int = DEFAULT_SPAN_MS
     events_per_session: int = 4
     session_events: int = 1
     """How many of a session's events have `type: session` (the first ones); more than 1
@@ -54,8 +58,10 @@ class PopulationConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.sessions <= _MAX_SESSIONS:
             raise ValueError(f"sessions must be from 0 to {_MAX_SESSIONS}, not {self.sessions}")
-        if self.interval_ms < 1:
+        if self.interval_ms is not None and self.interval_ms < 1:
             raise ValueError(f"interval_ms must be 1 or more, not {self.interval_ms}")
+        if self.span_ms < 1:
+            raise ValueError(f"the population's span must be 1 ms or more, not {self.span_ms}")
         if not 1 <= self.events_per_session <= _MAX_EVENTS_PER_SESSION:
             raise ValueError(
                 f"events_per_session must be from 1 to {_MAX_EVENTS_PER_SESSION}, "
@@ -74,24 +80,21 @@ class PopulationConfig:
         groups = -(-self.sessions // GROUP)
         return groups * GROUP * self.events_per_session
 
-    @property
-    def end_ms(self) -> int:
-        """Just after the last event slot: every event is in [start_ms, end_ms)."""
-        return self.start_ms + self.slots * self.interval_ms
+    def placed(self, now_ms: int) -> PopulationConfig:
+        """With `interval_ms` and `start_ms` fixed (the start on a whole minute, so the
+        times read well); a config that has both is returned as it is."""
+        interval = self.interval_ms or max(1, self.span_ms // max(1, self.slots))
+        start = self.start_ms
+        if start is None:
+            start = (now_ms - self.slots * interval) // 60_000 * 60_000
+        return dataclasses.replace(self, start_ms=start, interval_ms=interval)
 
     def grown(self, extra: int) -> PopulationConfig:
         """`extra` more sessions, all after the existing ones (holes of the last group
-        are filled first, so they may start a little earlier than `end_ms`)."""
+        are filled first, so they may start a little before the previous end)."""
         if extra < 0:
             raise ValueError(f"a population only grows: {extra} sessions is not a growth")
         return dataclasses.replace(self, sessions=self.sessions + extra)
-
-    def over(self, span_ms: int) -> PopulationConfig:
-        """These sessions spread evenly over [start_ms, start_ms + span_ms), as closely
-        as whole milliseconds between events allow."""
-        if span_ms < 1:
-            raise ValueError(f"the population's span must be 1 ms or more, not {span_ms}")
-        return dataclasses.replace(self, interval_ms=max(1, span_ms // max(1, self.slots)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +121,25 @@ class Population:
     """Events and sessions of a PopulationConfig, computed when asked for."""
 
     def __init__(self, config: PopulationConfig) -> None:
+        if config.start_ms is None or config.interval_ms is None:
+            raise ValueError("place the population in time first: config.placed(now_ms)")
         self.config = config
+        self.start_ms: int = config.start_ms
+        self.interval_ms: int = config.interval_ms
         self._session = lru_cache(maxsize=4 * GROUP)(self._make_session)
         self._applications = tuple(_uuid(config.seed, "application", n) for n in range(3))
 
+    @property
+    def end_ms(self) -> int:
+        """Just after the last event slot: every event is in [start_ms, end_ms)."""
+        return self.start_ms + self.config.slots * self.interval_ms
+
     def index_at(self, ms: int) -> int:
         """The first event index whose timestamp is at `ms` or later."""
-        config = self.config
-        offset = ms - config.start_ms
+        offset = ms - self.start_ms
         if offset <= 0:
             return 0
-        return min(config.slots, -(-offset // config.interval_ms))
+        return min(self.config.slots, -(-offset // self.interval_ms))
 
     def session_of(self, event: int) -> int | None:
         """The session that event index `event` belongs to; None for a hole."""
@@ -151,7 +162,7 @@ class Population:
             else _EVENT_TYPES[(ordinal - config.session_events) % len(_EVENT_TYPES)]
         )
         page = _PAGES[_draw(config.seed, "page", session_index, ordinal) % len(_PAGES)]
-        timestamp_ms = config.start_ms + index * config.interval_ms
+        timestamp_ms = self.start_ms + index * self.interval_ms
         attributes: dict[str, object] = {
             "type": event_type,
             "date": timestamp_ms,

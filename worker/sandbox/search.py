@@ -36,7 +36,7 @@ from aiohttp import web
 from worker.sandbox.population import Event, Population
 from worker.sandbox.query import Node, QuerySyntaxError, parse
 from worker.sandbox.ratelimit import Clock, FixedWindowLimiter, parse_rate_limit
-from worker.sandbox.search_config import SearchConfig, SearchFaults, default_population
+from worker.sandbox.search_config import SearchConfig, SearchFaults
 from worker.sandbox.wire import ApiError, errors, json_bytes
 
 PATH = "/api/v2/rum/events/search"
@@ -103,7 +103,7 @@ class SearchService:
         clock: Clock = time.time,
     ) -> None:
         self._clock = clock
-        population = config.population or default_population(clock())
+        population = config.population.placed(int(clock() * 1000))
         self.config = dataclasses.replace(config, population=population)
         self.population = Population(population)
         self.stats = SearchStats()
@@ -124,7 +124,7 @@ class SearchService:
     def state(self) -> dict[str, object]:
         population = self.population.config
         return {
-            "population": {**dataclasses.asdict(population), "end_ms": population.end_ms},
+            "population": {**dataclasses.asdict(population), "end_ms": self.population.end_ms},
             "rate_limit": {
                 "limit": self._limiter.limit,
                 "period": self._limiter.period,

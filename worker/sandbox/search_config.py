@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import time
 from dataclasses import dataclass, field
 
 from worker.sandbox.population import PopulationConfig
@@ -14,8 +13,6 @@ from worker.sandbox.ratelimit import check_rate_limit, parse_rate_limit
 
 DEFAULT_RATE_LIMIT = (50, 10.0)
 """50 searches per 10-second window: a budget of its own, apart from the playlists'."""
-DEFAULT_SPAN_MS = 7 * 86_400_000
-"""The default population fills the 7 days before the sandbox starts."""
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -38,24 +35,14 @@ class SearchFaults:
 
 @dataclass(frozen=True, slots=True)
 class SearchConfig:
-    population: PopulationConfig | None = None
-    """None: 1,000 sessions over the 7 days before the sandbox starts."""
+    population: PopulationConfig = field(default_factory=PopulationConfig)
+    """By default 1,000 sessions over the 7 days before the sandbox starts."""
     rate_limit: tuple[int, float] = DEFAULT_RATE_LIMIT
     rate_limit_name: str = "rum_search"
     faults: SearchFaults = field(default_factory=SearchFaults)
 
     def __post_init__(self) -> None:
         check_rate_limit(*self.rate_limit)
-
-
-def default_population(now_s: float) -> PopulationConfig:
-    """1,000 sessions over the 7 days before `now_s`: what `now-7d` finds."""
-    return PopulationConfig(start_ms=_start_before(now_s, DEFAULT_SPAN_MS)).over(DEFAULT_SPAN_MS)
-
-
-def _start_before(now_s: float, span_ms: int) -> int:
-    """`span_ms` before `now_s`, on a whole minute, so the population's times read well."""
-    return (int(now_s * 1000) - span_ms) // 60_000 * 60_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--population-seed", type=int, default=0, metavar="N", help="(default: 0)")
 
 
-def config_from_args(args: argparse.Namespace, now_s: float | None = None) -> SearchConfig:
+def config_from_args(args: argparse.Namespace) -> SearchConfig:
     """Raises ValueError naming the bad option."""
     match = _DURATION.fullmatch(args.population_span.strip())
     if match is None:
@@ -119,11 +106,11 @@ def config_from_args(args: argparse.Namespace, now_s: float | None = None) -> Se
         raise ValueError(f"--search-rate-limit: {exc}") from None
     population = PopulationConfig(
         sessions=args.population,
-        start_ms=_start_before(time.time() if now_s is None else now_s, span_ms),
+        span_ms=span_ms,
         events_per_session=args.events_per_session,
         session_events=args.session_events,
         replay_share=args.replay_share,
         active_share=args.active_share,
         seed=args.population_seed,
-    ).over(span_ms)
+    )
     return SearchConfig(population=population, rate_limit=rate_limit)
