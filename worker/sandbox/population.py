@@ -106,6 +106,8 @@ class Session:
     type: str
     email: str
     application_id: str
+    first_page: int
+    """Where the session's views start in the shop's pages (they go on from there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ class Population:
             if ordinal < config.session_events
             else _EVENT_TYPES[(ordinal - config.session_events) % len(_EVENT_TYPES)]
         )
-        page = _PAGES[_draw(config.seed, "page", session_index, ordinal) % len(_PAGES)]
+        page = _PAGES[(session.first_page + ordinal) % len(_PAGES)]
         timestamp_ms = self.start_ms + index * self.interval_ms
         attributes: dict[str, object] = {
             "type": event_type,
@@ -193,6 +195,7 @@ class Population:
             type=SESSION_TYPES[_draw(seed, "type", index) % len(SESSION_TYPES)],
             email=f"user{_draw(seed, 'user', index) % 5000}@example.com",
             application_id=self._applications[_draw(seed, "app", index) % 3],
+            first_page=_draw(seed, "page", index) % len(_PAGES),
         )
 
 
