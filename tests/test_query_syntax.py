@@ -88,6 +88,8 @@ def test_and_binds_tighter_than_or() -> None:
         ("@count:>3", "comparisons"),
         ("@count:[1 TO 5]", "ranges"),
         ("@.x:1", "attribute path"),
+        ("(" * 5000 + "@type:session" + ")" * 5000, "nested"),
+        ("-" * 5000 + "@type:session", "nested"),
     ],
 )
 def test_a_query_it_cannot_read_is_refused_saying_where(query: str, problem: str) -> None:

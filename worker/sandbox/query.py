@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 _KEYWORDS = ("AND", "OR", "NOT")
+_MAX_DEPTH = 100
+"""Nested parentheses and negations at most: a deeper query is refused, not a crash."""
 _STOP = frozenset(' \t\r\n()"')
 """Characters that end an unquoted word (unless escaped)."""
 
@@ -104,6 +106,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def error(self, problem: str) -> QuerySyntaxError:
         return QuerySyntaxError(
@@ -157,6 +160,15 @@ class _Parser:
         return found
 
     def unary(self) -> Node:
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise self.error(f"more than {_MAX_DEPTH} nested parentheses or negations")
+        try:
+            return self._unary()
+        finally:
+            self.depth -= 1
+
+    def _unary(self) -> Node:
         self.skip_space()
         if self.pos >= len(self.text):
             raise self.error("a term is missing at the end")

@@ -118,9 +118,6 @@ class SearchService:
         self.population = Population(population)
         self.config = dataclasses.replace(self.config, population=population)
 
-    def set_faults(self, faults: SearchFaults) -> None:
-        self._faults = faults
-
     def state(self) -> dict[str, object]:
         population = self.population.config
         return {
@@ -189,11 +186,13 @@ class SearchService:
             raise ApiError(400, str(exc)) from None
         sort = body.get("sort", "-timestamp")
         if sort not in _SORTS:
-            raise ApiError(400, f"sort must be 'timestamp' or '-timestamp', not {sort!r}")
+            raise ApiError(400, f"sort must be 'timestamp' or '-timestamp', not {_clip(str(sort))}")
         limit = page.get("limit", DEFAULT_PAGE_LIMIT)
         if type(limit) is not int or not 1 <= limit <= MAX_PAGE_LIMIT:
             raise ApiError(
-                400, f"page.limit must be an integer from 1 to {MAX_PAGE_LIMIT}, not {limit!r}"
+                400,
+                f"page.limit must be an integer from 1 to {MAX_PAGE_LIMIT}, "
+                f"not {_clip(str(limit))}",
             )
         cursor_text = page.get("cursor")
         if cursor_text is None:
