@@ -19,6 +19,7 @@ from worker.query.dates import (
     iso,
     parse_when,
     resolve,
+    resolve_last,
     start_after,
 )
 from worker.query.source import CURSOR_RESTARTS, QuerySource, SearchBody, SearchFailed
@@ -95,6 +96,20 @@ def test_from_last_starts_a_margin_before_the_previous_end() -> None:
     assert start_after(NOW, margin_ms=LAST_MARGIN_MS * 2) == NOW - 2 * LAST_MARGIN_MS
     with pytest.raises(DateError, match="would be missed"):
         start_after(NOW, margin_ms=60_000)
+
+
+def test_from_last_takes_the_journal_or_an_explicit_first_start() -> None:
+    previous = NOW - 86_400_000
+    nightly = resolve_last("now", NOW, previous, first_from="now-30d")
+    assert nightly.time_range == TimeRange(previous - LAST_MARGIN_MS, NOW)
+    assert "previous completed search ended" in nightly.why
+    first = resolve_last("now", NOW, None, first_from="now-7d")
+    assert first.time_range == TimeRange(NOW - 7 * 86_400_000, NOW)
+    assert "--first-from now-7d" in first.why
+    with pytest.raises(DateError, match="give --first-from"):
+        resolve_last("now", NOW, None, first_from=None)
+    with pytest.raises(DateError, match="nothing new"):
+        resolve_last("now-1d", NOW, NOW, first_from=None)
 
 
 def test_iso_shows_milliseconds_in_utc() -> None:
@@ -362,6 +377,14 @@ async def test_a_search_that_cannot_get_past_an_expiring_cursor_ends() -> None:
     lost.script[2] = Answer(Meaning.ROW_FAILED, 400, "bad request")
     with pytest.raises(SearchFailed, match="bad request"):  # no cursor: not an expiry
         await collect(QuerySource(lost, SPEC, RANGE, page_limit=10))
+
+
+async def test_a_cursor_that_never_moves_ends_the_search() -> None:
+    fake = FakeSearch([])
+    fake.script = {n: page(spread(3), after="same") for n in range(5)}
+    with pytest.raises(SearchFailed, match="never end"):
+        await collect(QuerySource(fake, SPEC, RANGE))
+    assert len(fake.bodies) == 2
 
 
 @pytest.mark.parametrize(

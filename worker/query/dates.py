@@ -81,6 +81,42 @@ def resolve(from_text: str, to_text: str, now_ms: int) -> TimeRange:
     return TimeRange(from_ms, to_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The range a run searches, and why: the start event says both."""
+
+    time_range: TimeRange
+    why: str
+
+
+def resolve_last(
+    to_text: str, now_ms: int, previous_to_ms: int | None, first_from: str | None
+) -> Resolved:
+    """`--from last`: from the previous completed search's end less the margin, or, on a
+    first run (no previous one in the journal), from `first_from` (`--first-from`)."""
+    to_ms = parse_when(to_text, "--to", now_ms)
+    if previous_to_ms is not None:
+        from_ms = start_after(previous_to_ms)
+        why = (
+            f"--from last: the previous completed search ended at {iso(previous_to_ms)}; "
+            f"starting {LAST_MARGIN_MS // 60_000} minutes earlier for sessions active then"
+        )
+    elif first_from is not None:
+        from_ms = parse_when(first_from, "--first-from", now_ms)
+        why = f"--from last: no previous completed search of this query; --first-from {first_from}"
+    else:
+        raise DateError(
+            "--from last: the journal holds no completed search of this query, playlist and "
+            "target; give --first-from WHEN for the first run (e.g. --first-from now-7d)"
+        )
+    if from_ms >= to_ms:
+        raise DateError(
+            f"--from last resolves to {iso(from_ms)}, not before --to {to_text!r} "
+            f"({iso(to_ms)}): nothing new to search yet"
+        )
+    return Resolved(TimeRange(from_ms, to_ms), why)
+
+
 def start_after(previous_to_ms: int, margin_ms: int = LAST_MARGIN_MS) -> int:
     """Where `--from last` starts: the previous completed search's `to`, less the margin
     for sessions still active then (see LAST_MARGIN_MS)."""

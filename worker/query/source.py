@@ -320,6 +320,10 @@ class QuerySource:
 
     def _take(self, page: _Page) -> _Page:
         """Counts the page, drops its repeats and moves the cursor on."""
+        if page.after is not None and page.after == self._cursor:
+            raise SearchFailed(
+                "the search answered with the cursor it was sent: it would never end"
+            )
         self._pages += 1
         self._malformed += page.malformed
         if page.warnings:
