@@ -388,6 +388,10 @@ def test_the_sandbox_options_set_the_search() -> None:
     assert population.start_ms is None  # placed as the sandbox starts
     with pytest.raises(ValueError, match="--population-span"):
         config_from_args(parser.parse_args(["--population-span", "soon"]), env={})
+    with pytest.raises(ValueError, match="--session-events: session_events must be"):
+        config_from_args(parser.parse_args(["--session-events", "5"]), env={})
+    with pytest.raises(ValueError, match="--replay-share: replay_share must be"):
+        config_from_args(parser.parse_args(["--replay-share", "2"]), env={})
     with pytest.raises(ValueError, match="--search-rate-limit"):
         config_from_args(parser.parse_args(["--search-rate-limit", "0/1"]), env={})
 

@@ -14,7 +14,15 @@ from worker.sandbox.ratelimit import check_rate_limit, parse_rate_limit
 DEFAULT_RATE_LIMIT = (50, 10.0)
 """50 searches per 10-second window: a budget of its own, apart from the playlists'."""
 
-_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
+_DURATION = re.compile(r"([1-9][0-9]{0,8})([smhdw])")
+_OPTIONS = {
+    "sessions": "--population",
+    "events_per_session": "--events-per-session",
+    "session_events": "--session-events",
+    "replay_share": "--replay-share",
+    "active_share": "--active-share",
+}
+"""PopulationConfig field -> the option that sets it, for error messages."""
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -104,7 +112,16 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         rate_limit = parse_rate_limit(args.search_rate_limit)
     except ValueError as exc:
         raise ValueError(f"--search-rate-limit: {exc}") from None
-    population = PopulationConfig(
+    try:
+        population = _population(args, span_ms)
+    except ValueError as exc:
+        field = str(exc).partition(" ")[0]
+        raise ValueError(f"{_OPTIONS.get(field, '--population')}: {exc}") from None
+    return SearchConfig(population=population, rate_limit=rate_limit)
+
+
+def _population(args: argparse.Namespace, span_ms: int) -> PopulationConfig:
+    return PopulationConfig(
         sessions=args.population,
         span_ms=span_ms,
         events_per_session=args.events_per_session,
@@ -113,4 +130,3 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         active_share=args.active_share,
         seed=args.population_seed,
     )
-    return SearchConfig(population=population, rate_limit=rate_limit)
