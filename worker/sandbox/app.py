@@ -18,7 +18,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from worker.sandbox import control
+from worker.sandbox import control, search
 from worker.sandbox.config import SandboxConfig
 from worker.sandbox.faults import Fault, FaultConfig, FaultPlan
 from worker.sandbox.ratelimit import FixedWindowLimiter
@@ -65,6 +65,7 @@ class Sandbox:
             *self.config.rate_limit, self.config.rate_limit_name, self.config.clock
         )
         self._faults = FaultPlan(self.config.faults)
+        self.search = search.SearchService(self.config.search, self._authorized, self.config.clock)
         self._runner: web.ServerRunner | None = None
         self._base_url: str | None = None
         self._stopping = asyncio.Event()
@@ -167,10 +168,14 @@ class Sandbox:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.rel_url.raw_path
+        if path == search.CONTROL_PATH:
+            return await self.search.control(request)
         if path.startswith(control.PREFIX):
             return await control.handle(self, request, path[len(control.PREFIX) :])
         if self._log_requests:
             self.requests.append(LoggedRequest.of(request))
+        if path == search.PATH:
+            return await self.search.handle(request)
         segments = path[len(API_PREFIX) :].split("/") if path.startswith(API_PREFIX) else []
         if len(segments) not in (2, 3) or segments[1] != "sessions":
             return self._answer(

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
+from worker.sandbox import search_config
 from worker.sandbox.config import DEFAULT_RATE_LIMIT, SandboxConfig
 from worker.sandbox.faults import FaultConfig, parse_latency_ms
 from worker.sandbox.ratelimit import parse_rate_limit
@@ -100,6 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve N API requests, then answer 403 Forbidden to every later one",
     )
     faults.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default: 0)")
+    search_config.add_arguments(parser)
 
 
 def _port(text: str) -> int:
@@ -136,6 +138,7 @@ def config_from_args(
         app_key=env.get(APP_KEY_ENV) or None,
         faults=faults,
         minimal=args.minimal,
+        search=search_config.config_from_args(args),
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from worker.sandbox.faults import FaultConfig
 from worker.sandbox.ratelimit import Clock, check_rate_limit
+from worker.sandbox.search_config import SearchConfig
 
 DEFAULT_RATE_LIMIT = (100, 2.0)
 """100 requests per 2-second window: tight enough that a rehearsal shows the pacing."""
@@ -30,6 +31,8 @@ class SandboxConfig:
     minimal: bool = False
     """For benchmarks: no request log, so the sandbox is never the bottleneck."""
     request_log_size: int = 1000
+    search: SearchConfig = field(default_factory=SearchConfig)
+    """The RUM search route: its population, its own rate limit, its faults."""
     clock: Clock = field(default=time.time, compare=False, repr=False)
     """Wall-clock seconds; the rate-limit windows follow it."""
 
