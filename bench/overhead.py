@@ -51,7 +51,7 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     from worker.journal import Ledger, MemoryLedger, SqliteJournal
     from worker.observe import RunObserver
     from worker.pacer import Pacer, parse_rate_limit_headers
-    from worker.reader import ReaderOptions, RowStream, open_inputs
+    from worker.input import ReaderOptions, RowStream, open_inputs
     from worker.report import Report
     from worker.rows import Row
     from worker.runner import Fanout, RetryPolicy, Run, RunSettings

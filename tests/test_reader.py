@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.reader import (
+from worker.input import (
     MAX_LINE_BYTES,
     InputError,
     ReaderOptions,
@@ -1004,7 +1004,7 @@ def test_stdin_can_be_substituted_and_its_format_sniffed(content: bytes, fmt: st
 def test_real_stdin_through_a_subprocess() -> None:
     code = (
         "import sys\n"
-        "from worker.reader import ReaderOptions, open_inputs\n"
+        "from worker.input import ReaderOptions, open_inputs\n"
         "with open_inputs(['-'], ReaderOptions()) as stream:\n"
         "    for item in stream:\n"
         "        print(item.source, item.line, type(item).__name__)\n"
@@ -1054,10 +1054,12 @@ def test_position_counts_raw_bytes_of_every_input(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 def test_every_file_is_closed(tmp_path: Path) -> None:
+    """Files longer than the check's head are closed after it and reopened in their turn;
+    a file the check read whole is not opened again."""
     paths = []
     for index in range(5):
         path = tmp_path / f"in{index}.csv"
-        path.write_bytes(sessions_csv(10))
+        path.write_bytes(sessions_csv(250))
         paths.append(str(path))
     before = len(os.listdir("/proc/self/fd"))
     with open_inputs(paths, OPTIONS) as stream:
@@ -1172,7 +1174,7 @@ def test_ndjson_reads_the_same_without_orjson(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "sys.modules['orjson'] = None  # makes `import orjson` fail\n"
-        "from worker.reader import ReaderOptions, open_inputs\n"
+        "from worker.input import ReaderOptions, open_inputs\n"
         "with open_inputs([sys.argv[1]], ReaderOptions(now_ms=lambda: 1795651200000)) as rows:\n"
         "    for item in rows:\n"
         "        print(repr(item))\n"

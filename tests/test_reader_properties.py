@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from worker.reader import InputError, ReaderOptions, open_inputs
+from worker.input import InputError, ReaderOptions, open_inputs
 from worker.rows import InvalidRow, Row
 
 NOW = 1_795_651_200_000

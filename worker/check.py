@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from worker.reader import InputError, Readable, ReaderOptions, open_inputs
+from worker.input import InputError, Readable, ReaderOptions, open_inputs
 from worker.report import EXIT_CANNOT_START, EXIT_OK, EXIT_ROWS_FAILED
 from worker.rows import InvalidRow
 

@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ingest(args, os.environ)
     if args.command == "validate":
         from worker.check import check_inputs
-        from worker.reader import ReaderOptions
+        from worker.input import ReaderOptions
 
         options = ReaderOptions(
             fmt=args.format, default_data_source=args.data_source, ts_unit=args.ts_unit

@@ -37,7 +37,7 @@ from worker.journal import (
 from worker.metrics import destination_from, statsd_from
 from worker.pacer import Pacer
 from worker.progress import live_console, make_progress
-from worker.reader import InputError, ReaderOptions, RowStream, open_inputs
+from worker.input import InputError, ReaderOptions, RowStream, open_inputs
 from worker.report import (
     EXIT_ABORTED,
     EXIT_CANNOT_START,

@@ -30,7 +30,7 @@ from rich.progress import Progress as RichProgress
 from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
-from worker.reader import Reading
+from worker.input import Reading
 
 Source = Callable[[], Reading]
 """How far the reader has got: `worker.reader.RowStream.reading`."""

@@ -25,7 +25,7 @@ from worker.client import Client, Kind, Reply
 from worker.journal import JournalError, Ledger
 from worker.observe import RunObserver
 from worker.pacer import Pacer
-from worker.reader import InputError
+from worker.input import InputError
 from worker.rows import InvalidRow, Outcome, Result, Row
 
 T = TypeVar("T")
