@@ -48,10 +48,10 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     from worker import aio, logs
     from worker.client import Client, Kind, Reply, _body_problem, classify_status
     from worker.config import Credentials, Secret
+    from worker.input import ReaderOptions, RowStream, open_inputs
     from worker.journal import Ledger, MemoryLedger, SqliteJournal
     from worker.observe import RunObserver
     from worker.pacer import Pacer, parse_rate_limit_headers
-    from worker.input import ReaderOptions, RowStream, open_inputs
     from worker.report import Report
     from worker.rows import Row
     from worker.runner import Fanout, RetryPolicy, Run, RunSettings

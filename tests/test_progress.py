@@ -27,8 +27,8 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
+from worker.input import ReaderOptions, Reading, RowFilter, open_inputs
 from worker.progress import Gauge, Source, make_progress
-from worker.input import RowFilter, ReaderOptions, Reading, open_inputs
 from worker.report import Report
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.shard import Shard

@@ -26,6 +26,7 @@ from worker import aio, logs
 from worker.client import Client, session_url, tls_context
 from worker.config import ConfigError, Credentials, Secret, base_url_for, load_credentials
 from worker.deadletter import DeadLetter, DeadLetterError
+from worker.input import InputError, ReaderOptions, RowStream, open_inputs
 from worker.journal import (
     JournalError,
     Ledger,
@@ -37,7 +38,6 @@ from worker.journal import (
 from worker.metrics import destination_from, statsd_from
 from worker.pacer import Pacer
 from worker.progress import live_console, make_progress
-from worker.input import InputError, ReaderOptions, RowStream, open_inputs
 from worker.report import (
     EXIT_ABORTED,
     EXIT_CANNOT_START,

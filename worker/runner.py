@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from worker.client import Client, Kind, Reply
+from worker.input import InputError
 from worker.journal import JournalError, Ledger
 from worker.observe import RunObserver
 from worker.pacer import Pacer
-from worker.input import InputError
 from worker.rows import InvalidRow, Outcome, Result, Row
 
 T = TypeVar("T")

@@ -5,7 +5,7 @@ one stray quote cannot take the good rows after it along (docs/input.md)."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Self
 
@@ -246,7 +246,7 @@ def csv_rows(
     validator: Validator,
     header: Header,
     reread_lines: set[int],
-) -> Iterator[Row | InvalidRow]:
+) -> Generator[Row | InvalidRow]:
     """The rows of a CSV input after its header. Adds to `reread_lines` the lines of the
     first rows read again after an unclosed quote, unless they too open a quote that is
     not closed (the early check leaves them out)."""

@@ -7,7 +7,7 @@ only when a value could have lost precision as a float."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -55,7 +55,7 @@ def format_row(row: Row) -> str:
     return json.dumps(fields, ensure_ascii=False) + "\n"
 
 
-def ndjson_rows(lines: Lines, name: str, validator: Validator) -> Iterator[Row | InvalidRow]:
+def ndjson_rows(lines: Lines, name: str, validator: Validator) -> Generator[Row | InvalidRow]:
     """The rows of an NDJSON input. The fast path reads the exact column names; keys that
     are aliases, floats and lines orjson refuses go the slower, exact way."""
     to_row = validator.row
