@@ -385,7 +385,7 @@ def test_a_default_playlist_refuses_rows_naming_another() -> None:
         "each row to its own playlist",
         f"ts 'x' is not a number nor a date-time: {MS_HINT}",
     ]
-    with pytest.raises(FieldError, match="^playlist_id 'x' is not a number"):
+    with pytest.raises(FieldError, match=r"^playlist_id 'x' is not a number"):
         rules.row("x", UUID, TS, None, source="in.csv", line=3)
 
 
@@ -401,9 +401,9 @@ def test_ts_may_be_left_out_when_not_required(value: object) -> None:
     assert rules.ts(value) is None
     assert rules.row(1001, UUID, value, None, source="f", line=1).ts is None
     assert rules.ts(str(TS)) == TS
-    with pytest.raises(FieldError, match="^ts 'soon' is not a number nor a date-time"):
+    with pytest.raises(FieldError, match=r"^ts 'soon' is not a number nor a date-time"):
         rules.ts("soon")
-    with pytest.raises(FieldError, match="^ts is missing"):
+    with pytest.raises(FieldError, match=r"^ts is missing"):
         validator().ts(value)
 
 
