@@ -740,6 +740,10 @@ def test_corrupted_gzip_data_is_an_invalid_row_not_a_crash(tmp_path: Path) -> No
             '"dataSource": "product_analytics", "note": "x"}',
             row(1, data_source="product_analytics"),
         ),
+        (  # aliases with floats are read again exactly, not through the float
+            f'{{"playlistId": 1.001e3, "sessionId": "{UUID}", "timestamp": 1.795e12}}',
+            row(1),
+        ),
         (  # an exact name beats an alias, wherever it stands
             f'{{"session": {{"id": "other"}}, "playlist_id": 1001, "session_id": "{UUID}", '
             f'"timestamp": 1795000099999, "ts": {TS}}}',
@@ -1412,3 +1416,11 @@ def test_a_ts_given_when_not_required_is_still_checked(tmp_path: Path, name: str
     assert isinstance(second, InvalidRow)
     assert "1795000000" in second.reason
     assert "looks like seconds (2026-11-18T11:06:40Z), not milliseconds" in second.reason
+
+
+def test_a_nested_value_under_an_alias_is_echoed_exactly(tmp_path: Path) -> None:
+    """Lines read by aliases skip the exact parse only when every value is exact as parsed."""
+    line = f'{{"playlistId": 1001, "session": {{"id": 1.10}}, "ts": {TS}}}\n'
+    (item,) = read(tmp_path, "in.ndjson", line.encode())
+    assert isinstance(item, InvalidRow)
+    assert item.fields["session_id"] == '{"id": "1.10"}'  # the digits as written

@@ -84,12 +84,16 @@ def ndjson_rows(lines: Lines, name: str, validator: Validator) -> Generator[Row 
         if (
             type(playlist_id) is not float
             and type(ts) is not float
+            # The three exact names alone, or all four (an exact name beats its aliases):
+            # no alias can be in play. Any other layout asks the cache.
             and (
-                len(obj)
-                == ("playlist_id" in obj)
-                + ("session_id" in obj)
-                + ("ts" in obj)
-                + ("data_source" in obj)
+                (len(obj) == 3 and "playlist_id" in obj and "session_id" in obj and "ts" in obj)
+                or (
+                    "data_source" in obj
+                    and "playlist_id" in obj
+                    and "session_id" in obj
+                    and "ts" in obj
+                )
                 or exact_names_suffice(tuple(obj))
             )
         ):
