@@ -26,12 +26,12 @@ _INT64_RANGE = range(-(2**63), 2**63)
 def required_columns(options: ReaderOptions) -> tuple[str, ...]:
     """The columns every input must have: playlist_id unless `--playlist` gives it, and
     ts unless the operation needs no time."""
-    return tuple(
-        column
-        for column in COLUMNS[:3]
-        if not (column == "playlist_id" and options.default_playlist is not None)
-        and not (column == "ts" and not options.ts_required)
+    needed = (
+        ("playlist_id", options.default_playlist is None),
+        ("session_id", True),
+        ("ts", options.ts_required),
     )
+    return tuple(column for column, required in needed if required)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -50,8 +50,8 @@ class _CheckedInput:
                 self.rows = ndjson_rows(self._lines, spec.name, validator)
             self.head: list[Row | InvalidRow] = list(islice(self.rows, EARLY_ROWS))
             _refuse_wrong_file(spec.name, self.head, self.reread_lines)
-            self._whole = len(self.head) < EARLY_ROWS  # the check read every row
-            if self._whole:
+            self._read_to_end = len(self.head) < EARLY_ROWS  # the check read every row
+            if self._read_to_end:
                 self.bytes.close()
             elif self.bytes.can_pause:
                 self.bytes.pause()
@@ -61,7 +61,7 @@ class _CheckedInput:
 
     def resume(self) -> None:
         """Reopens a paused input where its check stopped."""
-        if not self._whole:
+        if not self._read_to_end:
             self._lines.continue_from(self.bytes.resume())
 
     def close(self) -> None:
