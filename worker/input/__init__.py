@@ -7,14 +7,12 @@ with exit 2 before sending anything; the `RowStream` it returns yields one `Row`
 
 from worker.input.lines import MAX_LINE_BYTES
 from worker.input.ndjson import format_row
-from worker.input.opening import FORMATS, STDIN_NAME, Readable
+from worker.input.opening import Readable
 from worker.input.options import InputError, ReaderOptions
 from worker.input.stream import Reading, RowFilter, RowStream, open_inputs
 
 __all__ = [
-    "FORMATS",
     "MAX_LINE_BYTES",
-    "STDIN_NAME",
     "InputError",
     "Readable",
     "ReaderOptions",
