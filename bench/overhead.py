@@ -52,9 +52,9 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     from worker.api import Request
     from worker.client import Client
     from worker.config import Credentials, Route, Secret
+    from worker.input import ReaderOptions, RowStream, open_inputs
     from worker.journal import Ledger, MemoryLedger, SqliteJournal
     from worker.pacer import Pacer
-    from worker.reader import ReaderOptions, RowStream, open_inputs
     from worker.report import Report
     from worker.sandbox.ratelimit import FixedWindowLimiter, parse_rate_limit
     from worker.sandbox.store import SessionRecord

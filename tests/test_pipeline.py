@@ -17,9 +17,9 @@ from support import TS
 from worker.chunks import ThreadedChunks
 from worker.deliver import Hand
 from worker.events import Event
+from worker.input import InputError
 from worker.journal import JournalError
 from worker.pipeline import Pipeline, Settings, SourceFailed
-from worker.reader import InputError
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.stop import Phase, Reason, StopState
 

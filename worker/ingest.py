@@ -14,7 +14,7 @@ import gc
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import structlog
@@ -27,6 +27,7 @@ from worker.deadletter import DeadLetter, DeadLetterError
 from worker.deliver import Preview, Sender
 from worker.events import Ended, Event, Sink, fan_out
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
+from worker.input import InputError, RowStream, open_inputs
 from worker.journal import (
     JournalError,
     Ledger,
@@ -39,10 +40,9 @@ from worker.operation import AddSession
 from worker.pacer import Pacer
 from worker.pipeline import Pipeline, Settings
 from worker.progress import live_console, make_progress
-from worker.reader import InputError, RowStream, open_inputs
 from worker.report import Report, write_report
 from worker.rowlog import LogSink
-from worker.rows import InvalidRow, Outcome, Row
+from worker.rows import Outcome
 from worker.settings import RunConfig, Target, Watch
 from worker.stop import Reason, StopState
 
@@ -68,7 +68,7 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
         try:
             # A shard's own rows only: the reader decides it, once per row.
             stream = open_inputs(
-                list(config.inputs), config.reader, owns=_owner(config) if config.shard else None
+                list(config.inputs), config.reader, owns=config.shard.keeps if config.shard else None
             )
         except InputError as exc:
             log.error("cannot_start", error=str(exc))
@@ -79,20 +79,6 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
         return _finish(config, Report(dry_run=config.dry_run), Ending(Reason.SIGNAL, signum), log)
     with stream:
         return aio.run(_Run(config, stream, log, environ)())
-
-
-def _owner(config: RunConfig) -> Callable[[Row | InvalidRow], bool]:
-    """Whether a row is this shard's: a valid row by its key, an invalid one by its
-    place in the input (it has no key), so that each is counted by one shard only."""
-    shard = config.shard
-    assert shard is not None
-
-    def owns(item: Row | InvalidRow) -> bool:
-        if isinstance(item, Row):
-            return shard.owns(item.key)
-        return shard.owns_line(item.source, item.line)
-
-    return owns
 
 
 @contextlib.contextmanager

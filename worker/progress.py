@@ -30,10 +30,10 @@ from rich.progress import Progress as RichProgress
 from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
-from worker.reader import Reading
+from worker.input import Reading
 
 Source = Callable[[], Reading]
-"""How far the reader has got: `worker.reader.RowStream.reading`."""
+"""How far the reader has got: `worker.input.RowStream.reading`."""
 
 
 RATE_WINDOW_S = 30.0

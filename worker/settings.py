@@ -14,8 +14,8 @@ from pathlib import Path
 
 from worker.config import Credentials, Route
 from worker.health import RetryPolicy
+from worker.input import ReaderOptions
 from worker.pacer import DEFAULT_MAX_PAUSE_S
-from worker.reader import ReaderOptions
 from worker.shard import Shard
 
 
