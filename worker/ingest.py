@@ -24,7 +24,7 @@ from worker.chunks import ThreadedChunks
 from worker.client import Client
 from worker.config import ConfigError, Credentials, Route, Secret, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.deliver import Preview, Sender
+from worker.deliver import Paced, Preview, Sender
 from worker.events import Ended, Event, Sink, fan_out
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
 from worker.input import InputError, RowStream, open_inputs
@@ -68,7 +68,9 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
         try:
             # A shard's own rows only: the reader decides it, once per row.
             stream = open_inputs(
-                list(config.inputs), config.reader, owns=config.shard.keeps if config.shard else None
+                list(config.inputs),
+                config.reader,
+                owns=config.shard.keeps if config.shard else None,
             )
         except InputError as exc:
             log.error("cannot_start", error=str(exc))
@@ -287,13 +289,12 @@ class _Run:
                     timeout_s=pace.timeout_s,
                     tls=self.config.target.tls,
                 ) as client:
+                    paced = Paced(client.send, pacer=pacer, stop=self.stop, sink=sink)
                     sender = Sender(
                         AddSession(),
-                        client.send,
-                        pacer=pacer,
+                        paced,
                         policy=pace.policy,
                         stop=self.stop,
-                        sink=sink,
                         warn=lambda event, fields: self.log.warning(event, **fields),
                     )
                     pipeline = Pipeline(
