@@ -256,7 +256,8 @@ async def test_unknown_playlists_answer_404_when_the_playlists_are_known(
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
-        ("PUT", "/api/v2/rum/replay/playlists/7", 404),
+        ("POST", "/api/v2/rum/replay/playlists/7", 405),
+        ("GET", "/api/v2/rum/replay", 404),
         ("PUT", "/api/v2/rum/replay/playlists/7/sessions/a/b", 404),
         ("GET", "/api/v1/validate", 404),
         ("POST", f"{API}/7/sessions/s1", 405),
@@ -284,15 +285,14 @@ async def test_list_pages_and_deletes(sandbox: Sandbox, http: aiohttp.ClientSess
         async with http.get(collection, params=params, headers=KEYS) as response:
             assert response.status == 200
             body = await response.json()
-        assert body["meta"]["page"]["total_count"] == len(sandbox.store)
+        assert set(body) == {"data"}, "no total, no links: a client stops at a short page"
         return [entry["id"] for entry in body["data"]]
 
     assert (await listed(0), await listed(1)) == (["a", "b/c"], ["d"])
 
-    async with http.delete(session_url(sandbox, "b/c"), headers=KEYS) as response:
-        assert response.status == 204
-    async with http.delete(session_url(sandbox, "b/c"), headers=KEYS) as response:
-        assert response.status == 404
+    for _ in range(2):  # 204 whether or not the playlist held it
+        async with http.delete(session_url(sandbox, "b/c"), headers=KEYS) as response:
+            assert response.status == 204
     remove = {
         "data": [
             {"id": "a", "type": "rum_replay_session"},
