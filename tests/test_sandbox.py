@@ -14,6 +14,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
+from sandbox_http import API, KEYS, FakeClock, assert_ratelimit_headers
 from support import run_cli
 from yarl import URL
 
@@ -22,25 +23,6 @@ from worker.sandbox.cli import add_arguments, config_from_args, describe
 from worker.sandbox.ratelimit import FixedWindowLimiter
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
-
-API = "/api/v2/rum/replay/playlists"
-KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
-RATE_LIMIT_HEADERS = (
-    "X-RateLimit-Limit",
-    "X-RateLimit-Period",
-    "X-RateLimit-Remaining",
-    "X-RateLimit-Reset",
-    "X-RateLimit-Name",
-)
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def session_url(
     sandbox: Sandbox, session_id: str, playlist: object = 7, query: str = "ts=1"
@@ -63,10 +45,6 @@ async def put(
         if r.content_type != "application/json":  # a fault's proxy-like answer: its text
             return r.status, {"text": await r.text()}, r.headers
         return r.status, await r.json(content_type=None), r.headers
-
-
-def assert_ratelimit_headers(headers: Any, present: bool = True) -> None:
-    assert [name in headers for name in RATE_LIMIT_HEADERS] == [present] * 5
 
 
 # --- the rate limiter on its own --------------------------------------------------------
