@@ -24,6 +24,7 @@ from worker.sandbox.ratelimit import FixedWindowLimiter
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
+
 def session_url(
     sandbox: Sandbox, session_id: str, playlist: object = 7, query: str = "ts=1"
 ) -> URL:
