@@ -64,8 +64,8 @@ class Sandbox:
         self._faults = FaultPlan(self.config.faults)
         self._playlists = PlaylistsApi(self.store, self.stats, lambda: self.config)
         self._playlists.seed()
-        self._routes: tuple[Route, ...] = self._playlists.routes()
-        """Every endpoint, first match wins; an endpoint module adds its Routes here."""
+        self._routes: tuple[Route, ...] = (*self._playlists.routes(),)
+        """Every endpoint, first match wins: an endpoint module adds its Routes here."""
         self._runner: web.ServerRunner | None = None
         self._base_url: str | None = None
         self._stopping = asyncio.Event()

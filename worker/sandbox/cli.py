@@ -72,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--playlists",
         metavar="ID,ID,...",
-        help="the playlists that exist; others answer 404 (default: every playlist exists)",
+        help="the playlists that exist at the start; others answer 404 until created "
+        "(default: every playlist exists)",
     )
     parser.add_argument(
         "--minimal",
@@ -80,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="for benchmarks: keep no request log, do as little per request as possible",
     )
     faults = parser.add_argument_group(
-        "faults", "SHARE is a fraction of PUT requests, 0 to 1; the shares add up to at most 1"
+        "faults",
+        "SHARE is a fraction of PUT requests (of every API request with --fault-scope all), "
+        "0 to 1; the shares add up to at most 1",
     )
     for field, (option, help_text) in _SHARE_OPTIONS.items():
         faults.add_argument(
