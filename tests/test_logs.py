@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import TS, rows, run_cli, write_csv
 
-from worker import logs
+from worker import logs, scrub
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.sandbox import Sandbox
 
@@ -90,7 +90,7 @@ def test_keys_are_redacted_wherever_they_appear(fmt: str) -> None:
     assert API_KEY not in text
     assert APP_KEY not in text
     assert json.dumps(APP_KEY)[1:-1] not in text  # nor in its escaped JSON form
-    assert text.count(logs.REDACTED) == 3
+    assert text.count(scrub.REDACTED) == 3
 
 
 def test_a_redacted_line_is_still_json() -> None:
@@ -100,8 +100,8 @@ def test_a_redacted_line_is_still_json() -> None:
     log.warning("row", headers={"DD-APPLICATION-KEY": APP_KEY}, keys=[APP_KEY])
 
     (event,) = events(out)
-    assert event["headers"] == {"DD-APPLICATION-KEY": logs.REDACTED}
-    assert event["keys"] == [logs.REDACTED]
+    assert event["headers"] == {"DD-APPLICATION-KEY": scrub.REDACTED}
+    assert event["keys"] == [scrub.REDACTED]
 
 
 @pytest.mark.parametrize("secret", ["a", "1", '"', "row"])
@@ -115,7 +115,7 @@ def test_a_key_that_occurs_in_the_syntax_keeps_the_line_whole(secret: str) -> No
     (event,) = events(out)
     assert set(event) >= {"event", "level", "result", "playlist_id", "session_id", "error"}
     assert event["playlist_id"] == 1001  # numbers are left alone
-    assert event["error"] == f"HTTP 400: bad {logs.REDACTED}"
+    assert event["error"] == f"HTTP 400: bad {scrub.REDACTED}"
 
 
 REAL_API_KEY = "0123456789abcdef" * 2
@@ -124,7 +124,7 @@ REAL_APP_KEY = "fedcba9876543210" * 2 + "01234567"
 """As long as a real application key (40 hex characters)."""
 QUOTE_KEY = "key'with-a-quote-0123456789"
 """Long, with a `'`, which `repr` escapes in a string that also holds a `"`."""
-R = logs.REDACTED
+R = scrub.REDACTED
 
 REDACTION_CASES = [
     pytest.param(
@@ -249,7 +249,7 @@ def test_what_a_json_line_shows_of_the_keys(
 
     event = json.loads(line)
     assert {name: event[name] for name in expected} == expected
-    assert not any(key in line for key in secrets if len(key) >= logs.LONG_SECRET_CHARS)
+    assert not any(key in line for key in secrets if len(key) >= scrub.LONG_SECRET_CHARS)
     assert set(event) == {*logged, "event", "level", "timestamp"}  # field names as logged
 
 
@@ -265,7 +265,7 @@ def test_what_a_console_line_shows_of_the_keys(
         else:  # a string is written as it is, or as `repr` when it holds quotes or spaces
             assert f" {name}={value}" in line or f" {name}={value!r}" in line, name
     assert line.count(R) == sum(str(value).count(R) for value in expected.values())
-    assert not any(key in line for key in secrets if len(key) >= logs.LONG_SECRET_CHARS)
+    assert not any(key in line for key in secrets if len(key) >= scrub.LONG_SECRET_CHARS)
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
@@ -277,7 +277,7 @@ def test_a_row_line_with_one_letter_keys_keeps_its_words(fmt: str) -> None:
     logs.LogObserver(log).outcome(Outcome(row, Result.ALREADY_PRESENT, 200, 1, 1.0))
 
     text = out.getvalue()
-    assert logs.REDACTED not in text
+    assert scrub.REDACTED not in text
     if fmt == "json":
         (event,) = events(out)
         assert (event["result"], event["source"]) == ("already_present", row.source)
@@ -288,10 +288,10 @@ def test_a_row_line_with_one_letter_keys_keeps_its_words(fmt: str) -> None:
 
 
 def test_an_empty_key_finds_and_replaces_nothing() -> None:
-    redactor = logs.Redactor(["", ""], lambda secret: (secret,))
+    scrubber = scrub.Scrubber(["", ""])
 
-    assert not redactor.found("any line")
-    assert redactor.scrub("any line") == "any line"
+    assert not scrubber.finder(lambda shape: (shape,)).found("any line")
+    assert scrubber.value("any line") == "any line"
 
 
 def test_no_secrets_means_nothing_is_replaced() -> None:
@@ -413,5 +413,5 @@ async def test_a_run_with_one_letter_keys_logs_every_word_whole(
     assert {event["result"] for event in done.events("row")} == {"already_present"}
     lines = [*done.events("row"), *done.events("invalid_row")]
     assert {event["source"] for event in lines} == {str(path)}
-    assert logs.REDACTED not in done.stderr  # no word in this run is a key
+    assert scrub.REDACTED not in done.stderr  # no word in this run is a key
     assert not {"x", "y"} & {str(v) for event in done.events() for v in event.values()}
