@@ -5,34 +5,37 @@ loopback against the sandbox where the wire is."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
-import aiohttp
 import pytest
-from yarl import URL
 
 from worker import playlist_sessions
+from worker.answers import Answer, Meaning, meaning_of
+from worker.api import Request, add_session
 from worker.bulk_removal import DEFAULT_BATCH_SIZE, BatchSizer, remove_in_batches
-from worker.paging import ApiCallFailed
-from worker.playlist_calls import AnswerLike, Request
+from worker.client import Client
+from worker.config import Credentials, Route, Secret
+from worker.paging import ApiCallFailed, Send
 from worker.playlist_sessions import SessionIdSet, collect_session_ids, session_ids
 from worker.playlists import PlaylistAmbiguous, PlaylistNotFound, resolve_playlist
+from worker.rows import Row
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the shared interface's Answer carries, as far as this logic reads it."""
-
-    status: int | None
-    error: str | None = None
-    payload: object = None
-    body_problem: str | None = None
+def answer(
+    status: int | None,
+    error: str | None = None,
+    payload: object = None,
+    body_problem: str | None = None,
+) -> Answer:
+    """The final answer a pipeline's `send` would give for `status`."""
+    meaning = Meaning.RETRYABLE if status is None else meaning_of(status)
+    return Answer(meaning, status, 1.0, error, payload=payload, body_problem=body_problem)
 
 
 class Scripted:
@@ -42,7 +45,7 @@ class Scripted:
         self.respond = respond
         self.sent: list[Request] = []
 
-    async def __call__(self, request: Request) -> AnswerLike:
+    async def __call__(self, request: Request) -> Answer:
         self.sent.append(request)
         return self.respond(request)
 
@@ -62,7 +65,7 @@ def paged(items: list[Any], cap: int) -> Callable[[Request], Answer]:
         query = dict(request.query)
         size = min(int(query["page[size]"]), cap)
         number = int(query["page[number]"])
-        return Answer(200, payload={"data": items[number * size : (number + 1) * size]})
+        return answer(200, payload={"data": items[number * size : (number + 1) * size]})
 
     return respond
 
@@ -94,7 +97,7 @@ async def test_no_exact_match_is_not_found_unless_created() -> None:
 
     def respond(request: Request) -> Answer:
         if request.method == "POST":
-            return Answer(201, payload={"data": playlist_item(77, "Backfill")})
+            return answer(201, payload={"data": playlist_item(77, "Backfill")})
         return paged(items, 100)(request)
 
     send = Scripted(respond)
@@ -115,19 +118,19 @@ async def test_two_of_the_exact_name_are_an_error_naming_both() -> None:
 
 
 @pytest.mark.parametrize(
-    ("answer", "complaint"),
+    ("reply", "complaint"),
     [
-        (Answer(403, error="Forbidden"), r"HTTP 403\): Forbidden"),
-        (Answer(None, error="connection reset"), "no answer"),
-        (Answer(200, body_problem="the body is not JSON"), "not JSON"),
-        (Answer(200, payload=[]), 'not {"data"'),
-        (Answer(200, payload={"data": [{"id": 5, "type": "rum_replay_playlist"}]}), "numeric"),
-        (Answer(200, payload={"data": [playlist_item(1, "x")]}), "repeats page 0"),
+        (answer(403, error="Forbidden"), r"HTTP 403\): Forbidden"),
+        (answer(None, error="connection reset"), "no answer"),
+        (answer(200, body_problem="the body is not JSON"), "not JSON"),
+        (answer(200, payload=[]), 'not {"data"'),
+        (answer(200, payload={"data": [{"id": 5, "type": "rum_replay_playlist"}]}), "numeric"),
+        (answer(200, payload={"data": [playlist_item(1, "x")]}), "repeats page 0"),
     ],
 )
-async def test_a_bad_answer_is_an_error_saying_what_failed(answer: Answer, complaint: str) -> None:
+async def test_a_bad_answer_is_an_error_saying_what_failed(reply: Answer, complaint: str) -> None:
     with pytest.raises(ApiCallFailed, match=complaint):
-        await resolve_playlist(Scripted(lambda _: answer), "x")
+        await resolve_playlist(Scripted(lambda _: reply), "x")
 
 
 async def test_a_blank_name_is_refused_before_sending() -> None:
@@ -162,7 +165,7 @@ async def test_the_listing_ends_at_an_empty_page_or_one_shorter_than_the_first(
 
 
 async def test_a_listing_that_is_not_the_documented_json_is_an_error() -> None:
-    send = Scripted(lambda _: Answer(200, payload={"data": [{"id": "s", "type": "rum"}]}))
+    send = Scripted(lambda _: answer(200, payload={"data": [{"id": "s", "type": "rum"}]}))
     with pytest.raises(ApiCallFailed, match="rum_replay_session"):
         await collect_session_ids(send, 7)
 
@@ -218,11 +221,11 @@ class RemovalServer:
         self.sizes.append(len(batch))
         named = sorted(self.bad & set(batch))
         if named:
-            return Answer(400, error=f"invalid session ids: {', '.join(map(repr, named))}")
+            return answer(400, error=f"invalid session ids: {', '.join(map(repr, named))}")
         if isinstance(request.body, dict) and len(batch) > self.most:
-            return Answer(self.status, error=self.error)
+            return answer(self.status, error=self.error)
         self.removed += batch
-        return Answer(204)
+        return answer(204)
 
 
 @pytest.mark.parametrize(
@@ -281,14 +284,14 @@ async def test_a_400_naming_a_session_fails_that_row_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    "answer", [Answer(503, error="unavailable"), Answer(400, error="malformed body")]
+    "reply", [answer(503, error="unavailable"), answer(400, error="malformed body")]
 )
-async def test_any_other_refusal_fails_the_whole_batch_and_keeps_the_size(answer: Answer) -> None:
+async def test_any_other_refusal_fails_the_whole_batch_and_keeps_the_size(reply: Answer) -> None:
     sizer = BatchSizer(3)
-    outcomes = await remove_in_batches(Scripted(lambda _: answer), 7, list("abcd"), sizer)
+    outcomes = await remove_in_batches(Scripted(lambda _: reply), 7, list("abcd"), sizer)
 
     assert [(r.session_id, r.removed) for r in outcomes] == [(s, False) for s in "abcd"]
-    assert {r.answer for r in outcomes} == {answer}
+    assert {r.answer for r in outcomes} == {reply}
     assert sizer.size == 3
 
 
@@ -301,51 +304,32 @@ def test_a_batch_size_below_one_is_refused() -> None:
 # --- over loopback, against the sandbox -------------------------------------------------
 
 
-class LoopbackSend:
-    """A small `send` over real HTTP, for these tests only: the real one is the wire
-    module's, with the pacer and retries."""
-
-    def __init__(self, http: aiohttp.ClientSession, base_url: str) -> None:
-        self.http, self.base_url = http, base_url
-
-    async def __call__(self, request: Request) -> AnswerLike:
-        url = URL(f"{self.base_url}{request.path}", encoded=True).with_query(request.query)
-        json = request.body
-        async with self.http.request(request.method, url, json=json, headers=KEYS) as response:
-            raw = await response.read()
-            status = response.status
-        body = None
-        if raw:
-            try:
-                body = await response.json(content_type=None)
-            except ValueError:
-                return Answer(status, body_problem="the body is not JSON")
-        if status >= 400:
-            messages = body.get("errors") if isinstance(body, dict) else None
-            return Answer(status, error="; ".join(map(str, messages or [])))
-        return Answer(status, payload=body if request.want_payload else None)
-
-
 @pytest.fixture
-async def loopback(http: aiohttp.ClientSession) -> Callable[[Sandbox], LoopbackSend]:
-    return lambda sandbox: LoopbackSend(http, sandbox.base_url)
+async def loopback() -> AsyncIterator[Callable[[Sandbox], Awaitable[Send]]]:
+    """The wire module's real Client (no pacer, no retries: none of these calls fail)."""
+    async with AsyncExitStack() as stack:
+
+        async def connect(sandbox: Sandbox) -> Send:
+            credentials = Credentials(
+                Secret(KEYS["DD-API-KEY"]), Secret(KEYS["DD-APPLICATION-KEY"])
+            )
+            client = Client(Route(sandbox.base_url), credentials, concurrency=4, timeout_s=30.0)
+            return (await stack.enter_async_context(client)).send
+
+        yield connect
 
 
-async def put_sessions(send: LoopbackSend, playlist_id: int, ids: list[str]) -> None:
+async def put_sessions(send: Send, playlist_id: int, ids: list[str]) -> None:
     for session_id in ids:
-        request = Request(
-            "PUT",
-            f"/api/v2/rum/replay/playlists/{playlist_id}/sessions/{session_id}",
-            (("ts", "1"),),
-        )
-        assert (await send(request)).status == 201
+        row = Row(playlist_id, session_id, 1, "rum", "test", 1)
+        assert (await send(add_session(row))).status == 201
 
 
 async def test_over_loopback_a_name_resolves_on_a_capped_server_or_is_created(
-    make_sandbox: MakeSandbox, loopback: Callable[[Sandbox], LoopbackSend]
+    make_sandbox: MakeSandbox, loopback: Callable[[Sandbox], Awaitable[Send]]
 ) -> None:
     sandbox = await make_sandbox(playlists=frozenset(), faults=FaultConfig(page_size_cap=3))
-    send = loopback(sandbox)
+    send = await loopback(sandbox)
     made = [await resolve_playlist(send, f"Night {n}", create=True) for n in range(8)]
 
     assert await resolve_playlist(send, "Night 6") == made[6]
@@ -356,10 +340,10 @@ async def test_over_loopback_a_name_resolves_on_a_capped_server_or_is_created(
 
 
 async def test_over_loopback_a_listing_finds_what_the_server_lost(
-    make_sandbox: MakeSandbox, loopback: Callable[[Sandbox], LoopbackSend]
+    make_sandbox: MakeSandbox, loopback: Callable[[Sandbox], Awaitable[Send]]
 ) -> None:
     sandbox = await make_sandbox(faults=FaultConfig(page_size_cap=4))
-    send = loopback(sandbox)
+    send = await loopback(sandbox)
     ids = uuids(20)
     await put_sessions(send, 7, ids)
     lost = sandbox.drop_sessions(7, every=6)
@@ -372,10 +356,10 @@ async def test_over_loopback_a_listing_finds_what_the_server_lost(
 
 
 async def test_over_loopback_removal_finds_the_servers_batch_limit(
-    make_sandbox: MakeSandbox, loopback: Callable[[Sandbox], LoopbackSend]
+    make_sandbox: MakeSandbox, loopback: Callable[[Sandbox], Awaitable[Send]]
 ) -> None:
     sandbox = await make_sandbox(faults=FaultConfig(max_bulk=7))
-    send = loopback(sandbox)
+    send = await loopback(sandbox)
     ids = [f"s{n}" for n in range(40)]
     await put_sessions(send, 7, ids)
     sizer = BatchSizer(32)
@@ -389,10 +373,10 @@ async def test_over_loopback_removal_finds_the_servers_batch_limit(
 
 
 async def test_over_loopback_a_cap_of_one_falls_back_to_single_deletes(
-    make_sandbox: MakeSandbox, loopback: Callable[[Sandbox], LoopbackSend]
+    make_sandbox: MakeSandbox, loopback: Callable[[Sandbox], Awaitable[Send]]
 ) -> None:
     sandbox = await make_sandbox(faults=FaultConfig(max_bulk=1))
-    send = loopback(sandbox)
+    send = await loopback(sandbox)
     await put_sessions(send, 7, ["a", "b", "c"])
 
     outcomes = await remove_in_batches(send, 7, ["a", "b", "c"], BatchSizer(2))

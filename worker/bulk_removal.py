@@ -15,7 +15,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from worker.playlist_calls import AnswerLike, Send, remove_session, remove_sessions
+from worker.answers import Answer, Meaning
+from worker.api import remove_session, remove_sessions
+from worker.paging import Send
 
 DEFAULT_BATCH_SIZE = 100
 """Sessions per bulk removal at the start: 100 ids make a body of about 6 KB."""
@@ -30,12 +32,11 @@ class Removal:
     """One row's outcome: `answer` is the final answer of the request that carried it."""
 
     session_id: str
-    answer: AnswerLike
+    answer: Answer
 
     @property
     def removed(self) -> bool:
-        status = self.answer.status
-        return status is not None and 200 <= status < 300
+        return self.answer.meaning is Meaning.DONE
 
 
 class BatchSizer:
@@ -50,7 +51,7 @@ class BatchSizer:
     def size(self) -> int:
         return self._size
 
-    def refused_as_too_large(self, answer: AnswerLike, sent: int) -> bool:
+    def refused_as_too_large(self, answer: Answer, sent: int) -> bool:
         """True, with the size halved (below what was sent), when `answer` refuses a
         batch of `sent` sessions for its size; False for any other answer."""
         if sent <= 1 or not _too_large(answer):
@@ -88,13 +89,13 @@ async def remove_in_batches(
     return outcomes
 
 
-def _too_large(answer: AnswerLike) -> bool:
+def _too_large(answer: Answer) -> bool:
     if answer.status == 413:
         return True
     return answer.status == 400 and bool(_SIZE_WORDS.search(answer.error or ""))
 
 
-def _named(answer: AnswerLike, batch: Sequence[str]) -> set[str]:
+def _named(answer: Answer, batch: Sequence[str]) -> set[str]:
     """The batch's sessions a 400's error names, each as a whole word."""
     if answer.status != 400 or not answer.error:
         return set()

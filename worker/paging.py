@@ -8,28 +8,32 @@ an empty page, when the listing is a whole number of pages long.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from worker.playlist_calls import AnswerLike, Request, Send
+from worker.answers import Answer, Meaning
+from worker.api import Request
 
 T = TypeVar("T")
+
+Send = Callable[[Request], Awaitable[Answer]]
+"""Sends one request (through the pacer and retries); never raises for what the network
+or the server does."""
 
 
 class ApiCallFailed(Exception):
     """A call whose final answer (after the sender's retries) was not a usable success.
     `answer` is None when the answer was a success whose body was not as documented."""
 
-    def __init__(self, message: str, answer: AnswerLike | None = None) -> None:
+    def __init__(self, message: str, answer: Answer | None = None) -> None:
         super().__init__(message)
         self.answer = answer
 
 
-def payload(answer: AnswerLike, what: str) -> object:
+def payload(answer: Answer, what: str) -> object:
     """The parsed body of a 2xx answer; ApiCallFailed naming `what` otherwise."""
-    status = answer.status
-    if status is None or not 200 <= status < 300:
-        shown = "no answer" if status is None else f"HTTP {status}"
+    if answer.meaning is not Meaning.DONE:
+        shown = "no answer" if answer.status is None else f"HTTP {answer.status}"
         detail = f": {answer.error}" if answer.error else ""
         raise ApiCallFailed(f"{what} failed ({shown}){detail}", answer)
     if answer.body_problem is not None:

@@ -13,13 +13,14 @@ import heapq
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 
-from worker.paging import ApiCallFailed, pages
-from worker.playlist_calls import SESSION_TYPE, Send, list_sessions
+from worker.api import list_sessions
+from worker.paging import ApiCallFailed, Send, pages
 
 SESSION_PAGE_SIZE = 100
 """Sessions asked per page: Datadog documents no maximum, and each item carries the
 session's raw RUM event, so a modest page keeps each answer's body small."""
 
+SESSION_TYPE = "rum_replay_session"
 _RECORD = 16
 _SORT_CHUNK = 1 << 16
 """Records sorted at once while freezing: bounds the transient Python objects."""

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 
-from worker.paging import ApiCallFailed, pages, payload
-from worker.playlist_calls import PLAYLIST_TYPE, Send, create_playlist, list_playlists
+from worker.api import create_playlist, list_playlists
+from worker.paging import ApiCallFailed, Send, pages, payload
 
 PLAYLIST_PAGE_SIZE = 100
 """Playlists per page while resolving a name: one page for any sensible search."""
 
+PLAYLIST_TYPE = "rum_replay_playlist"
 _ID = re.compile(r"[1-9][0-9]{0,18}")
 
 
