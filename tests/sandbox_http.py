@@ -3,11 +3,14 @@ call the sandbox and read its answer."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
+
+from worker.sandbox.cli import add_arguments
 
 API = "/api/v2/rum/replay/playlists"
 KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
@@ -49,3 +52,10 @@ async def call(
 
 def assert_ratelimit_headers(headers: Any, present: bool = True) -> None:
     assert [name in headers for name in RATE_LIMIT_HEADERS] == [present] * 5
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    """The sandbox's options, as its command line parses them."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))

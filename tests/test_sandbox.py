@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -14,12 +13,12 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
-from sandbox_http import API, KEYS, FakeClock, assert_ratelimit_headers
+from sandbox_http import API, KEYS, FakeClock, assert_ratelimit_headers, parse
 from support import run_cli
 from yarl import URL
 
 from worker.sandbox import FaultConfig, Sandbox, SandboxConfig, parse_rate_limit
-from worker.sandbox.cli import add_arguments, config_from_args, describe
+from worker.sandbox.cli import config_from_args, describe
 from worker.sandbox.ratelimit import FixedWindowLimiter
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
@@ -599,12 +598,6 @@ async def test_minimal_mode_keeps_no_log(
 
 
 # --- the command line and its own process ----------------------------------------------
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
 
 
 def test_options_become_a_config() -> None:

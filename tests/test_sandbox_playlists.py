@@ -3,16 +3,15 @@ models, a budget per endpoint family, and the server-side losses verify must fin
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from sandbox_http import API, KEYS, FakeClock, assert_ratelimit_headers, call
+from sandbox_http import API, KEYS, FakeClock, assert_ratelimit_headers, call, parse
 
 from worker.sandbox import FaultConfig, Sandbox, SandboxConfig
-from worker.sandbox.cli import add_arguments, config_from_args, describe
+from worker.sandbox.cli import config_from_args, describe
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
@@ -358,12 +357,6 @@ async def test_the_state_shows_the_playlists_and_the_calls(
 
 
 # --- the command line -------------------------------------------------------------------
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
 
 
 def test_the_new_options_become_a_config() -> None:

@@ -129,25 +129,25 @@ class Sandbox:
         search_rate_limit: tuple[int, float] | None = None,
         faults: FaultConfig | None = None,
     ) -> None:
-        """Changes a family's limit or the faults while serving. The current window's
-        count is kept; new faults start a fresh random stream and revocation count."""
-        changes = (
-            (PLAYLIST_SESSIONS, rate_limit),
-            (PLAYLISTS, playlists_rate_limit),
-            (RUM_SEARCH, search_rate_limit),
-        )
-        for family, limit in changes:
-            if limit is not None:
-                self._limiters[family.key].reconfigure(*limit)
+        """Changes a family's limit or the faults while serving (see `change`)."""
+        limits = {
+            PLAYLIST_SESSIONS: rate_limit,
+            PLAYLISTS: playlists_rate_limit,
+            RUM_SEARCH: search_rate_limit,
+        }
+        self.change({f: limit for f, limit in limits.items() if limit is not None}, faults)
+
+    def change(
+        self, limits: Mapping[Family, tuple[int, float]], faults: FaultConfig | None
+    ) -> None:
+        """The current window's count is kept; new faults start a fresh random stream
+        and revocation count."""
+        for family, limit in limits.items():
+            self._limiters[family.key].reconfigure(*limit)
         if faults is not None:
             self._faults = FaultPlan(faults)
-        self.config = replace(
-            self.config,
-            rate_limit=self._limit(PLAYLIST_SESSIONS),
-            playlists_rate_limit=self._limit(PLAYLISTS),
-            search_rate_limit=self._limit(RUM_SEARCH),
-            faults=self._faults.config,
-        )
+        now = {family: self._limit(family) for family in FAMILIES}
+        self.config = replace(self.config.with_limits(now), faults=self._faults.config)
 
     def reset(self) -> None:
         """Back to the configured playlists, no sessions and zero counters, with fresh

@@ -12,14 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from worker.sandbox.config import (
-    FAMILIES,
-    PLAYLIST_SESSIONS,
-    PLAYLISTS,
-    RUM_SEARCH,
-    Family,
-    SandboxConfig,
-)
+from worker.sandbox.config import FAMILIES, SandboxConfig
 from worker.sandbox.faults import REDIRECT_STATUSES, SHARE_SCOPES, FaultConfig, parse_latency_ms
 from worker.sandbox.ratelimit import parse_rate_limit
 
@@ -207,14 +200,11 @@ def config_from_args(
         huge_body_bytes=args.fault_huge_body,
         gzip_bomb_bytes=args.fault_gzip_bomb,
     )
-
-    def limit(family: Family) -> tuple[int, float]:
-        return _option(family.option, parse_rate_limit, getattr(args, family.config_field))
-
+    limits = {
+        family: _option(family.option, parse_rate_limit, getattr(args, family.config_field))
+        for family in FAMILIES
+    }
     return SandboxConfig(
-        rate_limit=limit(PLAYLIST_SESSIONS),
-        playlists_rate_limit=limit(PLAYLISTS),
-        search_rate_limit=limit(RUM_SEARCH),
         playlists=None
         if args.playlists is None
         else _option("--playlists", _parse_playlists, args.playlists),
@@ -222,7 +212,7 @@ def config_from_args(
         app_key=env.get(APP_KEY_ENV) or None,
         faults=faults,
         minimal=args.minimal,
-    )
+    ).with_limits(limits)
 
 
 async def serve(config: SandboxConfig, host: str, port: int) -> int:

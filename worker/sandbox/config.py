@@ -3,8 +3,11 @@ builds, so they cannot drift apart. Cheap to import: no aiohttp."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker.sandbox.faults import FaultConfig
 from worker.sandbox.ratelimit import Clock, check_rate_limit
@@ -84,3 +87,8 @@ class SandboxConfig:
     def limit_of(self, family: Family) -> tuple[int, float]:
         limit: tuple[int, float] = getattr(self, family.config_field)
         return limit
+
+    def with_limits(self, limits: Mapping[Family, tuple[int, float]]) -> SandboxConfig:
+        """This config with some families' (limit, period) changed."""
+        changes: dict[str, Any] = {family.config_field: limit for family, limit in limits.items()}
+        return dataclasses.replace(self, **changes)

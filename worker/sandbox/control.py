@@ -6,12 +6,12 @@ measures."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from aiohttp import web
 
-from worker.sandbox.config import FAMILIES, SandboxConfig
+from worker.sandbox.config import FAMILIES, Family, SandboxConfig
 from worker.sandbox.faults import FaultConfig
 from worker.sandbox.ratelimit import parse_rate_limit
 from worker.sandbox.wire import json_bytes
@@ -38,13 +38,8 @@ class Controlled(Protocol):
 
     def reset(self) -> None: ...
 
-    def reconfigure(
-        self,
-        *,
-        rate_limit: tuple[int, float] | None = None,
-        playlists_rate_limit: tuple[int, float] | None = None,
-        search_rate_limit: tuple[int, float] | None = None,
-        faults: FaultConfig | None = None,
+    def change(
+        self, limits: Mapping[Family, tuple[int, float]], faults: FaultConfig | None
     ) -> None: ...
 
     def drop_sessions(
@@ -84,20 +79,18 @@ def _configure(sandbox: Controlled, raw: bytes) -> None:
     body = _object(raw, _CONFIG_HINT)
     if not set(body) <= {*_LIMIT_FIELDS, "faults"}:
         raise ValueError(f"not a config change: {_CONFIG_HINT}")
-    limits: dict[str, tuple[int, float]] = {}
-    for name in _LIMIT_FIELDS:
-        text = body.get(name)
+    limits: dict[Family, tuple[int, float]] = {}
+    for family in FAMILIES:
+        text = body.get(family.config_field)
         if text is None:
             continue
         if not isinstance(text, str):
-            raise ValueError(f"{name} must be a string like 100/2; {_CONFIG_HINT}")
-        limits[name] = parse_rate_limit(text)
+            raise ValueError(f"{family.config_field} must be a string like 100/2; {_CONFIG_HINT}")
+        limits[family] = parse_rate_limit(text)
     faults = body.get("faults")
     if faults is not None and not isinstance(faults, dict):
         raise ValueError(f"faults must be an object; {_CONFIG_HINT}")
-    sandbox.reconfigure(
-        **limits, faults=None if faults is None else sandbox.config.faults.updated(faults)
-    )
+    sandbox.change(limits, None if faults is None else sandbox.config.faults.updated(faults))
 
 
 def _drop(sandbox: Controlled, raw: bytes) -> list[str]:
