@@ -264,7 +264,7 @@ async def test_the_search_has_its_own_rate_limit_and_name(
     http: aiohttp.ClientSession, make_sandbox: MakeSandbox
 ) -> None:
     sandbox = await make_sandbox(
-        rate_limit=(2, 60.0), search=SearchConfig(population=SMALL, rate_limit=(3, 60.0))
+        rate_limit=(2, 60.0), search_rate_limit=(3, 60.0), search=SearchConfig(population=SMALL)
     )
     for _ in range(3):
         status, _, headers = await search(http, sandbox, {})

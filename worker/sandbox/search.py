@@ -100,6 +100,7 @@ class SearchService:
         self,
         config: SearchConfig,
         authorized: Callable[[web.BaseRequest], bool],
+        limiter: FixedWindowLimiter,
         clock: Clock = time.time,
     ) -> None:
         self._clock = clock
@@ -108,7 +109,7 @@ class SearchService:
         self.population = Population(population)
         self.stats = SearchStats()
         self._authorized = authorized
-        self._limiter = FixedWindowLimiter(*config.rate_limit, config.rate_limit_name, clock)
+        self._limiter = limiter  # the sandbox's limit of the search family
         self._faults = config.faults
         self._answers = 0
 

@@ -9,9 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from worker.sandbox.population import PopulationConfig
-from worker.sandbox.ratelimit import check_rate_limit, parse_rate_limit
 
-DEFAULT_RATE_LIMIT = (50, 10.0)
 """50 searches per 10-second window: a budget of its own, apart from the playlists'."""
 
 _DURATION = re.compile(r"([1-9][0-9]{0,8})([smhdw])")
@@ -45,24 +43,12 @@ class SearchFaults:
 class SearchConfig:
     population: PopulationConfig = field(default_factory=PopulationConfig)
     """By default 1,000 sessions over the 7 days before the sandbox starts."""
-    rate_limit: tuple[int, float] = DEFAULT_RATE_LIMIT
-    rate_limit_name: str = "rum_search"
     faults: SearchFaults = field(default_factory=SearchFaults)
-
-    def __post_init__(self) -> None:
-        check_rate_limit(*self.rate_limit)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    limit, period = DEFAULT_RATE_LIMIT
     group = parser.add_argument_group(
         "RUM search", "POST /api/v2/rum/events/search over a generated, seeded population"
-    )
-    group.add_argument(
-        "--search-rate-limit",
-        metavar="LIMIT/PERIOD",
-        default=f"{limit}/{period:g}",
-        help="the search's own limit, apart from the playlists' (default: %(default)s)",
     )
     group.add_argument(
         "--population", type=int, default=1000, metavar="N", help="sessions (default: 1000)"
@@ -109,15 +95,11 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         )
     span_ms = int(match[1]) * _UNIT_MS[match[2]]
     try:
-        rate_limit = parse_rate_limit(args.search_rate_limit)
-    except ValueError as exc:
-        raise ValueError(f"--search-rate-limit: {exc}") from None
-    try:
         population = _population(args, span_ms)
     except ValueError as exc:
         field = str(exc).partition(" ")[0]
         raise ValueError(f"{_OPTIONS.get(field, '--population')}: {exc}") from None
-    return SearchConfig(population=population, rate_limit=rate_limit)
+    return SearchConfig(population=population)
 
 
 def _population(args: argparse.Namespace, span_ms: int) -> PopulationConfig:
