@@ -48,7 +48,7 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     from worker import aio, logs
     from worker.client import Client, Kind, Reply, _body_problem, classify_status
     from worker.config import Credentials, Secret
-    from worker.journal import Ledger, MemoryLedger, SqliteJournal
+    from worker.journal import Ledger, NoJournalLedger, SqliteJournal
     from worker.observe import RunObserver
     from worker.pacer import Pacer, parse_rate_limit_headers
     from worker.reader import ReaderOptions, RowStream, open_inputs
@@ -86,7 +86,7 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     async def run(journal_dir: Path, null: TextIO) -> float:
         log = logs.configure(fmt="json", secrets=["k" * 32, "a" * 40], stream=null)
         report = Report()
-        ledger: Ledger = MemoryLedger()
+        ledger: Ledger = NoJournalLedger()
         if "journal" not in without:
             ledger = SqliteJournal.open(
                 journal_dir / "j.sqlite3", target="http://bench", fresh=False, run_info={}

@@ -260,7 +260,7 @@ def test_the_journal_is_in_wal_mode(journal: SqliteJournal, path: Path) -> None:
 
 
 def test_a_second_run_on_the_same_journal_is_refused(journal: SqliteJournal, path: Path) -> None:
-    with pytest.raises(JournalError, match=r"in use by another run \(pid \d+, since .*--journal"):
+    with pytest.raises(JournalError, match=r"in use by another run \(run \d{8}T\d{6}Z-[0-9a-f]{8}, pid \d+, since .*--journal"):
         open_journal(path)
 
 
@@ -346,7 +346,7 @@ def test_a_truncated_journal_is_found_at_open(path: Path) -> None:
 def test_a_journal_whose_folder_cannot_be_made_is_refused(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("a file, not a folder")
     with pytest.raises(
-        JournalError, match=r"cannot use the journal at .* \(File exists: .*state\)"
+        JournalError, match=r"cannot use the journal at .* \(Not a directory: .*state\)"
     ):
         open_journal(tmp_path / "state" / "journal.sqlite3")
 

@@ -10,7 +10,7 @@ from support import TS
 
 from worker.client import Client, Kind, Reply, classify_status
 from worker.config import Credentials, Secret
-from worker.journal import MemoryLedger
+from worker.journal import NoJournalLedger
 from worker.pacer import Pacer
 from worker.report import Report
 from worker.rows import InvalidRow, Outcome, Row
@@ -56,7 +56,7 @@ async def test_a_worker_that_crashes_stops_the_run_instead_of_stalling(
             iter(rows),
             client=client,
             pacer=Pacer(rate=None, on_pause=fanout.paused),
-            ledger=MemoryLedger(),
+            ledger=NoJournalLedger(),
             observer=fanout,
             settings=RunSettings(2, RetryPolicy(max_stall_s=3600)),
             warn=lambda event, fields: warnings.append(event),

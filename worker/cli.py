@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from worker import __version__, aio
 from worker.rows import DATA_SOURCES, DEFAULT_DATA_SOURCE
@@ -221,10 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox_cli.add_arguments(sandbox)
     sandbox.set_defaults(error=sandbox.error)  # a bad value shows the sandbox's usage
 
-    from worker import status
-
-    status.add_arguments(commands.add_parser("status", help="summarise a journal"))
+    _add_status_options(commands.add_parser("status", help="summarise a journal"))
     return parser
+
+
+def _add_status_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--journal", help="the journal to read (default: see README)")
+    parser.add_argument("--shard", help="read the default journal of shard K/N")
+    parser.add_argument(
+        "--runs",
+        type=positive_int,
+        default=5,
+        help="how many recent runs to show (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--errors",
+        type=positive_int,
+        default=5,
+        help="how many of the most common errors to show (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +265,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             args.error(str(exc))
         return aio.run(sandbox_cli.serve(config, args.host, args.port))
-    from worker import status
+    from worker.shard import Shard
+    from worker.status import status_command
 
-    return status.status_command(args, sys.stdout)
+    try:
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ValueError as exc:
+        print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)
+        return 2
+    return status_command(
+        Path(args.journal) if args.journal else None,
+        shard,
+        runs=args.runs,
+        errors=args.errors,
+        as_json=args.json,
+        out=sys.stdout,
+    )

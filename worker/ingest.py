@@ -29,7 +29,8 @@ from worker.deadletter import DeadLetter, DeadLetterError
 from worker.journal import (
     JournalError,
     Ledger,
-    MemoryLedger,
+    NoJournalLedger,
+    RepeatCheck,
     SqliteJournal,
     default_journal_path,
     done_before,
@@ -215,10 +216,10 @@ def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
     )
     report = Report(dry_run=True)
     observer = Fanout([report, logs.LogObserver(log)])
-    seen = MemoryLedger()  # as a run without a journal de-duplicates: in memory
     out = sys.stdout
     try:
-        with done_before(journal, base_url) as done:
+        # As a run without a journal de-duplicates: on disk, in flat memory.
+        with done_before(journal, base_url) as done, contextlib.closing(RepeatCheck()) as seen:
             for item in stream:
                 if isinstance(item, InvalidRow):
                     observer.rejected(item)
@@ -255,7 +256,7 @@ async def _target(plan: Plan) -> AsyncIterator[tuple[str, Credentials]]:
 
 def _open_ledger(plan: Plan, target: str) -> Ledger:
     if plan.journal_path is None:
-        return MemoryLedger()
+        return NoJournalLedger()
     return SqliteJournal.open(
         plan.journal_path, target=target, fresh=plan.args.fresh, run_info=plan.run_info(target)
     )

@@ -1,0 +1,150 @@
+"""The tool's own files, made so that a neighbour on the same host cannot turn them against
+their user.
+
+One rule for every file the tool creates or rewrites (the report, the dead-letter file, the
+outputs of `sessions -o` and `verify --missing`, the journal): a symlink planted at its
+path is never followed, and an existing file the user does not own, or that is not a
+plain file, is left untouched. A report is written whole or not at all (`write_atomic`);
+a file written as the run goes is opened with `open_output`. `check_distinct` keeps one
+option's file from being another's (a report over its own input, a dead-letter file over
+the journal), through any alias: same path, symlink or hard link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+PathLike = str | os.PathLike[str]
+STDIO = "-"
+"""Standard input or output: not a file of its own, so never compared."""
+
+
+class UnsafeFile(Exception):
+    """A file the tool will not create, rewrite or share; the message says why and what to
+    do next."""
+
+
+def private_dir(path: PathLike) -> None:
+    """Make the folder `path` and any missing parents private (0700, less the umask);
+    folders that exist already are the user's and are left as they are."""
+    folder = Path(path)
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    for each in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another run made it meanwhile
+            each.mkdir(mode=0o700)
+
+
+def write_atomic(path: PathLike, data: bytes) -> None:
+    """Put `data` at `path` whole or not at all: written to a new private file (0600)
+    beside it, then renamed over it. A rename replaces a symlink rather than following
+    it; an existing target we may not replace raises `UnsafeFile` and is left untouched.
+
+    Raises `OSError` when the folder cannot be written."""
+    target = Path(path)
+    check_replaceable(target)
+    private_dir(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def check_replaceable(path: PathLike) -> None:
+    """Raises `UnsafeFile` unless `path` is free, or a plain file of this user's: what
+    `write_atomic` and `open_output` may write over. Used before a run sends anything, so
+    an output that will be refused is refused at once."""
+    target = Path(path)
+    try:
+        info = target.lstat()
+    except FileNotFoundError:
+        return
+    _check_own_plain_file(target, info)
+
+
+def open_output(path: PathLike) -> int:
+    """A file descriptor for writing `path` from its start, for a file written as the run
+    goes (so a kill loses nothing written): created private (0600) if absent, else emptied,
+    but only if it is a plain file of this user's with no other name (a hard link). A
+    symlink there is refused by the kernel (`O_NOFOLLOW`); a FIFO never blocks the open.
+
+    Raises `UnsafeFile`, or `OSError` when the folder cannot be written."""
+    target = Path(path)
+    private_dir(target.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(target, flags, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            _check_own_plain_file(target, target.lstat())
+        raise
+    try:
+        info = os.fstat(fd)
+        _check_own_plain_file(target, info)
+        if info.st_nlink > 1:
+            raise UnsafeFile(
+                f"{target} has other names (hard links); emptying it would empty them "
+                "too: name a new file"
+            )
+        os.set_blocking(fd, True)
+        os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_own_plain_file(path: Path, info: os.stat_result) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeFile(
+            f"{path} is a symlink; the tool never writes through one: "
+            "name the file it points to, or another path"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFile(f"{path} is not a plain file; name a file (or - for standard output)")
+    if info.st_uid != os.geteuid():
+        raise UnsafeFile(
+            f"{path} belongs to another user (uid {info.st_uid}) and is left untouched; "
+            "name a file of your own"
+        )
+
+
+def check_distinct(files: Mapping[str, PathLike | None]) -> None:
+    """Raises `UnsafeFile` naming both options if two of `files` (option name -> path;
+    None and "-" are left out) are one file: the same path, a symlink to it, or a hard
+    link of it. Paths that exist are compared by identity (device and inode), all by
+    their resolved path, so a file that a run will create is compared too."""
+    seen: dict[object, str] = {}
+    for option, value in files.items():
+        if value is None or os.fspath(value) == STDIO:
+            continue
+        path = Path(value)
+        names: list[object] = [("path", os.path.realpath(path))]
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            names.append(("inode", info.st_dev, info.st_ino))
+        for name in names:
+            other = seen.get(name)
+            if other is not None and other != option:
+                raise UnsafeFile(
+                    f"{option} {value} is the same file as {other}; "
+                    "give each option a file of its own"
+                )
+            seen[name] = option
