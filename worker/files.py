@@ -127,11 +127,12 @@ def _check_own_plain_file(path: Path, info: os.stat_result) -> None:
 
 
 def check_distinct(files: Mapping[str, PathLike | None]) -> None:
-    """Raises `UnsafeFile` naming both options if two of `files` (option name -> path;
-    None and "-" are left out) are one file: the same path, a symlink to it, or a hard
-    link of it. Paths that exist are compared by identity (device and inode), all by
-    their resolved path, so a file that a run will create is compared too."""
-    seen: dict[object, str] = {}
+    """Raises `UnsafeFile` naming both if two of `files` (option name, such as "--report"
+    or "input #2", to its path; None and "-" are left out) are one file: the same path, a
+    symlink to it, or a hard link of it. Paths that exist are compared by identity (device
+    and inode), all by their resolved path, so a file a run will create is compared too.
+    Call it before anything is read or sent."""
+    seen: dict[object, tuple[str, PathLike]] = {}
     for option, value in files.items():
         if value is None or os.fspath(value) == STDIO:
             continue
@@ -141,10 +142,10 @@ def check_distinct(files: Mapping[str, PathLike | None]) -> None:
             info = path.stat()
             names.append(("inode", info.st_dev, info.st_ino))
         for name in names:
-            other = seen.get(name)
-            if other is not None and other != option:
+            if name in seen and seen[name][0] != option:
+                other, other_value = seen[name]
                 raise UnsafeFile(
-                    f"{option} {value} is the same file as {other}; "
-                    "give each option a file of its own"
+                    f"{other} {os.fspath(other_value)} and {option} {os.fspath(value)} are "
+                    "one file; give each a file of its own"
                 )
-            seen[name] = option
+            seen[name] = (option, value)
