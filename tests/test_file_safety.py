@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,7 +55,7 @@ def test_write_atomic_refuses_a_planted_symlink_and_leaves_both_alone(
     tmp_path: Path, victim: Path
 ) -> None:
     link = plant_symlink(tmp_path / "report.json", victim)
-    with pytest.raises(UnsafeFile, match=r"report.json is a symlink; the tool never writes"):
+    with pytest.raises(UnsafeFile, match=r"report.json is a symlink, which the tool never"):
         write_atomic(link, b"{}")
     assert victim.read_bytes() == VICTIM_TEXT
     assert link.is_symlink()
@@ -146,7 +144,7 @@ def test_distinct_files_pass(tmp_path: Path) -> None:
         lambda original, at: str(at.parent / "." / original.name),
         lambda original, at: at.symlink_to(original) or str(at),
         lambda original, at: os.link(original, at) or str(at),
-        lambda original, at: (at.parent / "sub").mkdir() or str(at.parent / "sub" / ".." / "in.csv"),
+        lambda original, at: (at.parent / "sub").mkdir() or str(at.parent / "sub/../in.csv"),
     ],
     ids=["same path", "symlink", "hard link", "dot-dot"],
 )
@@ -161,7 +159,7 @@ def test_an_output_that_is_an_input_in_disguise_is_refused(
 
 
 def test_two_outputs_that_do_not_exist_yet_are_compared_by_path(tmp_path: Path) -> None:
-    with pytest.raises(UnsafeFile, match="--journal .* and --dead-letter .* are one file"):
+    with pytest.raises(UnsafeFile, match=r"--journal .* and --dead-letter .* are one file"):
         check_distinct(
             {
                 "--journal": tmp_path / "j.sqlite3",
@@ -182,11 +180,10 @@ def test_a_new_journals_folder_is_private(tmp_path: Path) -> None:
 
 def test_a_journal_that_is_a_symlink_is_refused(tmp_path: Path, victim: Path) -> None:
     link = plant_symlink(tmp_path / "journal.sqlite3", victim)
-    with pytest.raises(JournalError, match="is a symlink, and the journal never writes"):
+    with pytest.raises(JournalError, match="is a symlink, which the tool never writes through"):
         open_journal(link)
-    with pytest.raises(JournalError, match="is a symlink"):
-        with reading(link):
-            pass
+    with pytest.raises(JournalError, match="is a symlink"), reading(link):
+        pass
     assert victim.read_bytes() == VICTIM_TEXT
 
 
@@ -199,9 +196,8 @@ def test_a_symlink_planted_as_a_side_file_is_refused(
     plant_symlink(path.with_name(path.name + suffix), victim)
     with pytest.raises(JournalError, match=rf"journal.sqlite3{suffix} is a symlink"):
         open_journal(path)
-    with pytest.raises(JournalError, match=rf"journal.sqlite3{suffix} is a symlink"):
-        with reading(path):
-            pass
+    with pytest.raises(JournalError, match=rf"journal.sqlite3{suffix} is a symlink"), reading(path):
+        pass
     assert victim.read_bytes() == VICTIM_TEXT
     open_journal(tmp_path / "other.sqlite3").close({})  # and nothing stayed claimed
 
@@ -243,30 +239,3 @@ def test_an_alias_through_a_symlinked_folder_is_refused_while_a_run_holds_it(
     finally:
         held.close({})
     open_journal(tmp_path / "alias" / "journal.sqlite3").close({})
-
-
-def test_another_process_through_an_alias_is_refused(tmp_path: Path) -> None:
-    """The claim is the kernel's, on the file: another process sees it through any path."""
-    (tmp_path / "real").mkdir()
-    (tmp_path / "alias").symlink_to(tmp_path / "real")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from pathlib import Path; from worker.journal import SqliteJournal;"
-            " SqliteJournal.open(Path(sys.argv[1]), target='t', fresh=False, run_info={});"
-            " print('open', flush=True); sys.stdin.read()",
-            str(tmp_path / "alias" / "journal.sqlite3"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "open\n"
-        with pytest.raises(JournalError, match=r"in use by another run \(run .*, pid \d+"):
-            open_journal(tmp_path / "real" / "journal.sqlite3")
-    finally:
-        holder.kill()
-        holder.wait()

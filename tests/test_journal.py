@@ -275,7 +275,8 @@ def test_the_journal_is_in_wal_mode(journal: SqliteJournal, path: Path) -> None:
 
 
 def test_a_second_run_on_the_same_journal_is_refused(journal: SqliteJournal, path: Path) -> None:
-    with pytest.raises(JournalError, match=r"in use by another run \(run \d{8}T\d{6}Z-[0-9a-f]{8}, pid \d+, since .*--journal"):
+    holder = r"\(run \d{8}T\d{6}Z-[0-9a-f]{8}, pid \d+, since .*--journal"
+    with pytest.raises(JournalError, match=rf"in use by another run {holder}"):
         open_journal(path)
 
 
@@ -719,7 +720,9 @@ def test_the_flat_repeat_check_admits_exactly_the_first_of_each_key(
         check.close()
 
 
-def test_the_repeat_check_keeps_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_repeat_check_keeps_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path))
     check = NoJournalLedger()
     for i in range(20_000):  # more than its page cache holds

@@ -43,9 +43,7 @@ def run_status(
     as_json: bool = False,
 ) -> tuple[int, str]:
     out = io.StringIO()
-    code = status.status_command(
-        journal, shard, runs=runs, errors=errors, as_json=as_json, out=out
-    )
+    code = status.status_command(journal, shard, runs=runs, errors=errors, as_json=as_json, out=out)
     return code, out.getvalue()
 
 

@@ -96,13 +96,9 @@ def open_output(path: PathLike) -> int:
             _check_own_plain_file(target, target.lstat())
         raise
     try:
-        info = os.fstat(fd)
-        _check_own_plain_file(target, info)
-        if info.st_nlink > 1:
-            raise UnsafeFile(
-                f"{target} has other names (hard links); emptying it would empty them "
-                "too: name a new file"
-            )
+        problem = unsafe_because(os.fstat(fd))
+        if problem is not None:
+            raise UnsafeFile(f"{target} {problem}; name another file")
         os.set_blocking(fd, True)
         os.ftruncate(fd, 0)
     except BaseException:
@@ -112,18 +108,29 @@ def open_output(path: PathLike) -> int:
 
 
 def _check_own_plain_file(path: Path, info: os.stat_result) -> None:
+    problem = unsafe_because(info, single_name=False)
+    if problem is not None:
+        raise UnsafeFile(f"{path} {problem}; name another file (or - for standard output)")
+
+
+SYMLINK = "is a symlink, which the tool never writes through"
+
+
+def unsafe_because(
+    info: os.stat_result, *, own: bool = True, single_name: bool = True
+) -> str | None:
+    """Why the file `info` (from `lstat` or `fstat`) may not be written over, or None:
+    a symlink, not a plain file, another user's (if `own`), or one with other names (a hard
+    link, if `single_name`)."""
     if stat.S_ISLNK(info.st_mode):
-        raise UnsafeFile(
-            f"{path} is a symlink; the tool never writes through one: "
-            "name the file it points to, or another path"
-        )
+        return SYMLINK
     if not stat.S_ISREG(info.st_mode):
-        raise UnsafeFile(f"{path} is not a plain file; name a file (or - for standard output)")
-    if info.st_uid != os.geteuid():
-        raise UnsafeFile(
-            f"{path} belongs to another user (uid {info.st_uid}) and is left untouched; "
-            "name a file of your own"
-        )
+        return "is not a plain file"
+    if own and info.st_uid != os.geteuid():
+        return f"belongs to another user (uid {info.st_uid}) and is left untouched"
+    if single_name and info.st_nlink > 1:
+        return "has other names (hard links), which emptying it would empty too"
+    return None
 
 
 def check_distinct(files: Mapping[str, PathLike | None]) -> None:

@@ -19,12 +19,12 @@ import errno
 import fcntl
 import os
 import sqlite3
-import stat
 from pathlib import Path
 
+from worker.files import SYMLINK, unsafe_because
 from worker.journal.errors import JournalError, journal_error
 from worker.journal.records import iso_time
-from worker.journal.schema import connect
+from worker.journal.schema import connect, unsafe_journal
 
 _HELD: set[tuple[int, int]] = set()
 """The journals this process holds, by (device, inode)."""
@@ -54,17 +54,13 @@ class RunLock:
             fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise JournalError(
-                    f"{self.journal} is a symlink, and the journal never writes through "
-                    "one; pass --journal with the real path, or remove the link"
-                ) from None
+                raise unsafe_journal(self.journal, SYMLINK) from None
             raise journal_error(self.journal, exc) from None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise JournalError(
-                    f"{self.journal} is not a plain file; pass --journal with another path"
-                )
+            problem = unsafe_because(info, own=False, single_name=False)
+            if problem is not None:
+                raise unsafe_journal(self.journal, problem)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)

@@ -10,9 +10,9 @@ query's search got to; and rows without a time (remove and verify need none).
 from __future__ import annotations
 
 import sqlite3
-import stat
 from pathlib import Path
 
+from worker.files import unsafe_because
 from worker.journal.errors import JournalError, damaged, journal_error
 from worker.journal.location import APP_NAME
 
@@ -130,19 +130,16 @@ def check_files(path: Path) -> None:
             continue
         except OSError as exc:
             raise journal_error(path, exc) from None
-        if stat.S_ISLNK(info.st_mode):
-            raise JournalError(
-                f"{each} is a symlink, and the journal never writes through one; "
-                "pass --journal with the real path, or remove the link"
-            )
-        if not stat.S_ISREG(info.st_mode):
-            raise JournalError(f"{each} is not a plain file; pass --journal with another path")
-        if each == path and info.st_nlink > 1:
-            raise JournalError(
-                f"journal {path} has other names (hard links), and two names would keep two "
-                "write-ahead logs of one database; remove the other names, or copy the "
-                "journal to a file of its own"
-            )
+        problem = unsafe_because(info, own=False, single_name=each == path)
+        if problem is not None:
+            raise unsafe_journal(each, problem)
+
+
+def unsafe_journal(path: Path, problem: str) -> JournalError:
+    return JournalError(
+        f"{path} {problem}; pass --journal with another path (a journal is one plain file "
+        "with one name, and so are its side files)"
+    )
 
 
 def side_files(path: Path) -> tuple[Path, ...]:
