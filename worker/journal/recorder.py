@@ -134,11 +134,12 @@ class _KeyFilter:
 
 class SqliteJournal:
     """The persistent `Ledger`: one row per (target, playlist, session, data source) with
-    its last final outcome, and one row per run with its inputs, options and report.
+    its last final outcome, one row per run with its id, inputs, options and report, and
+    what this run created or removed (`run_rows`), which later runs leave alone.
 
     `admit` runs on the event loop: a Bloom filter, then, for a key it may have seen, a
     point lookup on its own connection. Outcomes are handed to one writer thread that
-    commits them in batches, one statement each, in WAL mode with synchronous=NORMAL: a
+    commits them in batches, one transaction each, in WAL mode with synchronous=NORMAL: a
     commit survives kill -9 of the process, and the event loop never waits on a disk or a
     lock.
     """
