@@ -730,3 +730,17 @@ def test_the_repeat_check_keeps_no_file_behind(
     assert not check.admit(row(7, line=99))
     assert list(tmp_path.iterdir()) == []  # created, then unlinked at once
     check.close({})
+
+
+def test_a_removal_needs_no_time_and_is_not_sent_twice(path: Path) -> None:
+    untimed = Row(1000, "session-never-added", None, "rum", "ids.csv", 2)
+    for expected in ([0], []):
+        journal = SqliteJournal.open(
+            path, target=SANDBOX, fresh=False, run_info={}, operation=Operation.REMOVE
+        )
+        assert admitted(journal, [untimed]) == expected
+        if expected:
+            journal.outcome(Outcome(untimed, Result.REMOVED, 204, 1))
+        journal.close({})
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT result, ts FROM rows").fetchall() == [("removed", None)]
