@@ -69,8 +69,8 @@ def write_atomic(path: PathLike, data: bytes) -> None:
 
 def check_replaceable(path: PathLike) -> None:
     """Raises `UnsafeFile` unless `path` is free, or a plain file of this user's: what
-    `write_atomic` and `open_output` may write over. Used before a run sends anything, so
-    an output that will be refused is refused at once."""
+    `write_atomic` may replace. For a check before a run sends anything, so a report that
+    will be refused is refused at once."""
     target = Path(path)
     try:
         info = target.lstat()
