@@ -22,12 +22,13 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
     NEVER_BINDING_LIMIT,
     SandboxProcess,
+    print_results,
     start_cli,
     wait_measured,
     write_generated_csv,
@@ -112,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"peak RSS, {largest.rows:,} / {smallest.rows:,} rows: {growth:.3f} "
         f"(target <= {GROWTH_TARGET:.2f})",
     ]
-    text = "\n".join(lines)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps([asdict(r) for r in results], indent=2))
-    else:
-        print(text)
+    print_results("\n".join(lines), results, as_json=args.json)
     return 1 if failed else 0
 
 

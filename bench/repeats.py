@@ -23,6 +23,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from common import print_results
+
 ROOT = Path(__file__).resolve().parent.parent
 GROWTH_TARGET_MB = 5.0
 
@@ -88,12 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         f"repeat check, peak RSS {check[-1].keys:,} - {check[0].keys:,} keys: "
         f"{growth:.1f} MB (target <= {GROWTH_TARGET_MB:g} MB)",
     ]
-    text = "\n".join(lines)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps([asdict(r) for r in results], indent=2))
-    else:
-        print(text)
+    print_results("\n".join(lines), results, as_json=args.json)
     return 1 if growth > GROWTH_TARGET_MB else 0
 
 
