@@ -31,7 +31,8 @@ from worker.input import InputError, RowStream, open_inputs
 from worker.journal import (
     JournalError,
     Ledger,
-    MemoryLedger,
+    NoJournalLedger,
+    RepeatCheck,
     SqliteJournal,
     done_before,
 )
@@ -131,7 +132,7 @@ async def _target(target: Target) -> AsyncIterator[tuple[Route, Credentials | No
 
 def _open_ledger(config: RunConfig, target: str) -> Ledger:
     if config.outputs.journal is None:
-        return MemoryLedger()
+        return NoJournalLedger()
     run_info: dict[str, object] = {
         "target": target,
         "inputs": list(config.inputs),
@@ -218,9 +219,8 @@ class _Run:
         journal = None if self.config.outputs.fresh else self.config.outputs.journal
         self.log.info("start", **_start_fields(self.config, base_url, journal, dry_run=True))
         sink = fan_out([self.report, LogSink(self.log, quiet=True)])  # the requests go to stdout
-        seen = MemoryLedger()
         try:
-            with done_before(journal, base_url) as done:
+            with done_before(journal, base_url) as done, contextlib.closing(RepeatCheck()) as seen:
                 preview = Preview(AddSession(), base_url, sys.stdout)
                 pipeline = Pipeline(
                     ThreadedChunks(iter(self.stream)),
