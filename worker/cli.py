@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from worker import __version__, aio
+from worker.examples import epilog
 from worker.rows import DATA_SOURCES, DEFAULT_DATA_SOURCE
 from worker.sandbox import cli as sandbox_cli
 
@@ -204,11 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="add every row of the inputs to its playlist")
+    def add_command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            epilog=epilog(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = add_command("run", "add every row of the inputs to its playlist")
     _add_input_options(run)
     _add_run_options(run)
 
-    validate = commands.add_parser("validate", help="check the inputs; send nothing")
+    validate = add_command("validate", "check the inputs; send nothing")
     _add_input_options(validate)
     validate.add_argument(
         "--max-errors",
@@ -217,13 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="errors to show; 0 for the counts alone (default: %(default)s)",
     )
 
-    sandbox = commands.add_parser("sandbox", help="serve a local Datadog-compatible API")
+    sandbox = add_command("sandbox", "serve a local Datadog-compatible API")
     sandbox_cli.add_arguments(sandbox)
     sandbox.set_defaults(error=sandbox.error)  # a bad value shows the sandbox's usage
 
     from worker import status
 
-    status.add_arguments(commands.add_parser("status", help="summarise a journal"))
+    status.add_arguments(add_command("status", "summarise a journal"))
     return parser
 
 

@@ -33,6 +33,7 @@ from worker.journal import (
     SqliteJournal,
     default_journal_path,
     done_before,
+    reading,
 )
 from worker.metrics import destination_from, statsd_from
 from worker.pacer import Pacer
@@ -52,6 +53,7 @@ from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.runner import Fanout, RetryPolicy, Run, RunSettings, Stop
 from worker.sandbox import SandboxConfig, parse_rate_limit
 from worker.shard import Shard
+from worker.terminal import RunStart, SummaryContext, render_summary, start_line, terminal_console
 
 Logger = structlog.typing.FilteringBoundLogger
 
@@ -205,14 +207,15 @@ def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
     that would be sent count as not attempted."""
     base_url = plan.base_url or "http://sandbox.invalid"
     journal = None if plan.args.fresh else plan.journal_path
-    log.info(
-        "start",
-        target=base_url,
-        inputs=list(plan.args.inputs),
-        dry_run=True,
-        shard=str(plan.shard) if plan.shard else None,
-        journal=str(journal) if journal else None,
-    )
+    if not _tell_start(plan, base_url):
+        log.info(
+            "start",
+            target=base_url,
+            inputs=list(plan.args.inputs),
+            dry_run=True,
+            shard=str(plan.shard) if plan.shard else None,
+            journal=str(journal) if journal else None,
+        )
     report = Report(dry_run=True)
     observer = Fanout([report, logs.LogObserver(log)])
     seen = MemoryLedger()  # as a run without a journal de-duplicates: in memory
@@ -321,14 +324,15 @@ async def _execute(
 ) -> None:
     """Send every row; the report is finished with the run's exit status."""
     args = plan.args
-    log.info(
-        "start",
-        target=base_url,
-        inputs=list(args.inputs),
-        concurrency=args.concurrency,
-        shard=str(plan.shard) if plan.shard else None,
-        journal=str(plan.journal_path) if plan.journal_path else None,
-    )
+    if not _tell_start(plan, base_url):
+        log.info(
+            "start",
+            target=base_url,
+            inputs=list(args.inputs),
+            concurrency=args.concurrency,
+            shard=str(plan.shard) if plan.shard else None,
+            journal=str(plan.journal_path) if plan.journal_path else None,
+        )
     progress = make_progress(
         report,
         stream.reading,
@@ -440,6 +444,65 @@ def _finish(plan: Plan, report: Report, log: Logger) -> int:
                 detail="the summary below holds the same figures",
             )
             report.exit_code = max(report.exit_code or 0, EXIT_ROWS_FAILED)
-    log.info("summary", **report.as_dict())
+    console = terminal_console(plan.args.log_format, sys.stderr)
+    if console is None:
+        log.info("summary", **report.as_dict())
+    else:
+        render_summary(report.as_dict(), _summary_context(plan), console)
     assert report.exit_code is not None
     return report.exit_code
+
+
+def _tell_start(plan: Plan, target: str) -> bool:
+    """The start line, on a terminal; False when the `start` event is to be logged."""
+    console = terminal_console(plan.args.log_format, sys.stderr)
+    if console is None:
+        return False
+    journal = plan.journal_path
+    start = RunStart(
+        target=target,
+        inputs=plan.args.inputs,
+        sandbox=plan.args.sandbox,
+        shard=str(plan.shard) if plan.shard else None,
+        journal=journal,
+        done_rows=_done_rows(journal, target) if journal and not plan.args.fresh else None,
+        fresh=plan.args.fresh,
+        dry_run=plan.args.dry_run,
+    )
+    console.print(start_line(start), soft_wrap=True)
+    return True
+
+
+def _summary_context(plan: Plan) -> SummaryContext:
+    args = plan.args
+    repeated = ["--sandbox"] if args.sandbox else []
+    for option, value in (("--site", args.site), ("--base-url", args.base_url)):
+        if value:
+            repeated += [option, value]
+    if args.journal:
+        repeated += ["--journal", args.journal]
+    return SummaryContext(
+        inputs=args.inputs,
+        repeated_options=repeated,
+        dead_letter=args.dead_letter,
+        report_path=args.report,
+        journal=not args.no_journal,
+        target_outlives_run=not args.sandbox,
+    )
+
+
+def _done_rows(journal: Path, target: str) -> int | None:
+    """Rows the journal holds as done for `target` (0 for a journal not made yet); None
+    when it cannot say. (The journal's own count belongs in `worker.journal`.)"""
+    if not journal.exists():
+        return 0
+    try:
+        with reading(journal) as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM rows r JOIN targets t ON t.id = r.target_id"
+                " WHERE t.url = ? AND r.result IN (?, ?)",
+                (target, Result.CREATED.value, Result.ALREADY_PRESENT.value),
+            ).fetchone()
+    except JournalError:
+        return None
+    return int(count)

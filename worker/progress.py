@@ -20,16 +20,17 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from types import TracebackType
 from typing import Protocol, Self, TextIO
 
 from rich.console import Console, RenderableType
-from rich.progress import BarColumn, TaskID, TextColumn
+from rich.progress import BarColumn, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
+from rich.table import Column
 from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
+from worker.humanize import duration, rate
 from worker.reader import Reading
 
 Source = Callable[[], Reading]
@@ -183,16 +184,34 @@ class _TwoLineProgress(RichProgress):
             yield Text.from_markup(task.fields["texts"].detail)
 
 
+class _BarOnceTotalKnown(ProgressColumn):
+    """A spinner while the total is unknown, the bar once it is known.
+
+    rich's bar for an unknown total is a pulse: a full-width bar whose motion is only in
+    its colours, so without colour (NO_COLOR, a monochrome terminal) it reads as 100%
+    done. A spinner cannot be mistaken for a filled bar."""
+
+    def __init__(self) -> None:
+        super().__init__(table_column=Column(ratio=1))  # the bar's room, either way
+        self._bar = BarColumn(bar_width=None)
+        self._spinner = SpinnerColumn("dots", finished_text="")
+
+    def render(self, task: Task) -> RenderableType:
+        if task.total is None:
+            return self._spinner.render(task)
+        return self._bar.render(task)
+
+
 class LiveDisplay:
     """A `rich` progress bar with the run's figures, redrawn in place."""
 
     def __init__(self, console: Console) -> None:
         self._progress = _TwoLineProgress(
             TextColumn("[bold]ingest"),
-            BarColumn(bar_width=None),
+            _BarOnceTotalKnown(),
             TextColumn("{task.fields[texts].done}"),
             TextColumn("• {task.fields[texts].speed}"),
-            TextColumn("• ETA {task.fields[texts].eta}"),
+            TextColumn("{task.fields[texts].eta}"),
             console=console,
             auto_refresh=False,  # redrawn by `show`, from the event loop: no thread
             expand=True,
@@ -204,7 +223,9 @@ class LiveDisplay:
         self._task = TaskID(0)
 
     def start(self, snapshot: Snapshot) -> None:
-        self._task = self._progress.add_task("ingest", total=None, texts=_Texts.of(snapshot))
+        self._task = self._progress.add_task(
+            "ingest", total=snapshot.rows_total, texts=_Texts.of(snapshot)
+        )
         self._progress.start()
 
     def show(self, snapshot: Snapshot) -> None:
@@ -228,6 +249,7 @@ class _Texts:
     done: str
     speed: str
     eta: str
+    """`• ETA 4m 10s`, or nothing while no total or no pace is known."""
     detail: str
 
     @classmethod
@@ -237,7 +259,7 @@ class _Texts:
             percent = 100 * s.rows_done / s.rows_total
             about = "" if s.rows_total_exact else "~"
             done = f"{s.rows_done:,} of {about}{s.rows_total:,} rows ({percent:.0f}%)"
-        pauses = f"429s: {s.rate_limited:,}, paused {_duration(s.paused_s)}"
+        pauses = f"429s: {s.rate_limited:,}, paused {duration(s.paused_s)}"
         if s.rate_limited:
             pauses = f"[yellow]{pauses}[/]"
         failures = f"{s.failed:,} failed" + (f", {s.invalid:,} invalid" if s.invalid else "")
@@ -245,14 +267,16 @@ class _Texts:
             failures = f"[red]{failures}[/]"
         return cls(
             done=done,
-            speed="… rows/s" if s.rows_per_s is None else f"{s.rows_per_s:,.0f} rows/s",
-            eta="?" if s.eta_s is None else _duration(s.eta_s),
-            detail=f"{pauses} • {failures} • {_duration(s.elapsed_s)} elapsed",
+            speed="… rows/s" if s.rows_per_s is None or not s.rows_done else rate(s.rows_per_s),
+            eta=_eta(s),
+            detail=f"{pauses} • {failures} • {duration(s.elapsed_s)} elapsed",
         )
 
 
-def _duration(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds)))
+def _eta(s: Snapshot) -> str:
+    if s.eta_s is None or s.rows_done == s.rows_total:
+        return ""
+    return f"• ETA {duration(s.eta_s)}"
 
 
 class LogDisplay:
