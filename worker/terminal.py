@@ -329,9 +329,7 @@ def _figure(value: int, style_when_any: str = "") -> Text:
     return Text(f"{value:,}", style=style_when_any)
 
 
-def render_summary(
-    report: Mapping[str, object], context: SummaryContext, console: Console
-) -> None:
+def render_summary(report: Mapping[str, object], context: SummaryContext, console: Console) -> None:
     """The end of a run on a terminal: the table, why the exit status is what it is, and
     the next steps. Commands are printed unwrapped (the terminal wraps them), so a
     command copied from a narrow terminal still runs."""
