@@ -214,8 +214,8 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
         dead = context.dead_letter
         steps.append(
             Step(
-                f"the {_rows(failed)} that failed are in {dead}; once the cause is fixed, "
-                "retry exactly those:",
+                f"the {_rows(failed)} that failed {'is' if failed == 1 else 'are'} in {dead}; "
+                "once the cause is fixed, retry exactly those:",
                 _command("run", dead, "--dead-letter", _retry_name(dead), *repeated),
             )
         )
