@@ -157,7 +157,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
 
     track = run.add_argument_group("journal and outputs")
     journal = track.add_mutually_exclusive_group()
-    journal.add_argument("--journal", help="journal file (default: see README)")
+    journal.add_argument("--journal", help="journal file (default: see docs/journal.md)")
     journal.add_argument("--no-journal", action="store_true", help="keep no journal")
     track.add_argument(
         "--fresh", action="store_true", help="ignore what the journal holds; send every row"
