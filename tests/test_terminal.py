@@ -397,3 +397,9 @@ async def test_off_a_terminal_the_summary_event_keeps_every_field_of_the_report(
     (start,) = done.events("start")
     assert start["target"] == sandbox.base_url
     assert "Run finished" not in done.stderr
+
+
+@pytest.mark.parametrize(("removed", "shown"), [(0, False), (12, True)])
+def test_removed_rows_are_counted_only_where_there_are_some(removed: int, shown: bool) -> None:
+    screen = plain(rendered({**REPORT, "removed": removed}, SummaryContext(), 80))
+    assert ("removed" in screen) is shown

@@ -289,7 +289,7 @@ def counts_table(report: Mapping[str, object], width: int) -> Table:
         ("created", _figure(_count(report, "created"), "green")),
         ("already present", _figure(_count(report, "already_present"))),
     ]
-    if "removed" in report:
+    if _count(report, "removed"):
         results.append(("removed", _figure(_count(report, "removed"))))
     results += [
         ("failed", _figure(_count(report, "failed"), "red")),
