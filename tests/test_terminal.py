@@ -137,6 +137,10 @@ def test_a_password_in_a_url_is_never_shown() -> None:
         ({}, "Exit 1: 8 rows invalid and 5 failed for good; every other row is in its playlist."),
         ({"invalid": 0, "failed": 1}, "Exit 1: 1 row failed for good; every other row is in its"),
         ({"invalid": 0, "failed": 0}, "Exit 1: the report could not be written"),
+        (
+            {"failed": 0, "dry_run": True},
+            "Exit 1: 8 rows invalid; every other row is valid.",
+        ),
         ({"exit_code": 2}, "Exit 2: the run could not go on (see the error above)"),
         ({"exit_code": 3}, "Exit 3: aborted, see the error above."),
         ({"exit_code": 130}, "Exit 130: stopped by SIGINT; what was confirmed is kept."),
@@ -165,16 +169,16 @@ def test_the_next_steps_name_the_exact_commands_to_retry_verify_and_undo() -> No
     context = SummaryContext(
         inputs=["sessions.csv"],
         repeated_options=["--site", "datadoghq.eu"],
-        row_options=["--playlist", "123"],
+        row_options=["--ts-unit", "s"],
         dead_letter="out/failed.ndjson",
         report_path="out/report.json",
     )
     steps = next_steps({**REPORT, "run_id": "01JDX3Q7"}, context)
     assert commands(steps) == [
-        "rum-playlist-ingest validate sessions.csv",
+        "rum-playlist-ingest validate sessions.csv --ts-unit s",
         "rum-playlist-ingest run out/failed.ndjson --dead-letter out/failed.retry.ndjson"
         " --site datadoghq.eu",
-        "rum-playlist-ingest verify sessions.csv --playlist 123 --site datadoghq.eu",
+        "rum-playlist-ingest verify sessions.csv --ts-unit s --site datadoghq.eu",
         "rum-playlist-ingest undo 01JDX3Q7 --site datadoghq.eu",
     ]
     assert "5 rows that failed are in out/failed.ndjson" in steps[1].what
@@ -206,6 +210,12 @@ def test_the_next_steps_name_the_exact_commands_to_retry_verify_and_undo() -> No
             SummaryContext(inputs=["a.csv"]),
             [],
             id="no run id yet: no verify or undo",
+        ),
+        pytest.param(
+            {**REPORT, "failed": 0},
+            SummaryContext(inputs=["a.csv", "-"]),
+            [],
+            id="standard input cannot be validated again",
         ),
         pytest.param(
             {**REPORT, "invalid": 0, "run_id": "r1", "dry_run": True},
@@ -379,16 +389,8 @@ async def test_off_a_terminal_the_summary_event_keeps_every_field_of_the_report(
     sandbox = await keyed_sandbox(make_sandbox)
     path = write_csv(tmp_path / "in.csv", rows(5))
     report = tmp_path / "report.json"
-    done = await run_cli(
-        "run",
-        str(path),
-        "--base-url",
-        sandbox.base_url,
-        "--no-journal",
-        "--report",
-        str(report),
-        env=KEYS,
-    )
+    args = ["run", str(path), "--base-url", sandbox.base_url, "--no-journal"]
+    done = await run_cli(*args, "--report", str(report), env=KEYS)
     assert done.code == 0, done.stderr
     summary = done.summary
     assert {k: v for k, v in summary.items() if k not in ("event", "level", "timestamp")} == (

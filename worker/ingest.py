@@ -49,7 +49,7 @@ from worker.report import (
     Report,
     prepare_destination,
 )
-from worker.rows import InvalidRow, Outcome, Result, Row
+from worker.rows import DEFAULT_DATA_SOURCE, InvalidRow, Outcome, Result, Row
 from worker.runner import Fanout, RetryPolicy, Run, RunSettings, Stop
 from worker.sandbox import SandboxConfig, parse_rate_limit
 from worker.shard import Shard
@@ -481,9 +481,18 @@ def _summary_context(plan: Plan) -> SummaryContext:
             repeated += [option, value]
     if args.journal:
         repeated += ["--journal", args.journal]
+    row_options: list[str] = []  # how the rows were read, where not the default
+    for option, value, default in (
+        ("--format", args.format, None),
+        ("--ts-unit", args.ts_unit, "ms"),
+        ("--data-source", args.data_source, DEFAULT_DATA_SOURCE),
+    ):
+        if value != default:
+            row_options += [option, value]
     return SummaryContext(
         inputs=args.inputs,
         repeated_options=repeated,
+        row_options=row_options,
         dead_letter=args.dead_letter,
         report_path=args.report,
         journal=not args.no_journal,

@@ -134,7 +134,8 @@ class SummaryContext:
     """Options every suggested command repeats: the target (`--site`, `--base-url`,
     `--sandbox`) and an explicit `--journal`."""
     row_options: Sequence[str] = ()
-    """Options that say what the rows mean (`--playlist ID`), for `verify`."""
+    """Options that say how to read the rows (`--ts-unit s`, `--playlist ID`), for the
+    `validate` and `verify` commands suggested."""
     dead_letter: str | None = None
     report_path: str | None = None
     journal: bool = True
@@ -186,9 +187,10 @@ def exit_reason(report: Mapping[str, object], context: SummaryContext) -> str:
             why = f"{_rows(invalid)} invalid" if invalid else f"{_rows(failed)} failed for good"
         else:
             return "Exit 1: the report could not be written (see the error above)."
-        return f"Exit 1: {why}; every other row is in its playlist."
+        rest = "is valid" if report.get("dry_run") else "is in its playlist"
+        return f"Exit 1: {why}; every other row {rest}."
     if code == 2:
-        return "Exit 2: the run could not go on (see the error above); nothing is lost."
+        return "Exit 2: the run could not go on (see the error above); what was confirmed is kept."
     if code == 3:
         return f"Exit 3: aborted, {context.abort_detail or 'see the error above'}."
     if code in _SIGNALS:
@@ -203,11 +205,16 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
     failed, invalid = _count(report, "failed"), _count(report, "invalid")
     not_attempted = _count(report, "not_attempted")
     dry_run = bool(report.get("dry_run"))
+    # Files only: standard input cannot be read again by the commands suggested.
+    files = [name for name in context.inputs if name != "-"]
+    if len(files) < len(context.inputs):
+        files = []
     if invalid:
         steps.append(
             Step(
-                f"fix the {_rows(invalid)} listed above as invalid; this lists them again:",
-                _command("validate", *context.inputs),
+                f"fix the {_rows(invalid)} listed above as invalid"
+                + ("; this lists them again:" if files else ""),
+                _command("validate", *files, *context.row_options) if files else None,
             )
         )
     if failed and context.dead_letter:
@@ -231,8 +238,7 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
         steps.append(Step(resume))
     run_id = report.get("run_id")
     if run_id is not None and not dry_run and context.target_outlives_run:
-        files = [name for name in context.inputs if name != "-"]
-        if files and len(files) == len(context.inputs):
+        if files:
             steps.append(
                 Step(
                     "check that every row is in its playlist:",
