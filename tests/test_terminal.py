@@ -362,6 +362,9 @@ def test_a_narrow_terminal_without_colour_gets_the_table_and_log_lines_above_it(
     text = plain(screen)
     assert text.count("invalid_row") == 8  # each bad line once, above the display
     assert not re.search(r"\] row\s", text)  # rows that went well are counted, not listed
+    display = [line for line in text.splitlines() if re.search(r"rows/s|429s:|━", line)]
+    assert display
+    assert all(len(line.rstrip()) <= 40 for line in display), display
     table = text[text.index("Run finished") : text.index("Exit 1")].splitlines()
     assert all(len(line.rstrip()) <= 40 for line in table), table
     assert re.search(r"created\s+19\b", "\n".join(table))

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, TextIO
+from typing import Any, Protocol, Self, TextIO
 
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
@@ -174,14 +174,25 @@ class Display(Protocol):
         """The run is over: `snapshot` holds its final figures."""
 
 
-class _TwoLineProgress(RichProgress):
-    """The bar and the pace on one line, what went wrong on the next: one line of
-    everything would be cut short on an 80-column terminal."""
+class _BarAndLines(RichProgress):
+    """The bar on one line, the other figures on the lines below: all on one line would
+    be cut short on an 80-column terminal."""
+
+    def __init__(
+        self, *columns: ProgressColumn, lines: Callable[[_Texts], list[str]], **options: Any
+    ) -> None:
+        super().__init__(*columns, **options)
+        self._lines = lines
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
         for task in self.tasks:
-            yield Text.from_markup(task.fields["texts"].detail)
+            for line in self._lines(task.fields["texts"]):
+                yield Text.from_markup(line)
+
+
+NARROW_BELOW = 80
+"""Columns under which the pace moves off the bar's line, to a line of its own."""
 
 
 class _BarOnceTotalKnown(ProgressColumn):
@@ -206,12 +217,22 @@ class LiveDisplay:
     """A `rich` progress bar with the run's figures, redrawn in place."""
 
     def __init__(self, console: Console) -> None:
-        self._progress = _TwoLineProgress(
-            TextColumn("[bold]ingest"),
-            _BarOnceTotalKnown(),
-            TextColumn("{task.fields[texts].done}"),
-            TextColumn("• {task.fields[texts].speed}"),
-            TextColumn("{task.fields[texts].eta}"),
+        columns: tuple[ProgressColumn, ...]
+        if console.width >= NARROW_BELOW:
+            columns = (
+                TextColumn("[bold]ingest"),
+                _BarOnceTotalKnown(),
+                TextColumn("{task.fields[texts].done}"),
+                TextColumn("• {task.fields[texts].speed}"),
+                TextColumn("{task.fields[texts].eta_part}"),
+            )
+            lines = _wide_lines
+        else:
+            columns = (_BarOnceTotalKnown(), TextColumn("{task.fields[texts].done}"))
+            lines = _narrow_lines
+        self._progress = _BarAndLines(
+            *columns,
+            lines=lines,
             console=console,
             auto_refresh=False,  # redrawn by `show`, from the event loop: no thread
             expand=True,
@@ -249,8 +270,14 @@ class _Texts:
     done: str
     speed: str
     eta: str
-    """`• ETA 4m 10s`, or nothing while no total or no pace is known."""
-    detail: str
+    """`ETA 4m 10s`, or nothing while no total or no pace is known."""
+    pauses: str
+    failures: str
+    elapsed: str
+
+    @property
+    def eta_part(self) -> str:
+        return f"• {self.eta}" if self.eta else ""
 
     @classmethod
     def of(cls, s: Snapshot) -> _Texts:
@@ -265,18 +292,24 @@ class _Texts:
         failures = f"{s.failed:,} failed" + (f", {s.invalid:,} invalid" if s.invalid else "")
         if s.failed or s.invalid:
             failures = f"[red]{failures}[/]"
+        known = s.eta_s is not None and s.rows_done != s.rows_total
         return cls(
             done=done,
             speed="… rows/s" if s.rows_per_s is None or not s.rows_done else rate(s.rows_per_s),
-            eta=_eta(s),
-            detail=f"{pauses} • {failures} • {duration(s.elapsed_s)} elapsed",
+            eta=f"ETA {duration(s.eta_s)}" if known and s.eta_s is not None else "",
+            pauses=pauses,
+            failures=failures,
+            elapsed=f"{duration(s.elapsed_s)} elapsed",
         )
 
 
-def _eta(s: Snapshot) -> str:
-    if s.eta_s is None or s.rows_done == s.rows_total:
-        return ""
-    return f"• ETA {duration(s.eta_s)}"
+def _wide_lines(t: _Texts) -> list[str]:
+    return [f"{t.pauses} • {t.failures} • {t.elapsed}"]
+
+
+def _narrow_lines(t: _Texts) -> list[str]:
+    pace = " • ".join(part for part in (t.speed, t.eta, t.elapsed) if part)
+    return [pace, f"{t.pauses} • {t.failures}"]
 
 
 class LogDisplay:
