@@ -46,18 +46,20 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     from multidict import CIMultiDict, CIMultiDictProxy
 
     from worker import aio, logs
-    from worker.client import Client, Kind, Reply, _body_problem, classify_status
-    from worker.config import Credentials, Secret
+    from worker.answers import Answer, AnswerReader, Meaning
+    from worker.api import Request
+    from worker.client import Client
+    from worker.config import Credentials, Route, Secret
     from worker.journal import Ledger, MemoryLedger, SqliteJournal
     from worker.observe import RunObserver
-    from worker.pacer import Pacer, parse_rate_limit_headers
+    from worker.pacer import Pacer
     from worker.reader import ReaderOptions, RowStream, open_inputs
     from worker.report import Report
-    from worker.rows import Row
     from worker.runner import Fanout, RetryPolicy, Run, RunSettings
     from worker.sandbox.ratelimit import FixedWindowLimiter, parse_rate_limit
     from worker.sandbox.store import SessionRecord
     from worker.sandbox.wire import json_bytes, resource
+    from worker.scrub import Scrubber
 
     # The sandbox's own 201: its rate-limit headers (a limit that never binds) and body.
     limiter = FixedWindowLimiter(
@@ -66,22 +68,17 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     headers = CIMultiDictProxy(CIMultiDict(limiter.headers(limiter.take())))
     body = json_bytes({"data": resource("s", SessionRecord(TS, "rum"))})
 
+    reader = AnswerReader(Scrubber(["k" * 32, "a" * 40]), "http://bench")
+
     class AnsweringClient:
         """Answers at once, as the sandbox would, and reads the answer as `Client` does."""
 
-        async def add(self, row: Row) -> Reply:
+        async def send(self, request: Request) -> Answer:
             await asyncio.sleep(0)  # one trip through the loop, as an answer takes
             started = time.perf_counter()
-            status = 201
-            kind = classify_status(status)
-            assert kind is Kind.ADDED
-            return Reply(
-                kind,
-                status,
-                (time.perf_counter() - started) * 1000,
-                rate_limit=parse_rate_limit_headers(headers),
-                body_problem=_body_problem(body),
-            )
+            answer = reader.http(201, headers, body, (time.perf_counter() - started) * 1000)
+            assert answer.meaning is Meaning.DONE
+            return answer
 
     async def run(journal_dir: Path, null: TextIO) -> float:
         log = logs.configure(fmt="json", secrets=["k" * 32, "a" * 40], stream=null)
@@ -103,7 +100,8 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
                 keys = Credentials(
                     Secret(os.environ["DD_API_KEY"]), Secret(os.environ["DD_APP_KEY"])
                 )
-                async with Client(base_url, keys, concurrency=CONCURRENCY, timeout_s=30) as real:
+                route = Route(base_url)
+                async with Client(route, keys, concurrency=CONCURRENCY, timeout_s=30) as real:
                     await _run(stream, real, fanout, ledger)
             ledger.close(report.as_dict())
             spent = time.process_time() - started
@@ -114,7 +112,7 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
         await Run(
             iter(stream),
             client=client,  # type: ignore[arg-type]
-            pacer=Pacer(rate=None, on_pause=fanout.paused),
+            pacer=Pacer(rate=None, on_pause=lambda p: fanout.paused(p.pause_s, p.reason)),
             ledger=ledger,
             observer=fanout,
             settings=RunSettings(CONCURRENCY, RetryPolicy()),

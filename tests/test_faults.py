@@ -34,7 +34,7 @@ from support import (
     write_csv,
 )
 
-from worker.runner import CHUNK
+from worker.chunks import CHUNK
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
@@ -339,7 +339,7 @@ async def test_a_name_that_does_not_resolve_fails_its_rows(tmp_path: Path) -> No
     """Few rows: each fails once its attempts are spent (exit 1). Past --abort-window
     requests the same failure aborts the run as systemic, as the next case shows."""
     ran = await ingest(
-        "http://nonexistent.invalid", tmp_path, 5, "--max-attempts", "2", "--timeout", "5"
+        "https://nonexistent.invalid", tmp_path, 5, "--max-attempts", "2", "--timeout", "5"
     )
 
     assert ran.done.code == 1

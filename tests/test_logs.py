@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import TS, rows, run_cli, write_csv
+from support import KEYS, ROOT, TS, clean_env, rows, run_cli, write_csv
 
-from worker import logs
+from worker import logs, scrub
+from worker.rowlog import LogSink
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.sandbox import Sandbox
 
@@ -23,10 +26,10 @@ ROW = Row(1001, "00000000-0000-0000-0000-000000000001", 1_704_067_200_000, "rum"
 
 def json_logger(
     secrets: tuple[str, ...] = (API_KEY, APP_KEY),
-) -> tuple[logs.LogObserver, io.StringIO]:
+) -> tuple[LogSink, io.StringIO]:
     out = io.StringIO()
     log = logs.configure(fmt="json", secrets=secrets, stream=out)
-    return logs.LogObserver(log), out
+    return LogSink(log), out
 
 
 def events(out: io.StringIO) -> list[dict[str, object]]:
@@ -36,7 +39,7 @@ def events(out: io.StringIO) -> list[dict[str, object]]:
 def test_a_row_outcome_is_one_json_line_with_every_field() -> None:
     observer, out = json_logger()
 
-    observer.outcome(Outcome(ROW, Result.CREATED, 201, 1, 12.3456))
+    observer(Outcome(ROW, Result.CREATED, 201, 1, 12.3456))
 
     (event,) = events(out)
     assert event == {
@@ -62,8 +65,8 @@ def test_a_row_outcome_is_one_json_line_with_every_field() -> None:
 def test_failures_and_invalid_rows_are_warnings() -> None:
     observer, out = json_logger()
 
-    observer.outcome(Outcome(ROW, Result.FAILED, 404, 1, 1.0, "HTTP 404: playlist not found"))
-    observer.rejected(InvalidRow("in.csv", 9, "ts is missing", {}))
+    observer(Outcome(ROW, Result.FAILED, 404, 1, 1.0, "HTTP 404: playlist not found"))
+    observer(InvalidRow("in.csv", 9, "ts is missing", {}))
 
     failed, invalid = events(out)
     assert (failed["level"], failed["result"], failed["error"]) == (
@@ -90,7 +93,7 @@ def test_keys_are_redacted_wherever_they_appear(fmt: str) -> None:
     assert API_KEY not in text
     assert APP_KEY not in text
     assert json.dumps(APP_KEY)[1:-1] not in text  # nor in its escaped JSON form
-    assert text.count(logs.REDACTED) == 3
+    assert text.count(scrub.REDACTED) == 3
 
 
 def test_a_redacted_line_is_still_json() -> None:
@@ -100,8 +103,8 @@ def test_a_redacted_line_is_still_json() -> None:
     log.warning("row", headers={"DD-APPLICATION-KEY": APP_KEY}, keys=[APP_KEY])
 
     (event,) = events(out)
-    assert event["headers"] == {"DD-APPLICATION-KEY": logs.REDACTED}
-    assert event["keys"] == [logs.REDACTED]
+    assert event["headers"] == {"DD-APPLICATION-KEY": scrub.REDACTED}
+    assert event["keys"] == [scrub.REDACTED]
 
 
 @pytest.mark.parametrize("secret", ["a", "1", '"', "row"])
@@ -110,12 +113,12 @@ def test_a_key_that_occurs_in_the_syntax_keeps_the_line_whole(secret: str) -> No
     the line is still JSON with every field name, and the key is gone from the values."""
     observer, out = json_logger(secrets=(secret,))
 
-    observer.outcome(Outcome(ROW, Result.FAILED, 400, 1, 1.0, f"HTTP 400: bad {secret}"))
+    observer(Outcome(ROW, Result.FAILED, 400, 1, 1.0, f"HTTP 400: bad {secret}"))
 
     (event,) = events(out)
     assert set(event) >= {"event", "level", "result", "playlist_id", "session_id", "error"}
     assert event["playlist_id"] == 1001  # numbers are left alone
-    assert event["error"] == f"HTTP 400: bad {logs.REDACTED}"
+    assert event["error"] == f"HTTP 400: bad {scrub.REDACTED}"
 
 
 REAL_API_KEY = "0123456789abcdef" * 2
@@ -124,7 +127,7 @@ REAL_APP_KEY = "fedcba9876543210" * 2 + "01234567"
 """As long as a real application key (40 hex characters)."""
 QUOTE_KEY = "key'with-a-quote-0123456789"
 """Long, with a `'`, which `repr` escapes in a string that also holds a `"`."""
-R = logs.REDACTED
+R = scrub.REDACTED
 
 REDACTION_CASES = [
     pytest.param(
@@ -249,7 +252,7 @@ def test_what_a_json_line_shows_of_the_keys(
 
     event = json.loads(line)
     assert {name: event[name] for name in expected} == expected
-    assert not any(key in line for key in secrets if len(key) >= logs.LONG_SECRET_CHARS)
+    assert not any(key in line for key in secrets if len(key) >= scrub.LONG_SECRET_CHARS)
     assert set(event) == {*logged, "event", "level", "timestamp"}  # field names as logged
 
 
@@ -265,7 +268,7 @@ def test_what_a_console_line_shows_of_the_keys(
         else:  # a string is written as it is, or as `repr` when it holds quotes or spaces
             assert f" {name}={value}" in line or f" {name}={value!r}" in line, name
     assert line.count(R) == sum(str(value).count(R) for value in expected.values())
-    assert not any(key in line for key in secrets if len(key) >= logs.LONG_SECRET_CHARS)
+    assert not any(key in line for key in secrets if len(key) >= scrub.LONG_SECRET_CHARS)
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
@@ -274,10 +277,10 @@ def test_a_row_line_with_one_letter_keys_keeps_its_words(fmt: str) -> None:
     log = logs.configure(fmt=fmt, secrets=("x", "y"), stream=out)
     row = Row(1001, ROW.session_id, ROW.ts, "rum", "in/mixed_bad_rows.csv", 7)
 
-    logs.LogObserver(log).outcome(Outcome(row, Result.ALREADY_PRESENT, 200, 1, 1.0))
+    LogSink(log)(Outcome(row, Result.ALREADY_PRESENT, 200, 1, 1.0))
 
     text = out.getvalue()
-    assert logs.REDACTED not in text
+    assert scrub.REDACTED not in text
     if fmt == "json":
         (event,) = events(out)
         assert (event["result"], event["source"]) == ("already_present", row.source)
@@ -288,16 +291,16 @@ def test_a_row_line_with_one_letter_keys_keeps_its_words(fmt: str) -> None:
 
 
 def test_an_empty_key_finds_and_replaces_nothing() -> None:
-    redactor = logs.Redactor(["", ""], lambda secret: (secret,))
+    scrubber = scrub.Scrubber(["", ""])
 
-    assert not redactor.found("any line")
-    assert redactor.scrub("any line") == "any line"
+    assert not scrubber.finder(lambda shape: (shape,)).found("any line")
+    assert scrubber.value("any line") == "any line"
 
 
 def test_no_secrets_means_nothing_is_replaced() -> None:
     observer, out = json_logger(secrets=("",))
 
-    observer.outcome(Outcome(ROW, Result.ALREADY_PRESENT, 200, 2, 1.0))
+    observer(Outcome(ROW, Result.ALREADY_PRESENT, 200, 2, 1.0))
 
     assert events(out)[0]["result"] == "already_present"
 
@@ -333,7 +336,7 @@ def test_console_lines_are_readable() -> None:
     out = io.StringIO()
     log = logs.configure(fmt="console", secrets=(), stream=out)
 
-    logs.LogObserver(log).outcome(Outcome(ROW, Result.CREATED, 201, 1, 1.0))
+    LogSink(log)(Outcome(ROW, Result.CREATED, 201, 1, 1.0))
 
     assert "row" in out.getvalue()
     assert "result=created" in out.getvalue()
@@ -413,5 +416,58 @@ async def test_a_run_with_one_letter_keys_logs_every_word_whole(
     assert {event["result"] for event in done.events("row")} == {"already_present"}
     lines = [*done.events("row"), *done.events("invalid_row")]
     assert {event["source"] for event in lines} == {str(path)}
-    assert logs.REDACTED not in done.stderr  # no word in this run is a key
+    assert scrub.REDACTED not in done.stderr  # no word in this run is a key
     assert not {"x", "y"} & {str(v) for event in done.events() for v in event.values()}
+
+
+def closed_pipe() -> int:
+    """The writing end of a pipe whose reader is gone: every write fails with EPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_log_into_a_closed_pipe_falls_silent_instead_of_raising(fmt: str) -> None:
+    write = closed_pipe()
+    with open(write, "w", encoding="utf-8") as stream:
+        log = logs.configure(fmt=fmt, secrets=(), stream=stream)
+
+        log.warning("first", detail="nobody reads this")
+        log.warning("second")
+
+        os.write(stream.fileno(), b"to the null device now")  # EPIPE no more
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+async def test_a_run_whose_stderr_is_gone_still_writes_its_report(
+    make_sandbox: Callable[..., Awaitable[Sandbox]], tmp_path: Path, fmt: str
+) -> None:
+    """As after SIGHUP (EIO) or `2>&1 | head` (EPIPE): the log cannot be written, and the
+    run goes on to the end, its report included."""
+    sandbox = await make_sandbox()
+    path = write_csv(tmp_path / "in.csv", rows(5))
+    report = tmp_path / "report.json"
+    write = closed_pipe()
+    args = ("run", str(path), "--base-url", sandbox.base_url, "--no-journal", "--log-format", fmt)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker",
+            *args,
+            "--report",
+            str(report),
+            cwd=ROOT,
+            env=clean_env(KEYS),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=write,
+        )
+    finally:
+        os.close(write)
+    code = await asyncio.wait_for(process.wait(), 60)
+
+    assert code == 0
+    assert json.loads(report.read_text())["created"] == 5
+    assert len(sandbox.store) == 5

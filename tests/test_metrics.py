@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from worker.metrics import Destination, StatsdMetrics, destination_from, statsd_from
+from worker.events import Answered, Ended
+from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome, Result, Row
 
 
@@ -38,15 +40,15 @@ def parse(line: str) -> Datagram:
 
 def drive(metrics: StatsdMetrics) -> None:
     row = Row(playlist_id=42, session_id="s-1", ts=0, data_source="rum", source="in.csv", line=2)
-    metrics.outcome(Outcome(row, Result.CREATED, http_status=201, attempts=1))
-    metrics.outcome(Outcome(row, Result.CREATED, http_status=201, attempts=2))
-    metrics.outcome(Outcome(row, Result.FAILED, http_status=400, attempts=1))
-    metrics.rejected(InvalidRow(source="in.csv", line=3, reason="no session_id", fields={}))
-    metrics.response(201, 12.5, retry=False)
-    metrics.response(429, 30.0, retry=False)
-    metrics.response(None, 5.0, retry=True)
-    metrics.paused(2.5, "rate-limit window spent; waiting for it to reset")
-    metrics.close()
+    metrics(Outcome(row, Result.CREATED, http_status=201, attempts=1))
+    metrics(Outcome(row, Result.CREATED, http_status=201, attempts=2))
+    metrics(Outcome(row, Result.FAILED, http_status=400, attempts=1))
+    metrics(InvalidRow(source="in.csv", line=3, reason="no session_id", fields={}))
+    metrics(Answered(201, False, 12.5, retry=False))
+    metrics(Answered(429, True, 30.0, retry=False))
+    metrics(Answered(None, False, 5.0, retry=True))
+    metrics(Pause(2.5, 2.5, "rate-limit window spent; waiting for it to reset", "sessions"))
+    metrics(Ended({}))
 
 
 Series = tuple[str, frozenset[str]]

@@ -35,13 +35,14 @@ from support import (
 )
 from test_sandbox import FakeClock
 
-from worker.pacer import (
-    GUARD_S,
-    Pacer,
-    RateLimitHeaders,
-    parse_rate_limit_headers,
+from worker.answers import (
+    Answer,
+    RateLimit,
+    meaning_of,
+    parse_rate_limit,
     parse_retry_after,
 )
+from worker.pacer import GUARD_S, Pacer, Pause
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
@@ -285,26 +286,24 @@ async def test_rate_is_a_ceiling_on_every_second(make_sandbox: MakeSandbox, tmp_
                 "X-RateLimit-Reset": "1",
                 "X-RateLimit-Name": "rum",
             },
-            RateLimitHeaders(100, 2.0, 0, 1.0),
+            RateLimit(100, 2.0, 0, 1.0, "rum"),
         ),
-        ({"X-RateLimit-Remaining": "7"}, RateLimitHeaders(None, None, 7, None)),
+        ({"X-RateLimit-Remaining": "7"}, RateLimit(None, None, 7, None)),
         (
             {"X-RateLimit-Limit": "lots", "X-RateLimit-Period": "-2", "X-RateLimit-Reset": "nan"},
             None,
         ),
         (
             {"X-RateLimit-Limit": "0", "X-RateLimit-Reset": "3"},
-            RateLimitHeaders(None, None, None, 3.0),
+            RateLimit(None, None, None, 3.0),
         ),
         ({"Retry-After": "3"}, None),
         ({}, None),
     ],
     ids=["all", "remaining-only", "garbage", "zero-limit", "retry-after-only", "none"],
 )
-def test_parse_rate_limit_headers(
-    headers: dict[str, str], expected: RateLimitHeaders | None
-) -> None:
-    assert parse_rate_limit_headers(headers) == expected
+def test_parse_rate_limit_headers(headers: dict[str, str], expected: RateLimit | None) -> None:
+    assert parse_rate_limit(headers) == expected
 
 
 NOW = 1_800_000_000.0
@@ -332,36 +331,52 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=lambda: NOW) == expected
 
 
+PUTS = "playlist_sessions"
+SEARCH = "rum_search"
+
+
 @dataclass
 class Harness:
     pacer: Pacer
     clock: FakeClock
-    pauses: list[tuple[float, str]]
+    notices: list[Pause]
+
+    @property
+    def pauses(self) -> list[tuple[float, str]]:
+        return [(notice.pause_s, notice.reason) for notice in self.notices]
 
 
 @pytest.fixture
 def harness() -> Harness:
     """A Pacer on a fake clock (one for both monotonic and wall time), recording pauses."""
     clock = FakeClock(NOW + 0.25)
-    pauses: list[tuple[float, str]] = []
+    notices: list[Pause] = []
     pacer = Pacer(
         rate=None,
-        on_pause=lambda s, r: pauses.append((s, r)),
+        on_pause=notices.append,
         clock=clock,
         wall=clock,
         rng=random.Random(3),
     )
-    return Harness(pacer, clock, pauses)
+    return Harness(pacer, clock, notices)
 
 
-def limit_headers(remaining: int, reset: float, limit: int = 10) -> RateLimitHeaders:
-    return RateLimitHeaders(limit, 1.0, remaining, reset)
+def limit_headers(
+    remaining: int, reset: float, limit: int = 10, name: str | None = None
+) -> RateLimit:
+    return RateLimit(limit, 1.0, remaining, reset, name)
+
+
+def answer(
+    status: int, rate_limit: RateLimit | None = None, retry_after: float | None = None
+) -> Answer:
+    return Answer(meaning_of(status), status, 1.0, rate_limit=rate_limit, retry_after_s=retry_after)
 
 
 async def test_a_retry_after_date_pauses_everyone_until_then(harness: Harness) -> None:
-    ticket = await harness.pacer.acquire()
+    ticket = await harness.pacer.acquire(PUTS)
     retry_after = parse_retry_after(http_date(30), now=harness.clock)
-    harness.pacer.settle(ticket, 429, None, retry_after)
+    harness.pacer.settle(ticket, answer(429, None, retry_after))
 
     assert harness.pauses == [(pytest.approx(29.75), "429: waiting Retry-After")]
 
@@ -369,8 +384,8 @@ async def test_a_retry_after_date_pauses_everyone_until_then(harness: Harness) -
 async def test_bare_429s_back_off_exponentially_with_jitter(harness: Harness) -> None:
     ceilings = []
     for status in (429, 429, 429, 201, 429):
-        ticket = await harness.pacer.acquire()
-        harness.pacer.settle(ticket, status, None, None)
+        ticket = await harness.pacer.acquire(PUTS)
+        harness.pacer.settle(ticket, answer(status))
         if status == 429:
             seconds, reason = harness.pauses[-1]
             assert reason == "429 without rate-limit headers: backing off"
@@ -384,11 +399,11 @@ async def test_bare_429s_back_off_exponentially_with_jitter(harness: Harness) ->
 
 async def test_bare_429s_to_requests_sent_together_are_one_refusal(harness: Harness) -> None:
     pacer = harness.pacer
-    pacer.settle(await pacer.acquire(), 201, None, None)  # the probe: no limits to learn
-    burst = [await pacer.acquire() for _ in range(8)]
+    pacer.settle(await pacer.acquire(PUTS), answer(201))  # the probe: no limits to learn
+    burst = [await pacer.acquire(PUTS) for _ in range(8)]
 
     for ticket in burst:
-        pacer.settle(ticket, 429, None, None)
+        pacer.settle(ticket, answer(429))
 
     ((seconds, _),) = harness.pauses
     assert 0 <= seconds <= 1, "the backoff did not grow with each request of the burst"
@@ -396,27 +411,27 @@ async def test_bare_429s_to_requests_sent_together_are_one_refusal(harness: Harn
 
 async def test_after_a_429_one_probe_goes_before_the_rest(harness: Harness) -> None:
     pacer, clock = harness.pacer, harness.clock
-    ticket = await pacer.acquire()
-    pacer.settle(ticket, 429, limit_headers(0, 1), None)
+    ticket = await pacer.acquire(PUTS)
+    pacer.settle(ticket, answer(429, limit_headers(0, 1)))
     assert [reason for _, reason in harness.pauses] == [
         "429: waiting for the rate-limit window to reset"
     ]
     clock.now = NOW + 1 + GUARD_S  # the next window
 
-    probe = await pacer.acquire()
-    follower = asyncio.create_task(pacer.acquire())
+    probe = await pacer.acquire(PUTS)
+    follower = asyncio.create_task(pacer.acquire(PUTS))
     for _ in range(5):
         await asyncio.sleep(0)
     assert not follower.done(), "held until the probe's answer"
 
     clock.now += 0.5  # past the spacing the window's budget asks for
-    pacer.settle(probe, 201, limit_headers(9, 1), None)
+    pacer.settle(probe, answer(201, limit_headers(9, 1)))
     await asyncio.wait_for(follower, timeout=5)
 
 
 async def test_a_429_with_headers_waits_for_the_calendar_boundary(harness: Harness) -> None:
-    ticket = await harness.pacer.acquire()
-    harness.pacer.settle(ticket, 429, limit_headers(0, reset=0), None)  # Reset rounded down
+    ticket = await harness.pacer.acquire(PUTS)
+    harness.pacer.settle(ticket, answer(429, limit_headers(0, reset=0)))  # Reset rounded down
 
     ((seconds, reason),) = harness.pauses
     assert seconds == pytest.approx(0.75 + GUARD_S)
@@ -425,10 +440,137 @@ async def test_a_429_with_headers_waits_for_the_calendar_boundary(harness: Harne
 
 async def test_a_429_from_a_window_already_over_costs_no_pause(harness: Harness) -> None:
     harness.clock.now = NOW + 0.99
-    ticket = await harness.pacer.acquire()
+    ticket = await harness.pacer.acquire(PUTS)
     harness.clock.now = NOW + 1.01  # answered after the boundary
 
-    harness.pacer.settle(ticket, 429, limit_headers(0, reset=1), None)
+    harness.pacer.settle(ticket, answer(429, limit_headers(0, reset=1)))
 
     assert harness.pauses == []
-    await asyncio.wait_for(harness.pacer.acquire(), timeout=5)  # the probe goes at once
+    await asyncio.wait_for(harness.pacer.acquire(PUTS), timeout=5)  # the probe goes at once
+
+
+# --- bounds on pauses, the time actually paused, one budget per limit -------------------
+
+
+def far_reset(remaining: int = 0, reset: float = 999_999, name: str | None = None) -> RateLimit:
+    """Headers with no period, so nothing but the pause cap bounds the Reset."""
+    return RateLimit(None, None, remaining, reset, name)
+
+
+@pytest.mark.parametrize(
+    ("rate_limit", "retry_after", "asked"),
+    [
+        (far_reset(), None, 999_999),
+        (None, 86_400.0, 86_400),
+        (
+            None,
+            parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT", now=lambda: NOW),
+            datetime(2100, 1, 1, tzinfo=UTC).timestamp() - NOW,
+        ),
+    ],
+    ids=["reset-999999", "retry-after-a-day", "retry-after-2100"],
+)
+async def test_a_pause_is_capped_and_says_what_was_asked(
+    harness: Harness, rate_limit: RateLimit | None, retry_after: float | None, asked: float
+) -> None:
+    ticket = await harness.pacer.acquire(PUTS)
+    harness.pacer.settle(ticket, answer(429, rate_limit, retry_after))
+
+    (notice,) = harness.notices
+    assert notice.asked_s == pytest.approx(asked, abs=1)
+    assert notice.pause_s == DEFAULT_MAX_PAUSE_S
+    assert notice.family == PUTS
+    harness.clock.now += DEFAULT_MAX_PAUSE_S
+    probe = await asyncio.wait_for(harness.pacer.acquire(PUTS), timeout=5)  # then one probe
+    assert probe.seq == 2
+
+
+async def test_a_reset_beyond_the_announced_period_is_not_believed(harness: Harness) -> None:
+    ticket = await harness.pacer.acquire(PUTS)
+    harness.pacer.settle(ticket, answer(429, limit_headers(0, reset=999_999)))  # period 1 s
+
+    ((seconds, _),) = harness.pauses
+    assert seconds <= 2 + GUARD_S
+
+
+async def test_a_spent_window_that_ends_too_far_away_is_waited_at_most_the_cap(
+    harness: Harness,
+) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(PUTS), answer(201, far_reset(remaining=0)))
+
+    assert pacer.try_acquire(PUTS) is None
+    (notice,) = harness.notices
+    assert (notice.asked_s, notice.pause_s) == (pytest.approx(999_999 + GUARD_S), 300.0)
+    assert notice.reason == "rate-limit window spent; waiting for it to reset"
+    harness.clock.now += DEFAULT_MAX_PAUSE_S
+    assert pacer.try_acquire(PUTS) is not None, "the pause is over: a probe goes"
+    assert pacer.try_acquire(PUTS) is None, "and only the probe, until it is answered"
+
+
+async def test_paused_s_is_the_time_actually_spent_paused(harness: Harness) -> None:
+    pacer, clock = harness.pacer, harness.clock
+    pacer.settle(await pacer.acquire(PUTS), answer(429, None, 60.0))
+
+    clock.now += 3  # the run stops 3 s into a pause of 60
+    assert pacer.paused_s == pytest.approx(3)
+    clock.now += 100
+    assert pacer.paused_s == pytest.approx(60)
+
+    pacer.settle(await pacer.acquire(PUTS), answer(429, None, 1e308))  # bounded, then capped
+    clock.now += 10_000
+    assert pacer.paused_s == pytest.approx(60 + DEFAULT_MAX_PAUSE_S)
+
+
+async def test_overlapping_pauses_of_two_limits_count_once(harness: Harness) -> None:
+    pacer, clock = harness.pacer, harness.clock
+    puts, search = await pacer.acquire(PUTS), await pacer.acquire(SEARCH)
+    pacer.settle(puts, answer(429, None, 10.0))
+    clock.now += 5
+    pacer.settle(search, answer(429, None, 10.0))  # from 5 s to 15 s
+
+    clock.now += 100
+    assert pacer.paused_s == pytest.approx(15)
+
+
+def named(name: str, remaining: int = 1000) -> RateLimit:
+    """Far from the limit: no spacing to wait for (which the fake clock would never end)."""
+    return limit_headers(remaining, reset=1, limit=1000, name=name)
+
+
+async def test_a_429_on_one_limit_never_holds_another(harness: Harness) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(PUTS), answer(201, named("playlists")))
+    pacer.settle(await pacer.acquire(SEARCH), answer(201, named("rum-search")))
+
+    pacer.settle(await pacer.acquire(SEARCH), answer(429, named("rum-search", 0)))
+
+    assert [notice.family for notice in harness.notices] == [SEARCH]
+    assert pacer.try_acquire(SEARCH) is None, "the search waits for its window"
+    assert pacer.try_acquire(PUTS) is not None, "the PUTs go on"
+
+
+async def test_families_whose_answers_name_one_limit_share_its_budget(harness: Harness) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(PUTS), answer(201, named("playlists")))
+    pacer.settle(await pacer.acquire("playlists"), answer(201, named("playlists")))
+
+    pacer.settle(await pacer.acquire(PUTS), answer(429, named("playlists", 0)))
+
+    assert pacer.try_acquire("playlists") is None, "one limit, one pause"
+
+
+async def test_a_family_waiting_when_its_limit_is_named_moves_to_that_budget(
+    harness: Harness,
+) -> None:
+    pacer = harness.pacer
+    pacer.settle(await pacer.acquire(PUTS), answer(201, named("playlists")))
+    probe = await pacer.acquire("playlists")  # its own provisional budget: one probe at once
+    waiting = asyncio.create_task(pacer.acquire("playlists"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+
+    pacer.settle(probe, answer(201, named("playlists")))
+    ticket = await asyncio.wait_for(waiting, timeout=5)
+
+    assert ticket.budget is (await pacer.acquire(PUTS)).budget

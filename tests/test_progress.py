@@ -379,11 +379,11 @@ def account(report: Report, items: list[Row | InvalidRow]) -> None:
     line skipped (done by an earlier run), as the report counts them."""
     for item in items:
         if isinstance(item, InvalidRow):
-            report.rejected(item)
+            report(item)
         elif item.line % 10 == 0:
-            report.outcome(Outcome(item, Result.SKIPPED))
+            report(Outcome(item, Result.SKIPPED))
         else:
-            report.outcome(Outcome(item, Result.CREATED, 201))
+            report(Outcome(item, Result.CREATED, 201))
 
 
 @pytest.mark.parametrize("make", INPUTS.values(), ids=INPUTS.keys())

@@ -24,7 +24,6 @@ from worker.terminal import (
     exit_reason,
     next_steps,
     render_summary,
-    shown_url,
     start_line,
 )
 
@@ -117,10 +116,13 @@ def test_the_start_line_says_what_will_happen_and_names_nothing_empty(
 
 
 def test_a_password_in_a_url_is_never_shown() -> None:
-    assert shown_url("http://user:s3cret@proxy:3128/") == "http://user:***@proxy:3128/"
-    assert "s3cret" not in start_line(
-        RunStart(target="https://user:s3cret@api.example", inputs=["a.csv"])
-    )
+    url = "https://user:s3cret@api.example"
+    line = start_line(RunStart(target=url, inputs=["a.csv"]))
+    assert "https://user:***@api.example" in line
+    context = SummaryContext(repeated_options=["--base-url", url], dead_letter="d.ndjson")
+    (retry,) = commands(next_steps({**REPORT, "invalid": 0}, context))
+    assert "s3cret" not in retry
+    assert retry.endswith("--base-url 'https://user:***@api.example'")  # quoted: `*`
 
 
 # --- why the exit status is what it is, and what to do next ----------------------------

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
+from worker.exits import EXIT_CANNOT_START, EXIT_OK, EXIT_ROWS_FAILED
 from worker.reader import InputError, Readable, ReaderOptions, open_inputs
-from worker.report import EXIT_CANNOT_START, EXIT_OK, EXIT_ROWS_FAILED
 from worker.rows import InvalidRow
 
 

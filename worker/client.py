@@ -1,120 +1,148 @@
-"""One HTTP attempt to add a session to a playlist, and what its answer means.
+"""The HTTP side of every call: send one `Request`, get back one `Answer`.
 
-The client knows the endpoint's shape and how to read Datadog's answers; it knows
-nothing of retries or pacing. Each attempt becomes a `Reply` whose `kind` tells the
-worker what to do next.
+The client knows how to reach the API and read its answers safely; it knows nothing of
+retries or pacing. What it guarantees for every call, now or later, because every call
+goes through `send`:
+
+* no redirect is ever followed (the keys would go along to whatever `Location` names):
+  a 3xx is a FATAL answer naming the origin it pointed to;
+* no body is read past its request's `body_cap`, compressed or not: bodies are decoded
+  here, a chunk at a time with a bounded inflater, so a gzip bomb costs what its cap
+  allows and memory stays flat whatever a server sends;
+* the route (direct, or the proxy `worker.config.check_transport` chose) is decided
+  before the first request, so the keys go over plain http to loopback only;
+* every text in an answer is scrubbed of the keys (`worker.answers`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
-import re
 import ssl
 import time
-from dataclasses import dataclass
+import zlib
 from types import TracebackType
-from urllib.parse import quote
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
+from aiohttp import encode_basic_auth
+from multidict import istr
 from yarl import URL
 
 from worker import __version__
-from worker.config import ConfigError, Credentials
-from worker.pacer import RateLimitHeaders, parse_rate_limit_headers, parse_retry_after
-from worker.rows import Row
+from worker.answers import Answer, AnswerReader, Meaning
+from worker.api import Request, segment
+from worker.config import ConfigError, Credentials, Route
+from worker.scrub import Scrubber
 
 try:  # optional speed-up (the `fast` extra)
-    from orjson import loads as _loads
+    import orjson
+
+    def _dumps(value: object) -> bytes:
+        return orjson.dumps(value)
+
 except ImportError:  # pragma: no cover
-    from json import loads as _loads  # type: ignore[assignment]
+    import json
+
+    def _dumps(value: object) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
 
 USER_AGENT = f"rum-playlist-ingest/{__version__} (+aiohttp/{aiohttp.__version__})"
-PATH = "/api/v2/rum/replay/playlists/{playlist_id}/sessions/{session_id}"
-RETRYABLE_STATUSES = frozenset({408, 425, 429})
-KEY_STATUSES = frozenset({401, 403})
+READ_CHUNK = 64 * 1024
+"""Bytes read from the connection at a time when the length is not known beforehand."""
+ERROR_BODY_CAP = 64 * 1024
+"""What is read of an error's body at most, whatever its request's cap: only its start
+becomes the error text, and the status alone says what the error means."""
+_IDENTITY = frozenset({"", "identity"})
+_INFLATED = frozenset({"gzip", "x-gzip", "deflate"})
+_AUTO_HEADER = zlib.MAX_WBITS | 32
+"""zlib's window bits for a body with either a gzip or a zlib header, detected."""
+_CONTENT_ENCODING = istr("Content-Encoding")
+_JSON = {"Content-Type": "application/json"}
 
 
-class Kind(enum.Enum):
-    """What an answer means for the row that caused it."""
-
-    ADDED = "added"  # 201 or 200: the session is in the playlist
-    RATE_LIMITED = "rate_limited"  # 429: wait, then send again; never the row's failure
-    RETRYABLE = "retryable"  # 408, 425, 5xx, connection errors, timeouts
-    ROW_FAILED = "row_failed"  # any other 4xx: this row will not succeed as it is
-    KEYS_REFUSED = "keys_refused"  # 401, 403: the keys, not the row, are at fault
-    FATAL = "fatal"  # the run cannot work at all (TLS verification failed)
+def url_for(base_url: str, request: Request) -> URL:
+    """The request's URL; the path is already encoded, each query key and value is
+    percent-encoded here with no safe characters."""
+    url = base_url + request.path
+    if request.query:
+        url += "?" + "&".join(f"{segment(k)}={segment(v)}" for k, v in request.query)
+    return URL(url, encoded=True)
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    kind: Kind
-    status: int | None
-    latency_ms: float
-    error: str | None = None
-    rate_limit: RateLimitHeaders | None = None
-    retry_after: float | None = None
-    body_problem: str | None = None  # a 2xx whose body was not the documented JSON
-    maybe_applied: bool = False
-    """A retryable failure after the request may have reached the API (a 5xx, a dropped
-    connection, a timeout): a later 200 may be this attempt's doing."""
+def _too_large(cap: int) -> str:
+    return f"answer larger than {cap} bytes, not read (see worker.api for the caps)"
 
 
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
-"""What `quote(..., safe="")` leaves as it is."""
+async def _read_raw(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, bool]:
+    """At most `cap` bytes of a body of unknown length, and whether that was all of it."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = await content.read(min(READ_CHUNK, cap + 1 - total))
+        if not chunk:
+            return b"".join(chunks), True
+        total += len(chunk)
+        if total > cap:
+            chunks.append(chunk[: len(chunk) - (total - cap)])
+            return b"".join(chunks), False
+        chunks.append(chunk)
 
 
-def session_url(base_url: str, row: Row) -> URL:
-    """Each path parameter percent-encoded with no safe characters, so an id holding
-    `/`, `?`, `#` or `%` can never leave its own path segment."""
-    session_id = row.session_id
-    if not _UNRESERVED.fullmatch(session_id):  # a UUID needs no quoting: skip the work
-        session_id = quote(session_id, safe="")
-    path = PATH.format(playlist_id=row.playlist_id, session_id=session_id)
-    # data_source is one of two validated identifiers: nothing to quote.
-    return URL(f"{base_url}{path}?ts={row.ts}&data_source={row.data_source}", encoded=True)
+async def _inflate(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, str | None]:
+    """A gzip or deflate body (gzip members one after another too) inflated to at most
+    `cap` bytes, with what went wrong.
+
+    Both sides are bounded: the inflater never produces more than is still allowed
+    (`max_length`), and no more compressed bytes are taken than a body of `cap` bytes
+    could need (deflate never grows data by more than a fraction of a percent), so
+    neither a bomb nor an endless stream of empty blocks holds more than a chunk."""
+    inflater = zlib.decompressobj(_AUTO_HEADER)
+    wire_cap = cap + cap // 100 + 1024
+    parts: list[bytes] = []
+    produced = wire = 0
+    pending = b""
+    while True:
+        if not pending:
+            pending = await content.read(READ_CHUNK)
+            if not pending:
+                if inflater.eof:
+                    return b"".join(parts), None
+                return b"".join(parts), "the compressed answer ended before its end"
+            wire += len(pending)
+            if wire > wire_cap:
+                return b"".join(parts), _too_large(cap)
+        if inflater.eof:
+            inflater = zlib.decompressobj(_AUTO_HEADER)  # the next gzip member
+        try:
+            part = inflater.decompress(pending, cap + 1 - produced)
+        except zlib.error as exc:
+            return b"".join(parts), f"the compressed answer cannot be read ({exc})"
+        produced += len(part)
+        if produced > cap:  # `max_length` reached: more was there
+            return b"".join(parts), _too_large(cap)
+        parts.append(part)
+        pending = inflater.unused_data if inflater.eof else b""
 
 
-def classify_status(status: int) -> Kind:
-    if 200 <= status < 300:
-        return Kind.ADDED
-    if status == 429:
-        return Kind.RATE_LIMITED
-    if status in RETRYABLE_STATUSES or status >= 500:
-        return Kind.RETRYABLE
-    if status in KEY_STATUSES:
-        return Kind.KEYS_REFUSED
-    return Kind.ROW_FAILED
+async def read_body(
+    response: aiohttp.ClientResponse, cap: int, *, start_will_do: bool = False
+) -> tuple[bytes, str | None]:
+    """The body, decoded, with why it is not all there (None: it is). `start_will_do`:
+    the first `cap` bytes are of use even if there are more (an error's text).
 
-
-def error_text(body: bytes) -> str:
-    """Datadog's `{"errors": [...]}` joined, else the start of whatever came back."""
-    try:
-        parsed = _loads(body)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("errors"), list):
-        return "; ".join(str(e) for e in parsed["errors"])[:500]
-    text = body[:200].decode("utf-8", "replace").strip()
-    return text or "(empty body)"
-
-
-def _body_problem(body: bytes) -> str | None:
-    try:
-        parsed = _loads(body)
-    except ValueError:
-        return f"body is not JSON: {body[:80]!r}"
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("data"), dict):
-        return f"body has no 'data' object: {body[:80]!r}"
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out waiting for the server"
-    detail = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {detail}"[:300]
+    The common answer, a few hundred bytes with a Content-Length, is read in one call:
+    aiohttp's parser reads exactly that many bytes, no more."""
+    encoding = response.headers.get(_CONTENT_ENCODING, "").strip().lower()
+    if encoding in _IDENTITY:
+        length = response.content_length
+        if length is not None and length <= cap:
+            return await response.read(), None
+        if length is not None and not start_will_do:
+            return b"", _too_large(cap)
+        body, whole = await _read_raw(response.content, cap)
+        return body, None if whole else _too_large(cap)
+    if encoding in _INFLATED:
+        return await _inflate(response.content, cap)
+    return b"", f"an answer in an encoding that was not asked for ({encoding[:40]!r})"
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
@@ -131,48 +159,69 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
         ) from None
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the server"
+    detail = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {detail}"
+
+
 class Client:
     """One `aiohttp.ClientSession` for the whole run, with the keys in its headers.
 
-    Certificates are always verified; proxies come from HTTPS_PROXY / HTTP_PROXY /
-    NO_PROXY, as users of other HTTP tools expect. Every request goes to one host, so the
-    proxy is looked up once (`trust_env=True` would look it up, and read ~/.netrc, in a
-    thread for every request: most of the client's CPU).
-    """
+    Certificates are always verified. The route (`worker.config.check_transport`) says
+    whether a proxy carries the requests; the environment is not read again per request
+    (`trust_env` would, and read ~/.netrc, in a thread for every request: most of the
+    client's CPU)."""
 
     def __init__(
         self,
-        base_url: str,
+        route: Route,
         credentials: Credentials,
         *,
         concurrency: int,
         timeout_s: float,
         tls: ssl.SSLContext | bool = True,
     ) -> None:
-        self._base_url = base_url
+        self._base_url = route.base_url
         self._headers = {
             "DD-API-KEY": credentials.api_key.reveal(),
             "DD-APPLICATION-KEY": credentials.app_key.reveal(),
             "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",  # what `read_body` decodes, and no more
             "User-Agent": USER_AGENT,
         }
+        self._proxy: URL | None = None
+        self._proxy_headers: dict[str, str] | None = None  # for an https target's CONNECT
+        self._request_headers: dict[str, str] | None = None  # on each request itself
+        secrets = list(credentials.secrets())
+        if route.proxy is not None:
+            proxy = URL(route.proxy)
+            if proxy.user is not None:
+                # The proxy's password, and the header that carries it, are secrets too.
+                auth = {"Proxy-Authorization": encode_basic_auth(proxy.user, proxy.password or "")}
+                secrets += (proxy.password or "", auth["Proxy-Authorization"][len("Basic ") :])
+                if URL(route.base_url).scheme == "https":
+                    self._proxy_headers = auth
+                else:  # a plain-http proxy reads it from the request it forwards
+                    self._request_headers = auth
+            self._proxy = proxy.with_user(None)
+        self._json_headers = {**_JSON, **(self._request_headers or {})}
+        self._reader = AnswerReader(Scrubber(secrets), route.base_url)
         # `total` bounds everything, connecting and a server that never answers included.
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
         self._concurrency = concurrency
         self._ssl = tls
         self._session: aiohttp.ClientSession | None = None
-        self._proxy: URL | None = None
-        self._proxy_auth: aiohttp.BasicAuth | None = None
 
     async def __aenter__(self) -> Client:
         connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300, ssl=self._ssl)
-        with contextlib.suppress(LookupError):  # no proxy for this host
-            self._proxy, self._proxy_auth = get_env_proxy_for_url(URL(self._base_url))
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
             timeout=self._timeout,
             skip_auto_headers=("Content-Type",),
+            auto_decompress=False,  # `read_body` inflates, within the cap
         )
         # aiohttp silently resends an idempotent request once when a kept-alive connection
         # drops. The runner retries with backoff and counts every attempt; a hidden resend
@@ -189,47 +238,48 @@ class Client:
         if self._session is not None:
             await self._session.close()
 
-    async def add(self, row: Row) -> Reply:
-        """Send one PUT; never raises for what the network or the server does."""
+    async def send(self, request: Request) -> Answer:
+        """Send one request; never raises for what the network or the server does."""
         assert self._session is not None, "use the client as an async context manager"
         started = time.perf_counter()
+        body = request.body
         try:
-            async with self._session.put(
-                session_url(self._base_url, row), proxy=self._proxy, proxy_auth=self._proxy_auth
+            async with self._session.request(
+                request.method,
+                url_for(self._base_url, request),
+                data=None if body is None else _dumps(body),
+                headers=self._request_headers if body is None else self._json_headers,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
+                allow_redirects=False,
             ) as resp:
-                body = await resp.read()
                 status = resp.status
-                headers = resp.headers
+                if 200 <= status < 300:
+                    content, problem = await read_body(resp, request.body_cap)
+                else:
+                    cap = min(ERROR_BODY_CAP, request.body_cap)
+                    content, problem = await read_body(resp, cap, start_will_do=True)
+                if problem is not None:
+                    resp.close()  # the rest is never read: the connection cannot be reused
         except aiohttp.ClientConnectorCertificateError as exc:
-            return Reply(
-                Kind.FATAL,
-                None,
-                (time.perf_counter() - started) * 1000,
+            return self._reader.none(
                 f"TLS certificate verification failed ({exc.certificate_error}); "
                 "if a corporate proxy re-signs traffic, pass its CA with --ca-bundle",
+                (time.perf_counter() - started) * 1000,
+                meaning=Meaning.FATAL,
+                maybe_applied=False,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            return Reply(
-                Kind.RETRYABLE,
-                None,
-                (time.perf_counter() - started) * 1000,
+            return self._reader.none(
                 _describe(exc),
+                (time.perf_counter() - started) * 1000,
+                meaning=Meaning.RETRYABLE,
                 # Refused, unresolvable, TLS: never connected, so nothing was sent.
                 maybe_applied=not isinstance(exc, aiohttp.ClientConnectorError),
             )
         latency_ms = (time.perf_counter() - started) * 1000
-        kind = classify_status(status)
-        rate_limit = parse_rate_limit_headers(headers)
-        if kind is Kind.ADDED:
-            return Reply(
-                kind, status, latency_ms, rate_limit=rate_limit, body_problem=_body_problem(body)
-            )
-        return Reply(
-            kind,
-            status,
-            latency_ms,
-            error=f"HTTP {status}: {error_text(body)}",
-            rate_limit=rate_limit,
-            retry_after=parse_retry_after(headers.get("Retry-After")),
-            maybe_applied=status >= 500,
+        if problem is not None and 200 <= status < 300:
+            return self._reader.unreadable(status, resp.headers, latency_ms, problem)
+        return self._reader.http(
+            status, resp.headers, content, latency_ms, want_payload=request.want_payload
         )

@@ -6,6 +6,7 @@ stops the run with exit 2 and a message saying what to fix.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,14 @@ def base_url_for(site: str | None, base_url: str | None, environ: Mapping[str, s
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(
-                f"--base-url {base_url!r} is not an http(s) URL; give one like "
+                f"--base-url {redact_url(base_url)!r} is not an http(s) URL; give one like "
                 "https://api.datadoghq.eu or http://127.0.0.1:8126"
             )
         if parts.query or parts.fragment:
-            raise ConfigError(f"--base-url {base_url!r} must not carry a query or fragment")
+            raise ConfigError(
+                f"--base-url {redact_url(base_url)!r} must not carry a query or fragment"
+            )
+        _refuse_userinfo(base_url)
         return base_url.rstrip("/")
     chosen = (site or environ.get("DD_SITE") or DEFAULT_SITE).strip().lower()
     chosen = chosen.removeprefix("https://").removeprefix("app.").removeprefix("api.").rstrip("/")
@@ -128,3 +132,128 @@ def load_credentials(
     return Credentials(
         _checked(api, "API key", api_origin), _checked(app, "application key", app_origin)
     )
+
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+"""Host names that always mean this machine (RFC 6761), besides loopback addresses."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How requests reach the API: the base URL, and the proxy they go through (None:
+    directly). The proxy URL may hold `user:password`: show it only by `redact_url`."""
+
+    base_url: str
+    proxy: str | None = None
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its `user:password@` replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # an unreadable port, say: show nothing that could be a secret
+        return "(an unreadable URL)"
+    if password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hostinfo}").geturl()
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (bracketed or not, or as an IPv4-mapped address) and localhost."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def env_proxy(scheme: str, host: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy the environment names for `scheme`://`host`, as curl and urllib read it:
+    `https_proxy` / `HTTPS_PROXY` (or the http ones), lower case first, minus `NO_PROXY`."""
+    key = f"{scheme}_proxy"
+    proxy = environ.get(key) or environ.get(key.upper())
+    if not proxy:
+        return None
+    no_proxy = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    return None if _bypassed(host, no_proxy) else proxy
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether `NO_PROXY` exempts `host`: `*`, the host itself or a parent domain (with
+    or without a leading dot, a `:port` ignored), or a network (`10.0.0.0/8`) it is in."""
+    name = host.strip("[]").lower().rstrip(".")
+    return any(_exempts(entry.strip(), name) for entry in no_proxy.lower().split(","))
+
+
+def _exempts(entry: str, name: str) -> bool:
+    if entry == "*":
+        return True
+    if "/" in entry:
+        try:
+            return ipaddress.ip_address(name) in ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return False
+    if entry.startswith("[") and "]" in entry:
+        entry = entry[1 : entry.index("]")]
+    elif entry.count(":") == 1:
+        entry = entry.partition(":")[0]
+    domain = entry.strip(".")
+    return bool(domain) and (name == domain or name.endswith("." + domain))
+
+
+def _refuse_userinfo(base_url: str) -> None:
+    """A base URL is never shown with a password: none is taken in the first place."""
+    if "@" in urlsplit(base_url).netloc:
+        raise ConfigError(
+            f"--base-url {redact_url(base_url)!r} carries user:password; the keys travel in "
+            "headers, so give the URL without them"
+        )
+
+
+INSECURE_ADVICE = "use https://, or pass --allow-insecure-http if this network is yours to trust"
+
+
+def check_transport(
+    base_url: str, environ: Mapping[str, str], *, allow_insecure_http: bool = False
+) -> Route:
+    """The route to `base_url`, refused (ConfigError, exit 2) before anything is sent if
+    the keys would travel in clear where others may read them.
+
+    * https: verified TLS end to end, directly or through a proxy. An `http://` proxy is
+      fine there: it only tunnels (CONNECT) and sees the host and port, never the headers.
+    * http to a loopback host (127.0.0.0/8, ::1, localhost): the keys never leave the
+      machine. Always reached directly, whatever the environment's proxy says.
+    * http to anything else, directly or through a proxy (which would see every header):
+      refused unless `allow_insecure_http`.
+    """
+    parts = urlsplit(base_url)
+    try:
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"--base-url {redact_url(base_url)!r} has an unreadable port") from None
+    _refuse_userinfo(base_url)
+    if parts.scheme == "http" and is_loopback(host):
+        return Route(base_url)
+    proxy = env_proxy(parts.scheme, host, environ)
+    if proxy is not None:
+        proxy_parts = urlsplit(proxy)
+        if proxy_parts.scheme not in ("http", "https") or not proxy_parts.hostname:
+            raise ConfigError(
+                f"the proxy {redact_url(proxy)!r} (from {parts.scheme.upper()}_PROXY) is not an "
+                "http:// or https:// URL; fix it, or exclude this host with NO_PROXY"
+            )
+    if parts.scheme == "http" and not allow_insecure_http:
+        raise ConfigError(
+            f"--base-url {redact_url(base_url)!r} is plain http to a host that is not this "
+            f"machine: the keys would cross the network in clear; {INSECURE_ADVICE}"
+        )
+    return Route(base_url, proxy)

@@ -1,31 +1,32 @@
-"""`run`: wires the parts of one ingest together and turns how it ended into an exit code.
+"""`run`: wires the stages of one run together and turns how it ended into an exit code.
 
-Everything that can be wrong with the options, keys, inputs or journal is found here
-before the first request, so such a run exits 2 having sent nothing. Once requests flow,
-every row ends in the report, the journal and the logs, whether the run finishes, aborts
-or is interrupted.
+Everything that can be wrong with the options, keys, inputs or journal is found before
+the first request, so such a run exits 2 having sent nothing. Once requests flow, every
+row ends in the report, the journal and the logs, whether the run finishes, aborts or is
+interrupted.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
 import secrets
 import signal
-import ssl
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import structlog
 
 from worker import aio, logs
-from worker.client import Client, session_url, tls_context
-from worker.config import ConfigError, Credentials, Secret, base_url_for, load_credentials
+from worker.chunks import ThreadedChunks
+from worker.client import Client
+from worker.config import ConfigError, Credentials, Route, Secret, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
+from worker.deliver import Preview, Sender
+from worker.events import Ended, Event, Sink, fan_out
+from worker.exits import EXIT_CANNOT_START, Ending, exit_status
 from worker.journal import (
     JournalError,
     Ledger,
@@ -35,474 +36,461 @@ from worker.journal import (
     done_before,
     reading,
 )
-from worker.metrics import destination_from, statsd_from
+from worker.metrics import statsd_from
+from worker.operation import AddSession
 from worker.pacer import Pacer
+from worker.pipeline import Pipeline, Settings
 from worker.progress import live_console, make_progress
 from worker.reader import InputError, ReaderOptions, RowStream, open_inputs
-from worker.report import (
-    EXIT_ABORTED,
-    EXIT_CANNOT_START,
-    EXIT_OK,
-    EXIT_ROWS_FAILED,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
-    Report,
-    prepare_destination,
-)
-from worker.rows import DEFAULT_DATA_SOURCE, InvalidRow, Outcome, Result, Row
-from worker.runner import Fanout, RetryPolicy, Run, RunSettings, Stop
-from worker.sandbox import SandboxConfig, parse_rate_limit
-from worker.shard import Shard
+from worker.report import Report, write_report
+from worker.rowlog import LogSink
+from worker.rows import InvalidRow, Outcome, Result, Row
+from worker.settings import RunConfig, Target, Watch
+from worker.stop import Reason, StopState
 from worker.terminal import RunStart, SummaryContext, render_summary, start_line, terminal_console
 
 Logger = structlog.typing.FilteringBoundLogger
 
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything a run needs, resolved and checked before anything is sent."""
-
-    args: argparse.Namespace
-    reader: ReaderOptions
-    shard: Shard | None
-    base_url: str | None  # None: a sandbox started for this run
-    credentials: Credentials | None  # None: --dry-run or --sandbox
-    sandbox_rate_limit: tuple[int, float] | None
-    policy: RetryPolicy
-    journal_path: Path | None
-    tls: ssl.SSLContext | bool
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str]) -> Plan:
-        try:
-            destination_from(args.statsd, environ)  # a bad agent address exits 2 here
-            shard = Shard.parse(args.shard) if args.shard else None
-            sandbox_limit = (
-                parse_rate_limit(args.sandbox_rate_limit) if args.sandbox_rate_limit else None
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if sandbox_limit and not args.sandbox:
-            raise ConfigError("--sandbox-rate-limit applies only with --sandbox")
-        if args.sandbox and (args.base_url or args.site):
-            raise ConfigError("--sandbox sends to a local sandbox; drop --site/--base-url")
-        needs_keys = not (args.sandbox or args.dry_run)
-        base_url = None if args.sandbox else base_url_for(args.site, args.base_url, environ)
-        credentials = (
-            load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
-        )
-        journal_path = None
-        if not args.no_journal:  # a dry run reads it, to show what a run would skip
-            journal_path = Path(args.journal) if args.journal else default_journal_path(shard)
-        if args.report:
-            try:
-                prepare_destination(Path(args.report))
-            except OSError as exc:
-                raise ConfigError(
-                    f"--report {args.report}: cannot write a report there "
-                    f"({exc.strerror or exc}); name a file in a writable directory"
-                ) from None
-        return cls(
-            args=args,
-            reader=ReaderOptions(
-                fmt=args.format, default_data_source=args.data_source, ts_unit=args.ts_unit
-            ),
-            shard=shard,
-            base_url=base_url,
-            credentials=credentials,
-            sandbox_rate_limit=sandbox_limit,
-            policy=RetryPolicy(
-                max_attempts=args.max_attempts,
-                backoff_base_s=args.backoff_base,
-                backoff_cap_s=args.backoff_cap,
-                failure_window=args.abort_window,
-                failure_rate_to_abort=args.abort_failure_rate,
-                max_stall_s=args.max_stall,
-            ),
-            journal_path=journal_path,
-            tls=tls_context(args.ca_bundle),
-        )
-
-    def owns(self, item: Row | InvalidRow) -> bool:
-        if self.shard is None:
-            return True
-        if isinstance(item, Row):
-            return self.shard.owns(item.key)
-        return self.shard.owns_line(item.source, item.line)
-
-    def run_info(self, target: str) -> dict[str, object]:
-        """What the journal records of this run: the options, never the keys."""
-        options = {k: v for k, v in vars(self.args).items() if not k.endswith("_file")}
-        options.pop("handler", None)
-        return {"target": target, "inputs": list(self.args.inputs), "options": options}
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""A closed terminal or ssh session (SIGHUP) ends a run as gracefully as SIGTERM."""
 
 
-def ingest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    try:
-        plan = Plan.from_args(args, environ)
-    except ConfigError as exc:
-        # An event like every other exit 2, for log shippers. The keys are not known
-        # here, and the message names no key (only options, variables and paths).
-        logs.configure(fmt=args.log_format, secrets=()).error("cannot_start", error=str(exc))
-        return EXIT_CANNOT_START
-    secrets_ = plan.credentials.secrets() if plan.credentials else ()
-    log = logs.configure(fmt=args.log_format, secrets=secrets_)
-    with _signals_end_reading():
+def cannot_start(watch: Watch, message: str) -> int:
+    """An event like every other exit 2, for log shippers. The keys are not known here,
+    and the message names no key (only options, variables and paths)."""
+    logs.configure(fmt=watch.log_format, secrets=()).error("cannot_start", error=message)
+    return EXIT_CANNOT_START
+
+
+def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
+    credentials = config.target.credentials
+    log = logs.configure(
+        fmt=config.watch.log_format, secrets=credentials.secrets() if credentials else ()
+    )
+    with _signals_end_opening() as interrupted:
         try:
             # A shard's own rows only: the reader decides it, once per row.
-            stream = open_inputs(args.inputs, plan.reader, owns=plan.owns if plan.shard else None)
+            stream = open_inputs(
+                list(config.inputs), config.reader, owns=_owner(config) if config.shard else None
+            )
         except InputError as exc:
             log.error("cannot_start", error=str(exc))
             return EXIT_CANNOT_START
-        except Interrupted as stop:
-            return _finish_interrupted(plan, Report(), log, stop, "before the run started")
-        if args.dry_run:
-            with stream:
-                return _dry_run(plan, stream, log)
+    if interrupted:
+        signum = interrupted[0]
+        log.warning("interrupted", signal=signal.Signals(signum).name, detail="nothing was sent")
+        return _finish(config, Report(dry_run=config.dry_run), Ending(Reason.SIGNAL, signum), log)
     with stream:
-        return aio.run(_ingest(plan, stream, log, environ))
+        return aio.run(_run(config, stream, log, environ))
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM while reading outside the event loop (`_signals_end_reading`)."""
+def _owner(config: RunConfig) -> Callable[[Row | InvalidRow], bool]:
+    """Whether a row is this shard's: a valid row by its key, an invalid one by its
+    place in the input (it has no key), so that each is counted by one shard only."""
+    shard = config.shard
+    assert shard is not None
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+    def owns(item: Row | InvalidRow) -> bool:
+        if isinstance(item, Row):
+            return shard.owns(item.key)
+        return shard.owns_line(item.source, item.line)
+
+    return owns
 
 
 @contextlib.contextmanager
-def _signals_end_reading() -> Iterator[None]:
-    """Before the event loop takes the signals over, the inputs are checked, and a dry
-    run reads them all, without it: on a quiet standard input that read blocks. A signal
-    then ends the read with `Interrupted` (and a report), not with a traceback (SIGINT)
-    or a silent death (SIGTERM). Later signals are ignored while the report is written."""
+def _signals_end_opening() -> Iterator[list[int]]:
+    """Opening the inputs happens before the event loop takes the signals over, and may
+    block (a FIFO with no writer yet): a signal then ends it with no traceback (SIGINT)
+    and no silent death (SIGTERM, SIGHUP). The signal's number is yielded back."""
+    received: list[int] = []
+
+    class _Interrupted(Exception):
+        pass
 
     def interrupt(signum: int, _frame: object) -> None:
-        for each in (signal.SIGINT, signal.SIGTERM):
+        for each in SIGNALS:
             signal.signal(each, signal.SIG_IGN)
-        raise Interrupted(signum)
+        received.append(signum)
+        raise _Interrupted
 
-    before = {each: signal.signal(each, interrupt) for each in (signal.SIGINT, signal.SIGTERM)}
+    before = {each: signal.signal(each, interrupt) for each in SIGNALS}
     try:
-        yield
+        yield received
+    except _Interrupted:
+        pass
     finally:
         for each, handler in before.items():
             signal.signal(each, handler)
 
 
-def _finish_interrupted(
-    plan: Plan, report: Report, log: Logger, stop: Interrupted, when: str
-) -> int:
-    log.warning("interrupted", signal=str(stop), detail=f"{when}; nothing was sent")
-    report.finish(EXIT_SIGTERM if stop.signum == signal.SIGTERM else EXIT_SIGINT)
-    return _finish(plan, report, log)
-
-
-def _dry_run(plan: Plan, stream: RowStream, log: Logger) -> int:
-    """Validate, and print each request a real run would send now; send nothing.
-
-    Rows a real run would skip are skipped here too: repeats within the input, and rows
-    the journal holds as done for this target (read, never claimed or written). Rows
-    that would be sent count as not attempted."""
-    base_url = plan.base_url or "http://sandbox.invalid"
-    journal = None if plan.args.fresh else plan.journal_path
-    if not _tell_start(plan, base_url):
-        log.info(
-            "start",
-            target=base_url,
-            inputs=list(plan.args.inputs),
-            dry_run=True,
-            shard=str(plan.shard) if plan.shard else None,
-            journal=str(journal) if journal else None,
-        )
-    report = Report(dry_run=True)
-    observer = Fanout([report, logs.LogObserver(log)])
-    seen = MemoryLedger()  # as a run without a journal de-duplicates: in memory
-    out = sys.stdout
-    try:
-        with done_before(journal, base_url) as done:
-            for item in stream:
-                if isinstance(item, InvalidRow):
-                    observer.rejected(item)
-                elif not seen.admit(item) or done(item.key):
-                    observer.outcome(Outcome(item, Result.SKIPPED))
-                else:
-                    out.write(f"PUT {session_url(base_url, item)}\n")
-                    report.outcome(Outcome(item, Result.NOT_ATTEMPTED))
-    except JournalError as exc:
-        log.error("cannot_start", error=str(exc))
-        return EXIT_CANNOT_START
-    except Interrupted as stop:
-        return _finish_interrupted(plan, report, log, stop, "the dry run stopped reading")
-    report.finish(EXIT_ROWS_FAILED if report.invalid else EXIT_OK)
-    return _finish(plan, report, log)
-
-
 @contextlib.asynccontextmanager
-async def _target(plan: Plan) -> AsyncIterator[tuple[str, Credentials]]:
-    """The base URL and keys to use: the plan's, or a sandbox's started for this run."""
-    if plan.base_url is not None:
-        assert plan.credentials is not None
-        yield plan.base_url, plan.credentials
+async def _target(target: Target) -> AsyncIterator[tuple[Route, Credentials | None]]:
+    """The route and keys to use: the configuration's, or those of a sandbox started for
+    this run (imported for that case only: it is aiohttp's server side)."""
+    if target.route is not None:
+        yield target.route, target.credentials
         return
+    from worker.sandbox.app import Sandbox
+    from worker.sandbox.config import SandboxConfig
+
     api_key, app_key = secrets.token_hex(16), secrets.token_hex(16)
     config = SandboxConfig(api_key=api_key, app_key=app_key)
-    if plan.sandbox_rate_limit:
-        config = SandboxConfig(api_key=api_key, app_key=app_key, rate_limit=plan.sandbox_rate_limit)
-    from worker.sandbox.app import Sandbox  # the server side of aiohttp, for this case only
-
+    if target.sandbox_rate_limit:
+        config = SandboxConfig(
+            api_key=api_key, app_key=app_key, rate_limit=target.sandbox_rate_limit
+        )
     async with Sandbox(config) as sandbox:
-        yield sandbox.base_url, Credentials(Secret(api_key), Secret(app_key))
+        yield Route(sandbox.base_url), Credentials(Secret(api_key), Secret(app_key))
 
 
-def _open_ledger(plan: Plan, target: str) -> Ledger:
-    if plan.journal_path is None:
+def _open_ledger(config: RunConfig, target: str) -> Ledger:
+    if config.outputs.journal is None:
         return MemoryLedger()
+    run_info: dict[str, object] = {
+        "target": target,
+        "inputs": list(config.inputs),
+        "options": dict(config.recorded_options or {}),
+    }
     return SqliteJournal.open(
-        plan.journal_path, target=target, fresh=plan.args.fresh, run_info=plan.run_info(target)
+        config.outputs.journal, target=target, fresh=config.outputs.fresh, run_info=run_info
     )
 
 
-async def _ingest(plan: Plan, stream: RowStream, log: Logger, environ: Mapping[str, str]) -> int:
-    args = plan.args
-    report = Report()
-    async with _target(plan) as (base_url, credentials):
+def _journal_sink(ledger: Ledger, log: Logger) -> Sink:
+    """The journal as a sink: outcomes in, the final account at the end, after which a
+    journal that could not be written is said so (the run's figures stand)."""
+
+    def sink(event: Event) -> None:
+        if isinstance(event, Outcome):
+            ledger.outcome(event)
+        elif isinstance(event, Ended):
+            try:
+                ledger.close(dict(event.report))
+            except JournalError as exc:
+                log.error("journal_incomplete", error=str(exc))
+
+    return sink
+
+
+def _dead_letter_sink(dead_letter: DeadLetter, log: Logger) -> Sink:
+    def sink(event: Event) -> None:
+        if isinstance(event, Outcome):
+            dead_letter.outcome(event)
+        elif isinstance(event, Ended):
+            try:
+                dead_letter.close()
+            except DeadLetterError as exc:
+                log.error("dead_letter_incomplete", error=str(exc))
+
+    return sink
+
+
+async def _run(
+    config: RunConfig, stream: RowStream, log: Logger, environ: Mapping[str, str]
+) -> int:
+    report = Report(dry_run=config.dry_run)
+    stop = StopState()
+    received: list[int] = []
+    if config.dry_run:
+        await _preview(config, stream, log, report, stop, received)
+    else:
+        failed_to_start = await _send(config, stream, log, environ, report, stop, received)
+        if failed_to_start is not None:
+            return failed_to_start
+    ending = Ending(stop.reason, received[0] if received else None, report.unfinished)
+    if stop.reason is not None and stop.reason is not Reason.SIGNAL:
+        log.error(
+            "aborted",
+            reason=stop.reason.value,
+            cause=stop.cause,
+            detail=ADVICE.get(stop.reason),
+            not_attempted=report.not_attempted,
+        )
+    return _finish(config, report, ending, log)
+
+
+async def _preview(
+    config: RunConfig,
+    stream: RowStream,
+    log: Logger,
+    report: Report,
+    stop: StopState,
+    received: list[int],
+) -> None:
+    """The dry run: the same pipeline, with a send stage that prints each request a real
+    run would send now and sends nothing. Rows a real run would skip are skipped here
+    too: repeats, and rows the journal holds as done for this target (read, never claimed
+    or written)."""
+    base_url = config.target.route.base_url if config.target.route else "http://sandbox.invalid"
+    journal = None if config.outputs.fresh else config.outputs.journal
+    if not _tell_start(config, base_url, journal):
+        log.info("start", **_start_fields(config, base_url, journal, dry_run=True))
+    sink = fan_out([report, LogSink(log, quiet=True)])  # the requests go to stdout
+    seen = MemoryLedger()
+    try:
+        with done_before(journal, base_url) as done:
+            preview = Preview(AddSession(), base_url, sys.stdout)
+            pipeline = Pipeline(
+                ThreadedChunks(iter(stream)),
+                admit=lambda row: seen.admit(row) and not done(row.key),
+                deliver=preview.deliver,
+                sink=sink,
+                stop=stop,
+                settings=Settings(concurrency=1, grace_s=0.0),
+            )
+            with _signals(stop, received, log, 0.0):
+                await pipeline.run()
+    except JournalError as exc:
+        log.error("cannot_start", error=str(exc))
+        stop.request(Reason.JOURNAL, str(exc))
+    sink(Ended({}))
+
+
+async def _send(
+    config: RunConfig,
+    stream: RowStream,
+    log: Logger,
+    environ: Mapping[str, str],
+    report: Report,
+    stop: StopState,
+    received: list[int],
+) -> int | None:
+    """Send every row; None once done, or the exit status if the run could not start."""
+    async with _target(config.target) as (route, credentials):
+        assert credentials is not None
+        base_url = route.base_url
         try:
             dead_letter = (
-                DeadLetter(Path(args.dead_letter), args.inputs) if args.dead_letter else None
+                DeadLetter(config.outputs.dead_letter, config.inputs)
+                if config.outputs.dead_letter
+                else None
             )
-            ledger = _open_ledger(plan, base_url)
+            ledger = _open_ledger(config, base_url)
         except (JournalError, DeadLetterError) as exc:
             log.error("cannot_start", error=str(exc))
             return EXIT_CANNOT_START
-        tags = [f"shard:{plan.shard}"] if plan.shard else []
-        metrics = statsd_from(args.statsd, environ, tags=tags)
-        sinks = [o for o in (dead_letter, metrics) if o is not None]
+        tags = [f"shard:{config.shard}"] if config.shard else []
+        metrics = statsd_from(config.watch.statsd, environ, tags=tags)
         # With a live display the counts are on screen: log only what needs attention.
-        live = live_console(args.progress, sys.stderr) is not None
-        fanout = Fanout([ledger, report, logs.LogObserver(log, quiet=live), *sinks])
+        live = live_console(config.watch.progress, sys.stderr) is not None
+        sinks: list[Sink] = [_journal_sink(ledger, log), report, LogSink(log, quiet=live)]
+        if dead_letter is not None:
+            sinks.append(_dead_letter_sink(dead_letter, log))
+        if metrics is not None:
+            sinks.append(metrics)
+        sink = fan_out(sinks)
+        pace = config.pace
+        pacer = Pacer(rate=pace.rate, on_pause=sink)
         try:
-            await _execute(
-                plan,
-                stream,
-                log,
-                fanout=fanout,
-                ledger=ledger,
-                report=report,
-                base_url=base_url,
-                credentials=credentials,
+            if not _tell_start(config, base_url, config.outputs.journal):
+                log.info(
+                    "start",
+                    concurrency=pace.concurrency,
+                    **_start_fields(config, base_url, config.outputs.journal),
+                )
+            progress = make_progress(
+                report,
+                stream.reading,
+                enabled=config.watch.progress,
+                stream=sys.stderr,
+                logger=log,
+                interval_s=config.watch.progress_interval_s,
             )
+            async with Client(
+                route,
+                credentials,
+                concurrency=pace.concurrency,
+                timeout_s=pace.timeout_s,
+                tls=config.target.tls,
+            ) as client:
+                sender = Sender(
+                    AddSession(),
+                    client.send,
+                    pacer=pacer,
+                    policy=pace.policy,
+                    stop=stop,
+                    sink=sink,
+                    warn=lambda event, fields: log.warning(event, **fields),
+                )
+                pipeline = Pipeline(
+                    ThreadedChunks(iter(stream)),
+                    admit=ledger.admit,
+                    deliver=sender.deliver,
+                    sink=sink,
+                    stop=stop,
+                    settings=Settings(
+                        concurrency=pace.concurrency,
+                        grace_s=pace.grace_s,
+                        max_stall_s=pace.max_stall_s,
+                    ),
+                )
+                with _signals(stop, received, log, pace.grace_s):
+                    async with progress:
+                        # What start-up made (imports, configuration) lives as long as the
+                        # run: out of the collector's sight, it is not walked again and again.
+                        gc.freeze()
+                        try:
+                            await pipeline.run()
+                        finally:
+                            gc.unfreeze()
+        except BaseException:
+            stop.request(Reason.FATAL, "internal error")  # even so, the journal keeps all
+            raise
         finally:
-            # Even after a crash: flush what was confirmed, so a rerun knows it.
-            if report.exit_code is None:
-                report.finish(EXIT_ABORTED)
-            if metrics is not None:
-                metrics.close()
-            if dead_letter is not None:
-                try:
-                    dead_letter.close()
-                except DeadLetterError as exc:
-                    log.error("dead_letter_incomplete", error=str(exc))
-            try:
-                ledger.close(report.as_dict())
-            except JournalError as exc:
-                log.error("journal_incomplete", error=str(exc))
-    return _finish(plan, report, log)
+            report.paused_s = pacer.paused_s
+            _end_sinks(report, stop, received, sink)
+    return None
 
 
-async def _execute(
-    plan: Plan,
-    stream: RowStream,
-    log: Logger,
-    *,
-    fanout: Fanout,
-    ledger: Ledger,
-    report: Report,
-    base_url: str,
-    credentials: Credentials,
-) -> None:
-    """Send every row; the report is finished with the run's exit status."""
-    args = plan.args
-    if not _tell_start(plan, base_url):
-        log.info(
-            "start",
-            target=base_url,
-            inputs=list(args.inputs),
-            concurrency=args.concurrency,
-            shard=str(plan.shard) if plan.shard else None,
-            journal=str(plan.journal_path) if plan.journal_path else None,
-        )
-    progress = make_progress(
-        report,
-        stream.reading,
-        enabled=args.progress,
-        stream=sys.stderr,
-        logger=log,
-        interval_s=args.progress_interval,
-    )
-    async with Client(
-        base_url,
-        credentials,
-        concurrency=args.concurrency,
-        timeout_s=args.timeout,
-        tls=plan.tls,
-    ) as client:
-        run = Run(
-            iter(stream),
-            client=client,
-            pacer=Pacer(rate=args.rate, on_pause=fanout.paused),
-            ledger=ledger,
-            observer=fanout,
-            settings=RunSettings(args.concurrency, plan.policy, grace_s=args.grace),
-            warn=lambda event, fields: log.warning(event, **fields),
-        )
-        received: list[int] = []
-        with _signals(run, received, log, args.grace):
-            async with progress:
-                # What start-up made (imports, configuration) lives as long as the run: out
-                # of the collector's sight, it is not walked again every few hundred rows.
-                gc.freeze()
-                try:
-                    stop = await run.execute()
-                finally:
-                    gc.unfreeze()  # a process that runs again collects as before
-    code = _exit_code(stop, received, report)
-    if stop is not None and stop is not Stop.SIGNAL:
-        log.error(
-            "aborted",
-            reason=stop.value,
-            cause=run.cause,
-            detail=_ABORT_ADVICE.get(stop),
-            not_attempted=report.not_attempted,
-        )
-    report.finish(code)
+def _end_sinks(report: Report, stop: StopState, received: list[int], sink: Sink) -> None:
+    """The final account goes to every sink: the journal keeps it with the run."""
+    ending = Ending(stop.reason, received[0] if received else None, report.unfinished)
+    report.finish(exit_status(ending))
+    sink(Ended(report.as_dict()))
 
 
-_ABORT_ADVICE = {
-    Stop.KEYS_REFUSED: "check DD_API_KEY / DD_APP_KEY, the site (--site), and that the "
+def _start_fields(
+    config: RunConfig, target: str, journal: Path | None, *, dry_run: bool = False
+) -> dict[str, object]:
+    """What the start event says: only what is set."""
+    fields: dict[str, object] = {"target": redact_url(target), "inputs": list(config.inputs)}
+    if dry_run:
+        fields["dry_run"] = True
+    if config.shard is not None:
+        fields["shard"] = str(config.shard)
+    if journal is not None:
+        fields["journal"] = str(journal)
+    return fields
+
+
+ADVICE = {
+    Reason.KEYS_REFUSED: "check DD_API_KEY / DD_APP_KEY, the site (--site), and that the "
     "application key may write RUM playlists; rerun to resume",
-    Stop.SYSTEMIC: "nearly every request failed; see the errors above, fix the cause and "
+    Reason.SYSTEMIC: "nearly every request failed; see the errors above, fix the cause and "
     "rerun to resume (--abort-failure-rate tunes this)",
-    Stop.STALLED: "no row finished within --max-stall seconds; rerun later to resume",
-    Stop.FATAL: "the API cannot be reached as configured; see the error above",
+    Reason.STALLED: "no row finished within --max-stall seconds; rerun later to resume",
+    Reason.FATAL: "the API cannot be reached as configured; see the error above",
+    Reason.SOURCE: "the search could not go on; rerun the same command to resume",
 }
 
 
-def _exit_code(stop: Stop | None, received: list[int], report: Report) -> int:
-    if stop is Stop.SIGNAL:
-        return EXIT_SIGTERM if received and received[0] == signal.SIGTERM else EXIT_SIGINT
-    if stop in (Stop.INPUT, Stop.JOURNAL):
-        return EXIT_CANNOT_START
-    if stop is not None:
-        return EXIT_ABORTED
-    return report.exit_status()
-
-
 @contextlib.contextmanager
-def _signals(run: Run, received: list[int], log: Logger, grace_s: float) -> Iterator[None]:
-    """First SIGINT/SIGTERM: stop gracefully. Second: stop at once (still losing nothing
-    that was confirmed: outcomes already reached the journal)."""
+def _signals(stop: StopState, received: list[int], log: Logger, grace_s: float) -> Iterator[None]:
+    """First SIGINT/SIGTERM/SIGHUP: stop gracefully. Second: stop at once (still losing
+    nothing that was confirmed: outcomes already reached the journal)."""
     loop = asyncio.get_running_loop()
 
     def handle(signum: int) -> None:
         received.append(signum)
         name = signal.Signals(signum).name
-        if len(received) == 1:
-            log.warning(
-                "interrupted",
-                signal=name,
-                detail=f"stopped reading; requests in flight may finish within {grace_s:g} s "
-                "(--grace); signal again to stop at once",
+        if len(received) == 1 and stop.reason is None:
+            detail = (
+                f"stopped reading; requests in flight may finish within {grace_s:g} s "
+                "(--grace); signal again to stop at once"
             )
-            run.request_stop(Stop.SIGNAL)
         else:
-            log.warning("interrupted", signal=name, detail="stopping at once")
-            run.hurry()
+            detail = "stopping at once"
+        log.warning("interrupted", signal=name, detail=detail)
+        stop.interrupt(name)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in SIGNALS:
         loop.add_signal_handler(signum, handle, signum)
     try:
         yield
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in SIGNALS:
             loop.remove_signal_handler(signum)
 
 
-def _finish(plan: Plan, report: Report, log: Logger) -> int:
+def _finish(config: RunConfig, report: Report, ending: Ending, log: Logger) -> int:
     """Write the report and log the summary; the exit status, 1 at least if the report
     asked for could not be written (its directory was checked before the run, but a disk
     can fill up)."""
-    if plan.args.report:
+    if report.exit_code is None:
+        report.finish(exit_status(ending))
+    path = config.outputs.report
+    if path is not None:
         try:
-            report.write(Path(plan.args.report))
+            write_report(report.as_dict(), path)
         except OSError as exc:
             log.error(
                 "report_not_written",
-                path=plan.args.report,
+                path=str(path),
                 error=str(exc),
                 detail="the summary below holds the same figures",
             )
-            report.exit_code = max(report.exit_code or 0, EXIT_ROWS_FAILED)
-    console = terminal_console(plan.args.log_format, sys.stderr)
+            report.exit_code = exit_status(
+                Ending(ending.reason, ending.signum, ending.unfinished_rows, report_lost=True)
+            )
+    console = terminal_console(config.watch.log_format, sys.stderr)
     if console is None:
         log.info("summary", **report.as_dict())
     else:
-        render_summary(report.as_dict(), _summary_context(plan), console)
+        advice = ADVICE.get(ending.reason) if ending.reason is not None else None
+        render_summary(report.as_dict(), _summary_context(config, advice), console)
     assert report.exit_code is not None
     return report.exit_code
 
 
-def _tell_start(plan: Plan, target: str) -> bool:
+def _tell_start(config: RunConfig, target: str, journal: Path | None) -> bool:
     """The start line, on a terminal; False when the `start` event is to be logged."""
-    console = terminal_console(plan.args.log_format, sys.stderr)
+    console = terminal_console(config.watch.log_format, sys.stderr)
     if console is None:
         return False
-    journal = plan.journal_path
+    fresh = config.outputs.fresh
     start = RunStart(
         target=target,
-        inputs=plan.args.inputs,
-        sandbox=plan.args.sandbox,
-        shard=str(plan.shard) if plan.shard else None,
-        journal=journal,
-        done_rows=_done_rows(journal, target) if journal and not plan.args.fresh else None,
-        fresh=plan.args.fresh,
-        dry_run=plan.args.dry_run,
+        inputs=config.inputs,
+        sandbox=config.target.route is None,
+        shard=str(config.shard) if config.shard else None,
+        journal=config.outputs.journal,
+        done_rows=_done_rows(journal, target) if journal and not fresh else None,
+        fresh=fresh,
+        dry_run=config.dry_run,
     )
     console.print(start_line(start), soft_wrap=True)
     return True
 
 
-def _summary_context(plan: Plan) -> SummaryContext:
-    args = plan.args
-    repeated = ["--sandbox"] if args.sandbox else []
-    for option, value in (("--site", args.site), ("--base-url", args.base_url)):
-        if value:
-            repeated += [option, value]
-    if args.journal:
-        repeated += ["--journal", args.journal]
-    row_options: list[str] = []  # how the rows were read, where not the default
+def _summary_context(config: RunConfig, abort_detail: str | None) -> SummaryContext:
+    """What the next commands repeat: the target, a journal that is not the default, and
+    how the rows were read where that is not the default."""
+    base_url = config.target.route.base_url if config.target.route else None
+    if base_url is None:
+        repeated = ["--sandbox"]
+    elif base_url.startswith("https://api."):
+        repeated = ["--site", base_url.removeprefix("https://api.").rstrip("/")]
+    else:
+        repeated = ["--base-url", base_url]
+    journal = config.outputs.journal
+    if journal is not None and journal != default_journal_path(config.shard):
+        repeated += ["--journal", str(journal)]
+    reader = config.reader
+    row_options: list[str] = []
     for option, value, default in (
-        ("--format", args.format, None),
-        ("--ts-unit", args.ts_unit, "ms"),
-        ("--data-source", args.data_source, DEFAULT_DATA_SOURCE),
+        ("--format", reader.fmt, ReaderOptions().fmt),
+        ("--ts-unit", reader.ts_unit, ReaderOptions().ts_unit),
+        ("--data-source", reader.default_data_source, ReaderOptions().default_data_source),
     ):
-        if value != default:
+        if value is not None and value != default:
             row_options += [option, value]
+    dead_letter, report = config.outputs.dead_letter, config.outputs.report
     return SummaryContext(
-        inputs=args.inputs,
+        inputs=config.inputs,
         repeated_options=repeated,
         row_options=row_options,
-        dead_letter=args.dead_letter,
-        report_path=args.report,
-        journal=not args.no_journal,
-        target_outlives_run=not args.sandbox,
+        dead_letter=str(dead_letter) if dead_letter else None,
+        report_path=str(report) if report else None,
+        journal=journal is not None,
+        target_outlives_run=base_url is not None,
+        abort_detail=abort_detail,
     )
 
 
 def _done_rows(journal: Path, target: str) -> int | None:
     """Rows the journal holds as done for `target` (0 for a journal not made yet); None
-    when it cannot say. (The journal's own count belongs in `worker.journal`.)"""
+    when it cannot say. (The count belongs in `worker.journal`, beside `_DONE_COUNT`.)"""
     if not journal.exists():
         return 0
     try:
@@ -515,3 +503,6 @@ def _done_rows(journal: Path, target: str) -> int | None:
     except JournalError:
         return None
     return int(count)
+
+
+__all__ = ["ConfigError", "cannot_start", "ingest"]

@@ -2,8 +2,12 @@
 
 JSON lines on standard error when it is not a terminal (for log shippers), readable
 console output when it is. The run's keys are scrubbed from every line as a last line of
-defence: nothing in the code logs them, and this makes sure of it. (A key too short to be
-a real one, like the sandbox's `x`, only where it stands alone: see LONG_SECRET_CHARS.)
+defence (`worker.scrub`): nothing in the code logs them, and this makes sure of it. (A key
+too short to be a real one, like the sandbox's `x`, only where it stands alone.)
+
+A line that cannot be written (standard error is a terminal closed after SIGHUP, or a
+pipe whose reader is gone) silences the log for good rather than raise: the run must still
+write its report and commit its journal (`QuietStream`).
 
 A JSON line is written for every row, thousands a second, so that path does the least it
 can: the row's fields reach the processors as the one dict they are built in
@@ -21,18 +25,18 @@ import asyncio
 import atexit
 import contextlib
 import logging
-import re
+import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, BinaryIO, Generic, Literal, TextIO, TypeVar, cast
+from collections.abc import Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO, cast
 
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from worker.rows import InvalidRow, Outcome
+from worker.scrub import Scrubber
 
 try:  # orjson is an optional speed-up (the `fast` extra); the stdlib serializer also works.
     import orjson
@@ -47,108 +51,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
         return json.dumps(event, default=str, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-REDACTED = "[redacted]"
 _LEVELS = {"warn": "warning", "exception": "error"}
 """structlog's method names that are not the level they log at (as `add_log_level`)."""
-
-LONG_SECRET_CHARS = 16
-"""From this length a key is redacted wherever it occurs; a shorter one only as a whole
-token, with no ASCII letter or digit just before or after it.
-
-A key this long (a real API key has 32 hex characters, an application key 40) does not
-turn up inside other text by chance, so every occurrence is the key, even one run into
-other characters in a URL or a server's message. A shorter one (the sandbox takes any,
-`x` say) does, inside words and paths: replacing those would mangle the fields scripts
-filter on (`summar[redacted]`) and show the key by where the holes are."""
-
-_WORD_CHAR = "[A-Za-z0-9]"
-
-
-def _occurrence(secret: str) -> str:
-    """A regular expression for where `secret` counts as the key: anywhere for a long
-    one; for a short one, only with no ASCII letter or digit just before or after it.
-    The check before it follows the key, so the expression starts with the key's first
-    character and `re` can skip ahead to it."""
-    key = re.escape(secret)
-    if len(secret) >= LONG_SECRET_CHARS:
-        return key
-    return f"{key}(?<!{_WORD_CHAR}{key})(?!{_WORD_CHAR})"
-
-
-Line = TypeVar("Line", str, bytes)
-
-
-class Redactor(Generic[Line]):
-    """Keeps the run's keys out of a finished line.
-
-    Looking for them in the line, in each form the renderer writes a key, costs one
-    substring search per form and finds them anywhere: in values, nested, in an
-    exception's message. A line that holds one is rendered again from the event with the
-    keys replaced in its strings, so the line keeps its syntax and field names whatever
-    the key (even a one-letter key that also occurs in field names and numbers).
-
-    For a short key (see LONG_SECRET_CHARS) the search in the line is only a first look:
-    whether it is a whole token depends on the characters around it in the string, which
-    the line may show escaped or coloured. So `scrub` decides, from the strings themselves.
-    """
-
-    def __init__(self, secrets: Iterable[str], forms: Callable[[str], Iterable[Line]]) -> None:
-        # An empty key would be found at every position of every line: it is no key.
-        self._secrets = tuple(dict.fromkeys(secret for secret in secrets if secret))
-        self._forms: tuple[Line, ...] = tuple(
-            dict.fromkeys(form for secret in self._secrets for form in forms(secret))
-        )
-        # The longest first: where two keys start at the same place, it covers both.
-        longest_first = sorted(self._secrets, key=len, reverse=True)
-        self._occurrences = (
-            re.compile("|".join(map(_occurrence, longest_first))) if longest_first else None
-        )
-
-    def found(self, line: Line) -> bool:
-        # A loop, where `any` would run a generator; `find`, where `in` would first try
-        # a bytes form as an integer and pay for the exception that raises. Together
-        # they take less than half the time.
-        for form in self._forms:  # noqa: SIM110
-            if line.find(form) != -1:
-                return True
-        return False
-
-    def scrub(self, value: object) -> object:
-        """`value` with every key replaced in its strings; other objects (an exception,
-        say) as their scrubbed `str`, which is how they render. Field names are the
-        code's, never data, and stay as they are."""
-        if isinstance(value, str):
-            return self._scrub_text(value)
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if isinstance(value, Mapping):
-            return {key: self.scrub(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.scrub(item) for item in value]
-        return self.scrub(str(value))
-
-    def _scrub_text(self, text: str) -> str:
-        """`text` with each stretch covered by occurrences of keys replaced by REDACTED.
-
-        Each search starts one character after the last match began, not where it ended,
-        so a key that overlaps another is found too and the stretch covers both: one
-        replaced before the other is looked for would let the other's remainder through.
-        """
-        if self._occurrences is None:
-            return text
-        found = self._occurrences.search(text)
-        if found is None:  # most strings: one search
-            return text
-        parts: list[str] = []
-        done = 0  # how much of `text` is already in `parts`, written out or redacted
-        while found is not None:
-            start, end = found.span()
-            if start >= done:  # else it overlaps the stretch just redacted
-                parts += (text[done:start], REDACTED)
-            done = max(done, end)
-            found = self._occurrences.search(text, start + 1)
-        parts.append(text[done:])
-        return "".join(parts)
 
 
 _DIGITS = [f"{n:03d}" for n in range(1000)]
@@ -179,16 +83,17 @@ class JsonLine:
     """The JSON form's only processor: level, timestamp, one serialisation, redaction."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        self._scrubber = Scrubber(secrets)
         # Inside a JSON string a key is written as the serialiser escapes it.
-        self._redactor = Redactor(secrets, lambda secret: (_dumps(secret)[1:-1],))
+        self._finder = self._scrubber.finder(lambda shape: (_dumps(shape)[1:-1],))
         self._timestamp = UtcTimestamps()
 
     def __call__(self, logger: object, method: str, event: MutableMapping[str, Any]) -> bytes:
         event["level"] = _LEVELS.get(method, method)
         event["timestamp"] = self._timestamp()
         line = _dumps(event)
-        if self._redactor.found(line):
-            line = _dumps(self._redactor.scrub(event))
+        if self._finder.found(line):
+            line = _dumps(self._scrubber.value(event))
         return line
 
 
@@ -199,12 +104,13 @@ class ConsoleLine:
 
     def __init__(self, secrets: Iterable[str], *, colors: bool) -> None:
         self._render = structlog.dev.ConsoleRenderer(colors=colors)
-        self._redactor = Redactor(secrets, _console_forms)
+        self._scrubber = Scrubber(secrets)
+        self._finder = self._scrubber.finder(_console_forms)
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
         line = self._render(logger, method, dict(event))  # the renderer takes fields out
-        if self._redactor.found(line):
-            scrubbed = self._redactor.scrub(event)
+        if self._finder.found(line):
+            scrubbed = self._scrubber.value(event)
             assert isinstance(scrubbed, dict)
             line = self._render(logger, method, scrubbed)
         return line
@@ -254,7 +160,8 @@ def configure(
     if fmt == "json":
         processors = [JsonLine(secrets)]
         # A text stream without a buffer (tests' StringIO) takes the bytes decoded.
-        writer = LineWriter(out.buffer if hasattr(out, "buffer") else _TextAsBytes(out))
+        binary = out.buffer if hasattr(out, "buffer") else _TextAsBytes(out)
+        writer = LineWriter(QuietStream(binary, silence=out))
         factory = writer.factory
     else:
         processors = [
@@ -265,7 +172,7 @@ def configure(
         # The current sys.stderr at each write, so that a live progress display, which
         # redirects it while running, prints the lines above itself.
         factory = structlog.PrintLoggerFactory(
-            out if stream is not None else cast(TextIO, _CurrentStderr())
+            cast(TextIO, QuietStream(out if stream is not None else _CurrentStderr(), silence=out))
         )
     structlog.configure(
         processors=processors,
@@ -289,7 +196,7 @@ class LineWriter:
     writes take the lock, and take out only the lines they write.
     """
 
-    def __init__(self, out: BinaryIO | _TextAsBytes) -> None:
+    def __init__(self, out: BinaryIO | _TextAsBytes | QuietStream) -> None:
         self._out = out
         self._lines: list[bytes] = []
         self._scheduled = False
@@ -345,6 +252,50 @@ def _flush_at_exit() -> None:
             writer.flush()
 
 
+class QuietStream:
+    """A stream that stops writing, quietly and for good, at its first failure.
+
+    Standard error fails with EIO once the terminal is gone (SIGHUP, a closed ssh
+    session) and with EPIPE once the pipe's reader is (`| head`). A log line is never
+    worth the run: raising there would skip the report and the journal's last commit.
+    The descriptor behind `silence` is pointed at the null device too, so the
+    interpreter's own flush of it at exit has nowhere to fail either."""
+
+    __slots__ = ("__weakref__", "_out", "_silence", "dead")
+
+    def __init__(self, out: Any, *, silence: object = None) -> None:
+        self._out = out
+        self._silence = silence
+        self.dead = False
+
+    def write(self, data: Any) -> int:
+        if not self.dead:
+            try:
+                return int(self._out.write(data))
+            except (OSError, ValueError):  # ValueError: already closed
+                self._die()
+        return len(data)
+
+    def flush(self) -> None:
+        if not self.dead:
+            try:
+                self._out.flush()
+            except (OSError, ValueError):
+                self._die()
+
+    def _die(self) -> None:
+        self.dead = True
+        fileno = getattr(self._silence, "fileno", None)
+        if fileno is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fileno())
+            finally:
+                os.close(null)
+
+
 class _CurrentStderr:
     """Writes to whatever `sys.stderr` is at the moment of writing."""
 
@@ -366,53 +317,3 @@ class _TextAsBytes:
 
     def flush(self) -> None:
         self._text.flush()
-
-
-class LogObserver:
-    """The run's events as log lines (see `worker.observe.RunObserver`).
-
-    `quiet` (a live progress display is showing the counts) leaves out the lines for
-    rows that went well and for pauses; failures and invalid rows are still logged.
-    `log` is a logger from `configure`: its `RunLogger.emit` writes the row lines."""
-
-    def __init__(self, log: FilteringBoundLogger, *, quiet: bool = False) -> None:
-        assert isinstance(log, RunLogger), "LogObserver takes a logger from configure()"
-        self._log = log
-        self._quiet = quiet
-
-    def rejected(self, row: InvalidRow) -> None:
-        self._log.warning("invalid_row", source=row.source, line=row.line, reason=row.reason)
-
-    def outcome(self, outcome: Outcome) -> None:
-        if outcome.error:
-            level: Literal["info", "warning"] = "warning"
-        elif self._quiet:
-            return
-        else:
-            level = "info"
-        row = outcome.row
-        # "event" in the literal, not added later: a dict built with eleven keys has room
-        # for the level and timestamp the processor adds; one built with ten grows.
-        event = {
-            "event": "row",
-            "result": outcome.result,  # a str enum: serialised as its value
-            "playlist_id": row.playlist_id,
-            "session_id": row.session_id,
-            "data_source": row.data_source,
-            "status": outcome.http_status,
-            "attempts": outcome.attempts,
-            "latency_ms": round(outcome.latency_ms, 2),
-            "source": row.source,
-            "line": row.line,
-            "error": outcome.error,
-        }
-        if outcome.note:
-            event["note"] = outcome.note
-        self._log.emit(level, event)
-
-    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
-        pass
-
-    def paused(self, seconds: float, reason: str) -> None:
-        if not self._quiet:
-            self._log.info("paused", seconds=round(seconds, 3), reason=reason)

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from datadog.dogstatsd.base import DogStatsd
 
+from worker.events import Answered, Ended, Event
+from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome, Result
 
 NAMESPACE = "rum_playlist_ingest"
@@ -91,44 +93,47 @@ def destination_from(option: str | None, environ: Mapping[str, str]) -> Destinat
 
 
 class StatsdMetrics:
-    """A run observer that counts outcomes, requests, 429s, retries and pauses, and
-    samples latency, under the `rum_playlist_ingest.` namespace."""
+    """A sink of the run's events that counts outcomes, requests, 429s, retries and
+    pauses, and samples latency, under the `rum_playlist_ingest.` namespace. It sends
+    what is still buffered when the run ends."""
 
     def __init__(self, client: DogStatsd) -> None:
         self._client = client
 
-    def rejected(self, row: InvalidRow) -> None:
-        self._client.increment("rows", tags=[f"outcome:{Result.INVALID.value}"])
-
-    def outcome(self, outcome: Outcome) -> None:
-        row = outcome.row
-        self._client.increment(
-            "rows",
-            tags=[
-                f"outcome:{outcome.result.value}",
-                f"playlist_id:{row.playlist_id}",
-                f"data_source:{row.data_source}",
-            ],
-        )
-
-    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
-        tags = [f"status:{status if status is not None else 'error'}"]
-        self._client.increment("requests", tags=tags)
-        # A distribution rather than a histogram: shards run on many hosts, and only a
-        # distribution gives percentiles over all of them.
-        self._client.distribution("latency_ms", latency_ms, tags=tags)
-        if status == 429:
-            self._client.increment("rate_limited")
-        if retry:
-            self._client.increment("retries")
-
-    def paused(self, seconds: float, reason: str) -> None:
-        # Not tagged with the reason: it is a sentence for people, not a small set of values.
-        self._client.increment("paused_seconds", seconds)
-
-    def close(self) -> None:
-        """Send what is still buffered; call once at the end of the run."""
-        self._client.stop()
+    def __call__(self, event: Event) -> None:
+        client = self._client
+        kind = type(event)
+        if kind is Outcome:
+            assert isinstance(event, Outcome)
+            row = event.row
+            client.increment(
+                "rows",
+                tags=[
+                    f"outcome:{event.result.value}",
+                    f"playlist_id:{row.playlist_id}",
+                    f"data_source:{row.data_source}",
+                ],
+            )
+        elif kind is Answered:
+            assert isinstance(event, Answered)
+            status = event.status
+            tags = [f"status:{status if status is not None else 'error'}"]
+            client.increment("requests", tags=tags)
+            # A distribution rather than a histogram: shards run on many hosts, and only
+            # a distribution gives percentiles over all of them.
+            client.distribution("latency_ms", event.latency_ms, tags=tags)
+            if event.rate_limited:
+                client.increment("rate_limited")
+            if event.retry:
+                client.increment("retries")
+        elif kind is InvalidRow:
+            client.increment("rows", tags=[f"outcome:{Result.INVALID.value}"])
+        elif kind is Pause:
+            assert isinstance(event, Pause)
+            # Not tagged with the reason: a sentence for people, not a small set of values.
+            client.increment("paused_seconds", event.pause_s)
+        elif kind is Ended:
+            client.stop()
 
 
 def statsd_from(

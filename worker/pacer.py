@@ -30,6 +30,18 @@ clock does the pacer fall back to them.
 A send that needs no wait, with nobody waiting, goes at once (`try_acquire`). Every
 other decision is taken by whichever worker holds `_gate` (a FIFO `asyncio.Lock`), so
 waiting workers are released one at a time, in order.
+
+All of the above is one `Budget`, and there is one budget per limit, by the name its
+answers carry (`X-RateLimit-Name`): the search and the playlists are limited apart, so a
+429 on one never holds the other. A family of calls (`worker.api.Request.family`) draws
+on a provisional budget of its own until its first answer names its limit; from then on
+on that limit's budget, shared with every family whose answers carry the same name.
+
+No single pause is longer than `max_pause_s`: a `Reset` of 999999 s or a `Retry-After`
+of a date in 2100 is a broken or hostile hint, and a `Reset` beyond the period the server
+announced cannot be true of a fixed window. Obeyed, one would hold the run until
+`--max-stall` aborts it. Capped, the pause ends with one probe: a hint that was true
+costs one more 429 per `max_pause_s`, never a herd.
 """
 
 from __future__ import annotations
@@ -39,12 +51,12 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 from aiolimiter import AsyncLimiter
-from multidict import istr
+
+from worker.answers import Answer, RateLimit
 
 GUARD_S = 0.03
 """Wait this long past a computed window boundary, for clock granularity and latency."""
@@ -60,74 +72,11 @@ sends is no wait at all. Far from the limit the gap is nanoseconds, and each suc
 would cost every request a timer and a trip through the gate."""
 SKEW_VOTES = 3
 """After this many Resets that contradict our clock, trust Reset instead of the calendar."""
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitHeaders:
-    """What one answer said about the rate limit; any field may be missing or malformed."""
-
-    limit: int | None
-    period: float | None
-    remaining: int | None
-    reset: float | None
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    if value.isascii() and value.isdigit():  # what Datadog sends: the cheap path
-        return int(value)
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-# Case-insensitive names made once: aiohttp's headers then skip folding the case of the
-# name on every lookup (as `aiohttp.hdrs` does for the standard ones).
-_LIMIT = istr("X-RateLimit-Limit")
-_PERIOD = istr("X-RateLimit-Period")
-_REMAINING = istr("X-RateLimit-Remaining")
-_RESET = istr("X-RateLimit-Reset")
-
-
-def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
-    """None when the answer carries no `X-RateLimit-*` header at all (a proxy, say)."""
-    get = headers.get
-    limit, period, remaining, reset = get(_LIMIT), get(_PERIOD), get(_REMAINING), get(_RESET)
-    if limit and period and remaining and reset:
-        digits = limit + period + remaining + reset
-        if digits.isdigit() and digits.isascii():  # what Datadog sends, checked in one go
-            return RateLimitHeaders(
-                int(limit) or None, int(period) or None, int(remaining), int(reset)
-            )
-    numbers = _number(limit), _number(period), _number(remaining), _number(reset)
-    if numbers == (None, None, None, None):
-        return None
-    limit_n, period_n, remaining_n, reset_n = numbers
-    return RateLimitHeaders(
-        limit=int(limit_n) if limit_n else None,
-        period=period_n if period_n else None,
-        remaining=int(remaining_n) if remaining_n is not None else None,
-        reset=reset_n,
-    )
-
-
-def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """`Retry-After` as seconds or as an HTTP date; None when absent or unreadable."""
-    if value is None:
-        return None
-    seconds = _number(value)
-    if seconds is not None:
-        return seconds
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now())
+DEFAULT_MAX_PAUSE_S = 300.0
+"""The longest single pause (`--max-pause`). Datadog's periods are seconds to a minute
+for these endpoints, so five minutes covers several whole periods of any real limit; an
+hourly limit that is truly spent costs one probe per five minutes, and `--max-stall`
+(15 minutes) still ends a run that makes no progress at all."""
 
 
 USER_BURST_S = 0.01
@@ -149,31 +98,75 @@ def user_bucket(rate: float) -> AsyncLimiter:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """A pause of every request of one limit, as announced when it starts."""
+
+    asked_s: float  # what the server's hint (or the backoff drawn) asked for
+    pause_s: float  # what is waited: `asked_s`, capped at `max_pause_s`
+    reason: str
+    family: str  # the family of the request whose answer (or wait) started it
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Ticket:
-    """Handed out for each request, so its answer can be matched to the window it was
-    sent in (`sent_wall`) and to the requests sent after it (`seq`)."""
+    """Handed out for each request, so its answer can be matched to the budget and
+    window it was sent in (`sent_wall`) and to the requests sent after it (`seq`)."""
 
     seq: int
     sent_wall: float
+    family: str
+    budget: Budget
 
 
-class Pacer:
-    """One pacing state for the run. `acquire()` before each request, `settle()` after."""
+class PausedTime:
+    """The wall-clock time during which at least one pause was under way, up to now: a
+    run stopped 3 s into a pause of 60 s was paused 3 s. Pauses start in time order, so
+    each one either overlaps the last (which it then extends) or starts after it."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._closed = 0.0
+        self._start = math.inf
+        self._end = -math.inf
+
+    def add(self, start: float, end: float) -> None:
+        if start <= self._end:
+            self._end = max(self._end, end)
+            return
+        if self._end > self._start:
+            self._closed += self._end - self._start
+        self._start, self._end = start, end
+
+    @property
+    def seconds(self) -> float:
+        if self._end <= self._start:
+            return self._closed
+        return self._closed + max(0.0, min(self._clock(), self._end) - self._start)
+
+
+class Budget:
+    """The pacing state of one rate limit: the window algorithm of the module's note."""
 
     def __init__(
         self,
+        name: str | None,
         *,
-        rate: float | None,
-        on_pause: Callable[[float, str], None],
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
+        user_bucket: AsyncLimiter | None,
+        on_pause: Callable[[Pause], None],
+        paused: PausedTime,
+        max_pause_s: float,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+        rng: random.Random,
     ) -> None:
-        self._user_bucket = user_bucket(rate) if rate else None
+        self.name = name  # None: provisional, until an answer names the limit
+        self._user_bucket = user_bucket
         self._on_pause = on_pause
+        self._paused = paused
+        self._max_pause_s = max_pause_s
         self._clock = clock
         self._wall = wall
-        self._rng = rng or random.Random()
+        self._rng = rng
         self._gate = asyncio.Lock()
         self._holding = False  # the gate's holder waits for time or an answer: queue behind it
         self._changed = asyncio.Event()
@@ -197,7 +190,7 @@ class Pacer:
         self._backed_off_at = 0  # our last request when the backoff was last lengthened
         self._skew_votes = 0
 
-    def try_acquire(self) -> Ticket | None:
+    def try_acquire(self, family: str) -> Ticket | None:
         """Account for a send that needs no wait, or return None: then `acquire()`.
 
         Nearly every request of a run goes this way, far from the limit: no gate, no
@@ -210,23 +203,19 @@ class Pacer:
             return None
         if self._budget is None and self._learned_bucket is not None:
             return None
-        delay, reason = self._wait_needed()
-        if reason:
-            self._on_pause(delay, reason)  # a pause starts: `_wait_needed` says so only once
-        return self._sent() if delay <= 0 else None
+        delay = self._wait_needed(family)
+        return self._sent(family) if delay <= 0 else None
 
-    async def acquire(self) -> Ticket:
+    async def acquire(self, family: str) -> Ticket:
         """Wait until a request may be sent, then account for it as in flight."""
-        ticket = self.try_acquire()
+        ticket = self.try_acquire(family)
         if ticket is not None:
             return ticket
         async with self._gate:
             while True:
-                delay, reason = self._wait_needed()
+                delay = self._wait_needed(family)
                 if delay <= 0:
                     break
-                if reason:
-                    self._on_pause(delay, reason)
                 self._changed.clear()
                 self._holding = True
                 try:
@@ -240,38 +229,59 @@ class Pacer:
                 await self._learned_bucket.acquire()
             if self._user_bucket is not None:
                 await self._user_bucket.acquire()
-            return self._sent()
+            return self._sent(family)
 
-    def _sent(self) -> Ticket:
+    def _sent(self, family: str) -> Ticket:
         self._seq += 1
         self._inflight += 1
         self._last_send = self._clock()
         if self._budget is not None:
             self._budget -= 1
-        return Ticket(self._seq, self._wall())
+        return Ticket(self._seq, self._wall(), family, self)
 
-    def _wait_needed(self) -> tuple[float, str]:
-        """Seconds to wait before the next send, and a reason worth logging (or "")."""
+    def _wait_needed(self, family: str) -> float:
+        """Seconds to wait before the next send; a pause that starts here is announced."""
         now = self._clock()
         if now < self._pause_until:
-            return self._pause_until - now, ""
+            return self._pause_until - now
         if self._probing and self._inflight > 0:
-            return math.inf, ""  # woken by the probe's answer
+            return math.inf  # woken by the probe's answer
         self._roll_window(now)
         if self._window_end is None or self._budget is None:
-            return 0.0, ""
+            return 0.0
         if self._budget <= (1 if self._shared else 0):
-            resume = self._window_end + GUARD_S
-            self._pause_until = resume
-            return resume - now, "rate-limit window spent; waiting for it to reset"
+            until = self._pause(
+                now,
+                self._window_end + GUARD_S,
+                family,
+                "rate-limit window spent; waiting for it to reset",
+            )
+            return until - now
         span = self._period or (self._window_end - now)
         spacing = max(0.0, self._window_end - END_MARGIN * span - now) / self._budget
         if self._shared and self._limit:
             # Alone, catching up in a burst after a stall is safe; with others it would
             # race them for the same requests, so never faster than the whole budget's pace.
             spacing = max(spacing, (1 - END_MARGIN) * span / self._limit)
-        delay = self._last_send + spacing - now
-        return (delay if delay >= TIMER_RESOLUTION_S else 0.0), ""
+        delay = min(self._last_send + spacing - now, self._max_pause_s)
+        return delay if delay >= TIMER_RESOLUTION_S else 0.0
+
+    def _pause(self, now: float, until: float, family: str, reason: str) -> float:
+        """Hold every send until `until`, capped at `max_pause_s` from now, and announce it
+        unless it is the pause already under way; returns when the pause ends.
+
+        A capped pause forgets the window it was waiting out: its end was not credible,
+        and the probe that follows the pause learns the limit afresh."""
+        asked = until - now
+        if asked > self._max_pause_s:
+            until = now + self._max_pause_s
+            self._window_end = self._budget = None
+            self._probing = True
+        if until > self._pause_until + GUARD_S:
+            self._on_pause(Pause(asked, until - now, reason, family))
+        self._paused.add(now, until)
+        self._pause_until = max(self._pause_until, until)
+        return self._pause_until
 
     @property
     def _shared(self) -> bool:
@@ -291,20 +301,17 @@ class Pacer:
         self._others_before, self._others_now = self._others_now, False
         self._window_first_seq = self._seq + 1
 
-    def settle(
-        self,
-        ticket: Ticket,
-        status: int | None,
-        rate_limit: RateLimitHeaders | None,
-        retry_after: float | None,
-    ) -> None:
-        """Learn from one answer (`status` None: no answer at all)."""
+    def settle(self, ticket: Ticket, answer: Answer | None) -> None:
+        """Learn from one answer (None: nothing sent, or no HTTP answer at all)."""
         now = self._clock()
         self._inflight -= 1
         self._changed.set()
+        status = None if answer is None else answer.status
+        rate_limit = None if answer is None else answer.rate_limit
         end = None if rate_limit is None else self._learn(ticket, rate_limit, now)
         if status == 429:
-            self._rate_limited(ticket, end, retry_after, now)
+            assert answer is not None
+            self._rate_limited(ticket, end, answer.retry_after_s, now)
         elif status in (401, 403):
             self._probing = True  # keys refused: one request at a time until one succeeds
         elif status is not None and status < 500:
@@ -312,7 +319,7 @@ class Pacer:
             self._probing = False
         # 5xx and no answer teach nothing about the limit: a probe stays a probe.
 
-    def _learn(self, ticket: Ticket, headers: RateLimitHeaders, now: float) -> float | None:
+    def _learn(self, ticket: Ticket, headers: RateLimit, now: float) -> float | None:
         """Take in one answer's headers; returns when the window it was counted in ends
         (monotonic clock; already past if it ended while the request was in flight)."""
         if headers.limit and headers.period:
@@ -342,7 +349,7 @@ class Pacer:
             self._others_now |= limit - headers.remaining > ours
         return end
 
-    def _boundary(self, ticket: Ticket, headers: RateLimitHeaders, now: float) -> float | None:
+    def _boundary(self, ticket: Ticket, headers: RateLimit, now: float) -> float | None:
         """When the window this answer was counted in ends (monotonic clock), or None
         when the headers cannot tell."""
         period = headers.period or self._period
@@ -360,7 +367,11 @@ class Pacer:
             self._skew_votes += 1  # our clock and the server's disagree
         # By Reset alone: the window had not ended when the server answered, whatever a
         # rounded-down Reset of 0 says, so a 429 can never be taken for a window now over.
-        return None if headers.reset is None else now + max(headers.reset, 1.0)
+        # A fixed window never ends more than a period away: a longer Reset is not true.
+        if headers.reset is None:
+            return None
+        reset = headers.reset if period is None else min(headers.reset, period + 1.0)
+        return now + max(reset, 1.0)
 
     def _same_window_slack(self) -> float:
         """How far two answers' window ends may differ and still be the same window."""
@@ -386,6 +397,81 @@ class Pacer:
             ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self._bare_429s - 1))
             until = now + self._rng.uniform(0, ceiling)
             reason = "429 without rate-limit headers: backing off"
-        if until > self._pause_until + GUARD_S:  # not the pause already under way
-            self._on_pause(until - now, reason)
-        self._pause_until = max(self._pause_until, until)
+        self._pause(now, until, ticket.family, reason)
+
+
+class Pacer:
+    """The run's pacing: `acquire(family)` before each request, `settle()` after, with
+    one `Budget` per rate limit (see the module's note)."""
+
+    def __init__(
+        self,
+        *,
+        rate: float | None,
+        on_pause: Callable[[Pause], None],
+        max_pause_s: float = DEFAULT_MAX_PAUSE_S,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._user_bucket = user_bucket(rate) if rate else None  # one ceiling for the run
+        self._on_pause = on_pause
+        self._max_pause_s = max_pause_s
+        self._clock = clock
+        self._wall = wall
+        self._rng = rng or random.Random()
+        self._paused = PausedTime(clock)
+        self._families: dict[str, Budget] = {}
+        self._names: dict[str, Budget] = {}
+
+    @property
+    def paused_s(self) -> float:
+        """Wall-clock seconds some limit's requests were actually held by a pause."""
+        return self._paused.seconds
+
+    def _budget(self, name: str | None) -> Budget:
+        return Budget(
+            name,
+            user_bucket=self._user_bucket,
+            on_pause=self._on_pause,
+            paused=self._paused,
+            max_pause_s=self._max_pause_s,
+            clock=self._clock,
+            wall=self._wall,
+            rng=self._rng,
+        )
+
+    def _of(self, family: str) -> Budget:
+        budget = self._families.get(family)
+        if budget is None:
+            budget = self._families[family] = self._budget(None)
+        return budget
+
+    def try_acquire(self, family: str) -> Ticket | None:
+        """A ticket for a send that needs no wait, or None: then `acquire(family)`."""
+        return self._of(family).try_acquire(family)
+
+    async def acquire(self, family: str) -> Ticket:
+        """Wait until a request of `family` may be sent, then account for it in flight."""
+        while True:
+            budget = self._of(family)
+            ticket = await budget.acquire(family)
+            if self._families[family] is budget:
+                return ticket
+            budget.settle(ticket, None)  # the family joined its limit's budget meanwhile
+
+    def settle(self, ticket: Ticket, answer: Answer | None) -> None:
+        """Learn from one answer (None: nothing was sent, or no answer came)."""
+        budget = ticket.budget
+        budget.settle(ticket, answer)
+        rate_limit = None if answer is None else answer.rate_limit
+        name = None if rate_limit is None else rate_limit.name
+        if name is None or budget.name == name:
+            return
+        named = self._names.get(name)
+        if named is None:
+            # The family's first answer names its limit: its budget becomes that limit's.
+            named = budget if budget.name is None else self._budget(name)
+            named.name = name
+            self._names[name] = named
+        self._families[ticket.family] = named

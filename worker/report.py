@@ -1,33 +1,28 @@
-"""The run's account: the contract's report fields, kept as counters by observing the run.
+"""The run's account: the contract's report fields, counted from the run's events.
 
 The invariant `rows_read = invalid + skipped + created + already_present + failed +
-not_attempted` holds by construction: a row is read exactly when it is counted in one of
-those six results.
+not_attempted + removed` holds by construction: a row is read exactly when it is counted
+in one of those results.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.events import Answered, Event
+from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome
-
-EXIT_OK = 0
-EXIT_ROWS_FAILED = 1
-EXIT_CANNOT_START = 2
-EXIT_ABORTED = 3
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
 
 
 @dataclass
 class Report:
-    """Counters of a run; an observer of it (see `worker.observe.RunObserver`)."""
+    """Counters of a run; a sink of its events (`worker.events`)."""
 
     invalid: int = 0
     skipped: int = 0
@@ -35,15 +30,37 @@ class Report:
     already_present: int = 0
     failed: int = 0
     not_attempted: int = 0
+    removed: int = 0
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
     paused_s: float = 0.0
+    """Time paused: the pauses announced while running, the pacer's measure of the time
+    actually spent paused once finished (a run stopped mid-pause did not wait it out)."""
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     exit_code: int | None = None
     dry_run: bool = False
     """Nothing was sent: the rows that would have been are the `not_attempted`."""
+    extra: dict[str, object] = field(default_factory=dict)
+    """Blocks beside the counts: the run id, the query's account."""
+
+    def __call__(self, event: Event) -> None:
+        kind = type(event)
+        if kind is Outcome:
+            assert isinstance(event, Outcome)
+            name = event.result.value
+            setattr(self, name, getattr(self, name) + 1)
+        elif kind is Answered:
+            assert isinstance(event, Answered)
+            self.requests += 1
+            self.rate_limited += event.rate_limited
+            self.retries += event.retry
+        elif kind is InvalidRow:
+            self.invalid += 1
+        elif kind is Pause:
+            assert isinstance(event, Pause)
+            self.paused_s += event.pause_s
 
     @property
     def rows_read(self) -> int:
@@ -54,42 +71,30 @@ class Report:
             + self.already_present
             + self.failed
             + self.not_attempted
+            + self.removed
         )
+
+    @property
+    def unfinished(self) -> bool:
+        """Some rows are not where the operation puts them; in a dry run, which sends
+        nothing, some rows could not be sent."""
+        if self.dry_run:
+            return bool(self.invalid)
+        return bool(self.invalid or self.failed or self.not_attempted)
 
     @property
     def elapsed_s(self) -> float:
         end = self.finished if self.finished is not None else time.monotonic()
         return end - self.started
 
-    def rejected(self, row: InvalidRow) -> None:
-        self.invalid += 1
-
-    def outcome(self, outcome: Outcome) -> None:
-        name = outcome.result.value
-        setattr(self, name, getattr(self, name) + 1)
-
-    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
-        self.requests += 1
-        if status == 429:
-            self.rate_limited += 1
-        if retry:
-            self.retries += 1
-
-    def paused(self, seconds: float, reason: str) -> None:
-        self.paused_s += seconds
-
-    def finish(self, exit_code: int) -> None:
+    def finish(self, exit_code: int, *, paused_s: float | None = None) -> None:
         self.finished = time.monotonic()
         self.exit_code = exit_code
-
-    def exit_status(self) -> int:
-        """0 when every row is in its playlist, 1 when some were invalid or failed."""
-        if self.invalid or self.failed or self.not_attempted:
-            return EXIT_ROWS_FAILED
-        return EXIT_OK
+        if paused_s is not None:
+            self.paused_s = paused_s
 
     def as_dict(self) -> dict[str, object]:
-        """The contract's fields, in the contract's order, plus `paused_s` and `dry_run`."""
+        """The contract's fields, in the contract's order, then the tool's own."""
         return {
             "rows_read": self.rows_read,
             "invalid": self.invalid,
@@ -103,26 +108,33 @@ class Report:
             "retries": self.retries,
             "elapsed_s": round(self.elapsed_s, 3),
             "exit_code": self.exit_code,
+            "removed": self.removed,
             "paused_s": round(self.paused_s, 3),
             "dry_run": self.dry_run,
+            **self.extra,
         }
 
-    def write(self, path: Path) -> None:
-        """Write atomically, so a reader never sees half a report even if we are killed."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+
+def write_report(report: Mapping[str, object], path: Path) -> None:
+    """Write atomically, so a reader never sees half a report even if we are killed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(self.as_dict(), out, indent=2)
+            json.dump(report, out, indent=2)
             out.write("\n")
         os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def prepare_destination(path: Path) -> None:
-    """Check, before the run sends anything, that `Report.write` can put a report at
-    `path`: its directory is made, and a file is created there and removed, as `write`
-    will. Raises `OSError` (`IsADirectoryError` for a directory)."""
+    """Check, before the run sends anything, that a report can be written at `path`: its
+    directory is made, and a file is created there and removed, as `write_report` will.
+    Raises `OSError` (`IsADirectoryError` for a directory)."""
     if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "it is a directory", str(path))
+        raise IsADirectoryError(21, "it is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)

@@ -15,33 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from worker.cli import positive_int
+from worker.exits import EXIT_CANNOT_START, EXIT_OK
 from worker.journal import JournalError, default_journal_path, iso_time, reading
-from worker.report import EXIT_CANNOT_START, EXIT_OK
 from worker.rows import Result
 from worker.shard import Shard
 
 RECORDED = (Result.CREATED, Result.ALREADY_PRESENT, Result.FAILED, Result.NOT_ATTEMPTED)
 """The results a journal holds for a row; skipped and invalid rows are only counted in
 each run's report."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--journal", help="the journal to read (default: see README)")
-    parser.add_argument("--shard", help="read the default journal of shard K/N")
-    parser.add_argument(
-        "--runs",
-        type=positive_int,
-        default=5,
-        help="how many recent runs to show (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--errors",
-        type=positive_int,
-        default=5,
-        help="how many of the most common errors to show (default: %(default)s)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def status_command(args: argparse.Namespace, out: TextIO) -> int:

@@ -21,8 +21,8 @@ from rich.console import Console, Group
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
-from yarl import URL
 
+from worker.config import redact_url
 from worker.humanize import duration, rate
 
 PROGRAM = "rum-playlist-ingest"
@@ -40,12 +40,6 @@ def terminal_console(log_format: str | None, stream: TextIO) -> Console | None:
     if log_format == "json" or not stream.isatty():
         return None
     return Console(file=stream, highlight=False)
-
-
-def shown_url(url: str) -> str:
-    """`url` with any password replaced, as every printed URL must be."""
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
 
 
 def shown_path(path: Path | str, home: Path | None = None) -> str:
@@ -87,7 +81,7 @@ def start_line(plan: RunStart, home: Path | None = None) -> str:
     """One sentence; it names nothing the run does not have (no `journal=None`)."""
     verb = "Dry run: would add" if plan.dry_run else "Adding"
     where = f"playlist {plan.playlist}" if plan.playlist else "their playlists"
-    target = shown_url(plan.target)
+    target = redact_url(plan.target)
     on = f"the sandbox at {target}" if plan.sandbox else target
     parts = [f"{verb} {_what(plan)} to {where} on {on}"]
     if plan.shard:
@@ -258,7 +252,7 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
 
 
 def _command(*args: str) -> str:
-    return shlex.join([PROGRAM, *(shown_url(a) if "://" in a else a for a in args)])
+    return shlex.join([PROGRAM, *(redact_url(a) if "://" in a else a for a in args)])
 
 
 def _retry_name(dead_letter: str) -> str:

@@ -166,9 +166,16 @@ async def serve(config: SandboxConfig, host: str, port: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    prog: str = "python -m worker.sandbox",
+    epilog: str | None = None,
+) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m worker.sandbox",
+        prog=prog,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve a local Datadog-compatible RUM replay playlist API; "
         "prints its base URL, serves until SIGINT or SIGTERM.",
     )

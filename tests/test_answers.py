@@ -1,0 +1,221 @@
+"""What an answer means, read in process: statuses, bounded headers, scrubbed texts."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+from yarl import URL
+
+from worker.answers import (
+    MAX_HINT_S,
+    AnswerReader,
+    Meaning,
+    RateLimit,
+    meaning_of,
+    origin_of,
+    parse_rate_limit,
+    parse_retry_after,
+)
+from worker.scrub import REDACTED, Scrubber, mask_key_shapes, shapes
+
+API_KEY = "0123456789abcdef0123456789abcdef"
+APP_KEY = 'app/"Key"\\%&=-0123456789'
+"""Long (redacted wherever it occurs), with characters each shape writes differently."""
+READER = AnswerReader(Scrubber((API_KEY, APP_KEY)), "https://api.datadoghq.com")
+
+
+@pytest.mark.parametrize(
+    ("status", "meaning"),
+    [
+        (201, Meaning.DONE),
+        (200, Meaning.DONE),
+        (204, Meaning.DONE),
+        (301, Meaning.FATAL),
+        (307, Meaning.FATAL),
+        (400, Meaning.ROW_FAILED),
+        (404, Meaning.ROW_FAILED),
+        (401, Meaning.KEYS_REFUSED),  # Datadog has answered 401 for a missing application key
+        (403, Meaning.KEYS_REFUSED),
+        (408, Meaning.RETRYABLE),
+        (425, Meaning.RETRYABLE),
+        (429, Meaning.RATE_LIMITED),
+        (500, Meaning.RETRYABLE),
+        (503, Meaning.RETRYABLE),
+        (102, Meaning.RETRYABLE),  # no final answer at all
+        (600, Meaning.RETRYABLE),
+    ],
+)
+def test_what_each_status_means(status: int, meaning: Meaning) -> None:
+    assert meaning_of(status) is meaning
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (
+            {
+                "X-RateLimit-Limit": "100",
+                "X-RateLimit-Period": "60",
+                "X-RateLimit-Remaining": "7",
+                "X-RateLimit-Reset": "13",
+                "X-RateLimit-Name": "rum_replay_playlists",
+            },
+            RateLimit(100, 60, 7, 13, "rum_replay_playlists"),
+        ),
+        (
+            {"X-RateLimit-Limit": "9" * 5000, "X-RateLimit-Remaining": "1" * 40},
+            None,  # int() of 5,000 digits raises: such a header is no number
+        ),
+        (
+            {
+                "X-RateLimit-Limit": "100000000000",
+                "X-RateLimit-Period": "31536000",
+                "X-RateLimit-Remaining": "5",
+                "X-RateLimit-Reset": "999999999999",
+            },
+            RateLimit(None, None, 5, MAX_HINT_S),  # no such limit, no year-long period
+        ),
+        ({"X-RateLimit-Reset": "1e308"}, RateLimit(None, None, None, MAX_HINT_S)),
+        (
+            {"X-RateLimit-Remaining": "3", "X-RateLimit-Name": "name with\nspaces"},
+            RateLimit(None, None, 3, None, None),  # a name that could be anything is no name
+        ),
+        ({"X-RateLimit-Reset": "inf", "X-RateLimit-Remaining": "-1"}, None),
+    ],
+    ids=["datadog", "5000-digits", "out-of-bounds", "huge-reset", "odd-name", "non-finite"],
+)
+def test_rate_limit_headers_are_bounded(
+    headers: dict[str, str], expected: RateLimit | None
+) -> None:
+    assert parse_rate_limit(headers) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1e308", MAX_HINT_S), ("9" * 40, None), ("Fri, 01 Jan 9999 00:00:00 GMT", MAX_HINT_S)],
+)
+def test_retry_after_is_bounded(value: str, expected: float | None) -> None:
+    assert parse_retry_after(value, now=lambda: 0.0) == expected
+
+
+def echoed_shapes() -> list[str]:
+    """Every shape of both keys, in every case a server may write them."""
+    found = []
+    for key in (API_KEY, APP_KEY):
+        for shape in shapes(key):
+            found += [shape, shape.upper(), shape.lower()]
+    found.append(quote(APP_KEY, safe="").lower())  # percent-encoded in lower-case hex
+    return found
+
+
+def assert_no_key(text: str | None) -> None:
+    assert text is not None
+    for shape in echoed_shapes():
+        assert shape.lower() not in text.lower(), shape
+
+
+@pytest.mark.parametrize("status", [400, 403, 429, 500, 307])
+def test_an_echoed_key_never_reaches_the_error(status: int) -> None:
+    body = json.dumps({"errors": [f"seen: {shape}" for shape in echoed_shapes()[:8]]}).encode()
+
+    answer = READER.http(status, {"Location": f"https://{API_KEY}.example/"}, body, 1.0)
+
+    assert_no_key(answer.error)
+    if status != 307:
+        assert answer.error is not None
+        assert answer.error.count(REDACTED) == 8
+
+
+def test_a_key_straddling_the_cut_of_a_long_error_is_not_half_shown() -> None:
+    body = ("x" * 480 + API_KEY + "y" * 100).encode()
+
+    answer = READER.http(502, {}, body, 1.0)
+
+    assert answer.error is not None
+    assert API_KEY[:10] not in answer.error
+
+
+def test_a_success_body_problem_is_scrubbed_too() -> None:
+    answer = READER.http(200, {}, f"<html>{API_KEY.upper()}</html>".encode(), 1.0)
+
+    assert answer.meaning is Meaning.DONE
+    assert answer.body_problem is not None
+    assert REDACTED in answer.body_problem
+    assert_no_key(answer.body_problem)
+
+
+@pytest.mark.parametrize(
+    ("location", "origin"),
+    [
+        ("http://127.0.0.1:9/steal?key=1", "http://127.0.0.1:9"),
+        ("https://evil.example/a/b", "https://evil.example:443"),
+        ("/elsewhere?x=1", "https://api.datadoghq.com:443"),  # relative: this origin
+        (None, "nowhere (no Location header)"),
+        ("http://[::1:bad", "an unreadable Location"),
+    ],
+)
+def test_a_redirect_names_only_the_origin_it_pointed_to(location: str | None, origin: str) -> None:
+    assert origin_of(location, URL("https://api.datadoghq.com")) == origin
+
+
+def test_a_redirect_is_fatal_and_never_done() -> None:
+    answer = READER.http(303, {"Location": "http://10.1.2.3:8080/path?q=secret"}, b"", 1.0)
+
+    assert answer.meaning is Meaning.FATAL
+    assert answer.error is not None
+    assert "http://10.1.2.3:8080" in answer.error
+    assert "/path" not in answer.error
+    assert "secret" not in answer.error
+    assert "--base-url" in answer.error
+
+
+def test_a_payload_is_parsed_only_when_asked_for() -> None:
+    body = b'{"data": [{"id": "1"}]}'
+
+    assert READER.http(200, {}, body, 1.0, want_payload=True).payload == {"data": [{"id": "1"}]}
+    assert READER.http(200, {}, body, 1.0).payload is None
+    assert READER.http(204, {}, b"", 1.0, want_payload=True).body_problem is None
+
+
+def test_an_unreadable_success_may_have_been_applied() -> None:
+    answer = READER.unreadable(201, {}, 1.0, "answer larger than 65536 bytes")
+
+    assert (answer.meaning, answer.maybe_applied) == (Meaning.RETRYABLE, True)
+    assert answer.error == "HTTP 201: answer larger than 65536 bytes"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (f"key {API_KEY} here", f"key {REDACTED} here"),
+        ("f" * 40, REDACTED),
+        ("f" * 36, "f" * 36),  # neither 32 nor 40: not a key's shape
+        ("f" * 41, "f" * 41),
+        (f"id={'A' * 32}.", f"id={REDACTED}."),
+    ],
+)
+def test_what_looks_like_a_key_is_masked(text: str, masked: str) -> None:
+    assert mask_key_shapes(text) == masked
+
+
+@pytest.mark.parametrize(
+    ("secrets", "text", "scrubbed"),
+    [
+        (
+            ("x",),
+            "key X, key x, box, X-ray",
+            f"key {REDACTED}, key {REDACTED}, box, {REDACTED}-ray",
+        ),
+        ((API_KEY,), f"KEY={API_KEY.upper()}&n=1", f"KEY={REDACTED}&n=1"),
+        ((APP_KEY,), quote(APP_KEY, safe="").lower(), REDACTED),
+        ((APP_KEY,), json.dumps(APP_KEY).replace("/", "\\/"), f'"{REDACTED}"'),
+        (("short/one",), "a short%2Fone b", f"a {REDACTED} b"),  # short: whole tokens
+    ],
+    ids=["short-any-case", "long-upper", "percent-lower", "json-escaped-slash", "short-encoded"],
+)
+def test_the_scrubber_finds_each_shape_in_any_case(
+    secrets: tuple[str, ...], text: str, scrubbed: str
+) -> None:
+    assert Scrubber(secrets).text(text) == scrubbed

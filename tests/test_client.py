@@ -1,0 +1,293 @@
+"""The client over real loopback HTTP, against servers built to misbehave: redirects to a
+second server that records whatever reaches it, echoes of the keys, endless and
+compressed bodies."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import resource
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+from support import TS
+
+from worker import api
+from worker.answers import Answer, Meaning
+from worker.client import Client
+from worker.config import Credentials, Route, Secret
+from worker.rows import Row
+from worker.sandbox import Sandbox
+
+API_KEY = "0123456789abcdef0123456789abcdef"
+APP_KEY = 'app/"Key"\\%&=-0123456789abcdef'
+ROW = Row(1001, "00000000-0000-0000-0000-000000000001", TS, "rum", "in.csv", 1)
+REQUESTS = {
+    "add_session": api.add_session(ROW),
+    "list_sessions": api.list_sessions(1001, 0, 100),
+    "search_events": api.search_events(
+        {"filter": {"query": "@type:session"}, "page": {"limit": 10}}
+    ),
+    "create_playlist": api.create_playlist("backfill", None),
+}
+
+
+@dataclass
+class Server:
+    base_url: str
+    seen: list[web.Request] = field(default_factory=list)
+    sent: int = 0  # body bytes written, for the streaming handlers
+
+
+SERVER = web.AppKey("server", Server)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Serve = Callable[[Handler], Awaitable[Server]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """`await serve(handler)`: an aiohttp server on an ephemeral loopback port that
+    answers every request with `handler` and records each request it sees."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> Server:
+        server = Server("")
+
+        async def record(request: web.Request) -> web.StreamResponse:
+            server.seen.append(request)
+            return await handler(request)
+
+        app = web.Application()
+        app[SERVER] = server
+        app.router.add_route("*", "/{tail:.*}", record)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        server.base_url = f"http://127.0.0.1:{port}"
+        return server
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def send(server: Server, request: api.Request) -> Answer:
+    credentials = Credentials(Secret(API_KEY), Secret(APP_KEY))
+    async with Client(Route(server.base_url), credentials, concurrency=2, timeout_s=10) as client:
+        return await client.send(request)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("call", sorted(REQUESTS))
+async def test_a_redirect_is_never_followed(serve: Serve, status: int, call: str) -> None:
+    elsewhere = await serve(lambda _r: _answer(201, {"data": {}}))
+    target = f"{elsewhere.base_url}/api/v2/steal?api_key={API_KEY}"
+
+    async def redirect(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, headers={"Location": target})
+
+    server = await serve(redirect)
+    answer = await send(server, REQUESTS[call])
+
+    assert elsewhere.seen == [], "nothing, and no key, reached the other origin"
+    assert len(server.seen) == 1
+    assert (answer.meaning, answer.status) == (Meaning.FATAL, status)
+    assert answer.error is not None
+    assert elsewhere.base_url in answer.error  # its origin: scheme, host and port
+    assert "/api/v2/steal" not in answer.error
+    assert API_KEY not in answer.error
+
+
+async def _answer(status: int, body: object) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def echoes() -> list[str]:
+    """Each key as a server may echo it: as sent, upper, lower, JSON-escaped, percent-encoded."""
+    found = []
+    for key in (API_KEY, APP_KEY):
+        escaped = json.dumps(key)[1:-1]
+        found += [key, key.upper(), key.lower(), escaped, quote(key, safe=""), quote(key).lower()]
+    return found
+
+
+@pytest.mark.parametrize("status", [400, 401, 429, 502])
+@pytest.mark.parametrize("as_json", [True, False], ids=["json-errors", "plain-text"])
+async def test_keys_echoed_in_every_shape_never_reach_the_answer(
+    serve: Serve, status: int, as_json: bool
+) -> None:
+    async def echo(request: web.Request) -> web.StreamResponse:
+        assert request.headers["DD-API-KEY"] == API_KEY  # what the echo is made of
+        lines = [f"{i}: {shape}" for i, shape in enumerate(echoes())]
+        if as_json:  # a JSON string holding an escaped copy survives the parse escaped
+            lines = [*lines, json.dumps({"headers": dict(request.headers)})]
+            return web.json_response({"errors": lines}, status=status)
+        return web.Response(status=status, text=" | ".join(lines))
+
+    answer = await send(await serve(echo), api.add_session(ROW))
+
+    assert answer.status == status
+    assert answer.error is not None
+    for shape in echoes():
+        assert shape.lower() not in answer.error.lower(), shape
+    assert answer.error.count("[redacted]") >= len(echoes())
+
+
+async def test_a_small_answer_is_read_and_its_payload_parsed(serve: Serve) -> None:
+    page = {"data": [{"id": ROW.session_id, "type": "rum_replay_session"}]}
+    answer = await send(await serve(lambda _r: _answer(200, page)), REQUESTS["list_sessions"])
+
+    assert (answer.meaning, answer.payload, answer.body_problem) == (Meaning.DONE, page, None)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "gzip-members"])
+async def test_a_compressed_answer_within_its_cap_is_read(serve: Serve, encoding: str) -> None:
+    page = {"data": [{"id": str(i)} for i in range(1000)]}
+    raw = json.dumps(page).encode()
+    if encoding == "gzip-members":
+        body, encoding = gzip.compress(raw[:100]) + gzip.compress(raw[100:]), "gzip"
+    else:
+        body = gzip.compress(raw) if encoding == "gzip" else zlib.compress(raw)
+
+    async def compressed(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, headers={"Content-Encoding": encoding})
+
+    answer = await send(await serve(compressed), REQUESTS["list_sessions"])
+
+    assert (answer.meaning, answer.payload) == (Meaning.DONE, page)
+
+
+async def test_an_answer_over_its_cap_is_a_lost_answer(serve: Serve) -> None:
+    big = {"data": {"id": "x" * (api.SMALL_CAP + 1)}}
+    answer = await send(await serve(lambda _r: _answer(201, big)), api.add_session(ROW))
+
+    assert (answer.meaning, answer.status) == (Meaning.RETRYABLE, 201)
+    assert answer.maybe_applied, "the PUT may have been applied: a later 200 is ours"
+    assert answer.error == f"HTTP 201: answer larger than {api.SMALL_CAP} bytes, not read" + (
+        " (see worker.api for the caps)"
+    )
+
+
+async def test_a_large_error_keeps_its_meaning(serve: Serve) -> None:
+    async def html(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=404, text="<html>" + "not found " * 100_000)
+
+    answer = await send(await serve(html), api.add_session(ROW))
+
+    assert (answer.meaning, answer.status) == (Meaning.ROW_FAILED, 404)
+    assert answer.error is not None
+    assert answer.error.startswith("HTTP 404: <html>not found")
+
+
+def max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+GIB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """About 1 MB on the wire, 1 GiB of zeros once inflated: 64 gzip members (a body
+    may hold several, one after another) of 16 MiB each."""
+    member = gzip.compress(bytes(16 << 20), compresslevel=9)
+    return member * (GIB // (16 << 20))
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_gzip_bomb_costs_only_its_cap(
+    serve: Serve, gzip_bomb: bytes, chunked: bool
+) -> None:
+    assert len(gzip_bomb) < 1.1e6
+
+    async def bomb(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Encoding": "gzip"})
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(gzip_bomb)
+        await response.prepare(request)
+        await response.write(gzip_bomb)
+        return response
+
+    before = max_rss_bytes()
+    answer = await send(await serve(bomb), REQUESTS["search_events"])
+
+    assert (answer.meaning, answer.maybe_applied) == (Meaning.RETRYABLE, True)
+    assert answer.error is not None
+    assert "answer larger than" in answer.error
+    assert max_rss_bytes() - before < 64 << 20, "the bomb was not inflated"
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "until-close"])
+async def test_an_endless_body_is_not_read_past_its_cap(serve: Serve, declared: bool) -> None:
+    chunk = b"x" * (1 << 16)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        server = request.app[SERVER]
+        response = web.StreamResponse(status=200)
+        if declared:
+            response.content_length = 1 << 40  # a terabyte, announced
+        else:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            while server.sent < 1 << 30:
+                await response.write(chunk)
+                server.sent += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up: what it should do
+        return response
+
+    server = await serve(endless)
+    answer = await send(server, api.add_session(ROW))
+
+    assert (answer.meaning, answer.maybe_applied) == (Meaning.RETRYABLE, True)
+    assert answer.error is not None
+    assert f"answer larger than {api.SMALL_CAP} bytes" in answer.error
+    assert server.sent < 64 << 20, "the client hung up instead of reading on"
+
+
+async def test_no_answer_at_all_is_retryable_and_was_never_sent(serve: Serve) -> None:
+    server = await serve(lambda _r: _answer(201, {}))
+    closed = Server(server.base_url.rsplit(":", 1)[0] + ":9")  # nothing listens on port 9
+
+    answer = await send(closed, api.add_session(ROW))
+
+    assert (answer.meaning, answer.status, answer.maybe_applied) == (
+        Meaning.RETRYABLE,
+        None,
+        False,
+    )
+
+
+async def test_every_call_of_a_playlist_round_trips_through_the_sandbox(
+    make_sandbox: Callable[..., Awaitable[Sandbox]],
+) -> None:
+    """The builders' paths and queries as the sandbox (which decodes as Datadog does)
+    reads them: an id holding `/`, `?` and `%` stays one segment; `page[size]` arrives."""
+    sandbox = await make_sandbox()
+    odd = Row(1001, "a/b?c%d", TS, "rum", "in.csv", 1)
+    credentials = Credentials(Secret(API_KEY), Secret(APP_KEY))
+    route = Route(sandbox.base_url)
+    async with Client(route, credentials, concurrency=2, timeout_s=10) as client:
+        added = [await client.send(api.add_session(row)) for row in (ROW, odd)]
+        page = await client.send(api.list_sessions(1001, 0, 1))
+        removed = await client.send(api.remove_sessions(1001, [ROW.session_id]))
+        gone = await client.send(api.remove_session(1001, odd.session_id))
+        empty = await client.send(api.list_sessions(1001, 0, 10))
+
+    assert [answer.status for answer in added] == [201, 201]
+    assert isinstance(page.payload, dict)
+    assert len(page.payload["data"]) == 1, "page[size]=1 was read"
+    assert (removed.status, gone.status) == (204, 204)
+    assert isinstance(empty.payload, dict)
+    assert empty.payload["data"] == []
+    assert sandbox.stats.puts == 2

@@ -1,0 +1,309 @@
+"""What an HTTP answer means: the one place a status, headers and body become an `Answer`.
+
+Every answer is hostile until checked. A status is one `Meaning`; each rate-limit header
+is bounded (a proxy's garbage, a `Reset` of a thousand years, a number of 5,000 digits
+that `int()` refuses); a redirect is never followed and names only the origin it pointed
+to; and every error text is scrubbed of the run's keys (`worker.scrub`) before it can
+reach a log line, the journal, the dead-letter file or the report.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from multidict import istr
+from yarl import URL
+
+from worker.scrub import Scrubber
+
+try:  # optional speed-up (the `fast` extra)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    from json import loads as _loads  # type: ignore[assignment]
+
+
+class Meaning(enum.Enum):
+    """What an answer means for the request that caused it."""
+
+    DONE = "done"  # 2xx
+    RATE_LIMITED = "rate_limited"  # 429: wait and send again; never the row's failure
+    RETRYABLE = "retryable"  # 408, 425, 5xx, no answer, a body over its cap or unreadable
+    ROW_FAILED = "row_failed"  # any other 4xx: this item will not succeed as it is
+    KEYS_REFUSED = "keys_refused"  # 401, 403: the keys, not the item, are at fault
+    FATAL = "fatal"  # the run cannot work as configured: TLS verification, any redirect
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """The `X-RateLimit-*` headers of one answer, each bounded; any may be None."""
+
+    limit: int | None
+    period: float | None
+    remaining: int | None
+    reset: float | None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    meaning: Meaning
+    status: int | None  # None: no HTTP answer (connection error, timeout)
+    latency_ms: float
+    error: str | None = None  # human text, already scrubbed of keys; None on success
+    rate_limit: RateLimit | None = None
+    retry_after_s: float | None = None  # parsed Retry-After, bounded
+    maybe_applied: bool = False
+    """A retryable failure after the server may have applied the request (a 5xx, a lost
+    or unreadable answer): a later 200 may be this attempt's doing."""
+    payload: object = None  # the parsed JSON body of a 2xx, when the Request asked for it
+    body_problem: str | None = None  # a 2xx whose body was not the documented JSON
+
+
+MAX_COUNT = 1_000_000_000
+"""A `Limit` or `Remaining` above this is no real limit: read as absent."""
+MAX_PERIOD_S = 86_400.0
+"""Datadog's rate-limit periods are seconds to an hour; one longer than a day is absent."""
+MAX_HINT_S = 1e10
+"""A `Reset` or `Retry-After` (about 317 years) beyond this is read as this: still an order
+to wait very long, which the pacer caps (its `max_pause_s`), never an infinity or an
+overflow in the arithmetic of times."""
+_MAX_NUMBER_CHARS = 32
+"""A header number longer than this is garbage: `int()` of 5,000 digits even raises."""
+_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+"""What a limit's name may look like: it becomes a key of the pacer's budgets."""
+
+ERROR_CHARS = 500
+"""The error text kept of an answer (Datadog's own errors are a line)."""
+_SCRUB_WINDOW = 4096
+"""The error text is scrubbed over this much, then cut to ERROR_CHARS: cut first, a key
+straddling the cut would leave its first part in clear."""
+
+RETRYABLE_STATUSES = frozenset({408, 425})
+KEY_STATUSES = frozenset({401, 403})
+
+
+def meaning_of(status: int) -> Meaning:
+    if 200 <= status < 300:
+        return Meaning.DONE
+    if status == 429:
+        return Meaning.RATE_LIMITED
+    if 300 <= status < 400:
+        return Meaning.FATAL  # never followed: the keys would go along
+    if status in KEY_STATUSES:
+        return Meaning.KEYS_REFUSED
+    if 400 <= status < 500 and status not in RETRYABLE_STATUSES:
+        return Meaning.ROW_FAILED
+    return Meaning.RETRYABLE  # 408, 425, 5xx and what no server should send (1xx, 6xx)
+
+
+def _number(value: str | None) -> float | None:
+    """A finite, non-negative number, or None."""
+    if value is None or len(value) > _MAX_NUMBER_CHARS:
+        return None
+    if value.isascii() and value.isdigit():  # what Datadog sends: the cheap path
+        return int(value)
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _count(value: float | None) -> int | None:
+    return int(value) if value is not None and value <= MAX_COUNT else None
+
+
+def _hint(value: float | None) -> float | None:
+    return None if value is None else min(float(value), MAX_HINT_S)
+
+
+# Case-insensitive names made once: aiohttp's headers then skip folding the case of the
+# name on every lookup (as `aiohttp.hdrs` does for the standard ones).
+_LIMIT = istr("X-RateLimit-Limit")
+_PERIOD = istr("X-RateLimit-Period")
+_REMAINING = istr("X-RateLimit-Remaining")
+_RESET = istr("X-RateLimit-Reset")
+_LIMIT_NAME = istr("X-RateLimit-Name")
+_RETRY_AFTER = istr("Retry-After")
+_LOCATION = istr("Location")
+
+
+def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
+    """None when the answer carries no `X-RateLimit-*` number at all (a proxy, say)."""
+    get = headers.get
+    limit, period, remaining, reset = get(_LIMIT), get(_PERIOD), get(_REMAINING), get(_RESET)
+    raw_name = get(_LIMIT_NAME)
+    name = raw_name if raw_name is not None and _NAME.fullmatch(raw_name) else None
+    if limit and period and remaining and reset:
+        digits = limit + period + remaining + reset
+        # What Datadog sends, checked in one go: short whole numbers, nothing to bound
+        # but the period (nine digits each stay below MAX_COUNT and MAX_HINT_S).
+        if (
+            len(digits) <= 36
+            and digits.isdigit()
+            and digits.isascii()
+            and max(len(limit), len(period), len(remaining), len(reset)) <= 9
+        ):
+            period_s = int(period)
+            return RateLimit(
+                int(limit) or None,
+                period_s if 0 < period_s <= MAX_PERIOD_S else None,
+                int(remaining),
+                int(reset),
+                name,
+            )
+    numbers = _number(limit), _number(period), _number(remaining), _number(reset)
+    if numbers == (None, None, None, None):
+        return None
+    limit_n, period_n, remaining_n, reset_n = numbers
+    return RateLimit(
+        limit=_count(limit_n) or None,
+        period=period_n if period_n and period_n <= MAX_PERIOD_S else None,
+        remaining=_count(remaining_n),
+        reset=_hint(reset_n),
+        name=name,
+    )
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """`Retry-After` as seconds or as an HTTP date, bounded; None when absent or unreadable."""
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return _hint(seconds)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return _hint(max(0.0, when.timestamp() - now()))
+
+
+def error_text(body: bytes) -> str:
+    """Datadog's `{"errors": [...]}` joined, else the start of whatever came back."""
+    try:
+        parsed = _loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("errors"), list):
+        return "; ".join(str(e) for e in parsed["errors"][:20])
+    text = body[:_SCRUB_WINDOW].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
+
+
+def origin_of(location: str | None, base: URL) -> str:
+    """Where a redirect pointed: scheme, host and port only (a path or query may hold
+    anything, the keys included); a relative `Location` is on the base URL's origin."""
+    if location is None:
+        return "nowhere (no Location header)"
+    try:
+        target = base.join(URL(location))
+        origin = f"{target.scheme}://{target.host}:{target.port}"
+    except (ValueError, TypeError):
+        return "an unreadable Location"
+    return origin[:200]
+
+
+class AnswerReader:
+    """Turns what came back (or did not) into an `Answer`, scrubbing every text it keeps.
+
+    `base_url` places a relative redirect; `scrubber` knows the run's keys."""
+
+    __slots__ = ("_base", "_scrubber")
+
+    def __init__(self, scrubber: Scrubber, base_url: str) -> None:
+        self._scrubber = scrubber
+        self._base = URL(base_url)
+
+    def scrubbed(self, text: str) -> str:
+        return self._scrubber.text(text[:_SCRUB_WINDOW])[:ERROR_CHARS]
+
+    def http(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        latency_ms: float,
+        *,
+        want_payload: bool = False,
+    ) -> Answer:
+        """An answer whose whole body (within its cap) was read."""
+        meaning = meaning_of(status)
+        rate_limit = parse_rate_limit(headers)
+        if meaning is Meaning.DONE:
+            payload, problem = _payload(status, body, want_payload)
+            return Answer(
+                meaning,
+                status,
+                latency_ms,
+                rate_limit=rate_limit,
+                payload=payload,
+                body_problem=None if problem is None else self.scrubbed(problem),
+            )
+        if meaning is Meaning.FATAL:  # a redirect
+            error = (
+                f"HTTP {status}: a redirect to {origin_of(headers.get(_LOCATION), self._base)}, "
+                "not followed (the keys would go along); the tool talks to the API "
+                "itself only: check --base-url and HTTPS_PROXY / HTTP_PROXY"
+            )
+        else:
+            error = f"HTTP {status}: {error_text(body)}"
+        return Answer(
+            meaning,
+            status,
+            latency_ms,
+            error=self.scrubbed(error),
+            rate_limit=rate_limit,
+            retry_after_s=parse_retry_after(headers.get(_RETRY_AFTER)),
+            maybe_applied=status >= 500,
+        )
+
+    def unreadable(
+        self, status: int, headers: Mapping[str, str], latency_ms: float, problem: str
+    ) -> Answer:
+        """An answer whose body could not be read whole (over its cap, a bad encoding):
+        retried, as an answer lost; a 2xx means the request may have been applied."""
+        meaning = meaning_of(status)
+        if meaning in (Meaning.DONE, Meaning.ROW_FAILED, Meaning.KEYS_REFUSED):
+            meaning = Meaning.RETRYABLE
+        return Answer(
+            meaning,
+            status,
+            latency_ms,
+            error=self.scrubbed(f"HTTP {status}: {problem}"),
+            rate_limit=parse_rate_limit(headers),
+            retry_after_s=parse_retry_after(headers.get(_RETRY_AFTER)),
+            maybe_applied=status < 300 or status >= 500,
+        )
+
+    def none(
+        self, error: str, latency_ms: float, *, meaning: Meaning, maybe_applied: bool
+    ) -> Answer:
+        """No HTTP answer at all: a connection error, a timeout, TLS."""
+        return Answer(
+            meaning, None, latency_ms, error=self.scrubbed(error), maybe_applied=maybe_applied
+        )
+
+
+def _payload(status: int, body: bytes, want_payload: bool) -> tuple[object, str | None]:
+    """The parsed body when asked for, and what is wrong with it, if anything.
+
+    Datadog's v2 answers are JSON:API documents, `{"data": ...}`, or no body at all for
+    a 204; the caller of a payload checks the rest of its shape."""
+    if not body and status == 204:
+        return None, None
+    try:
+        parsed = _loads(body)
+    except ValueError:
+        return None, f"body is not JSON: {body[:80]!r}"
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("data"), dict | list):
+        return (parsed if want_payload else None), f"body has no 'data': {body[:80]!r}"
+    return (parsed if want_payload else None), None

@@ -1,0 +1,137 @@
+"""The API's calls as plain descriptions: method, path, query, body, and how much to read.
+
+One builder per endpoint, so a path parameter is percent-encoded in one place and every
+call states its rate-limit family and the most answer it may read (`body_cap`). The caps
+are sized to the largest legitimate answer of each call, measured on answers built from
+the official client's models (`datadog_api_client.v2.model`):
+
+* the PUT, the DELETEs, a playlist's own calls: one JSON:API document of a few hundred
+  bytes (a session's `session_event` included: ~2.4 KB), so 64 KiB (`SMALL_CAP`);
+* a page of a playlist's sessions or of RUM events: one session event per item, ~2.4 KB
+  for a realistic session event (replay, views, user, geo, device, context; 2.1 MB for
+  1,000 sessions, 2.4 MB for a search page of 1,000 events). Such a page may read
+  `EVENT_ALLOWANCE` (16 KiB, ~7x the measured event, for large custom contexts) per item
+  asked for, plus `SMALL_CAP` for the envelope: 16.1 MiB for 1,000 events.
+
+A larger answer is not read past its cap (`worker.client`): memory stays flat whatever a
+server sends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from worker.rows import Row
+
+PLAYLISTS = "/api/v2/rum/replay/playlists"
+SEARCH = "/api/v2/rum/events/search"
+SMALL_CAP = 64 * 1024
+EVENT_ALLOWANCE = 16 * 1024
+MAX_PAGE_ITEMS = 1000
+"""The search's documented `page.limit` ceiling; a sessions page is capped alike."""
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
+"""What `quote(..., safe="")` leaves as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str  # "PUT" | "DELETE" | "GET" | "POST" | "PATCH"
+    path: str  # percent-encoded path, e.g. "/api/v2/rum/replay/playlists/12/sessions"
+    query: tuple[tuple[str, str], ...] = ()
+    body: object = None  # sent as JSON when not None
+    family: str = "playlist_sessions"  # "playlist_sessions" | "playlists" | "rum_search"
+    body_cap: int = SMALL_CAP  # answer bytes read at most (decompressed)
+    want_payload: bool = False  # parse a 2xx body as JSON into Answer.payload
+
+
+def segment(value: str) -> str:
+    """One path segment, percent-encoded with no safe characters, so an id holding `/`,
+    `?`, `#` or `%` can never leave its own segment."""
+    if _UNRESERVED.fullmatch(value):  # a UUID needs no quoting: skip the work
+        return value
+    return quote(value, safe="")
+
+
+def page_cap(items: int) -> int:
+    """The cap for a page of `items` session events (see the module's note)."""
+    return SMALL_CAP + EVENT_ALLOWANCE * max(1, min(items, MAX_PAGE_ITEMS))
+
+
+def add_session(row: Row) -> Request:
+    """PUT .../playlists/{pid}/sessions/{sid}?ts=&data_source=: 201 added, 200 present."""
+    query: tuple[tuple[str, str], ...] = (("data_source", row.data_source),)
+    if row.ts is not None:
+        query = (("ts", str(row.ts)), *query)
+    return Request(
+        "PUT", f"{PLAYLISTS}/{row.playlist_id}/sessions/{segment(row.session_id)}", query
+    )
+
+
+def remove_session(playlist_id: int, session_id: str) -> Request:
+    """DELETE .../playlists/{pid}/sessions/{sid}: 204."""
+    return Request("DELETE", f"{PLAYLISTS}/{playlist_id}/sessions/{segment(session_id)}")
+
+
+def remove_sessions(playlist_id: int, session_ids: Sequence[str]) -> Request:
+    """DELETE .../playlists/{pid}/sessions with the ids in the body: 204."""
+    body = {"data": [{"id": sid, "type": "rum_replay_session"} for sid in session_ids]}
+    return Request("DELETE", f"{PLAYLISTS}/{playlist_id}/sessions", body=body)
+
+
+def list_sessions(playlist_id: int, page: int, size: int) -> Request:
+    """GET .../playlists/{pid}/sessions?page[number]=&page[size]=: `{"data": [...]}`."""
+    return Request(
+        "GET",
+        f"{PLAYLISTS}/{playlist_id}/sessions",
+        (("page[number]", str(page)), ("page[size]", str(size))),
+        body_cap=page_cap(size),
+        want_payload=True,
+    )
+
+
+def search_events(body: Mapping[str, object]) -> Request:
+    """POST /api/v2/rum/events/search: one page of events, capped by its `page.limit`."""
+    page = body.get("page")
+    limit = page.get("limit") if isinstance(page, Mapping) else None
+    items = limit if isinstance(limit, int) and not isinstance(limit, bool) else MAX_PAGE_ITEMS
+    return Request(
+        "POST",
+        SEARCH,
+        body=dict(body),
+        family="rum_search",
+        body_cap=page_cap(items),
+        want_payload=True,
+    )
+
+
+def list_playlists(query: str | None, page: int, size: int) -> Request:
+    """GET /api/v2/rum/replay/playlists?filter[query]=&page[number]=&page[size]=."""
+    params: tuple[tuple[str, str], ...] = (("page[number]", str(page)), ("page[size]", str(size)))
+    if query is not None:
+        params = (("filter[query]", query), *params)
+    return Request(
+        "GET",
+        PLAYLISTS,
+        params,
+        family="playlists",
+        # A playlist is a few hundred bytes; a generous 4 KiB each.
+        body_cap=SMALL_CAP + 4096 * max(1, min(size, MAX_PAGE_ITEMS)),
+        want_payload=True,
+    )
+
+
+def get_playlist(playlist_id: int) -> Request:
+    return Request("GET", f"{PLAYLISTS}/{playlist_id}", family="playlists", want_payload=True)
+
+
+def create_playlist(name: str, description: str | None) -> Request:
+    """POST /api/v2/rum/replay/playlists: 201 with the playlist (its id a string)."""
+    attributes: dict[str, object] = {"name": name}
+    if description is not None:
+        attributes["description"] = description
+    body = {"data": {"type": "rum_replay_playlist", "attributes": attributes}}
+    return Request("POST", PLAYLISTS, body=body, family="playlists", want_payload=True)

@@ -1,0 +1,295 @@
+"""`run INPUT...`: add every row of the inputs to its playlist.
+
+The options become a `RunConfig` here, and every check that can be made before the first
+request is made here, so a bad option exits 2 having sent nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from worker.cli.inputs import add_input_options, reader_options
+from worker.cli.types import (
+    bounded_int,
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+from worker.config import ConfigError, base_url_for, check_transport, load_credentials
+from worker.examples import epilog
+from worker.health import RetryPolicy
+from worker.journal import default_journal_path
+from worker.metrics import destination_from
+from worker.report import prepare_destination
+from worker.settings import Outputs, Pace, RunConfig, Target, Watch
+from worker.shard import Shard
+
+MAX_CONCURRENCY = 1024
+"""Requests in flight at most: far above what any Datadog rate limit lets through at
+once, and low enough that the buffers behind each one stay a few megabytes."""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="add every row of the inputs to its playlist",
+        epilog=epilog("run"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_input_options(run)
+    add_target_options(run)
+    _add_pace_options(run)
+    _add_output_options(run)
+    add_watch_options(run)
+    run.set_defaults(handler=handle)
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_argument_group("where to send")
+    target.add_argument("--site", help="Datadog site (default: $DD_SITE, else datadoghq.com)")
+    target.add_argument("--base-url", help="send to this base URL instead of https://api.{site}")
+    target.add_argument(
+        "--sandbox", action="store_true", help="send to a built-in sandbox on loopback"
+    )
+    target.add_argument(
+        "--sandbox-rate-limit",
+        metavar="LIMIT/PERIOD",
+        help="with --sandbox: the sandbox's limit, e.g. 100/2 (default: the sandbox's)",
+    )
+    target.add_argument("--api-key-file", help="read the API key from this file")
+    target.add_argument("--app-key-file", help="read the application key from this file")
+    target.add_argument("--ca-bundle", help="CA bundle to verify TLS with (corporate proxies)")
+    target.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="let the keys travel over plain http to a host that is not this machine "
+        "(or through an http proxy that sees them); never needed for Datadog itself",
+    )
+
+
+def _add_pace_options(parser: argparse.ArgumentParser) -> None:
+    pace = parser.add_argument_group("pace and retries")
+    pace.add_argument(
+        "--concurrency",
+        type=bounded_int(MAX_CONCURRENCY),
+        default=16,
+        help=f"requests in flight at most, up to {MAX_CONCURRENCY} (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--rate",
+        type=positive_float,
+        help="at most R requests per second, on top of the server's limits",
+    )
+    pace.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=5,
+        help="attempts per row for retryable failures (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--backoff-base",
+        type=positive_float,
+        default=0.25,
+        help="seconds: retry n waits a random time up to base * 2^(n-1) (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--backoff-cap",
+        type=positive_float,
+        default=30.0,
+        help="seconds a retry waits at most (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds per request, connecting included (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--grace",
+        type=non_negative_float,
+        default=30.0,
+        help="seconds to let requests in flight finish after a signal (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--max-stall",
+        type=positive_float,
+        default=900.0,
+        help="abort after this many seconds without a finished row (default: %(default)s)",
+    )
+    pace.add_argument(
+        "--abort-failure-rate",
+        type=fraction,
+        default=0.95,
+        help="abort when this share of the last --abort-window requests failed (%(default)s)",
+    )
+    pace.add_argument(
+        "--abort-window",
+        type=positive_int,
+        default=200,
+        help="requests the failure rate is measured over (default: %(default)s)",
+    )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    track = parser.add_argument_group("journal and outputs")
+    journal = track.add_mutually_exclusive_group()
+    journal.add_argument("--journal", help="journal file (default: see docs/journal.md)")
+    journal.add_argument("--no-journal", action="store_true", help="keep no journal")
+    track.add_argument(
+        "--fresh", action="store_true", help="ignore what the journal holds; send every row"
+    )
+    track.add_argument("--dead-letter", help="write rows that failed for good to this NDJSON file")
+    track.add_argument("--report", help="write the final report to this JSON file")
+    track.add_argument(
+        "--dry-run", action="store_true", help="validate and show what would be sent; send nothing"
+    )
+    track.add_argument("--shard", help="take only shard K (0-based) of N, as K/N")
+
+
+def add_watch_options(parser: argparse.ArgumentParser) -> None:
+    watch = parser.add_argument_group("logs, progress and metrics")
+    watch.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        help="default: console on a terminal, json otherwise",
+    )
+    progress = watch.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="live progress display (default: on a terminal)",
+    )
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    watch.add_argument(
+        "--progress-interval",
+        type=positive_float,
+        default=5.0,
+        help="seconds between progress log events off a terminal (default: %(default)s)",
+    )
+    watch.add_argument(
+        "--statsd",
+        metavar="HOST:PORT",
+        help="send metrics to a DogStatsD agent (default: from $DD_AGENT_HOST if set)",
+    )
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> RunConfig:
+    """Raises `ConfigError`, saying what to fix, for anything wrong before the run."""
+    try:
+        destination_from(args.statsd, environ)  # a bad agent address exits 2 here
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return RunConfig(
+        inputs=tuple(args.inputs),
+        reader=reader_options(args),
+        target=target_from_args(args, environ, needs_keys=not args.dry_run),
+        outputs=Outputs(
+            journal=_journal_path(args, shard),
+            fresh=args.fresh,
+            dead_letter=Path(args.dead_letter) if args.dead_letter else None,
+            report=_report_path(args.report),
+        ),
+        pace=Pace(
+            concurrency=args.concurrency,
+            rate=args.rate,
+            timeout_s=args.timeout,
+            grace_s=args.grace,
+            max_stall_s=args.max_stall,
+            policy=RetryPolicy(
+                max_attempts=args.max_attempts,
+                backoff_base_s=args.backoff_base,
+                backoff_cap_s=args.backoff_cap,
+                failure_window=args.abort_window,
+                failure_rate_to_abort=args.abort_failure_rate,
+            ),
+        ),
+        watch=watch_from_args(args),
+        shard=shard,
+        dry_run=args.dry_run,
+        recorded_options=_recorded(args),
+    )
+
+
+def target_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str], *, needs_keys: bool
+) -> Target:
+    sandbox_limit = None
+    if args.sandbox_rate_limit:
+        if not args.sandbox:
+            raise ConfigError("--sandbox-rate-limit applies only with --sandbox")
+        from worker.sandbox.ratelimit import parse_rate_limit
+
+        try:
+            sandbox_limit = parse_rate_limit(args.sandbox_rate_limit)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if args.sandbox:
+        if args.base_url or args.site:
+            raise ConfigError("--sandbox sends to a local sandbox; drop --site/--base-url")
+        return Target(route=None, credentials=None, sandbox_rate_limit=sandbox_limit)
+    from worker.client import tls_context
+
+    base_url = base_url_for(args.site, args.base_url, environ)
+    return Target(
+        route=check_transport(base_url, environ, allow_insecure_http=args.allow_insecure_http),
+        credentials=(
+            load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
+        ),
+        tls=tls_context(args.ca_bundle),
+    )
+
+
+def watch_from_args(args: argparse.Namespace) -> Watch:
+    return Watch(
+        log_format=args.log_format,
+        progress=args.progress,
+        progress_interval_s=args.progress_interval,
+        statsd=args.statsd,
+    )
+
+
+def _journal_path(args: argparse.Namespace, shard: Shard | None) -> Path | None:
+    if args.no_journal:
+        return None
+    return Path(args.journal) if args.journal else default_journal_path(shard)
+
+
+def _report_path(option: str | None) -> Path | None:
+    if option is None:
+        return None
+    path = Path(option)
+    try:
+        prepare_destination(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"--report {option}: cannot write a report there ({exc.strerror or exc}); "
+            "name a file in a writable directory"
+        ) from None
+    return path
+
+
+def _recorded(args: argparse.Namespace) -> dict[str, object]:
+    """What the journal records of the options: never the key files' paths' contents,
+    and nothing argparse added for itself."""
+    return {
+        key: value
+        for key, value in vars(args).items()
+        if not key.endswith("_file") and key not in ("handler", "command", "error")
+    }
+
+
+def handle(args: argparse.Namespace) -> int:
+    from worker.ingest import cannot_start, ingest
+
+    try:
+        config = config_from_args(args, os.environ)
+    except ConfigError as exc:
+        return cannot_start(watch_from_args(args), str(exc))
+    return ingest(config, os.environ)

@@ -1,0 +1,61 @@
+"""Argument types shared by every subcommand: a bad value fails at parse time (exit 2)
+with a message saying what was expected, before anything is read or sent."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def _bounded(kind: Callable[[str], float], low: float, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value >= low:  # also rejects NaN
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    return int(_bounded(int, 1, "a whole number of 1 or more")(text))
+
+
+def bounded_int(high: int) -> Callable[[str], int]:
+    """A whole number from 1 to `high`."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{text!r} is more than {high}, the most allowed")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    what = "a positive finite number"
+    value = _bounded(float, 0, what)(text)
+    if value == 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    return int(_bounded(int, 0, "a whole number of 0 or more")(text))
+
+
+def non_negative_float(text: str) -> float:
+    return _bounded(float, 0, "a number of 0 or more")(text)
+
+
+def fraction(text: str) -> float:
+    """A share between 0 and 1, such as a failure rate."""
+    value = _bounded(float, 0, "a share between 0 and 1")(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
+    return value

@@ -1,0 +1,193 @@
+"""The send stage: one row through the pacer and the client until it has a result.
+
+A row is attempted until its operation succeeds, fails for good, or the run stops. A 429
+is never the row's failure: the pacer holds every worker of its family, then the row is
+sent again. Every attempt is an `Answered` event; the row's end is the `Outcome` the
+caller hands on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TextIO
+from urllib.parse import urlencode
+
+from worker.answers import Answer, Meaning
+from worker.api import Request
+from worker.events import Answered, Sink
+from worker.health import Health, RetryPolicy
+from worker.operation import Operation
+from worker.pacer import Pacer
+from worker.rows import Outcome, Result, Row
+from worker.stop import StopState
+
+Send = Callable[[Request], Awaitable[Answer]]
+Warn = Callable[[str, dict[str, object]], None]
+
+
+@dataclass(slots=True)
+class Hand:
+    """What a worker knows of the row in its hands, so a stop can account for it truly.
+    One per worker, reused row after row."""
+
+    row: Row | None = None
+    attempts: int = 0
+    answer: Answer | None = None
+    sending: bool = False
+
+    def take(self, row: Row) -> None:
+        self.row, self.attempts, self.answer, self.sending = row, 0, None, False
+
+
+def unsent(hand: Hand) -> Outcome:
+    """The row in `hand`, which the run stopped before finishing: not attempted, with
+    what was known of it."""
+    assert hand.row is not None
+    answer = hand.answer
+    if hand.sending:
+        # Abandoned by a second signal, at the end of --grace, or at a stall.
+        error: str | None = "in flight when the run stopped; it may have been applied"
+    elif answer is not None:
+        error = f"the run stopped before the row succeeded; last answer: {answer.error}"
+    else:
+        error = None
+    return Outcome(
+        hand.row,
+        Result.NOT_ATTEMPTED,
+        answer.status if answer else None,
+        hand.attempts,
+        answer.latency_ms if answer else 0.0,
+        error,
+    )
+
+
+class Sender:
+    """Performs `operation` on rows through `send`, paced by `pacer`."""
+
+    def __init__(
+        self,
+        operation: Operation,
+        send: Send,
+        *,
+        pacer: Pacer,
+        policy: RetryPolicy,
+        stop: StopState,
+        sink: Sink,
+        warn: Warn,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._operation = operation
+        self._send = send
+        self._pacer = pacer
+        self._policy = policy
+        self._health = Health(policy)
+        self._stop = stop
+        self._sink = sink
+        self._warn = warn
+        self._rng = rng or random.Random()
+        self._body_warned = False
+
+    async def deliver(self, row: Row, hand: Hand) -> Outcome:
+        """Attempt `row` until it has a result; a stop may cancel any wait but a send."""
+        operation, pacer, sink, stop = self._operation, self._pacer, self._sink, self._stop
+        family = operation.family
+        request = operation.request(row)
+        failures = 0
+        lost: str | None = None  # an earlier answer lost after the server may have applied it
+        while True:
+            ticket = pacer.try_acquire(family)  # far from the limit: at once, no coroutine
+            if ticket is None:
+                ticket = await pacer.acquire(family)
+            if stop.phase:
+                pacer.settle(ticket, None)  # nothing sent
+                return unsent(hand)
+            hand.sending = True
+            started = time.perf_counter()
+            try:
+                answer = await self._send(request)
+            except asyncio.CancelledError:
+                # Abandoned at a stop, perhaps after the server had it: a request all the same.
+                pacer.settle(ticket, None)
+                hand.attempts += 1
+                latency_ms = (time.perf_counter() - started) * 1000
+                sink(Answered(None, False, latency_ms, hand.attempts > 1))
+                raise
+            hand.sending = False
+            pacer.settle(ticket, answer)
+            hand.attempts += 1
+            hand.answer = answer
+            meaning = answer.meaning
+            sink(
+                Answered(
+                    answer.status,
+                    meaning is Meaning.RATE_LIMITED,
+                    answer.latency_ms,
+                    hand.attempts > 1,
+                )
+            )
+            reason = self._health.record(answer)
+            if reason is not None:
+                stop.request(reason, answer.error)
+            if meaning is Meaning.DONE:
+                if answer.body_problem is not None:
+                    self._odd_body(answer)
+                return self._final(row, operation.result(answer), answer, hand.attempts, lost)
+            if meaning is Meaning.RATE_LIMITED:
+                continue  # the pacer holds every worker; a 429 is never a row's failure
+            if meaning is Meaning.FATAL:
+                return unsent(hand)  # the run cannot work as configured
+            if meaning is Meaning.ROW_FAILED:
+                return self._final(row, Result.FAILED, answer, hand.attempts)
+            # Retryable, or refused: a refusal is the keys' failure, not the row's. Refused
+            # keys soon stop the run (Health), leaving the row not attempted; if other rows
+            # get through meanwhile, this one fails once its attempts are spent.
+            if answer.maybe_applied:
+                lost = answer.error
+            failures += 1
+            if failures >= self._policy.max_attempts:
+                return self._final(row, Result.FAILED, answer, hand.attempts, lost)
+            await asyncio.sleep(self._policy.backoff(failures, self._rng))
+
+    @staticmethod
+    def _final(
+        row: Row, result: Result, answer: Answer, attempts: int, lost: str | None = None
+    ) -> Outcome:
+        """A 201 is this attempt's own doing; any other result after a lost answer says
+        so, since the lost attempt may have been applied."""
+        note = None
+        if lost is not None and result is not Result.CREATED:
+            note = f"an earlier attempt's answer was lost ({lost}): it may have been applied"
+        error = answer.error if result is Result.FAILED else None
+        return Outcome(row, result, answer.status, attempts, answer.latency_ms, error, note)
+
+    def _odd_body(self, answer: Answer) -> None:
+        if not self._body_warned:
+            self._body_warned = True
+            self._warn(
+                "unexpected_success_body",
+                {
+                    "status": answer.status,
+                    "detail": answer.body_problem,
+                    "note": "the request succeeded; further such answers are not logged",
+                },
+            )
+
+
+class Preview:
+    """The dry run's send stage: each request a real run would send now, printed to
+    `out`, and nothing sent; the row counts as not attempted."""
+
+    def __init__(self, operation: Operation, base_url: str, out: TextIO) -> None:
+        self._operation = operation
+        self._base_url = base_url
+        self._out = out
+
+    async def deliver(self, row: Row, hand: Hand) -> Outcome:
+        request = self._operation.request(row)
+        query = f"?{urlencode(request.query, safe='[]')}" if request.query else ""
+        self._out.write(f"{request.method} {self._base_url}{request.path}{query}\n")
+        return Outcome(row, Result.NOT_ATTEMPTED)

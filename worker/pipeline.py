@@ -1,0 +1,252 @@
+"""The run: source → admission → bounded queue → workers → events → sinks.
+
+Everything runs in one `asyncio.TaskGroup`: a feeder takes chunks from the source,
+admits each row (repeats and the journal's done rows are skipped) and queues it; workers
+hand each queued row to the send stage; a watchdog ends a run that makes no progress.
+The queue is bounded, so a slow API holds the source back and memory stays flat.
+
+Every row read ends in exactly one event, `InvalidRow` or `Outcome`, whether the run
+finishes, aborts or is interrupted: that is what keeps the report's invariant true. A
+row is accounted for wherever the stop finds it: read ahead, between source and queue,
+queued, or in a worker's hands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from worker.chunks import Chunk, Item
+from worker.deliver import Hand, unsent
+from worker.events import Sink
+from worker.journal import JournalError
+from worker.reader import InputError
+from worker.rows import InvalidRow, Outcome, Result, Row
+from worker.stop import Phase, Reason, StopState
+
+
+class SourceFailed(Exception):
+    """A source (a search) that cannot go on: the rows it gave are still sent, then the
+    run ends as aborted, saying how far the source got."""
+
+
+class Source(Protocol):
+    """Chunks of rows, in order (`worker.chunks.ThreadedChunks` for files and stdin)."""
+
+    def __aiter__(self) -> AsyncIterator[Chunk]: ...
+
+    def read_ahead(self) -> list[Item]:
+        """Rows already read but not yet handed out (accounted for at a stop)."""
+        ...
+
+
+Admit = Callable[[Row], bool]
+"""False: the row is skipped (a repeat, or done before). May raise `JournalError`."""
+Deliver = Callable[[Row, Hand], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    concurrency: int
+    grace_s: float = 30.0
+    max_stall_s: float = 900.0
+    queue_size: int | None = None
+
+
+class Pipeline:
+    """One run over `source`; `await Pipeline(...).run()` returns when every row read
+    has its event. Why it stopped early, if it did, is in `stop`."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        admit: Admit,
+        deliver: Deliver,
+        sink: Sink,
+        stop: StopState,
+        settings: Settings,
+    ) -> None:
+        self._source = source
+        self._admit = admit
+        self._deliver = deliver
+        self._sink = sink
+        self._stop = stop
+        self._settings = settings
+        size = settings.queue_size or max(2 * settings.concurrency, 256)
+        self._queue: asyncio.Queue[Row] = asyncio.Queue(maxsize=size)
+        self._hands = [Hand() for _ in range(settings.concurrency)]
+        # Rows taken from the source but not yet queued: they survive a stop.
+        self._pending: deque[Item] = deque()
+        self._finished_at = 0.0  # loop time of the last row that finished
+        self._source_failure: str | None = None
+
+    async def run(self) -> None:
+        stop = self._stop
+        try:
+            async with asyncio.TaskGroup() as group:
+                feeder = group.create_task(self._feed(), name="feeder")
+                workers = [
+                    group.create_task(self._work(hand), name="worker") for hand in self._hands
+                ]
+                watchdog = group.create_task(self._watch_stall(), name="watchdog")
+                await _first(self._drained(feeder), stop.reached(Phase.STOPPING))
+                if stop.phase:
+                    await self._wind_down(feeder, workers)
+                for task in (feeder, watchdog, *workers):
+                    task.cancel()
+        except* Exception as crashed:  # a bug in a stage: stop, and still account for all
+            error = crashed.exceptions[0]
+            stop.request(Reason.FATAL, f"internal error: {error!r}", at_once=True)
+        finally:
+            self._account_unsent()
+        if stop.reason is not None and stop.reason.accounts_for_the_rest:
+            await _first(self._account_the_rest(), stop.reached(Phase.QUITTING))
+
+    async def _drained(self, feeder: asyncio.Task[None]) -> None:
+        """The source is exhausted and every queued row has its result."""
+        await asyncio.wait([feeder])
+        await self._queue.join()
+        if self._source_failure is not None:
+            self._stop.request(Reason.SOURCE, self._source_failure)
+
+    async def _wind_down(
+        self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]
+    ) -> None:
+        """Stop reading; let requests in flight finish within the grace period."""
+        feeder.cancel()
+        await asyncio.wait([feeder])
+        self._account_queued()
+        sending = []
+        for hand, worker in zip(self._hands, workers, strict=True):
+            if hand.sending:
+                sending.append(worker)
+            else:
+                worker.cancel()  # waiting on the pacer, a backoff or the queue: nothing to lose
+        if sending:
+            await _first(
+                asyncio.wait(sending, timeout=self._settings.grace_s),
+                self._stop.reached(Phase.HALTING),
+            )
+
+    async def _feed(self) -> None:
+        pending, queue, sink, admit = self._pending, self._queue, self._sink, self._admit
+        try:
+            async for chunk in self._source:
+                pending.extend(chunk)
+                while pending:
+                    item = pending.popleft()
+                    if type(item) is InvalidRow:
+                        sink(item)
+                        continue
+                    assert isinstance(item, Row)
+                    try:
+                        admitted = admit(item)
+                    except JournalError as exc:
+                        pending.appendleft(item)  # not sent: the stop accounts for it
+                        self._stop.request(Reason.JOURNAL, str(exc))
+                        return
+                    if not admitted:
+                        sink(Outcome(item, Result.SKIPPED))
+                    elif not queue.full():
+                        queue.put_nowait(item)  # no coroutine for the common case
+                    else:
+                        try:
+                            await queue.put(item)
+                        except asyncio.CancelledError:
+                            # Admitted, never queued: not attempted (admitting it again
+                            # would call it a repeat, and skipped).
+                            sink(Outcome(item, Result.NOT_ATTEMPTED))
+                            raise
+        except InputError as exc:
+            self._stop.request(Reason.INPUT, str(exc))
+        except SourceFailed as exc:
+            self._source_failure = str(exc)  # what it gave is still sent
+
+    async def _work(self, hand: Hand) -> None:
+        queue, deliver, sink, stop = self._queue, self._deliver, self._sink, self._stop
+        clock = asyncio.get_running_loop().time
+        while True:
+            row = await queue.get()
+            hand.take(row)
+            outcome = await deliver(row, hand)
+            hand.row = None
+            sink(outcome)
+            self._finished_at = clock()
+            queue.task_done()
+            if stop.phase:
+                return  # winding down: this worker's last row is done
+
+    async def _watch_stall(self) -> None:
+        """End a run that has made no progress for `max_stall_s` (a 429 storm, a dead API).
+        A deadline, not an event per finished row: this costs nothing on the hot path."""
+        loop = asyncio.get_running_loop()
+        limit = self._settings.max_stall_s
+        self._finished_at = loop.time()
+        while True:
+            await asyncio.sleep(self._finished_at + limit - loop.time())
+            if loop.time() - self._finished_at < limit:
+                continue
+            busy = any(hand.row is not None for hand in self._hands)
+            if busy or not self._queue.empty():  # a slow input is no stall
+                # Nothing finished in all that time: a --grace for the requests in flight
+                # would only make the abort later than the user's --max-stall.
+                self._stop.request(Reason.STALLED, f"no row finished in {limit:g} s", at_once=True)
+                return
+            self._finished_at = loop.time()
+
+    def _account_queued(self) -> None:
+        queue, sink = self._queue, self._sink
+        while not queue.empty():
+            sink(Outcome(queue.get_nowait(), Result.NOT_ATTEMPTED))
+            queue.task_done()
+
+    def _account_unsent(self) -> None:
+        self._account_queued()
+        self._pending.extend(self._source.read_ahead())
+        while self._pending:
+            self._leave_unsent(self._pending.popleft())
+        for hand in self._hands:
+            if hand.row is not None:
+                self._sink(unsent(hand))
+                hand.row = None
+
+    def _leave_unsent(self, item: Item) -> None:
+        """An item read but never queued: counted, never sent. A row the run would have
+        skipped (done before, or a repeat) is still skipped, not unsent."""
+        if type(item) is InvalidRow:
+            self._sink(item)
+            return
+        assert isinstance(item, Row)
+        try:
+            unsent_row = self._admit(item)
+        except JournalError:
+            unsent_row = True  # the journal is why the run stopped: the row was not sent
+        self._sink(Outcome(item, Result.NOT_ATTEMPTED if unsent_row else Result.SKIPPED))
+
+    async def _account_the_rest(self) -> None:
+        """After an abort, read the rest of the input so every row is accounted for."""
+        try:
+            async for chunk in self._source:
+                for item in chunk:
+                    self._leave_unsent(item)
+        except (InputError, SourceFailed) as exc:
+            self._stop.add_cause(f"then the input: {exc}")
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    """Wait for the first of `waits` to finish, cancel the rest; re-raise its error."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()

@@ -1,0 +1,86 @@
+"""The run's events as log lines: one per row that was sent or rejected, one per pause.
+
+Rows skipped because they were done before (or repeat an earlier row) are counted and
+summarised in one line at the end: a rerun of a million done rows would otherwise spend
+most of its time writing a million lines that say nothing new.
+
+`quiet` (a live progress display is showing the counts) leaves out the lines for rows
+that went well and for pauses; failures and invalid rows are still logged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from structlog.typing import FilteringBoundLogger
+
+from worker.events import Ended, Event
+from worker.logs import RunLogger
+from worker.pacer import Pause
+from worker.rows import InvalidRow, Outcome, Result
+
+
+class LogSink:
+    def __init__(self, log: FilteringBoundLogger, *, quiet: bool = False) -> None:
+        assert isinstance(log, RunLogger), "LogSink takes a logger from logs.configure()"
+        self._log = log
+        self._quiet = quiet
+        self._skipped = 0
+
+    def __call__(self, event: Event) -> None:
+        kind = type(event)
+        if kind is Outcome:
+            assert isinstance(event, Outcome)
+            self._outcome(event)
+        elif kind is InvalidRow:
+            assert isinstance(event, InvalidRow)
+            self._log.warning(
+                "invalid_row", source=event.source, line=event.line, reason=event.reason
+            )
+        elif kind is Pause:
+            assert isinstance(event, Pause)
+            if not self._quiet:
+                fields: dict[str, object] = {
+                    "seconds": round(event.pause_s, 3),
+                    "reason": event.reason,
+                    "family": event.family,
+                }
+                if event.asked_s != event.pause_s:
+                    fields["asked_s"] = round(event.asked_s, 3)
+                self._log.info("paused", **fields)
+        elif kind is Ended and self._skipped:
+            self._log.info(
+                "skipped",
+                rows=self._skipped,
+                detail="done in an earlier run (the journal) or repeated within this run",
+            )
+
+    def _outcome(self, outcome: Outcome) -> None:
+        if outcome.error:
+            level: Literal["info", "warning"] = "warning"
+        elif outcome.result is Result.SKIPPED:
+            self._skipped += 1
+            return
+        elif self._quiet:
+            return
+        else:
+            level = "info"
+        row = outcome.row
+        # "event" in the literal, not added later: a dict built with eleven keys has room
+        # for the level and timestamp the processor adds; one built with ten grows.
+        event = {
+            "event": "row",
+            "result": outcome.result,  # a str enum: serialised as its value
+            "playlist_id": row.playlist_id,
+            "session_id": row.session_id,
+            "data_source": row.data_source,
+            "status": outcome.http_status,
+            "attempts": outcome.attempts,
+            "latency_ms": round(outcome.latency_ms, 2),
+            "source": row.source,
+            "line": row.line,
+            "error": outcome.error,
+        }
+        if outcome.note:
+            event["note"] = outcome.note
+        self._log.emit(level, event)

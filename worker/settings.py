@@ -1,0 +1,74 @@
+"""A run's configuration, typed and checked: built by the CLI, read by everything below.
+
+Nothing below the command line sees argparse. Every value here has already been
+checked, so a run that gets this far can only fail on what the world does (an input
+that turns unreadable, an API that refuses), never on what the user typed.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.config import Credentials, Route
+from worker.health import RetryPolicy
+from worker.reader import ReaderOptions
+from worker.shard import Shard
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where requests go, and with which keys."""
+
+    route: Route | None
+    """None: a sandbox is started for this run, on a free loopback port."""
+    credentials: Credentials | None
+    """None: a sandbox's (made up for it) or a dry run's (nothing is sent)."""
+    tls: ssl.SSLContext | bool = True
+    sandbox_rate_limit: tuple[int, float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    concurrency: int = 16
+    rate: float | None = None
+    """A ceiling of requests per second on top of the server's limits."""
+    timeout_s: float = 30.0
+    grace_s: float = 30.0
+    max_stall_s: float = 900.0
+    policy: RetryPolicy = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    journal: Path | None
+    """None: no journal (`--no-journal`); repeats are still caught, on disk."""
+    fresh: bool = False
+    dead_letter: Path | None = None
+    report: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    log_format: str | None = None
+    """None: console on a terminal, JSON otherwise."""
+    progress: bool | None = None
+    """None: a live display on a terminal, `progress` events otherwise."""
+    progress_interval_s: float = 5.0
+    statsd: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    inputs: tuple[str, ...]
+    reader: ReaderOptions
+    target: Target
+    outputs: Outputs
+    pace: Pace = Pace()
+    watch: Watch = Watch()
+    shard: Shard | None = None
+    dry_run: bool = False
+    recorded_options: Mapping[str, object] | None = None
+    """The options as given, for the journal's record of the run (never the keys)."""
