@@ -44,18 +44,18 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     """In this process: run once and return CPU seconds per row (sent to `base_url` with
     the keys in DD_API_KEY and DD_APP_KEY, or answered at once when it is None)."""
     from multidict import CIMultiDict, CIMultiDictProxy
+    from worker.observe import RunObserver
+    from worker.runner import Fanout, RetryPolicy, Run, RunSettings
 
     from worker import aio, logs
     from worker.answers import Answer, AnswerReader, Meaning
     from worker.api import Request
     from worker.client import Client
     from worker.config import Credentials, Route, Secret
+    from worker.input import ReaderOptions, RowStream, open_inputs
     from worker.journal import Ledger, MemoryLedger, SqliteJournal
-    from worker.observe import RunObserver
     from worker.pacer import Pacer
-    from worker.reader import ReaderOptions, RowStream, open_inputs
     from worker.report import Report
-    from worker.runner import Fanout, RetryPolicy, Run, RunSettings
     from worker.sandbox.ratelimit import FixedWindowLimiter, parse_rate_limit
     from worker.sandbox.store import SessionRecord
     from worker.sandbox.wire import json_bytes, resource

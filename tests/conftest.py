@@ -30,11 +30,15 @@ _URL_LINE_TIMEOUT = 30.0
 @pytest.fixture
 async def make_sandbox() -> AsyncIterator[Callable[..., Awaitable[Sandbox]]]:
     """`await make_sandbox(**SandboxConfig fields)`: a started in-process sandbox, with
-    FAST_RATE_LIMIT unless told otherwise; all are stopped after the test."""
+    FAST_RATE_LIMIT for every family unless told otherwise; all are stopped after the
+    test."""
     started: list[Sandbox] = []
 
     async def make(**config: Any) -> Sandbox:
-        sandbox = Sandbox(SandboxConfig(**{"rate_limit": FAST_RATE_LIMIT, **config}))
+        fast = dict.fromkeys(
+            ("rate_limit", "playlists_rate_limit", "search_rate_limit"), FAST_RATE_LIMIT
+        )
+        sandbox = Sandbox(SandboxConfig(**{**fast, **config}))
         await sandbox.start()
         started.append(sandbox)
         return sandbox

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worker.check import check_inputs
-from worker.reader import ReaderOptions
+from worker.input import ReaderOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = 1_795_651_200_000  # 2026-11-26T00:00:00Z

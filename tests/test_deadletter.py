@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.reader import ReaderOptions, open_inputs
+from worker.input import ReaderOptions, open_inputs
 from worker.rows import InvalidRow, Outcome, Result, Row
 
 TS = 1_704_067_200_000

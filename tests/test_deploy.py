@@ -190,7 +190,7 @@ def test_the_install_step_builds_from_exactly_the_copied_files(tmp_path: Path) -
         names = built.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "rum-playlist-ingest = worker.cli:main" in built.read(entry_points).decode()
-    assert {"worker/cli.py", "worker/shard.py", "worker/sandbox/__init__.py"} <= set(names)
+    assert {"worker/cli/__init__.py", "worker/shard.py", "worker/sandbox/__init__.py"} <= set(names)
 
 
 # Kubernetes

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.metrics import Destination, StatsdMetrics, destination_from, statsd_from
 from worker.events import Answered, Ended
+from worker.metrics import Destination, StatsdMetrics, destination_from, statsd_from
 from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome, Result, Row
 

@@ -42,7 +42,7 @@ from worker.answers import (
     parse_rate_limit,
     parse_retry_after,
 )
-from worker.pacer import GUARD_S, Pacer, Pause
+from worker.pacer import DEFAULT_MAX_PAUSE_S, GUARD_S, Pacer, Pause
 from worker.sandbox import FaultConfig, Sandbox
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]

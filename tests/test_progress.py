@@ -22,8 +22,8 @@ from pseudo_terminal import ANSI, Terminal, plain
 from structlog.typing import EventDict
 
 from worker.humanize import duration, rate
+from worker.input import ReaderOptions, Reading, RowFilter, open_inputs
 from worker.progress import Gauge, Source, make_progress
-from worker.reader import Owns, ReaderOptions, Reading, open_inputs
 from worker.report import Report
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.shard import Shard
@@ -264,7 +264,7 @@ CHILD = """
 import asyncio, sys
 import structlog
 from worker.progress import make_progress
-from worker.reader import Reading
+from worker.input import Reading
 from worker.report import Report
 
 async def main() -> None:
@@ -342,7 +342,7 @@ def write_ndjson(path: Path, count: int) -> str:
     return str(path)
 
 
-def shard_owns(shard: Shard) -> Owns:
+def shard_owns(shard: Shard) -> RowFilter:
     """What `--shard` makes of a row, as `worker.ingest.Plan.owns` does."""
 
     def owns(item: Row | InvalidRow) -> bool:
@@ -356,7 +356,7 @@ def shard_owns(shard: Shard) -> Owns:
 @dataclass(frozen=True)
 class Inputs:
     paths: list[str]
-    owns: Owns | None = None
+    owns: RowFilter | None = None
     shards: int = 1
     """The share of the rows `owns` keeps is about one in this many."""
 

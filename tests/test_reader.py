@@ -13,11 +13,12 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from worker.reader import (
+from worker.input import (
     MAX_LINE_BYTES,
     InputError,
     ReaderOptions,
@@ -739,6 +740,10 @@ def test_corrupted_gzip_data_is_an_invalid_row_not_a_crash(tmp_path: Path) -> No
             '"dataSource": "product_analytics", "note": "x"}',
             row(1, data_source="product_analytics"),
         ),
+        (  # aliases with floats are read again exactly, not through the float
+            f'{{"playlistId": 1.001e3, "sessionId": "{UUID}", "timestamp": 1.795e12}}',
+            row(1),
+        ),
         (  # an exact name beats an alias, wherever it stands
             f'{{"session": {{"id": "other"}}, "playlist_id": 1001, "session_id": "{UUID}", '
             f'"timestamp": 1795000099999, "ts": {TS}}}',
@@ -1004,7 +1009,7 @@ def test_stdin_can_be_substituted_and_its_format_sniffed(content: bytes, fmt: st
 def test_real_stdin_through_a_subprocess() -> None:
     code = (
         "import sys\n"
-        "from worker.reader import ReaderOptions, open_inputs\n"
+        "from worker.input import ReaderOptions, open_inputs\n"
         "with open_inputs(['-'], ReaderOptions()) as stream:\n"
         "    for item in stream:\n"
         "        print(item.source, item.line, type(item).__name__)\n"
@@ -1054,10 +1059,12 @@ def test_position_counts_raw_bytes_of_every_input(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 def test_every_file_is_closed(tmp_path: Path) -> None:
+    """Files longer than the check's head are closed after it and reopened in their turn;
+    a file the check read whole is not opened again."""
     paths = []
     for index in range(5):
         path = tmp_path / f"in{index}.csv"
-        path.write_bytes(sessions_csv(10))
+        path.write_bytes(sessions_csv(250))
         paths.append(str(path))
     before = len(os.listdir("/proc/self/fd"))
     with open_inputs(paths, OPTIONS) as stream:
@@ -1172,7 +1179,7 @@ def test_ndjson_reads_the_same_without_orjson(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "sys.modules['orjson'] = None  # makes `import orjson` fail\n"
-        "from worker.reader import ReaderOptions, open_inputs\n"
+        "from worker.input import ReaderOptions, open_inputs\n"
         "with open_inputs([sys.argv[1]], ReaderOptions(now_ms=lambda: 1795651200000)) as rows:\n"
         "    for item in rows:\n"
         "        print(repr(item))\n"
@@ -1182,3 +1189,238 @@ def test_ndjson_reads_the_same_without_orjson(tmp_path: Path) -> None:
     )
     with open_inputs([str(path)], OPTIONS) as stream:
         assert result.stdout.decode().splitlines() == [repr(item) for item in stream]
+
+
+# Each head parsed once -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.csv.gz"])
+def test_the_rows_the_check_read_are_handed_out_and_reading_goes_on_after_them(
+    tmp_path: Path, name: str
+) -> None:
+    """The check's rows are not parsed again: a file changed on disk after the check (in
+    place, same length) shows the old values in the check's rows and the new ones after."""
+    content = sessions_csv(250)
+    changed = content.replace(b",00000000-", b",ffffffff-")
+    pack = gzip.compress if name.endswith(".gz") else bytes
+    (tmp_path / name).write_bytes(pack(content))
+    with open_inputs([name], OPTIONS) as stream:
+        (tmp_path / name).write_bytes(pack(changed))
+        items = list(stream)
+    assert [item.line for item in items] == list(range(2, 252))
+    ids = [item.session_id for item in items if isinstance(item, Row)]
+    assert [session_id[0] for session_id in ids] == ["0"] * 100 + ["f"] * 150
+
+
+def quotes_across_the_head(quote_line: int, swallowed: int) -> bytes:
+    """Good rows, with a quote opened on `quote_line` that swallows `swallowed` lines
+    before one that breaks it: the check stops inside, before or after the replay."""
+    lines = []
+    for line in range(2, 260):
+        value = f"1001,{UUID[:-6]}{line:06d},{TS}"
+        if line == quote_line:
+            value += ',"note'
+        elif quote_line < line <= quote_line + swallowed:
+            value += ',x"y' if line == quote_line + swallowed else ""
+        lines.append(value)
+    return HEADER + "\n".join(lines).encode() + b"\n"
+
+
+@pytest.mark.parametrize("pack", [bytes, gzip.compress])
+@pytest.mark.parametrize(("quote_line", "swallowed"), [(90, 20), (100, 1), (101, 5), (60, 80)])
+def test_a_file_paused_after_its_check_reads_as_standard_input_does(
+    tmp_path: Path, pack: Callable[[bytes], bytes], quote_line: int, swallowed: int
+) -> None:
+    """A regular file is closed after the check, mid-replay perhaps, and reopened where it
+    stopped; standard input is read in one go. Both give the same rows."""
+    content = pack(quotes_across_the_head(quote_line, swallowed))
+    (tmp_path / "in.csv").write_bytes(content)
+    with open_inputs(["in.csv"], OPTIONS) as stream:
+        from_file = list(stream)
+    with open_inputs(["-"], OPTIONS, stdin=io.BytesIO(content)) as stream:
+        from_stdin = list(stream)
+    assert anonymous(from_file) == anonymous(from_stdin)
+    assert [item.line for item in from_file] == list(range(2, 260))  # every line once
+    assert isinstance(from_file[quote_line - 2], InvalidRow)
+    assert from_file[quote_line - 2].reason.startswith("a quoted field opened on this line")
+
+
+# --playlist, rows without ts, and the column names exports use -------------------------
+
+TO_PLAYLIST = ReaderOptions(now_ms=lambda: NOW, default_playlist=1001)
+WITHOUT_TS = ReaderOptions(now_ms=lambda: NOW, ts_required=False)
+OTHER_PLAYLIST = (
+    "playlist_id {value} is another playlist than --playlist 1001: remove the row, or leave "
+    "its playlist_id empty to send it there, or run without --playlist to send each row to "
+    "its own playlist"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "lines"),
+    [
+        ("in.csv", f"session_id,ts\n{UUID},{TS}\n", [2]),
+        ("in.csv", f"ts;session_id\n{TS};{UUID}\n", [2]),
+        ("in.csv", f"playlist_id,session_id,ts\n1001,{UUID},{TS}\n,{UUID},{TS}\n", [2, 3]),
+        ("in.ndjson", f'{{"session_id": "{UUID}", "ts": {TS}}}\n', [1]),
+        ("in.ndjson", f'{{"session_id": "{UUID}", "ts": {TS}, "playlist_id": null}}\n', [1]),
+        ("in.ndjson", f'{{"sessionId": "{UUID}", "ts": {TS}, "playlist": "1001"}}\n', [1]),
+    ],
+)
+def test_rows_without_a_playlist_or_naming_the_same_go_to_the_default_playlist(
+    tmp_path: Path, name: str, content: str, lines: list[int]
+) -> None:
+    items = read(tmp_path, name, content.encode(), TO_PLAYLIST)
+    assert anonymous(items) == [row(line) for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "value", "fields"),
+    [
+        (
+            "in.csv",
+            f"playlist_id,session_id,ts\n1001,{UUID},{TS}\n2002,{UUID},{TS}\n",
+            "'2002'",
+            {"playlist_id": "2002", "session_id": UUID, "ts": str(TS)},
+        ),
+        (
+            "in.ndjson",
+            f'{{"session_id": "{UUID}", "ts": {TS}}}\n'
+            f'{{"session_id": "{UUID}", "ts": {TS}, "playlist_id": 2002}}\n',
+            "2002",
+            {"session_id": UUID, "ts": TS, "playlist_id": 2002},
+        ),
+        (  # an alias of playlist_id is read too: it is not silently left out
+            "in.ndjson",
+            f'{{"session_id": "{UUID}", "ts": {TS}}}\n'
+            f'{{"session_id": "{UUID}", "ts": {TS}, "playlist": 2002}}\n',
+            "2002",
+            {"session_id": UUID, "ts": TS, "playlist_id": 2002},
+        ),
+    ],
+)
+def test_a_row_naming_another_playlist_than_the_default_is_invalid(
+    tmp_path: Path, name: str, content: str, value: str, fields: dict[str, object]
+) -> None:
+    first, second = read(tmp_path, name, content.encode(), TO_PLAYLIST)
+    assert isinstance(first, Row)
+    assert first.playlist_id == 1001
+    assert second == InvalidRow(name, first.line + 1, OTHER_PLAYLIST.format(value=value), fields)
+
+
+def test_without_a_default_playlist_a_row_still_needs_one(tmp_path: Path) -> None:
+    assert refused(tmp_path, "in.csv", f"session_id,ts\n{UUID},{TS}\n".encode()) == (
+        "in.csv: the header has no playlist_id column (found 'session_id', 'ts'; needed "
+        "playlist_id, session_id, ts, optionally data_source): rename the columns, or check "
+        "the delimiter (, ; tab or |)"
+    )
+    (item,) = read(tmp_path, "in.ndjson", f'{{"session_id": "{UUID}", "ts": {TS}}}\n'.encode())
+    assert isinstance(item, InvalidRow)
+    assert item.reason == "playlist_id is missing: give the playlist's numeric id, e.g. 1234567"
+
+
+def test_the_header_says_which_columns_the_options_still_need(tmp_path: Path) -> None:
+    assert refused(tmp_path, "in.csv", b"id,when\n", TO_PLAYLIST) == (
+        "in.csv: the header has no session_id, ts column (found 'id', 'when'; needed "
+        "session_id, ts, optionally playlist_id, data_source): rename the columns, or check "
+        "the delimiter (, ; tab or |)"
+    )
+    assert refused(tmp_path, "in.csv", f"1001,{UUID}\n".encode(), WITHOUT_TS) == (
+        f"in.csv: the header has no playlist_id, session_id column (found '1001', '{UUID}'; "
+        "needed playlist_id, session_id, optionally ts, data_source): the first line looks "
+        "like data; add a header line such as playlist_id,session_id"
+    )
+
+
+@pytest.mark.parametrize("playlist", [0, -5, 2**63])
+def test_the_default_playlist_must_be_a_playlist_id(tmp_path: Path, playlist: int) -> None:
+    options = ReaderOptions(now_ms=lambda: NOW, default_playlist=playlist)
+    message = refused(tmp_path, "in.csv", HEADER, options)
+    assert message == (
+        f"--playlist {playlist}: playlist_id {playlist} is out of range: it must be from 1 to "
+        f"{2**63 - 1}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("in.csv", f"@session.id,date\n{UUID},2026-11-18T11:06:40.000Z\n"),
+        ("in.csv", f"session.id,timestamp\n{UUID},2026-11-18T13:06:40+02:00\n"),
+        (  # the shape of a RUM Explorer CSV export
+            "in.csv",
+            f'date,service,@session.id,@view.url\n2026-11-18T11:06:40.000Z,web,{UUID},"/a,b"\n',
+        ),
+        ("in.ndjson", f'{{"@session.id": "{UUID}", "date": "2026-11-18T11:06:40.000Z"}}\n'),
+        ("in.ndjson", f'{{"session.id": "{UUID}", "timestamp": "2026-11-18T11:06:40Z"}}\n'),
+    ],
+)
+def test_the_column_names_of_exports_with_iso_dates(
+    tmp_path: Path, name: str, content: str
+) -> None:
+    items = read(tmp_path, name, content.encode(), TO_PLAYLIST)
+    assert anonymous(items) == [row(1 if name.endswith("ndjson") else 2)]
+
+
+def test_two_names_for_the_time_stay_ambiguous(tmp_path: Path) -> None:
+    assert refused(tmp_path, "in.csv", b"date,timestamp,session_id\n", TO_PLAYLIST) == (
+        "in.csv: columns 'date' and 'timestamp' both mean ts: remove or rename one"
+    )
+    line = f'{{"session_id": "{UUID}", "date": "2026-11-18T11:06:40Z", "timestamp": {TS}}}\n'
+    (item,) = read(tmp_path, "in.ndjson", line.encode(), TO_PLAYLIST)
+    assert isinstance(item, InvalidRow)
+    assert item.reason == "keys 'date' and 'timestamp' both mean ts: keep one"
+
+
+def test_a_date_without_a_zone_is_invalid(tmp_path: Path) -> None:
+    content = f"session_id,date\n{UUID},2026-11-18T11:06:40\n".encode()
+    (item,) = read(tmp_path, "in.csv", content, TO_PLAYLIST)
+    assert isinstance(item, InvalidRow)
+    assert item.reason == (
+        "ts '2026-11-18T11:06:40' has no time zone: add one, e.g. 2026-11-18T11:06:40Z for "
+        "UTC or +02:00 for an offset"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("in.csv", f"playlist_id,session_id\n1001,{UUID}\n"),
+        ("in.csv", f"playlist_id,session_id,ts\n1001,{UUID},\n"),
+        ("in.csv", f"playlist_id,session_id,ts\n1001,{UUID}\n"),
+        ("in.ndjson", f'{{"playlist_id": 1001, "session_id": "{UUID}"}}\n'),
+        ("in.ndjson", f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": null}}\n'),
+        ("in.ndjson", f'{{"playlistId": 1001, "session_id": "{UUID}", "ts": ""}}\n'),
+    ],
+)
+def test_rows_may_leave_ts_out_when_it_is_not_required(
+    tmp_path: Path, name: str, content: str
+) -> None:
+    (item,) = read(tmp_path, name, content.encode(), WITHOUT_TS)
+    line = 1 if name.endswith("ndjson") else 2
+    assert item == Row(1001, UUID, None, "rum", name, line)
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.ndjson"])
+def test_a_ts_given_when_not_required_is_still_checked(tmp_path: Path, name: str) -> None:
+    if name == "in.csv":
+        content = f"playlist_id,session_id,ts\n1001,{UUID},{TS}\n1001,{UUID},1795000000\n"
+    else:
+        content = (
+            f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": {TS}}}\n'
+            f'{{"playlist_id": 1001, "session_id": "{UUID}", "ts": 1795000000}}\n'
+        )
+    first, second = read(tmp_path, name, content.encode(), WITHOUT_TS)
+    assert isinstance(first, Row)
+    assert first.ts == TS
+    assert isinstance(second, InvalidRow)
+    assert "1795000000" in second.reason
+    assert "looks like seconds (2026-11-18T11:06:40Z), not milliseconds" in second.reason
+
+
+def test_a_nested_value_under_an_alias_is_echoed_exactly(tmp_path: Path) -> None:
+    """Lines read by aliases skip the exact parse only when every value is exact as parsed."""
+    line = f'{{"playlistId": 1001, "session": {{"id": 1.10}}, "ts": {TS}}}\n'
+    (item,) = read(tmp_path, "in.ndjson", line.encode())
+    assert isinstance(item, InvalidRow)
+    assert item.fields["session_id"] == '{"id": "1.10"}'  # the digits as written

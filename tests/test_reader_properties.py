@@ -5,16 +5,19 @@ line is accounted for once, and no input whatsoever makes them raise anything bu
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
+import os
+import tempfile
 from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from worker.reader import InputError, ReaderOptions, open_inputs
-from worker.rows import InvalidRow, Row
+from worker.input import InputError, ReaderOptions, format_row, open_inputs
+from worker.rows import DATA_SOURCES, InvalidRow, Row
 
 NOW = 1_795_651_200_000
 DAY_MS = 86_400_000
@@ -41,10 +44,11 @@ def expected_rows(items: list[tuple[int, str, int, str]], lines: list[int]) -> l
     ]
 
 
-def read(content: bytes, fmt: str | None) -> list[Row | InvalidRow]:
-    with open_inputs(
-        ["-"], ReaderOptions(fmt=fmt, now_ms=lambda: NOW), stdin=io.BytesIO(content)
-    ) as rs:
+def read(
+    content: bytes, fmt: str | None, options: ReaderOptions | None = None
+) -> list[Row | InvalidRow]:
+    options = options or ReaderOptions(fmt=fmt, now_ms=lambda: NOW)
+    with open_inputs(["-"], options, stdin=io.BytesIO(content)) as rs:
         return list(rs)
 
 
@@ -225,3 +229,79 @@ def test_every_ndjson_line_is_one_row_or_one_invalid_row(
     items = read(content, "ndjson")
     assert [item.line for item in items] == expected_lines
     assert [item for item in items if item.line in valid] == list(valid.values())
+
+
+@PROPERTIES
+@given(
+    st.lists(
+        st.builds(
+            Row,
+            playlist_ids,
+            session_ids,
+            timestamps | st.none(),
+            st.sampled_from(DATA_SOURCES),
+            st.just("<stdin>"),
+            st.just(0),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from(DATA_SOURCES),
+)
+def test_format_row_is_read_back_as_the_same_row(items: list[Row], default_source: str) -> None:
+    """The tool's own NDJSON output is its input: whatever the reader's default data source,
+    and with or without a ts."""
+    content = "".join(map(format_row, items)).encode()
+    options = ReaderOptions(
+        fmt="ndjson", default_data_source=default_source, now_ms=lambda: NOW, ts_required=False
+    )
+    numbered = [
+        Row(item.playlist_id, item.session_id, item.ts, item.data_source, item.source, line)
+        for line, item in enumerate(items, 1)
+    ]
+    assert read(content, None, options) == numbered
+    if all(item.ts is not None for item in items):
+        assert read(content, "ndjson") == numbered
+
+
+@st.composite
+def long_csv(draw: st.DrawFn) -> bytes:
+    """Over a hundred lines, good rows mixed with garbage and stray quotes, so that the check
+    stops somewhere inside: in a quoted field perhaps, or while lines are read again."""
+    lines = [b"playlist_id,session_id,ts,data_source"]
+    for index in range(draw(st.integers(100, 160))):
+        kind = draw(st.sampled_from(["row", "row", "row", "quote", "garbage", "blank"]))
+        if kind == "quote":
+            lines.append(f'1001,s{index},1795000000000,"note'.encode())
+        elif kind == "garbage":
+            lines.append(draw(garbage_lines))
+        elif kind == "blank":
+            lines.append(b"")
+        else:
+            lines.append(f"1001,s{index},1795000000000,rum".encode())
+    return b"\n".join(lines) + b"\n"
+
+
+@PROPERTIES
+@given(long_csv(), st.booleans())
+def test_a_regular_file_reads_as_standard_input_does(content: bytes, packed: bool) -> None:
+    """A regular file is closed after the check and reopened where it stopped; standard
+    input is read in one go: the rows are the same, or both are refused alike."""
+    if packed:
+        content = gzip.compress(content)
+    options = ReaderOptions(fmt="csv", now_ms=lambda: NOW)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "in.csv")
+        with open(path, "wb") as file:
+            file.write(content)
+        try:
+            with open_inputs([path], options) as stream:
+                from_file: list[Row | InvalidRow] | str = [
+                    dataclasses.replace(item, source="<stdin>") for item in stream
+                ]
+        except InputError as error:
+            from_file = str(error).replace(path, "<stdin>")
+    try:
+        from_stdin: list[Row | InvalidRow] | str = read(content, "csv")
+    except InputError as error:
+        from_stdin = str(error)
+    assert from_file == from_stdin

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -14,32 +13,15 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
+from sandbox_http import API, KEYS, FakeClock, assert_ratelimit_headers, parse
 from support import run_cli
 from yarl import URL
 
 from worker.sandbox import FaultConfig, Sandbox, SandboxConfig, parse_rate_limit
-from worker.sandbox.cli import add_arguments, config_from_args, describe
+from worker.sandbox.cli import config_from_args, describe
 from worker.sandbox.ratelimit import FixedWindowLimiter
 
 MakeSandbox = Callable[..., Awaitable[Sandbox]]
-
-API = "/api/v2/rum/replay/playlists"
-KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
-RATE_LIMIT_HEADERS = (
-    "X-RateLimit-Limit",
-    "X-RateLimit-Period",
-    "X-RateLimit-Remaining",
-    "X-RateLimit-Reset",
-    "X-RateLimit-Name",
-)
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def session_url(
@@ -63,10 +45,6 @@ async def put(
         if r.content_type != "application/json":  # a fault's proxy-like answer: its text
             return r.status, {"text": await r.text()}, r.headers
         return r.status, await r.json(content_type=None), r.headers
-
-
-def assert_ratelimit_headers(headers: Any, present: bool = True) -> None:
-    assert [name in headers for name in RATE_LIMIT_HEADERS] == [present] * 5
 
 
 # --- the rate limiter on its own --------------------------------------------------------
@@ -256,7 +234,8 @@ async def test_unknown_playlists_answer_404_when_the_playlists_are_known(
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
-        ("PUT", "/api/v2/rum/replay/playlists/7", 404),
+        ("POST", "/api/v2/rum/replay/playlists/7", 405),
+        ("GET", "/api/v2/rum/replay", 404),
         ("PUT", "/api/v2/rum/replay/playlists/7/sessions/a/b", 404),
         ("GET", "/api/v1/validate", 404),
         ("POST", f"{API}/7/sessions/s1", 405),
@@ -284,15 +263,14 @@ async def test_list_pages_and_deletes(sandbox: Sandbox, http: aiohttp.ClientSess
         async with http.get(collection, params=params, headers=KEYS) as response:
             assert response.status == 200
             body = await response.json()
-        assert body["meta"]["page"]["total_count"] == len(sandbox.store)
+        assert set(body) == {"data"}, "no total, no links: a client stops at a short page"
         return [entry["id"] for entry in body["data"]]
 
     assert (await listed(0), await listed(1)) == (["a", "b/c"], ["d"])
 
-    async with http.delete(session_url(sandbox, "b/c"), headers=KEYS) as response:
-        assert response.status == 204
-    async with http.delete(session_url(sandbox, "b/c"), headers=KEYS) as response:
-        assert response.status == 404
+    for _ in range(2):  # 204 whether or not the playlist held it
+        async with http.delete(session_url(sandbox, "b/c"), headers=KEYS) as response:
+            assert response.status == 204
     remove = {
         "data": [
             {"id": "a", "type": "rum_replay_session"},
@@ -620,12 +598,6 @@ async def test_minimal_mode_keeps_no_log(
 
 
 # --- the command line and its own process ----------------------------------------------
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
 
 
 def test_options_become_a_config() -> None:

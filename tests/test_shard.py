@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.rows import DATA_SOURCES, RowKey
+from worker.rows import DATA_SOURCES, InvalidRow, Row, RowKey
 from worker.shard import Shard
 
 keys = st.tuples(
@@ -109,3 +109,15 @@ def test_assignment_ignores_the_process_hash_seed() -> None:
         ).stdout
 
     assert assignments("1") == assignments("2")
+
+
+def test_keeps_a_row_by_its_key_and_an_invalid_line_by_its_place() -> None:
+    shards = [Shard(index, 5) for index in range(5)]
+    row = Row(1001, "session-1", 1_795_000_000_000, "rum", "in.csv", 2)
+    assert [shard.keeps(row) for shard in shards] == [shard.owns(row.key) for shard in shards]
+    assert sum(shard.keeps(row) for shard in shards) == 1
+    invalid = InvalidRow("in.csv", 7, "bad", {})
+    assert [shard.keeps(invalid) for shard in shards] == [
+        shard.owns_line("in.csv", 7) for shard in shards
+    ]
+    assert sum(shard.keeps(invalid) for shard in shards) == 1

@@ -367,6 +367,46 @@ def test_validator_refuses_bad_options(unit: str, default: str, message: str) ->
         Validator(default, unit, lambda: NOW)
 
 
+@pytest.mark.parametrize("value", [None, "", "  ", "1001", 1001, "1.001e3"])
+def test_a_default_playlist_takes_rows_naming_none_or_the_same(value: object) -> None:
+    rules = Validator("rum", "ms", lambda: NOW, default_playlist=1001)
+    assert rules.row(value, UUID, TS, None, source="in.csv", line=3) == Row(
+        1001, UUID, TS, "rum", "in.csv", 3
+    )
+
+
+def test_a_default_playlist_refuses_rows_naming_another() -> None:
+    rules = Validator("rum", "ms", lambda: NOW, default_playlist=1001)
+    with pytest.raises(FieldError) as refused:
+        rules.row("2002", UUID, "x", None, source="in.csv", line=3)
+    assert str(refused.value).split("; ") == [
+        "playlist_id '2002' is another playlist than --playlist 1001: remove the row, or "
+        "leave its playlist_id empty to send it there, or run without --playlist to send "
+        "each row to its own playlist",
+        f"ts 'x' is not a number nor a date-time: {MS_HINT}",
+    ]
+    with pytest.raises(FieldError, match=r"^playlist_id 'x' is not a number"):
+        rules.row("x", UUID, TS, None, source="in.csv", line=3)
+
+
+@pytest.mark.parametrize("playlist", [0, 2**63, -1])
+def test_a_default_playlist_must_be_a_playlist_id(playlist: int) -> None:
+    with pytest.raises(ValueError, match=f"^--playlist {playlist}: playlist_id .* out of range"):
+        Validator("rum", "ms", lambda: NOW, default_playlist=playlist)
+
+
+@pytest.mark.parametrize("value", [None, "", " "])
+def test_ts_may_be_left_out_when_not_required(value: object) -> None:
+    rules = Validator("rum", "ms", lambda: NOW, ts_required=False)
+    assert rules.ts(value) is None
+    assert rules.row(1001, UUID, value, None, source="f", line=1).ts is None
+    assert rules.ts(str(TS)) == TS
+    with pytest.raises(FieldError, match=r"^ts 'soon' is not a number nor a date-time"):
+        rules.ts("soon")
+    with pytest.raises(FieldError, match=r"^ts is missing"):
+        validator().ts(value)
+
+
 def test_show_shortens_and_makes_characters_visible() -> None:
     assert show("a\tb") == "'a\\tb'"
     assert show("x" * 100) == f"'{'x' * 39}…'"

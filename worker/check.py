@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from worker.exits import EXIT_CANNOT_START, EXIT_OK, EXIT_ROWS_FAILED
-from worker.reader import InputError, Readable, ReaderOptions, open_inputs
+from worker.input import InputError, Readable, ReaderOptions, open_inputs
 from worker.rows import InvalidRow
 
 

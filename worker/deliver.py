@@ -65,73 +65,111 @@ def unsent(hand: Hand) -> Outcome:
     )
 
 
+class Paced:
+    """Attempts of requests through the pacer, each told to the sinks as an `Answered`.
+
+    Shared by the send stage (one row's attempts) and by the calls that are no row's (a
+    page of a search, of a playlist's listing), so every request of a run is paced under
+    its family and counted once."""
+
+    def __init__(self, send: Send, *, pacer: Pacer, stop: StopState, sink: Sink) -> None:
+        self._send = send
+        self._pacer = pacer
+        self._stop = stop
+        self._sink = sink
+
+    async def attempt(self, request: Request, hand: Hand) -> Answer | None:
+        """One attempt, once the pacer lets it go; None if the run stopped meanwhile
+        (nothing was sent). `hand` says, while it is under way, that it is in flight."""
+        pacer, family = self._pacer, request.family
+        ticket = pacer.try_acquire(family)  # far from the limit: at once, no coroutine
+        if ticket is None:
+            ticket = await pacer.acquire(family)
+        if self._stop.phase:
+            pacer.settle(ticket, None)  # nothing sent
+            return None
+        hand.sending = True
+        started = time.perf_counter()
+        try:
+            answer = await self._send(request)
+        except asyncio.CancelledError:
+            # Abandoned at a stop, perhaps after the server had it: a request all the same.
+            pacer.settle(ticket, None)
+            hand.attempts += 1
+            latency_ms = (time.perf_counter() - started) * 1000
+            self._sink(Answered(None, False, latency_ms, hand.attempts > 1))
+            raise
+        hand.sending = False
+        pacer.settle(ticket, answer)
+        hand.attempts += 1
+        hand.answer = answer
+        self._sink(
+            Answered(
+                answer.status,
+                answer.meaning is Meaning.RATE_LIMITED,
+                answer.latency_ms,
+                hand.attempts > 1,
+            )
+        )
+        return answer
+
+    async def call(
+        self, request: Request, policy: RetryPolicy, rng: random.Random
+    ) -> Answer | None:
+        """A request that is no row's, sent again after a 429 or a retryable failure until
+        it gets another answer or its attempts are spent; None if the run stopped."""
+        hand = Hand()
+        failures = 0
+        while True:
+            answer = await self.attempt(request, hand)
+            if answer is None or answer.meaning is Meaning.RATE_LIMITED:
+                if answer is None:
+                    return None
+                continue
+            if answer.meaning is not Meaning.RETRYABLE:
+                return answer
+            failures += 1
+            if failures >= policy.max_attempts:
+                return answer
+            await asyncio.sleep(policy.backoff(failures, rng))
+
+
 class Sender:
-    """Performs `operation` on rows through `send`, paced by `pacer`."""
+    """Performs `operation` on rows, each attempt through `paced`."""
 
     def __init__(
         self,
         operation: Operation,
-        send: Send,
+        paced: Paced,
         *,
-        pacer: Pacer,
         policy: RetryPolicy,
         stop: StopState,
-        sink: Sink,
         warn: Warn,
         rng: random.Random | None = None,
     ) -> None:
         self._operation = operation
-        self._send = send
-        self._pacer = pacer
+        self._paced = paced
         self._policy = policy
         self._health = Health(policy)
         self._stop = stop
-        self._sink = sink
         self._warn = warn
         self._rng = rng or random.Random()
         self._body_warned = False
 
     async def deliver(self, row: Row, hand: Hand) -> Outcome:
         """Attempt `row` until it has a result; a stop may cancel any wait but a send."""
-        operation, pacer, sink, stop = self._operation, self._pacer, self._sink, self._stop
-        family = operation.family
+        operation, attempt, stop = self._operation, self._paced.attempt, self._stop
         request = operation.request(row)
         failures = 0
         lost: str | None = None  # an earlier answer lost after the server may have applied it
         while True:
-            ticket = pacer.try_acquire(family)  # far from the limit: at once, no coroutine
-            if ticket is None:
-                ticket = await pacer.acquire(family)
-            if stop.phase:
-                pacer.settle(ticket, None)  # nothing sent
+            answer = await attempt(request, hand)
+            if answer is None:
                 return unsent(hand)
-            hand.sending = True
-            started = time.perf_counter()
-            try:
-                answer = await self._send(request)
-            except asyncio.CancelledError:
-                # Abandoned at a stop, perhaps after the server had it: a request all the same.
-                pacer.settle(ticket, None)
-                hand.attempts += 1
-                latency_ms = (time.perf_counter() - started) * 1000
-                sink(Answered(None, False, latency_ms, hand.attempts > 1))
-                raise
-            hand.sending = False
-            pacer.settle(ticket, answer)
-            hand.attempts += 1
-            hand.answer = answer
-            meaning = answer.meaning
-            sink(
-                Answered(
-                    answer.status,
-                    meaning is Meaning.RATE_LIMITED,
-                    answer.latency_ms,
-                    hand.attempts > 1,
-                )
-            )
             reason = self._health.record(answer)
             if reason is not None:
                 stop.request(reason, answer.error)
+            meaning = answer.meaning
             if meaning is Meaning.DONE:
                 if answer.body_problem is not None:
                     self._odd_body(answer)

@@ -2,8 +2,9 @@
 
 Rows arrive as `InvalidRow` (rejected by validation) and `Outcome` (a row's final
 result, skipped rows included); every HTTP attempt is an `Answered`; a hold of every
-worker of a rate limit is a `Pause` (`worker.pacer`); `Ended` is the last event a sink sees, carrying the run's final
-account, after which the sink lets go of what it holds (files, sockets).
+request of one rate limit is a `Pause` (`worker.pacer`); `Ended` is the last event a
+sink sees, carrying the run's final account, after which the sink lets go of what it
+holds (files, sockets).
 
 A sink is a callable of one event. Sinks never call back into the run, so adding one (a
 metrics agent, a progress display) never touches the stages that produce the events.

@@ -14,7 +14,7 @@ import gc
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import structlog
@@ -24,9 +24,10 @@ from worker.chunks import ThreadedChunks
 from worker.client import Client
 from worker.config import ConfigError, Credentials, Route, Secret, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.deliver import Preview, Sender
+from worker.deliver import Paced, Preview, Sender
 from worker.events import Ended, Event, Sink, fan_out
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
+from worker.input import InputError, ReaderOptions, RowStream, open_inputs
 from worker.journal import (
     JournalError,
     Ledger,
@@ -41,10 +42,9 @@ from worker.operation import AddSession
 from worker.pacer import Pacer
 from worker.pipeline import Pipeline, Settings
 from worker.progress import live_console, make_progress
-from worker.reader import InputError, ReaderOptions, RowStream, open_inputs
 from worker.report import Report, write_report
 from worker.rowlog import LogSink
-from worker.rows import InvalidRow, Outcome, Result, Row
+from worker.rows import Outcome, Result
 from worker.settings import RunConfig, Target, Watch
 from worker.stop import Reason, StopState
 from worker.terminal import RunStart, SummaryContext, render_summary, start_line, terminal_console
@@ -71,7 +71,9 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
         try:
             # A shard's own rows only: the reader decides it, once per row.
             stream = open_inputs(
-                list(config.inputs), config.reader, owns=_owner(config) if config.shard else None
+                list(config.inputs),
+                config.reader,
+                owns=config.shard.keeps if config.shard else None,
             )
         except InputError as exc:
             log.error("cannot_start", error=str(exc))
@@ -81,21 +83,7 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
         log.warning("interrupted", signal=signal.Signals(signum).name, detail="nothing was sent")
         return _finish(config, Report(dry_run=config.dry_run), Ending(Reason.SIGNAL, signum), log)
     with stream:
-        return aio.run(_run(config, stream, log, environ))
-
-
-def _owner(config: RunConfig) -> Callable[[Row | InvalidRow], bool]:
-    """Whether a row is this shard's: a valid row by its key, an invalid one by its
-    place in the input (it has no key), so that each is counted by one shard only."""
-    shard = config.shard
-    assert shard is not None
-
-    def owns(item: Row | InvalidRow) -> bool:
-        if isinstance(item, Row):
-            return shard.owns(item.key)
-        return shard.owns_line(item.source, item.line)
-
-    return owns
+        return aio.run(_Run(config, stream, log, environ)())
 
 
 @contextlib.contextmanager
@@ -186,161 +174,162 @@ def _dead_letter_sink(dead_letter: DeadLetter, log: Logger) -> Sink:
     return sink
 
 
-async def _run(
-    config: RunConfig, stream: RowStream, log: Logger, environ: Mapping[str, str]
-) -> int:
-    report = Report(dry_run=config.dry_run)
-    stop = StopState()
-    received: list[int] = []
-    if config.dry_run:
-        await _preview(config, stream, log, report, stop, received)
-    else:
-        failed_to_start = await _send(config, stream, log, environ, report, stop, received)
-        if failed_to_start is not None:
-            return failed_to_start
-    ending = Ending(stop.reason, received[0] if received else None, report.unfinished)
-    if stop.reason is not None and stop.reason is not Reason.SIGNAL:
-        log.error(
-            "aborted",
-            reason=stop.reason.value,
-            cause=stop.cause,
-            detail=ADVICE.get(stop.reason),
-            not_attempted=report.not_attempted,
+class _Run:
+    """One run's state, shared by its two ways to go: a preview or a real send."""
+
+    def __init__(
+        self, config: RunConfig, stream: RowStream, log: Logger, environ: Mapping[str, str]
+    ) -> None:
+        self.config = config
+        self.stream = stream
+        self.log = log
+        self.environ = environ
+        self.report = Report(dry_run=config.dry_run)
+        self.stop = StopState()
+        self.received: list[int] = []
+
+    async def __call__(self) -> int:
+        if self.config.dry_run:
+            await self.preview()
+        else:
+            failed_to_start = await self.send()
+            if failed_to_start is not None:
+                return failed_to_start
+        ending = Ending(
+            self.stop.reason, self.received[0] if self.received else None, self.report.unfinished
         )
-    return _finish(config, report, ending, log)
-
-
-async def _preview(
-    config: RunConfig,
-    stream: RowStream,
-    log: Logger,
-    report: Report,
-    stop: StopState,
-    received: list[int],
-) -> None:
-    """The dry run: the same pipeline, with a send stage that prints each request a real
-    run would send now and sends nothing. Rows a real run would skip are skipped here
-    too: repeats, and rows the journal holds as done for this target (read, never claimed
-    or written)."""
-    base_url = config.target.route.base_url if config.target.route else "http://sandbox.invalid"
-    journal = None if config.outputs.fresh else config.outputs.journal
-    if not _tell_start(config, base_url, journal):
-        log.info("start", **_start_fields(config, base_url, journal, dry_run=True))
-    sink = fan_out([report, LogSink(log, quiet=True)])  # the requests go to stdout
-    seen = MemoryLedger()
-    try:
-        with done_before(journal, base_url) as done:
-            preview = Preview(AddSession(), base_url, sys.stdout)
-            pipeline = Pipeline(
-                ThreadedChunks(iter(stream)),
-                admit=lambda row: seen.admit(row) and not done(row.key),
-                deliver=preview.deliver,
-                sink=sink,
-                stop=stop,
-                settings=Settings(concurrency=1, grace_s=0.0),
+        if self.stop.reason is not None and self.stop.reason is not Reason.SIGNAL:
+            self.log.error(
+                "aborted",
+                reason=self.stop.reason.value,
+                cause=self.stop.cause,
+                detail=ADVICE.get(self.stop.reason),
+                not_attempted=self.report.not_attempted,
             )
-            with _signals(stop, received, log, 0.0):
-                await pipeline.run()
-    except JournalError as exc:
-        log.error("cannot_start", error=str(exc))
-        stop.request(Reason.JOURNAL, str(exc))
-    sink(Ended({}))
+        return _finish(self.config, self.report, ending, self.log)
 
-
-async def _send(
-    config: RunConfig,
-    stream: RowStream,
-    log: Logger,
-    environ: Mapping[str, str],
-    report: Report,
-    stop: StopState,
-    received: list[int],
-) -> int | None:
-    """Send every row; None once done, or the exit status if the run could not start."""
-    async with _target(config.target) as (route, credentials):
-        assert credentials is not None
-        base_url = route.base_url
+    async def preview(self) -> None:
+        """The dry run: the same pipeline, with a send stage that prints each request a real
+        run would send now and sends nothing. Rows a real run would skip are skipped here
+        too: repeats, and rows the journal holds as done for this target (read, never claimed
+        or written)."""
+        base_url = (
+            self.config.target.route.base_url
+            if self.config.target.route
+            else "http://sandbox.invalid"
+        )
+        journal = None if self.config.outputs.fresh else self.config.outputs.journal
+        if not _tell_start(self.config, base_url, journal):
+            self.log.info("start", **_start_fields(self.config, base_url, journal, dry_run=True))
+        sink = fan_out([self.report, LogSink(self.log, quiet=True)])  # the requests go to stdout
+        seen = MemoryLedger()
         try:
-            dead_letter = (
-                DeadLetter(config.outputs.dead_letter, config.inputs)
-                if config.outputs.dead_letter
-                else None
-            )
-            ledger = _open_ledger(config, base_url)
-        except (JournalError, DeadLetterError) as exc:
-            log.error("cannot_start", error=str(exc))
-            return EXIT_CANNOT_START
-        tags = [f"shard:{config.shard}"] if config.shard else []
-        metrics = statsd_from(config.watch.statsd, environ, tags=tags)
-        # With a live display the counts are on screen: log only what needs attention.
-        live = live_console(config.watch.progress, sys.stderr) is not None
-        sinks: list[Sink] = [_journal_sink(ledger, log), report, LogSink(log, quiet=live)]
-        if dead_letter is not None:
-            sinks.append(_dead_letter_sink(dead_letter, log))
-        if metrics is not None:
-            sinks.append(metrics)
-        sink = fan_out(sinks)
-        pace = config.pace
-        pacer = Pacer(rate=pace.rate, on_pause=sink)
-        try:
-            if not _tell_start(config, base_url, config.outputs.journal):
-                log.info(
-                    "start",
-                    concurrency=pace.concurrency,
-                    **_start_fields(config, base_url, config.outputs.journal),
-                )
-            progress = make_progress(
-                report,
-                stream.reading,
-                enabled=config.watch.progress,
-                stream=sys.stderr,
-                logger=log,
-                interval_s=config.watch.progress_interval_s,
-            )
-            async with Client(
-                route,
-                credentials,
-                concurrency=pace.concurrency,
-                timeout_s=pace.timeout_s,
-                tls=config.target.tls,
-            ) as client:
-                sender = Sender(
-                    AddSession(),
-                    client.send,
-                    pacer=pacer,
-                    policy=pace.policy,
-                    stop=stop,
-                    sink=sink,
-                    warn=lambda event, fields: log.warning(event, **fields),
-                )
+            with done_before(journal, base_url) as done:
+                preview = Preview(AddSession(), base_url, sys.stdout)
                 pipeline = Pipeline(
-                    ThreadedChunks(iter(stream)),
-                    admit=ledger.admit,
-                    deliver=sender.deliver,
+                    ThreadedChunks(iter(self.stream)),
+                    admit=lambda row: seen.admit(row) and not done(row.key),
+                    deliver=preview.deliver,
                     sink=sink,
-                    stop=stop,
-                    settings=Settings(
-                        concurrency=pace.concurrency,
-                        grace_s=pace.grace_s,
-                        max_stall_s=pace.max_stall_s,
-                    ),
+                    stop=self.stop,
+                    settings=Settings(concurrency=1, grace_s=0.0),
                 )
-                with _signals(stop, received, log, pace.grace_s):
-                    async with progress:
-                        # What start-up made (imports, configuration) lives as long as the
-                        # run: out of the collector's sight, it is not walked again and again.
-                        gc.freeze()
-                        try:
-                            await pipeline.run()
-                        finally:
-                            gc.unfreeze()
-        except BaseException:
-            stop.request(Reason.FATAL, "internal error")  # even so, the journal keeps all
-            raise
-        finally:
-            report.paused_s = pacer.paused_s
-            _end_sinks(report, stop, received, sink)
-    return None
+                with _signals(self.stop, self.received, self.log, 0.0):
+                    await pipeline.run()
+        except JournalError as exc:
+            self.log.error("cannot_start", error=str(exc))
+            self.stop.request(Reason.JOURNAL, str(exc))
+        sink(Ended({}))
+
+    async def send(self) -> int | None:
+        """Send every row; None once done, or the exit status if the run could not start."""
+        async with _target(self.config.target) as (route, credentials):
+            assert credentials is not None
+            base_url = route.base_url
+            try:
+                dead_letter = (
+                    DeadLetter(self.config.outputs.dead_letter, self.config.inputs)
+                    if self.config.outputs.dead_letter
+                    else None
+                )
+                ledger = _open_ledger(self.config, base_url)
+            except (JournalError, DeadLetterError) as exc:
+                self.log.error("cannot_start", error=str(exc))
+                return EXIT_CANNOT_START
+            tags = [f"shard:{self.config.shard}"] if self.config.shard else []
+            metrics = statsd_from(self.config.watch.statsd, self.environ, tags=tags)
+            # With a live display the counts are on screen: self.log only what needs attention.
+            live = live_console(self.config.watch.progress, sys.stderr) is not None
+            sinks: list[Sink] = [
+                _journal_sink(ledger, self.log),
+                self.report,
+                LogSink(self.log, quiet=live),
+            ]
+            if dead_letter is not None:
+                sinks.append(_dead_letter_sink(dead_letter, self.log))
+            if metrics is not None:
+                sinks.append(metrics)
+            sink = fan_out(sinks)
+            pace = self.config.pace
+            pacer = Pacer(rate=pace.rate, on_pause=sink, max_pause_s=pace.max_pause_s)
+            try:
+                if not _tell_start(self.config, base_url, self.config.outputs.journal):
+                    self.log.info(
+                        "start",
+                        concurrency=pace.concurrency,
+                        **_start_fields(self.config, base_url, self.config.outputs.journal),
+                    )
+                progress = make_progress(
+                    self.report,
+                    self.stream.reading,
+                    enabled=self.config.watch.progress,
+                    stream=sys.stderr,
+                    logger=self.log,
+                    interval_s=self.config.watch.progress_interval_s,
+                )
+                async with Client(
+                    route,
+                    credentials,
+                    concurrency=pace.concurrency,
+                    timeout_s=pace.timeout_s,
+                    tls=self.config.target.tls,
+                ) as client:
+                    paced = Paced(client.send, pacer=pacer, stop=self.stop, sink=sink)
+                    sender = Sender(
+                        AddSession(),
+                        paced,
+                        policy=pace.policy,
+                        stop=self.stop,
+                        warn=lambda event, fields: self.log.warning(event, **fields),
+                    )
+                    pipeline = Pipeline(
+                        ThreadedChunks(iter(self.stream)),
+                        admit=ledger.admit,
+                        deliver=sender.deliver,
+                        sink=sink,
+                        stop=self.stop,
+                        settings=Settings(
+                            concurrency=pace.concurrency,
+                            grace_s=pace.grace_s,
+                            max_stall_s=pace.max_stall_s,
+                        ),
+                    )
+                    with _signals(self.stop, self.received, self.log, pace.grace_s):
+                        async with progress:
+                            # What start-up made (imports, configuration) lives as long as the
+                            # run: out of the collector's sight, it is not walked again and again.
+                            gc.freeze()
+                            try:
+                                await pipeline.run()
+                            finally:
+                                gc.unfreeze()
+            except BaseException:
+                self.stop.request(Reason.FATAL, "internal error")  # even so, the journal keeps all
+                raise
+            finally:
+                self.report.paused_s = pacer.paused_s
+                _end_sinks(self.report, self.stop, self.received, sink)
+        return None
 
 
 def _end_sinks(report: Report, stop: StopState, received: list[int], sink: Sink) -> None:
@@ -439,9 +428,11 @@ def _tell_start(config: RunConfig, target: str, journal: Path | None) -> bool:
     if console is None:
         return False
     fresh = config.outputs.fresh
+    playlist = config.reader.default_playlist
     start = RunStart(
         target=target,
         inputs=config.inputs,
+        playlist=str(playlist) if playlist is not None else None,
         sandbox=config.target.route is None,
         shard=str(config.shard) if config.shard else None,
         journal=config.outputs.journal,
@@ -466,15 +457,16 @@ def _summary_context(config: RunConfig, abort_detail: str | None) -> SummaryCont
     journal = config.outputs.journal
     if journal is not None and journal != default_journal_path(config.shard):
         repeated += ["--journal", str(journal)]
-    reader = config.reader
+    reader, defaults = config.reader, ReaderOptions()
     row_options: list[str] = []
     for option, value, default in (
-        ("--format", reader.fmt, ReaderOptions().fmt),
-        ("--ts-unit", reader.ts_unit, ReaderOptions().ts_unit),
-        ("--data-source", reader.default_data_source, ReaderOptions().default_data_source),
+        ("--format", reader.fmt, defaults.fmt),
+        ("--ts-unit", reader.ts_unit, defaults.ts_unit),
+        ("--data-source", reader.default_data_source, defaults.default_data_source),
+        ("--playlist", reader.default_playlist, defaults.default_playlist),
     ):
         if value is not None and value != default:
-            row_options += [option, value]
+            row_options += [option, str(value)]
     dead_letter, report = config.outputs.dead_letter, config.outputs.report
     return SummaryContext(
         inputs=config.inputs,

@@ -23,8 +23,8 @@ from typing import Protocol
 from worker.chunks import Chunk, Item
 from worker.deliver import Hand, unsent
 from worker.events import Sink
+from worker.input import InputError
 from worker.journal import JournalError
-from worker.reader import InputError
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.stop import Phase, Reason, StopState
 

@@ -31,10 +31,10 @@ from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
 from worker.humanize import duration, rate
-from worker.reader import Reading
+from worker.input import Reading
 
 Source = Callable[[], Reading]
-"""How far the reader has got: `worker.reader.RowStream.reading`."""
+"""How far the reader has got: `worker.input.RowStream.reading`."""
 
 
 RATE_WINDOW_S = 30.0

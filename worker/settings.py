@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.config import Credentials, Route
 from worker.health import RetryPolicy
-from worker.reader import ReaderOptions
+from worker.input import ReaderOptions
+from worker.pacer import DEFAULT_MAX_PAUSE_S
 from worker.shard import Shard
 
 
@@ -38,7 +39,8 @@ class Pace:
     timeout_s: float = 30.0
     grace_s: float = 30.0
     max_stall_s: float = 900.0
-    policy: RetryPolicy = RetryPolicy()
+    max_pause_s: float = DEFAULT_MAX_PAUSE_S
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +68,8 @@ class RunConfig:
     reader: ReaderOptions
     target: Target
     outputs: Outputs
-    pace: Pace = Pace()
-    watch: Watch = Watch()
+    pace: Pace = field(default_factory=Pace)
+    watch: Watch = field(default_factory=Watch)
     shard: Shard | None = None
     dry_run: bool = False
     recorded_options: Mapping[str, object] | None = None

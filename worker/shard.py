@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from hashlib import blake2b
 
-from worker.rows import RowKey
+from worker.rows import InvalidRow, Row, RowKey
 
 _SHAPE = re.compile(r"(\d+)/(\d+)", re.ASCII)
 _SEPARATOR = "\x1f"
@@ -70,3 +70,10 @@ class Shard:
         if self.count == 1:
             return True
         return _bucket(f"{source}{_SEPARATOR}{line}", self.count) == self.index
+
+    def keeps(self, item: Row | InvalidRow) -> bool:
+        """Whether this shard hands the row, or the invalid line, out: the reader's
+        `owns` filter for a `--shard` run."""
+        if isinstance(item, Row):
+            return self.owns(item.key)
+        return self.owns_line(item.source, item.line)

@@ -2,28 +2,9 @@
 
 Every value is checked here, before any request, so that the API only ever sees values it
 can accept and a person sees one actionable message per bad row instead of a 400. Values
-arrive as CSV strings or as JSON values (str, int, Decimal, bool, None, list, dict).
-
-Each rule has a fast path for clean input (plain digits, a printable id, a lowercase
-source) and falls back to exact parsing (Decimal/Fraction, ISO-8601) only when needed.
-
-Limits and decisions:
-
-- `playlist_id`: a positive integer up to 2**63 - 1. Exponent forms such as
-  `1.234567e+06` (the API docs' curl example) are accepted when exactly integral.
-- `session_id`: surrounding whitespace stripped, then 1 to `MAX_SESSION_ID_CHARS`
-  printable characters (`str.isprintable`: no control, format, surrogate or unassigned
-  characters, and no space but the ASCII one), and not `.` or `..` (a path dot-segment
-  would be resolved away by URL normalisation). RUM ids are UUIDs, but any
-  other id is accepted as-is, case preserved: product_analytics and future ids may
-  differ, and the client percent-encodes the id into its own path segment.
-- `ts`: milliseconds since the Unix epoch, from `MIN_TS_MS` (2001-09-09T01:46:40Z; smaller
-  values are nearly always seconds) to `FUTURE_TOLERANCE_MS` (1 day) ahead of now.
-  Whole numbers, exactly integral exponent forms and ISO-8601 date-times with a zone
-  (`Z` or, as RFC 3339 allows, `z`) are accepted. With the `s` unit numbers are seconds,
-  fractions allowed; sub-millisecond digits of seconds and date-times are dropped
-  (floored), as ms is the API's resolution.
-- `data_source`: `rum` or `product_analytics`, any case; empty means the default.
+arrive as CSV strings or as JSON values (str, int, Decimal, bool, None, list, dict). Each
+rule has a fast path for clean input and falls back to exact parsing (Decimal, Fraction,
+ISO-8601) only when needed. The rules themselves, with examples, are in docs/input.md.
 """
 
 from __future__ import annotations
@@ -31,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -205,6 +187,26 @@ def _as_date(ms: int) -> str:
         return ""
 
 
+@dataclass(frozen=True, slots=True)
+class _OnePlaylist:
+    """`--playlist`: a row that names no playlist, or this one, goes to this one; a row
+    that names another is refused rather than silently moved."""
+
+    playlist_id: int
+
+    def __call__(self, value: object) -> int:
+        if _is_blank(value):
+            return self.playlist_id
+        named = parse_playlist_id(value)
+        if named != self.playlist_id:
+            raise FieldError(
+                f"playlist_id {show(value)} is another playlist than --playlist "
+                f"{self.playlist_id}: remove the row, or leave its playlist_id empty to send "
+                "it there, or run without --playlist to send each row to its own playlist"
+            )
+        return named
+
+
 class Validator:
     """Turns raw field values into a `Row`, or says precisely why it cannot.
 
@@ -213,9 +215,24 @@ class Validator:
     read again only for values above it.
     """
 
-    __slots__ = ("_default_source", "_max_ts", "_now_ms", "_scale")
+    __slots__ = (
+        "_default_source",
+        "_max_ts",
+        "_now_ms",
+        "_playlist_id",
+        "_scale",
+        "_ts_required",
+    )
 
-    def __init__(self, default_data_source: str, ts_unit: str, now_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        default_data_source: str,
+        ts_unit: str,
+        now_ms: Callable[[], int],
+        *,
+        default_playlist: int | None = None,
+        ts_required: bool = True,
+    ) -> None:
         if ts_unit not in TS_UNITS:
             raise ValueError(f"the ts unit {ts_unit!r} is not one of {', '.join(TS_UNITS)}")
         if default_data_source.lower() not in DATA_SOURCES:
@@ -224,6 +241,13 @@ class Validator:
                 f"{', '.join(DATA_SOURCES)}"
             )
         self._default_source = default_data_source.lower()
+        self._playlist_id: Callable[[object], int] = parse_playlist_id
+        if default_playlist is not None:
+            try:
+                self._playlist_id = _OnePlaylist(parse_playlist_id(default_playlist))
+            except FieldError as error:
+                raise ValueError(f"--playlist {default_playlist}: {error}") from None
+        self._ts_required = ts_required
         self._scale = 1000 if ts_unit == "s" else 1
         self._now_ms = now_ms
         self._max_ts = now_ms() + FUTURE_TOLERANCE_MS
@@ -241,7 +265,7 @@ class Validator:
         """The valid row; raises `FieldError` naming every bad field, joined by "; "."""
         try:
             return Row(
-                parse_playlist_id(playlist_id),
+                self._playlist_id(playlist_id),
                 parse_session_id(session_id),
                 self.ts(ts),
                 parse_data_source(data_source, self._default_source),
@@ -250,7 +274,7 @@ class Validator:
             )
         except FieldError:
             checks: tuple[tuple[Callable[[object], object], object], ...] = (
-                (parse_playlist_id, playlist_id),
+                (self._playlist_id, playlist_id),
                 (parse_session_id, session_id),
                 (self.ts, ts),
                 (lambda value: parse_data_source(value, self._default_source), data_source),
@@ -274,8 +298,9 @@ class Validator:
             line=line,
         )
 
-    def ts(self, value: object) -> int:
-        """Milliseconds within the plausible window, from a number or an ISO date-time."""
+    def ts(self, value: object) -> int | None:
+        """Milliseconds within the plausible window, from a number or an ISO date-time;
+        None for a blank value when ts is not required."""
         if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 19:
             ms = int(value) * self._scale
             if MIN_TS_MS <= ms <= self._max_ts:
@@ -289,8 +314,10 @@ class Validator:
         unit = "seconds (--ts-unit s)" if self._scale != 1 else "milliseconds"
         return f"ts must be {unit} since 1970-01-01 UTC, or an ISO-8601 date-time with a zone"
 
-    def _ts_slow(self, value: object) -> int:
+    def _ts_slow(self, value: object) -> int | None:
         if _is_blank(value):
+            if not self._ts_required:
+                return None
             raise FieldError(f"ts is missing: {self._hint}")
         if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
             ms = _iso_ms(value.strip(), self._hint)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worker.reader import ReaderOptions
+from worker.input import ReaderOptions
 from worker.rows import DATA_SOURCES, DEFAULT_DATA_SOURCE
 
 

@@ -24,6 +24,7 @@ from worker.examples import epilog
 from worker.health import RetryPolicy
 from worker.journal import default_journal_path
 from worker.metrics import destination_from
+from worker.pacer import DEFAULT_MAX_PAUSE_S
 from worker.report import prepare_destination
 from worker.settings import Outputs, Pace, RunConfig, Target, Watch
 from worker.shard import Shard
@@ -121,6 +122,13 @@ def _add_pace_options(parser: argparse.ArgumentParser) -> None:
         help="abort after this many seconds without a finished row (default: %(default)s)",
     )
     pace.add_argument(
+        "--max-pause",
+        type=positive_float,
+        default=DEFAULT_MAX_PAUSE_S,
+        help="seconds one rate-limit pause lasts at most, whatever the server's hint "
+        "(default: %(default)g)",
+    )
+    pace.add_argument(
         "--abort-failure-rate",
         type=fraction,
         default=0.95,
@@ -202,6 +210,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ru
             timeout_s=args.timeout,
             grace_s=args.grace,
             max_stall_s=args.max_stall,
+            max_pause_s=args.max_pause,
             policy=RetryPolicy(
                 max_attempts=args.max_attempts,
                 backoff_base_s=args.backoff_base,

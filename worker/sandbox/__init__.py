@@ -1,9 +1,14 @@
 """A local, Datadog-compatible API for rehearsals, demos, tests and benchmarks.
 
-It answers the RUM replay playlist session routes with Datadog's status codes, bodies,
-auth and rate-limit headers, and can inject the failures a real run meets (5xx, dropped
-connections, hangs, bare 429s, revoked keys), so a client can be proven against all of
-them on loopback without sending anything to Datadog.
+It answers the RUM replay playlists API (the playlists and their sessions) with
+Datadog's status codes, bodies, auth and rate-limit headers, and can inject the failures
+a real run meets (5xx, dropped connections, hangs, bare 429s, revoked keys, capped pages
+and batches) and what a hostile server does (redirects, echoed keys, huge and gzip-bomb
+bodies), so a client can be proven against all of them on loopback without sending
+anything to Datadog. See docs/sandbox.md.
+
+Importing this package (or `worker.sandbox.config`) is cheap: the server side of aiohttp
+is imported only with `Sandbox`.
 """
 
 from typing import TYPE_CHECKING

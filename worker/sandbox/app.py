@@ -1,4 +1,6 @@
-"""The HTTP side: Datadog's playlist-session routes, answered the way Datadog answers.
+"""The HTTP side: the route table, and what every route shares, done the way Datadog
+does it: keys, one rate-limit budget per endpoint family with its headers, `{"errors":
+[...]}` bodies, and the injected faults.
 
 Routing works on the raw, still percent-encoded path rather than through aiohttp's
 router: how that router decodes `%2F` has changed between aiohttp releases, and an id
@@ -11,37 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
-from itertools import islice
 from types import TracebackType
 
 from aiohttp import web
 
-from worker.sandbox import control
-from worker.sandbox.config import SandboxConfig
-from worker.sandbox.faults import Fault, FaultConfig, FaultPlan
-from worker.sandbox.ratelimit import FixedWindowLimiter
-from worker.sandbox.store import LoggedRequest, RequestLog, SessionRecord, Stats, Store
-from worker.sandbox.wire import (
-    SESSION_LIST_HINT,
-    ApiError,
-    errors,
-    json_bytes,
-    parse_data_source,
-    parse_page_param,
-    parse_playlist_id,
-    parse_session_id,
-    parse_session_list,
-    parse_ts,
-    resource,
+from worker.sandbox import control, search
+from worker.sandbox.config import (
+    FAMILIES,
+    PLAYLIST_SESSIONS,
+    PLAYLISTS,
+    RUM_SEARCH,
+    Family,
+    SandboxConfig,
 )
+from worker.sandbox.faults import Fault, FaultConfig, FaultPlan
+from worker.sandbox.hostile import echoed_errors, gzip_bomb, padding
+from worker.sandbox.playlists_api import ADD_SESSION, PlaylistsApi
+from worker.sandbox.ratelimit import FixedWindowLimiter
+from worker.sandbox.routing import Call, Reply, Route
+from worker.sandbox.store import LoggedRequest, RequestLog, Stats, Store
+from worker.sandbox.wire import ApiError, errors
 
-API_PREFIX = "/api/v2/rum/replay/playlists/"
-
-_DEFAULT_PAGE_SIZE = 100
-_MAX_PAGE_SIZE = 1000
-_MAX_PAGE_NUMBER = 2**31 - 1
 _SHUTDOWN_TIMEOUT = 2.0
 """Seconds stop() lets in-flight answers finish (hung requests are released at once)."""
 _NOT_JSON = b"<html><body><h1>200 OK</h1></body></html>"
@@ -51,7 +45,7 @@ class Sandbox:
     """A local stand-in for Datadog's RUM replay playlist API, on a loopback port.
 
     Everything is in memory and single-threaded on the event loop, so requests from any
-    number of clients see one consistent store and one shared rate-limit budget.
+    number of clients see one consistent store and one shared budget per family.
     """
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
@@ -61,10 +55,23 @@ class Sandbox:
         self.requests = RequestLog(maxlen=self.config.request_log_size)
         """Recent API requests, oldest first; always empty in minimal mode."""
         self._log_requests = not self.config.minimal and self.config.request_log_size > 0
-        self._limiter = FixedWindowLimiter(
-            *self.config.rate_limit, self.config.rate_limit_name, self.config.clock
-        )
+        self._limiters = {
+            family.key: FixedWindowLimiter(
+                *self.config.limit_of(family), family.header_name, self.config.clock
+            )
+            for family in FAMILIES
+        }
         self._faults = FaultPlan(self.config.faults)
+        self.search = search.SearchService(
+            self.config.search,
+            self._authorized,
+            self._limiters[RUM_SEARCH.key],
+            self.config.clock,
+        )
+        self._playlists = PlaylistsApi(self.store, self.stats, lambda: self.config)
+        self._playlists.seed()
+        self._routes: tuple[Route, ...] = (*self._playlists.routes(),)
+        """Every endpoint, first match wins: an endpoint module adds its Routes here."""
         self._runner: web.ServerRunner | None = None
         self._base_url: str | None = None
         self._stopping = asyncio.Event()
@@ -121,213 +128,243 @@ class Sandbox:
         await self.stop()
 
     def reconfigure(
-        self, *, rate_limit: tuple[int, float] | None = None, faults: FaultConfig | None = None
+        self,
+        *,
+        rate_limit: tuple[int, float] | None = None,
+        playlists_rate_limit: tuple[int, float] | None = None,
+        search_rate_limit: tuple[int, float] | None = None,
+        faults: FaultConfig | None = None,
     ) -> None:
-        """Changes the limit or the faults while serving. The current window's count is
-        kept; new faults start a fresh random stream and revocation count."""
-        if rate_limit is not None:
-            self._limiter.reconfigure(*rate_limit)
+        """Changes a family's limit or the faults while serving (see `change`)."""
+        limits = {
+            PLAYLIST_SESSIONS: rate_limit,
+            PLAYLISTS: playlists_rate_limit,
+            RUM_SEARCH: search_rate_limit,
+        }
+        self.change({f: limit for f, limit in limits.items() if limit is not None}, faults)
+
+    def change(
+        self, limits: Mapping[Family, tuple[int, float]], faults: FaultConfig | None
+    ) -> None:
+        """The current window's count is kept; new faults start a fresh random stream
+        and revocation count."""
+        for family, limit in limits.items():
+            self._limiters[family.key].reconfigure(*limit)
         if faults is not None:
             self._faults = FaultPlan(faults)
-        self.config = replace(
-            self.config,
-            rate_limit=(self._limiter.limit, self._limiter.period),
-            faults=self._faults.config,
-        )
+        now = {family: self._limit(family) for family in FAMILIES}
+        self.config = replace(self.config.with_limits(now), faults=self._faults.config)
 
     def reset(self) -> None:
-        """Back to an empty store and zero counters, with a fresh window and fault stream."""
+        """Back to the configured playlists, no sessions and zero counters, with fresh
+        windows and a fresh fault stream."""
         self.store.clear()
+        self._playlists.seed()
         self.stats.clear()
         self.requests.clear()
-        self._limiter.reset()
+        for limiter in self._limiters.values():
+            limiter.reset()
         self._faults = FaultPlan(self._faults.config)
+
+    def drop_sessions(
+        self,
+        playlist_id: int,
+        *,
+        session_ids: Collection[str] | None = None,
+        every: int | None = None,
+    ) -> list[str]:
+        """Loses sessions server-side, as if Datadog had: those named, or the first and
+        every `every`-th after it in the playlist's order. Returns the ids lost."""
+        if (session_ids is None) == (every is None):
+            raise ValueError("name either the session_ids to drop or every how many, not both")
+        if every is not None:
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+                raise ValueError(f"every must be a whole number, 1 or more, not {every!r}")
+            step = every
+            return self.store.drop(playlist_id, lambda n, _: n % step != 0)
+        wanted = set(session_ids or ())
+        return self.store.drop(playlist_id, lambda _, session_id: session_id not in wanted)
 
     def state(self) -> dict[str, object]:
         """Everything a test may want to check, as JSON-ready data (never the keys)."""
         config = self.config
         return {
             "config": {
-                "rate_limit": {
-                    "limit": self._limiter.limit,
-                    "period": self._limiter.period,
-                    "name": self._limiter.name,
-                },
+                "rate_limit": self._limit_json(PLAYLIST_SESSIONS),
+                "rate_limits": {family.key: self._limit_json(family) for family in FAMILIES},
                 "playlists": None if config.playlists is None else sorted(config.playlists),
                 "keys_required": config.api_key is not None or config.app_key is not None,
                 "minimal": config.minimal,
                 "faults": config.faults.to_json(),
             },
             "stats": self.stats.to_json(),
+            "playlists": [
+                {
+                    "id": playlist_id,
+                    "name": record.name,
+                    "description": record.description,
+                    "session_count": len(self.store.sessions(playlist_id)),
+                }
+                for playlist_id, record in self.store.records()
+            ],
             "sessions": self.store.to_json(),
             "requests": self.requests.to_json(),
         }
+
+    def _limit(self, family: Family) -> tuple[int, float]:
+        limiter = self._limiters[family.key]
+        return limiter.limit, limiter.period
+
+    def _limit_json(self, family: Family) -> dict[str, object]:
+        limiter = self._limiters[family.key]
+        return {"limit": limiter.limit, "period": limiter.period, "name": limiter.name}
 
     # --- HTTP -------------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.rel_url.raw_path
+        if path == search.CONTROL_PATH:
+            return await self.search.control(request)
         if path.startswith(control.PREFIX):
             return await control.handle(self, request, path[len(control.PREFIX) :])
         if self._log_requests:
             self.requests.append(LoggedRequest.of(request))
-        segments = path[len(API_PREFIX) :].split("/") if path.startswith(API_PREFIX) else []
-        if len(segments) not in (2, 3) or segments[1] != "sessions":
-            return self._answer(
-                404,
-                errors(
-                    f"no such route: {request.method} {path}; the sandbox serves "
-                    f"{API_PREFIX}{{playlist_id}}/sessions[/{{session_id}}]"
-                ),
-            )
-        return await self._api(request, segments)
+        if path == search.PATH:
+            return await self.search.handle(request)
+        segments = tuple(path.split("/"))
+        methods = []
+        for route in self._routes:
+            params = route.match(segments)
+            if params is None:
+                continue
+            if route.method == request.method:
+                return await self._api(request, route, Call(request, params))
+            methods.append(route.method)
+        if methods:
+            allow = ", ".join(dict.fromkeys(methods))
+            message = f"{request.method} is not allowed here; use {allow}"
+            return await self._error(request, 405, message, {"Allow": allow})
+        served = ", ".join(
+            dict.fromkeys(route.path.replace("{}", "{id}") for route in self._routes)
+        )
+        message = f"no such route: {request.method} {path}; the sandbox serves {served}"
+        return await self._error(request, 404, message, {})
 
-    async def _api(self, request: web.BaseRequest, segments: list[str]) -> web.StreamResponse:
-        self.stats.requests += 1
-        item = len(segments) == 3
-        fault = Fault.NONE
-        if item and request.method == "PUT":
-            self.stats.puts += 1
-            fault = self._faults.draw()
+    async def _api(self, request: web.BaseRequest, route: Route, call: Call) -> web.StreamResponse:
+        stats = self.stats
+        stats.requests += 1
+        stats.calls[route.name] += 1
+        is_put = route.name == ADD_SESSION
+        if is_put:
+            stats.puts += 1
+        fault = self._faults.draw(is_put)
+        faults = self._faults.config
         delay = self._faults.latency()
         if delay:
             await asyncio.sleep(delay)
         if fault is Fault.HANG:
-            self.stats.hung += 1
+            stats.hung += 1
             await self._stopping.wait()
             return self._drop(request)
         if fault is Fault.DROP_BEFORE:
             return self._drop(request)
         if fault is Fault.BARE_429:
-            wait = self._faults.config.retry_after_s
-            return self._answer(
+            wait = faults.retry_after_s
+            reply = Reply(
                 429,
                 b"429 Too Many Requests\n",
-                None if wait is None else {"Retry-After": str(wait)},
-                content_type="text/plain",
+                "text/plain",
+                {} if wait is None else {"Retry-After": str(wait)},
+            )
+            return await self._send(request, reply)
+        if faults.redirect_to is not None:
+            stats.redirected += 1
+            location = {"Location": faults.redirect_to}
+            return await self._send(
+                request, Reply(faults.redirect_status, b"", "text/plain", location)
             )
 
         revoked = self._faults.revoked()
         if revoked:
-            self.stats.after_revoke += 1
-        verdict = self._limiter.take()
-        headers = (
-            self._limiter.headers(self._faults.skew(verdict))
-            if self._faults.config.ratelimit_headers
-            else {}
-        )
+            stats.after_revoke += 1
+        limiter = self._limiters[route.family.key]
+        verdict = limiter.take()
+        headers = limiter.headers(self._faults.skew(verdict)) if faults.ratelimit_headers else {}
         if revoked or not self._authorized(request):
-            return self._answer(403, errors("Forbidden"), headers)
+            return await self._error(request, 403, "Forbidden", headers)
         if not verdict.allowed:
-            return self._answer(429, errors("Too many requests"), headers)
-
-        try:
-            if item and request.method == "PUT":
-                return self._put(request, segments, fault, headers)
-            if item and request.method == "DELETE":
-                return self._delete_one(segments, headers)
-            if not item and request.method == "GET":
-                return self._list(request, segments, headers)
-            if not item and request.method == "DELETE":
-                return await self._delete_many(request, segments, headers)
-        except ApiError as exc:
-            return self._answer(exc.status, errors(exc.message), headers)
-        allow = "PUT, DELETE" if item else "GET, DELETE"
-        return self._answer(
-            405,
-            errors(f"{request.method} is not allowed here; use {allow}"),
-            {**headers, "Allow": allow},
-        )
-
-    def _put(
-        self,
-        request: web.BaseRequest,
-        segments: list[str],
-        fault: Fault,
-        headers: dict[str, str],
-    ) -> web.StreamResponse:
-        playlist_id = parse_playlist_id(segments[0])
-        session_id = parse_session_id(segments[2])
-        query = request.rel_url.query
-        ts = parse_ts(query.get("ts"))
-        data_source = parse_data_source(query.get("data_source"))
-        self._check_known(playlist_id)
+            return await self._error(request, 429, "Too many requests", headers)
         if fault is Fault.ERROR_BEFORE:
-            return self._server_error(headers)
-
-        created = self.store.add(playlist_id, session_id, SessionRecord(ts, data_source))
-        if not created:
-            self.stats.duplicate_puts += 1
+            return await self._server_error(request, headers)
+        try:
+            reply = await route.handler(call)
+        except ApiError as exc:
+            return await self._error(request, exc.status, exc.message, headers)
         if fault is Fault.DROP_AFTER:
             return self._drop(request)
         if fault is Fault.ERROR_AFTER:
-            return self._server_error(headers)
-        status = 201 if created else 200
-        if fault is Fault.NON_JSON:
-            return self._answer(status, _NOT_JSON, headers, content_type="text/html")
-        record = self.store.get(playlist_id, session_id)
-        assert record is not None
-        return self._answer(status, json_bytes({"data": resource(session_id, record)}), headers)
-
-    def _delete_one(self, segments: list[str], headers: dict[str, str]) -> web.StreamResponse:
-        playlist_id = self._check_known(parse_playlist_id(segments[0]))
-        session_id = parse_session_id(segments[2])
-        if not self.store.remove(playlist_id, [session_id]):
-            raise ApiError(404, f"session {session_id!r} is not in playlist {playlist_id}")
-        return self._answer(204, None, headers)
-
-    def _list(
-        self, request: web.BaseRequest, segments: list[str], headers: dict[str, str]
-    ) -> web.StreamResponse:
-        playlist_id = self._check_known(parse_playlist_id(segments[0]))
-        query = request.rel_url.query
-        number = parse_page_param(query, "page[number]", 0, _MAX_PAGE_NUMBER)
-        size = parse_page_param(query, "page[size]", _DEFAULT_PAGE_SIZE, _MAX_PAGE_SIZE, minimum=1)
-        sessions = self.store.sessions(playlist_id)
-        page = islice(sessions.items(), number * size, (number + 1) * size)
-        body = {
-            "data": [resource(session_id, record) for session_id, record in page],
-            "meta": {"page": {"total_count": len(sessions)}},
-        }
-        return self._answer(200, json_bytes(body), headers)
-
-    async def _delete_many(
-        self, request: web.BaseRequest, segments: list[str], headers: dict[str, str]
-    ) -> web.StreamResponse:
-        playlist_id = self._check_known(parse_playlist_id(segments[0]))
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, f"the body is not JSON: {SESSION_LIST_HINT}") from None
-        self.store.remove(playlist_id, parse_session_list(body))
-        return self._answer(204, None, headers)
+            return await self._server_error(request, headers)
+        if fault is Fault.NON_JSON and reply.body is not None:
+            reply = replace(reply, body=_NOT_JSON, content_type="text/html")
+        return await self._send(request, replace(reply, headers={**headers, **reply.headers}))
 
     def _authorized(self, request: web.BaseRequest) -> bool:
         return _key_ok(request.headers.get("DD-API-KEY"), self.config.api_key) and _key_ok(
             request.headers.get("DD-APPLICATION-KEY"), self.config.app_key
         )
 
-    def _check_known(self, playlist_id: int) -> int:
-        known = self.config.playlists
-        if known is not None and playlist_id not in known:
-            raise ApiError(404, f"playlist {playlist_id} not found")
-        return playlist_id
-
-    def _server_error(self, headers: dict[str, str]) -> web.Response:
+    async def _server_error(
+        self, request: web.BaseRequest, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
         status = self._faults.error_status()
-        return self._answer(status, errors("Internal Server Error"), headers)
+        return await self._error(request, status, "Internal Server Error", headers)
 
-    def _answer(
-        self,
-        status: int,
-        body: bytes | None,
-        headers: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> web.Response:
-        self.stats.responses[status] += 1
+    async def _error(
+        self, request: web.BaseRequest, status: int, message: str, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        """`{"errors": [message]}`, with the request's keys echoed when that fault is on."""
+        if self._faults.config.echo_keys:
+            keys = [request.headers.get(name, "") for name in ("DD-API-KEY", "DD-APPLICATION-KEY")]
+            body = echoed_errors([message], [key for key in keys if key])
+        else:
+            body = errors(message)
+        return await self._send(request, Reply(status, body, headers=headers))
+
+    async def _send(self, request: web.BaseRequest, reply: Reply) -> web.StreamResponse:
+        """The reply, gzip-bombed or padded to a flood when those faults are on."""
+        self.stats.responses[reply.status] += 1
+        status, body, headers = reply.status, reply.body, reply.headers
+        faults = self._faults.config
         if body is None:
             return web.Response(status=status, headers=headers)
-        return web.Response(status=status, body=body, headers=headers, content_type=content_type)
+        if faults.gzip_bomb_bytes:
+            bomb = gzip_bomb(body, faults.gzip_bomb_bytes)
+            headers = {**headers, "Content-Encoding": "gzip"}
+            return web.Response(
+                status=status, body=bomb, headers=headers, content_type=reply.content_type
+            )
+        if faults.huge_body_bytes > len(body):
+            return await self._flood(request, reply, faults.huge_body_bytes)
+        return web.Response(
+            status=status, body=body, headers=headers, content_type=reply.content_type
+        )
+
+    async def _flood(self, request: web.BaseRequest, reply: Reply, size: int) -> web.StreamResponse:
+        """Streams the padded body, so the sandbox itself stays small; a client that
+        hangs up on it is the expected ending, not an error."""
+        assert reply.body is not None
+        response = web.StreamResponse(status=reply.status, headers=reply.headers)
+        response.content_type = reply.content_type
+        response.content_length = size
+        try:
+            await response.prepare(request)
+            for chunk in padding(reply.body, size):
+                await response.write(chunk)
+            await response.write(reply.body)
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response
 
     def _drop(self, request: web.BaseRequest) -> web.StreamResponse:
         """Closes the connection without a byte of answer.

@@ -9,11 +9,13 @@ import ipaddress
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from worker.sandbox.config import DEFAULT_RATE_LIMIT, SandboxConfig
-from worker.sandbox.faults import FaultConfig, parse_latency_ms
+from worker.sandbox import search_config
+from worker.sandbox.config import FAMILIES, SandboxConfig
+from worker.sandbox.faults import REDIRECT_STATUSES, SHARE_SCOPES, FaultConfig, parse_latency_ms
 from worker.sandbox.ratelimit import parse_rate_limit
 
 T = TypeVar("T")
@@ -33,29 +35,43 @@ _SHARE_OPTIONS = {
 """FaultConfig share field -> (option, what it does to that share of PUTs)."""
 
 
+_FAMILY_HELP = {
+    "rate_limit": "the playlist-session routes (add, list, remove)",
+    "playlists_rate_limit": "the playlists routes (create, list, get, update, delete)",
+    "search_rate_limit": "the RUM events search",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    limit, period = DEFAULT_RATE_LIMIT
-    parser.epilog = parser.epilog or (
+    keys = textwrap.fill(
         f"Keys: any non-empty DD-API-KEY/DD-APPLICATION-KEY pair is accepted, unless "
-        f"{API_KEY_ENV} and {APP_KEY_ENV} are set: then the request's keys must match them."
+        f"{API_KEY_ENV} and {APP_KEY_ENV} are set: then the request's keys must match them.",
+        88,
     )
+    # The examples the caller gives (`rum-playlist-ingest sandbox --help`) end the help.
+    parser.epilog = f"{keys}\n\n{parser.epilog}" if parser.epilog else keys
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
     parser.add_argument(
         "--port", type=_port, default=0, help="port to listen on (default: 0, any free port)"
     )
-    parser.add_argument(
-        "--rate-limit",
-        metavar="LIMIT/PERIOD",
-        default=f"{limit}/{period:g}",
-        help="LIMIT requests per PERIOD-second window, shared by every client "
-        "(default: %(default)s)",
-    )
+    for family in FAMILIES:
+        limit, period = family.default
+        parser.add_argument(
+            family.option,
+            dest=family.config_field,
+            metavar="LIMIT/PERIOD",
+            default=f"{limit}/{period:g}",
+            help=f"LIMIT requests per PERIOD-second window for "
+            f"{_FAMILY_HELP[family.config_field]}, shared by every client, "
+            f"X-RateLimit-Name {family.header_name} (default: %(default)s)",
+        )
     parser.add_argument(
         "--playlists",
         metavar="ID,ID,...",
-        help="the playlists that exist; others answer 404 (default: every playlist exists)",
+        help="the playlists that exist at the start; others answer 404 until created "
+        "(default: every playlist exists)",
     )
     parser.add_argument(
         "--minimal",
@@ -63,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="for benchmarks: keep no request log, do as little per request as possible",
     )
     faults = parser.add_argument_group(
-        "faults", "SHARE is a fraction of PUT requests, 0 to 1; the shares add up to at most 1"
+        "faults",
+        "SHARE is a fraction of PUT requests (of every API request with --fault-scope all), "
+        "0 to 1; the shares add up to at most 1",
     )
     for field, (option, help_text) in _SHARE_OPTIONS.items():
         faults.add_argument(
@@ -100,6 +118,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve N API requests, then answer 403 Forbidden to every later one",
     )
     faults.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default: 0)")
+    faults.add_argument(
+        "--fault-scope",
+        choices=SHARE_SCOPES,
+        default="put",
+        help="the SHAREs are of PUTs (default), or of every API request (all)",
+    )
+    faults.add_argument(
+        "--max-bulk",
+        type=int,
+        metavar="N",
+        help='refuse a bulk removal of more than N sessions: 400 "at most N sessions per request"',
+    )
+    faults.add_argument(
+        "--page-size-cap",
+        type=int,
+        metavar="N",
+        help="give at most N items per page of a listing, whatever page[size] asks",
+    )
+    hostile = parser.add_argument_group(
+        "hostile server", "for security tests: what a misconfigured proxy or a hostile server does"
+    )
+    hostile.add_argument(
+        "--fault-redirect",
+        metavar="LOCATION",
+        help="answer every API request with a redirect to LOCATION",
+    )
+    hostile.add_argument(
+        "--fault-redirect-status",
+        type=int,
+        choices=REDIRECT_STATUSES,
+        default=307,
+        help="the status of those redirects (default: %(default)s)",
+    )
+    hostile.add_argument(
+        "--fault-echo-keys",
+        action="store_true",
+        help="every error body echoes the request's keys, in several encodings",
+    )
+    hostile.add_argument(
+        "--fault-huge-body",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="pad every answer body to BYTES (leading whitespace; still valid JSON)",
+    )
+    hostile.add_argument(
+        "--fault-gzip-bomb",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="send every answer body gzip-encoded, decompressing to BYTES",
+    )
+    search_config.add_arguments(parser)
 
 
 def _port(text: str) -> int:
@@ -126,9 +197,20 @@ def config_from_args(
         reset_skew_s=args.fault_reset_skew,
         revoke_keys_after=args.revoke_keys_after,
         seed=args.seed,
+        shares_apply_to=args.fault_scope,
+        max_bulk=args.max_bulk,
+        page_size_cap=args.page_size_cap,
+        redirect_to=args.fault_redirect,
+        redirect_status=args.fault_redirect_status,
+        echo_keys=args.fault_echo_keys,
+        huge_body_bytes=args.fault_huge_body,
+        gzip_bomb_bytes=args.fault_gzip_bomb,
     )
+    limits = {
+        family: _option(family.option, parse_rate_limit, getattr(args, family.config_field))
+        for family in FAMILIES
+    }
     return SandboxConfig(
-        rate_limit=_option("--rate-limit", parse_rate_limit, args.rate_limit),
         playlists=None
         if args.playlists is None
         else _option("--playlists", _parse_playlists, args.playlists),
@@ -136,7 +218,8 @@ def config_from_args(
         app_key=env.get(APP_KEY_ENV) or None,
         faults=faults,
         minimal=args.minimal,
-    )
+        search=search_config.config_from_args(args),
+    ).with_limits(limits)
 
 
 async def serve(config: SandboxConfig, host: str, port: int) -> int:
@@ -218,7 +301,11 @@ def _parse_playlists(text: str) -> frozenset[int]:
 def describe(config: SandboxConfig, host: str) -> str:
     """What the sandbox says on standard error as it starts: its limit, the keys it takes,
     and a warning when it listens beyond loopback."""
-    limit, period = config.rate_limit
+    limits = ", ".join(
+        f"{family.header_name} {limit}/{period:g}s"
+        for family in FAMILIES
+        for limit, period in [config.limit_of(family)]
+    )
     api = f"the API key in {API_KEY_ENV}" if config.api_key else "any API key"
     app = f"the application key in {APP_KEY_ENV}" if config.app_key else "any application key"
     keys = (
@@ -227,7 +314,7 @@ def describe(config: SandboxConfig, host: str) -> str:
         else f"any non-empty key pair (set {API_KEY_ENV}/{APP_KEY_ENV} to require one)"
     )
     lines = [
-        f"sandbox: rate limit {limit}/{period:g}s, accepting {keys}; "
+        f"sandbox: rate limits {limits}; accepting {keys}; "
         "state at /_sandbox/state; stop with Ctrl-C or SIGTERM"
     ]
     if not _is_loopback(host):

@@ -1,10 +1,12 @@
 """The failures a real API and the network between put in a client's way, on demand.
 
-Each PUT draws once from a seeded generator and falls into at most one fault band, so
-the shares are exact shares of PUTs, faults never stack, and a given seed and arrival
-order always give the same sequence: a failing test can be replayed. Hangs, drops
-before adding and bare 429s stand for failures in front of the API (network, proxy), so
-they spend no rate-limit budget; the other faults happen inside it and carry the headers.
+Each PUT (or, with `shares_apply_to="all"`, each API request) draws once from a seeded
+generator and falls into at most one fault band, so the shares are exact shares, faults
+never stack, and a given seed and arrival order always give the same sequence: a failing
+test can be replayed. Hangs, drops before adding, bare 429s and redirects stand for
+failures in front of the API (network, proxy), so they spend no rate-limit budget; the
+other faults happen inside it and carry the headers. The hostile-server faults (echoed
+keys, huge and compressed bodies) change what an answer carries, not whether it comes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 from worker.sandbox.ratelimit import Verdict
 
 ERROR_STATUSES = (500, 502, 503, 504)
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+SHARE_SCOPES = ("put", "all")
+"""Which requests draw a share fault: PUTs only, or every API request."""
 
 
 class Fault(enum.Enum):
@@ -33,11 +38,11 @@ class Fault(enum.Enum):
     ERROR_BEFORE = "error_before"
     """A 5xx; the session is not added."""
     DROP_AFTER = "drop_after"
-    """Add the session, then close the connection without answering."""
+    """Apply the request, then close the connection without answering."""
     ERROR_AFTER = "error_after"
-    """Add the session, then answer 5xx: the client cannot tell it worked."""
+    """Apply the request, then answer 5xx: the client cannot tell it worked."""
     NON_JSON = "non_json"
-    """Add the session, then answer 2xx with a body that is not JSON."""
+    """Apply the request, then answer 2xx with a body that is not JSON."""
 
 
 _SHARES = (
@@ -54,8 +59,9 @@ _SHARES = (
 
 @dataclass(frozen=True, slots=True)
 class FaultConfig:
-    """What to break. Shares are fractions of PUT requests (0 to 1, summing to at most 1);
-    latency and revocation apply to every API request."""
+    """What to break. Shares are fractions of PUT requests (0 to 1, summing to at most 1),
+    or of every API request with `shares_apply_to="all"`; latency, revocation and the
+    hostile-server faults apply to every API request."""
 
     error_before: float = 0.0
     error_after: float = 0.0
@@ -76,6 +82,24 @@ class FaultConfig:
     revoke_keys_after: int | None = None
     """Serve this many API requests, then answer 403 to every later one."""
     seed: int = 0
+    shares_apply_to: str = "put"
+    """"put": the shares are of PUTs; "all": of every API request (a list, a removal...)."""
+    max_bulk: int | None = None
+    """A bulk removal of more sessions is refused: 400 "at most N sessions per request"."""
+    page_size_cap: int | None = None
+    """Listings give at most this many items per page, whatever `page[size]` asks."""
+    redirect_to: str | None = None
+    """Every API request is answered `redirect_status` with this `Location`."""
+    redirect_status: int = 307
+    echo_keys: bool = False
+    """Every JSON error body also holds the request's keys, as sent, upper case, lower
+    case, JSON-escaped and percent-encoded: a misconfigured proxy's echo."""
+    huge_body_bytes: int = 0
+    """Every API answer with a body is padded to at least this many bytes (leading
+    whitespace, so it stays valid JSON), streamed: a server that floods the client."""
+    gzip_bomb_bytes: int = 0
+    """Every API answer with a body is sent gzip-encoded, decompressing to at least this
+    many bytes (leading whitespace again): small on the wire, huge once read."""
 
     def __post_init__(self) -> None:
         total = 0.0
@@ -116,6 +140,33 @@ class FaultConfig:
             )
         if not isinstance(self.ratelimit_headers, bool) or not isinstance(self.seed, int):
             raise ValueError("ratelimit_headers must be true or false, and seed an integer")
+        if self.shares_apply_to not in SHARE_SCOPES:
+            raise ValueError(
+                f"shares_apply_to must be one of {SHARE_SCOPES}, not {self.shares_apply_to!r}"
+            )
+        for name in ("max_bulk", "page_size_cap"):
+            value = getattr(self, name)
+            if value is not None and not (_is_count(value) and value >= 1):
+                raise ValueError(f"{name} must be a whole number, 1 or more, not {value!r}")
+        for name in ("huge_body_bytes", "gzip_bomb_bytes"):
+            value = getattr(self, name)
+            if not (_is_count(value) and 0 <= value <= _MAX_BODY_BYTES):
+                raise ValueError(
+                    f"{name} must be a whole number of bytes from 0 to {_MAX_BODY_BYTES}, "
+                    f"not {value!r}"
+                )
+        if self.redirect_status not in REDIRECT_STATUSES:
+            raise ValueError(
+                f"redirect_status must be one of {REDIRECT_STATUSES}, not {self.redirect_status!r}"
+            )
+        if self.redirect_to is not None and not (
+            isinstance(self.redirect_to, str)
+            and self.redirect_to
+            and not any(c in self.redirect_to for c in "\r\n")
+        ):
+            raise ValueError(f"redirect_to must be a URL on one line, not {self.redirect_to!r}")
+        if not isinstance(self.echo_keys, bool):
+            raise ValueError(f"echo_keys must be true or false, not {self.echo_keys!r}")
 
     def updated(self, changes: Mapping[str, object]) -> FaultConfig:
         """This config with some fields changed, from JSON-like values (`latency_ms` may be
@@ -158,6 +209,14 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_MAX_BODY_BYTES = 8 * 2**30
+"""8 GiB: more than any client under test should ever read."""
+
+
 class FaultPlan:
     """The live state of a FaultConfig: its random stream and its revocation count."""
 
@@ -177,9 +236,10 @@ class FaultPlan:
         self._requests = 0
         self._skew_rng = random.Random(f"reset-skew/{config.seed}")  # keeps the PUT draws
 
-    def draw(self) -> Fault:
-        """The fault for the next PUT: one draw per PUT, none when no share is set."""
-        if not self._bands:
+    def draw(self, is_put: bool) -> Fault:
+        """The fault for the next request: one draw per request in scope (PUTs, or every
+        request with `shares_apply_to="all"`), none when no share is set."""
+        if not self._bands or not (is_put or self.config.shares_apply_to == "all"):
             return Fault.NONE
         point = self._rng.random()
         for edge, fault in self._bands:

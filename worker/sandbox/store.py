@@ -1,12 +1,12 @@
-"""What the sandbox holds and what it has seen: the playlists' sessions, the counters
-and a bounded log of requests. Tests read these to check what a client really did,
+"""What the sandbox holds and what it has seen: the playlists and their sessions, the
+counters and a bounded log of requests. Tests read these to check what a client really did,
 not just what it reported."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 
 from aiohttp import web
@@ -20,11 +20,26 @@ class SessionRecord:
     data_source: str
 
 
+@dataclass(frozen=True, slots=True)
+class PlaylistRecord:
+    name: str
+    description: str | None
+    created_at: float
+    updated_at: float
+    """Wall-clock seconds."""
+
+
 class Store:
-    """Sessions per playlist, in the order they were added."""
+    """Playlists, and sessions per playlist in the order they were added.
+
+    Sessions are kept apart from the playlist records so that a sandbox where every
+    playlist exists can hold sessions of playlists nobody created.
+    """
 
     def __init__(self) -> None:
         self._playlists: dict[int, dict[str, SessionRecord]] = {}
+        self._records: dict[int, PlaylistRecord] = {}
+        self._last_id = 0
 
     def add(self, playlist_id: int, session_id: str, record: SessionRecord) -> bool:
         """True if the session is new to the playlist; a repeat keeps the first record."""
@@ -45,11 +60,44 @@ class Store:
         sessions = self._playlists.get(playlist_id, {})
         return sum(sessions.pop(session_id, None) is not None for session_id in session_ids)
 
+    def drop(self, playlist_id: int, keep: Callable[[int, str], bool]) -> list[str]:
+        """Takes out the sessions (position, id) that `keep` refuses, as a server that
+        lost them would; returns their ids."""
+        sessions = self._playlists.get(playlist_id, {})
+        gone = [sid for n, sid in enumerate(sessions) if not keep(n, sid)]
+        for session_id in gone:
+            del sessions[session_id]
+        return gone
+
     def playlist_ids(self) -> list[int]:
+        """The playlists that hold sessions."""
         return sorted(playlist for playlist, sessions in self._playlists.items() if sessions)
+
+    def record(self, playlist_id: int) -> PlaylistRecord | None:
+        return self._records.get(playlist_id)
+
+    def records(self) -> list[tuple[int, PlaylistRecord]]:
+        """Every playlist, by id."""
+        return sorted(self._records.items())
+
+    def put_record(self, playlist_id: int, record: PlaylistRecord) -> None:
+        self._records[playlist_id] = record
+        self._last_id = max(self._last_id, playlist_id)
+
+    def new_id(self) -> int:
+        """An id no playlist has had since the last clear()."""
+        self._last_id += 1
+        return self._last_id
+
+    def delete_record(self, playlist_id: int) -> bool:
+        """Deletes the playlist and its sessions; False if there was no such playlist."""
+        self._playlists.pop(playlist_id, None)
+        return self._records.pop(playlist_id, None) is not None
 
     def clear(self) -> None:
         self._playlists.clear()
+        self._records.clear()
+        self._last_id = 0
 
     def __len__(self) -> int:
         return sum(len(sessions) for sessions in self._playlists.values())
@@ -69,7 +117,9 @@ class Stats:
     """What the sandbox was asked and answered (the /_sandbox control routes aside)."""
 
     requests: int = 0
-    """Requests to the playlist-session routes, whatever became of them."""
+    """Requests to the API's routes, whatever became of them."""
+    calls: Counter[str] = field(default_factory=Counter)
+    """Requests by route name (`add_session`, `list_playlists`, ...)."""
     puts: int = 0
     duplicate_puts: int = 0
     """PUTs applied for a (playlist, session) already held: a client's wasted retries."""
@@ -78,17 +128,20 @@ class Stats:
     dropped: int = 0
     """Connections closed without an answer: drop faults, and hangs once the server stops."""
     hung: int = 0
+    redirected: int = 0
     responses: Counter[int] = field(default_factory=Counter)
     """Answers sent, by status, unknown routes included."""
 
     def clear(self) -> None:
         self.requests = self.puts = self.duplicate_puts = 0
-        self.after_revoke = self.dropped = self.hung = 0
+        self.after_revoke = self.dropped = self.hung = self.redirected = 0
+        self.calls.clear()
         self.responses.clear()
 
     def to_json(self) -> dict[str, object]:
         return {
             **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "responses"},
+            "calls": dict(sorted(self.calls.items())),
             "responses": {str(status): count for status, count in sorted(self.responses.items())},
         }
 

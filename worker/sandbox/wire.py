@@ -15,11 +15,18 @@ from urllib.parse import unquote, unquote_to_bytes
 from worker.sandbox.store import SessionRecord
 
 SESSION_TYPE = "rum_replay_session"
+PLAYLIST_TYPE = "rum_replay_playlist"
 DATA_SOURCES = ("rum", "product_analytics")
 """Documented values of `data_source`; the first is the default."""
 SESSION_LIST_HINT = (
     f'the body must be {{"data": [{{"id": "<session id>", "type": "{SESSION_TYPE}"}}]}}'
 )
+PLAYLIST_HINT = (
+    f'the body must be {{"data": {{"type": "{PLAYLIST_TYPE}", '
+    '"attributes": {"name": "<name>", "description": "<optional text>"}}}'
+)
+MAX_NAME_LENGTH = 256
+"""Longest playlist name or description the sandbox takes (Datadog documents none)."""
 
 _INT64_MAX = 2**63 - 1
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -97,6 +104,29 @@ def parse_session_list(body: object) -> list[str]:
     ):
         return [entry["id"] for entry in items]
     raise ApiError(400, SESSION_LIST_HINT)
+
+
+def parse_playlist_body(body: object, playlist_id: int | None = None) -> tuple[str, str | None]:
+    """The (name, description) of a create or update body; an id in it, when given,
+    must be the playlist's own."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict) or data.get("type") != PLAYLIST_TYPE:
+        raise ApiError(400, PLAYLIST_HINT)
+    if "id" in data and (playlist_id is None or data["id"] != str(playlist_id)):
+        raise ApiError(400, f"the body's data.id {data['id']!r} is not this playlist's id")
+    attributes = data.get("attributes")
+    name = attributes.get("name") if isinstance(attributes, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(400, f"attributes.name must be a non-empty string: {PLAYLIST_HINT}")
+    description = attributes.get("description") if isinstance(attributes, dict) else None
+    if description is not None and not isinstance(description, str):
+        raise ApiError(400, "attributes.description must be a string when given")
+    for field_name, text in (("name", name), ("description", description or "")):
+        if len(text) > MAX_NAME_LENGTH:
+            raise ApiError(
+                400, f"attributes.{field_name} is longer than {MAX_NAME_LENGTH} characters"
+            )
+    return name, description
 
 
 def resource(session_id: str, record: SessionRecord) -> dict[str, object]:
