@@ -19,7 +19,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -195,3 +195,13 @@ def hiding_modules(names: Sequence[str]) -> Iterator[None]:
                 del os.environ["PYTHONPATH"]
             else:
                 os.environ["PYTHONPATH"] = before
+
+
+def print_results(text: str, results: Sequence[Any], *, as_json: bool) -> None:
+    """The table for a person; with `as_json`, it goes to stderr and the results (frozen
+    dataclasses) as JSON to stdout, for a script."""
+    if as_json:
+        print(text, file=sys.stderr)
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        print(text)

@@ -1,10 +1,12 @@
 """Peak memory: our CLI's peak RSS on 100,000 and 1,000,000 generated rows.
 
-    .venv/bin/python bench/memory.py [--rows 100000,1000000] [--concurrency 32] [--json]
+    .venv/bin/python bench/memory.py [--rows 100000,1000000] [--concurrency 32] [--no-journal]
+        [--json]
 
 Each row count is generated once to a CSV file (written as it is made) and read by the
-CLI as users run it: streamed from the file, with its journal (a fresh SQLite file) and
-JSON logs to a file, against a sandbox in its own process (`--minimal`, a limit that
+CLI as users run it: streamed from the file, with its journal (a fresh SQLite file; with
+`--no-journal`, none, so the run's repeat check is SQLite's private temporary database)
+and JSON logs to a file, against a sandbox in its own process (`--minimal`, a limit that
 never binds). Peak RSS is the kernel's account of the CLI process alone (`ru_maxrss`
 from wait4), start-up included. Every run must land every row.
 
@@ -20,12 +22,13 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
     NEVER_BINDING_LIMIT,
     SandboxProcess,
+    print_results,
     start_cli,
     wait_measured,
     write_generated_csv,
@@ -47,13 +50,16 @@ class Result:
         return self.rows / self.elapsed_s
 
 
-def measure(rows: int, sandbox: SandboxProcess, concurrency: int, work: Path) -> Result:
+def measure(
+    rows: int, sandbox: SandboxProcess, concurrency: int, work: Path, *, journal: bool
+) -> Result:
     source = write_generated_csv(work / f"rows-{rows}.csv", rows)
-    journal, report, log = (work / f"run-{rows}.{suffix}" for suffix in ("sqlite3", "json", "log"))
+    path, report, log = (work / f"run-{rows}.{suffix}" for suffix in ("sqlite3", "json", "log"))
+    tracking = ["--journal", str(path)] if journal else ["--no-journal"]
     sandbox.reset()
     process = start_cli(
         "run", str(source), "--base-url", sandbox.base_url, "--concurrency", str(concurrency),
-        "--journal", str(journal), "--report", str(report), keys=sandbox.keys, stderr=log,
+        *tracking, "--report", str(report), keys=sandbox.keys, stderr=log,
     )  # fmt: skip
     usage = wait_measured(process)
     if usage.exit_code != 0:
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated row counts")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--no-journal", action="store_true", help="run without a journal")
     parser.add_argument("--json", action="store_true", help="JSON on stdout, the table on stderr")
     args = parser.parse_args(argv)
     counts = sorted(int(count) for count in args.rows.split(","))
@@ -81,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     ):
         for rows in counts:
             print(f"{rows:,} rows ...", file=sys.stderr, flush=True)
-            results.append(measure(rows, sandbox, args.concurrency, Path(tmp)))
+            results.append(
+                measure(rows, sandbox, args.concurrency, Path(tmp), journal=not args.no_journal)
+            )
     lines = [
-        f"our CLI (journal on, JSON logs to a file), concurrency {args.concurrency}, "
+        f"our CLI (journal {'off' if args.no_journal else 'on'}, JSON logs to a file), "
+        f"concurrency {args.concurrency}, "
         f"sandbox --minimal --rate-limit {NEVER_BINDING_LIMIT} in its own process; "
         f"{os.cpu_count()} CPUs",
         "",
@@ -103,12 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"peak RSS, {largest.rows:,} / {smallest.rows:,} rows: {growth:.3f} "
         f"(target <= {GROWTH_TARGET:.2f})",
     ]
-    text = "\n".join(lines)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps([asdict(r) for r in results], indent=2))
-    else:
-        print(text)
+    print_results("\n".join(lines), results, as_json=args.json)
     return 1 if failed else 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -11,9 +13,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from worker.journal import BatchPolicy, JournalError, SqliteJournal, default_journal_path
-from worker.rows import Outcome, Result, Row
+from worker.journal import (
+    BatchPolicy,
+    JournalError,
+    NoJournalLedger,
+    Operation,
+    QueryKey,
+    RepeatCheck,
+    SqliteJournal,
+    default_journal_path,
+    new_run_id,
+    reading,
+)
+from worker.rows import DATA_SOURCES, Outcome, Result, Row, RowKey
 from worker.shard import Shard
 
 SANDBOX = "http://127.0.0.1:8126"
@@ -260,7 +275,8 @@ def test_the_journal_is_in_wal_mode(journal: SqliteJournal, path: Path) -> None:
 
 
 def test_a_second_run_on_the_same_journal_is_refused(journal: SqliteJournal, path: Path) -> None:
-    with pytest.raises(JournalError, match=r"in use by another run \(pid \d+, since .*--journal"):
+    holder = r"\(run \d{8}T\d{6}Z-[0-9a-f]{8}, pid \d+, since .*--journal"
+    with pytest.raises(JournalError, match=rf"in use by another run {holder}"):
         open_journal(path)
 
 
@@ -346,7 +362,7 @@ def test_a_truncated_journal_is_found_at_open(path: Path) -> None:
 def test_a_journal_whose_folder_cannot_be_made_is_refused(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("a file, not a folder")
     with pytest.raises(
-        JournalError, match=r"cannot use the journal at .* \(File exists: .*state\)"
+        JournalError, match=r"cannot use the journal at .* \(Not a directory: .*state\)"
     ):
         open_journal(tmp_path / "state" / "journal.sqlite3")
 
@@ -401,3 +417,330 @@ def test_a_journal_that_stops_taking_writes_stops_the_run_and_lets_go(path: Path
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TRIGGER refuse")
     open_journal(path).close({})  # the lock was let go
+
+
+def test_a_relative_xdg_state_home_is_ignored() -> None:
+    home = Path("~").expanduser()
+    assert default_journal_path(environ={"XDG_STATE_HOME": "relative/state"}) == (
+        home / ".local/state/rum-playlist-ingest/journal.sqlite3"
+    )
+
+
+# --- runs, and what each created ---------------------------------------------------------
+
+
+def created_keys(path: Path, run_id: str) -> list[tuple[RowKey, bool, bool, bool]]:
+    with reading(path) as history:
+        return [(c.key, c.maybe, c.added_later, c.removed) for c in history.created_by(run_id)]
+
+
+def test_each_run_gets_an_id_of_its_own_and_a_record(path: Path) -> None:
+    first = open_journal(path)
+    first.close({"created": 0, "exit_code": 0})
+    second = SqliteJournal.open(
+        path,
+        target=SITE,
+        fresh=False,
+        run_info={"inputs": ["a.csv", "b.csv"]},
+        operation=Operation.REMOVE,
+        shard=Shard(1, 4),
+    )
+    second.close({"removed": 2, "exit_code": 0})
+
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", first.run_id)
+    assert first.run_id != second.run_id
+    with reading(path) as history:
+        runs = history.runs()
+        assert [r.run_id for r in runs] == [second.run_id, first.run_id]
+        assert history.run(first.run_id) == runs[1]
+        assert history.run("20990101T000000Z-00000000") is None
+        assert history.last_run(SANDBOX) == runs[1]
+        assert history.last_run(SITE) is None  # a remove is not a run to undo
+        assert history.last_run(SITE, Operation.REMOVE) == runs[0]
+    removal = runs[0]
+    assert (removal.target, removal.operation, removal.shard) == (SITE, "remove", "1/4")
+    assert removal.inputs == ("a.csv", "b.csv")
+    assert removal.report == {"removed": 2, "exit_code": 0}
+    assert removal.exit_code == 0
+    assert removal.ended_at is not None
+    assert removal.started_at <= removal.ended_at
+
+
+def test_run_ids_differ_within_one_second() -> None:
+    ids = {new_run_id(1_700_000_000.0) for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(i.startswith("20231114T221320Z-") for i in ids)
+
+
+def test_what_a_run_created_survives_later_and_fresh_runs(path: Path) -> None:
+    rows = [row(i) for i in range(4)]
+    first = open_journal(path)
+    finish(
+        first,
+        [
+            Outcome(rows[0], Result.CREATED, 201, 1),
+            Outcome(rows[1], Result.ALREADY_PRESENT, 200, 1),
+            Outcome(rows[2], Result.FAILED, 404, 1),
+            Outcome(rows[3], Result.CREATED, 201, 1),
+        ],
+    )
+    # A later run sees the same sessions already there, and fails one: none of it is its own.
+    fresh = open_journal(path, fresh=True)
+    finish(
+        fresh,
+        [
+            Outcome(rows[0], Result.ALREADY_PRESENT, 200, 1),
+            Outcome(rows[3], Result.FAILED, 503, 5, error="unavailable"),
+        ],
+    )
+
+    assert created_keys(path, first.run_id) == [
+        (rows[0].key, False, False, False),
+        (rows[3].key, False, False, False),
+    ]
+    assert created_keys(path, fresh.run_id) == []
+
+
+def test_an_answer_lost_before_already_present_is_kept_as_maybe_created(path: Path) -> None:
+    lost, plain = row(1), row(2)
+    journal = open_journal(path)
+    note = "an earlier attempt's answer was lost (timed out): it may have added the session"
+    finish(
+        journal,
+        [
+            Outcome(lost, Result.ALREADY_PRESENT, 200, 2, note=note),
+            Outcome(plain, Result.ALREADY_PRESENT, 200, 1),
+        ],
+    )
+    assert created_keys(path, journal.run_id) == [(lost.key, True, False, False)]
+
+
+def test_a_removed_row_is_no_longer_done_and_a_later_run_that_adds_it_is_known(
+    path: Path,
+) -> None:
+    r, other = row(1), row(2)
+    first = open_journal(path)
+    finish(first, [Outcome(r, Result.CREATED, 201, 1), Outcome(other, Result.CREATED, 201, 1)])
+
+    remove = SqliteJournal.open(
+        path, target=SANDBOX, fresh=False, run_info={}, operation=Operation.REMOVE
+    )
+    assert admitted(remove, [r]) == [0]  # a run's done is not a removal's done
+    remove.outcome(Outcome(r, Result.REMOVED, 204, 1))
+    remove.close({})
+    assert created_keys(path, first.run_id) == [
+        (r.key, False, False, True),
+        (other.key, False, False, False),
+    ]
+
+    again = open_journal(path)
+    assert admitted(again, [r, other]) == [0]  # removed, so added again; the other is done
+    again.outcome(Outcome(r, Result.CREATED, 201, 1))
+    again.close({})
+    assert created_keys(path, first.run_id)[0] == (r.key, False, True, False)
+    with reading(path) as history:
+        assert history.added_later(first.run_id, r.key)
+        assert not history.added_later(first.run_id, other.key)
+        assert not history.added_later(again.run_id, r.key)
+        assert list(history.removed_by(remove.run_id)) == [r.key]
+
+
+def test_undoing_twice_sends_nothing_the_second_time(path: Path) -> None:
+    rows = [row(i) for i in range(3)]
+    run = open_journal(path)
+    finish(run, [Outcome(r, Result.CREATED, 201, 1) for r in rows])
+
+    def undo() -> list[int]:
+        journal = SqliteJournal.open(
+            path,
+            target=SANDBOX,
+            fresh=False,
+            run_info={"undoes": run.run_id},
+            operation=Operation.UNDO,
+        )
+        with reading(path) as history:
+            todo = [c for c in history.created_by(run.run_id) if not c.removed]
+        sent = admitted(journal, [Row(*c.key[:2], c.ts, c.key[2], "journal", 0) for c in todo])
+        for i in sent:
+            journal.outcome(Outcome(rows[i], Result.REMOVED, 204, 1))
+        journal.close({})
+        return sent
+
+    assert undo() == [0, 1, 2]
+    assert undo() == []
+
+
+# --- an older journal ---------------------------------------------------------------------
+
+SCHEMA_V1 = """
+CREATE TABLE targets (id INTEGER PRIMARY KEY, url TEXT NOT NULL UNIQUE);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY, target_id INTEGER NOT NULL REFERENCES targets(id),
+    started_at REAL NOT NULL, ended_at REAL, fresh INTEGER NOT NULL, pid INTEGER NOT NULL,
+    info TEXT NOT NULL, report TEXT, exit_code INTEGER
+);
+CREATE TABLE rows (
+    target_id INTEGER NOT NULL, playlist_id INTEGER NOT NULL, session_id TEXT NOT NULL,
+    data_source TEXT NOT NULL, result TEXT NOT NULL, ts INTEGER NOT NULL,
+    http_status INTEGER, attempts INTEGER NOT NULL, error TEXT, updated_at REAL NOT NULL,
+    run_id INTEGER NOT NULL,
+    PRIMARY KEY (target_id, playlist_id, session_id, data_source)
+) WITHOUT ROWID;
+"""
+
+
+def write_v1_journal(path: Path, rows: list[tuple[Row, str]]) -> None:
+    """A journal as version 1 of the tool wrote it (its schema, as it was)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(
+            f"BEGIN; {SCHEMA_V1} PRAGMA application_id = 1380993354;"
+            " PRAGMA user_version = 1; COMMIT;"
+        )
+        with conn:
+            conn.execute(f"INSERT INTO targets (url) VALUES ('{SANDBOX}')")
+            conn.execute(
+                "INSERT INTO runs (target_id, started_at, ended_at, fresh, pid, info, report,"
+                " exit_code) VALUES (1, 1700000000.0, 1700000060.0, 0, 42, ?, ?, 0)",
+                (json.dumps({"inputs": ["old.csv"]}), json.dumps({"created": 1})),
+            )
+            conn.executemany(
+                "INSERT INTO rows VALUES (1, ?, ?, ?, ?, ?, 201, 1, NULL, 1700000001.0, 1)",
+                [(*r.key, result, r.ts) for r, result in rows],
+            )
+
+
+def test_a_journal_of_version_1_is_upgraded_in_place_and_keeps_its_done_rows(path: Path) -> None:
+    done, present, failed = row(1), row(2), row(3)
+    write_v1_journal(path, [(done, "created"), (present, "already_present"), (failed, "failed")])
+
+    journal = open_journal(path)
+    assert admitted(journal, [done, present, failed, row(4)]) == [2, 3]
+    journal.close({})
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    with reading(path) as history:
+        old, new = history.runs()[::-1]
+        assert old.run_id == "20231114T221320Z-v11"
+        assert (old.inputs, old.report, old.operation) == (("old.csv",), {"created": 1}, "run")
+        assert new.run_id == journal.run_id
+        # Version 1 knew only the last result: a row created is credited to its run.
+        assert [c.key for c in history.created_by(old.run_id)] == [done.key]
+
+
+def test_a_reader_upgrades_a_journal_of_version_1_too(path: Path) -> None:
+    write_v1_journal(path, [(row(1), "created")])
+    with reading(path) as history:
+        assert [r.run_id for r in history.runs()] == ["20231114T221320Z-v11"]
+        assert history.done(SANDBOX)(row(1).key)
+
+
+def test_an_upgrade_that_fails_leaves_the_old_journal_as_it_was(path: Path) -> None:
+    write_v1_journal(path, [(row(1), "created")])
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE run_rows (x)")  # makes the upgrade fail halfway
+    before = sqlite3.connect(path).execute("SELECT * FROM rows").fetchall()
+    with pytest.raises(JournalError, match="cannot use the journal"):
+        open_journal(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("SELECT * FROM rows").fetchall() == before
+        assert "run_id" not in {c[1] for c in conn.execute("PRAGMA table_info(runs)")}
+
+
+# --- where a query got to -----------------------------------------------------------------
+
+
+def test_a_query_position_is_committed_with_the_outcomes_before_it(path: Path) -> None:
+    key = QueryKey("(@usr.email:*@example.com) @type:session", 1000)
+    journal = open_journal(path, batch=BatchPolicy(max_rows=1000, max_wait_s=60))
+    assert journal.query_position(key) is None
+    assert journal.admit(row(0))
+    journal.outcome(Outcome(row(0), Result.CREATED, 201, 1))
+    journal.save_query_position(key, 1_704_067_200_000)
+    journal.flush()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM rows").fetchone() == (1,)
+    assert journal.query_position(key) == 1_704_067_200_000
+    assert journal.completed_to(key) is None
+    journal.save_completed_to(key, 1_704_070_000_000)
+    journal.save_query_position(key, 1_704_069_000_000)
+    journal.close({})
+
+    with reading(path) as history:
+        assert history.query_position(SANDBOX, key) == 1_704_069_000_000
+        assert history.completed_to(SANDBOX, key) == 1_704_070_000_000
+        assert history.completed_to(SITE, key) is None
+        assert history.completed_to(SANDBOX, QueryKey(key.query, 1001)) is None
+    rerun = open_journal(path)
+    assert rerun.completed_to(key) == 1_704_070_000_000
+    rerun.close({})
+
+
+def test_a_query_position_is_never_ahead_of_the_outcomes_it_covers(path: Path) -> None:
+    """A batch is cut at the mark: the position commits with exactly what came before it."""
+    key = QueryKey("@type:session", 7)
+    journal = open_journal(path, batch=BatchPolicy(max_rows=1000, max_wait_s=60))
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # a full disk, after 3 rows
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON rows WHEN NEW.session_id > 'session-000002'"
+            " BEGIN SELECT RAISE(ABORT, 'full'); END"
+        )
+    for i in range(3):
+        assert journal.admit(row(i))
+        journal.outcome(Outcome(row(i), Result.CREATED, 201, 1))
+    journal.save_query_position(key, 3)
+    assert journal.admit(row(3))
+    journal.outcome(Outcome(row(3), Result.CREATED, 201, 1))
+    journal.save_query_position(key, 4)
+    with pytest.raises(JournalError, match="full"):
+        journal.close({})
+    with reading(path) as history:
+        assert history.query_position(SANDBOX, key) == 3
+
+
+# --- the repeat check without a journal ---------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(0, 40), st.sampled_from(DATA_SOURCES))))
+def test_the_flat_repeat_check_admits_exactly_the_first_of_each_key(
+    keys: list[tuple[int, int, str]],
+) -> None:
+    check = RepeatCheck()
+    seen: set[RowKey] = set()
+    try:
+        for playlist, session, source in keys:
+            r = Row(playlist, f"s{session}", None, source, "in.csv", 2)
+            assert check.admit(r) == (r.key not in seen)
+            seen.add(r.key)
+    finally:
+        check.close()
+
+
+def test_the_repeat_check_keeps_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path))
+    check = NoJournalLedger()
+    for i in range(20_000):  # more than its page cache holds
+        assert check.admit(row(i))
+    assert not check.admit(row(7, line=99))
+    assert list(tmp_path.iterdir()) == []  # created, then unlinked at once
+    check.close({})
+
+
+def test_a_removal_needs_no_time_and_is_not_sent_twice(path: Path) -> None:
+    untimed = Row(1000, "session-never-added", None, "rum", "ids.csv", 2)
+    for expected in ([0], []):
+        journal = SqliteJournal.open(
+            path, target=SANDBOX, fresh=False, run_info={}, operation=Operation.REMOVE
+        )
+        assert admitted(journal, [untimed]) == expected
+        if expected:
+            journal.outcome(Outcome(untimed, Result.REMOVED, 204, 1))
+        journal.close({})
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT result, ts FROM rows").fetchall() == [("removed", None)]

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from support import (
     API_KEY,
     APP_KEY,
@@ -192,9 +195,34 @@ async def test_a_row_repeated_in_the_input_is_sent_once(
     assert stats(sandbox)["duplicate_puts"] == 0
 
 
+def alias_by_folder_symlink(journal: Path) -> Path:
+    (journal.parent / "alias").symlink_to(journal.parent)
+    return journal.parent / "alias" / journal.name
+
+
+def alias_by_hard_link(journal: Path) -> Path:
+    alias = journal.with_name("alias.sqlite3")
+    os.link(journal, alias)
+    return alias
+
+
+@pytest.mark.parametrize(
+    ("alias", "refusal"),
+    [
+        (lambda journal: journal, r"is in use by another run \(run \S+, pid \d+, since "),
+        (alias_by_folder_symlink, r"is in use by another run \(run \S+, pid \d+, since "),
+        (alias_by_hard_link, "is in use by another run"),
+    ],
+    ids=["same path", "symlinked folder", "hard link"],
+)
 async def test_a_second_run_on_the_same_journal_is_refused(
-    make_sandbox: MakeSandbox, tmp_path: Path
+    make_sandbox: MakeSandbox,
+    tmp_path: Path,
+    alias: Callable[[Path], Path],
+    refusal: str,
 ) -> None:
+    """By the journal file's identity: any other name for it is refused while a run holds
+    it (the path string alone let a second run send 2,000 duplicates)."""
     sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(hang=1.0))
     journal = tmp_path / "journal.sqlite3"
     first_input = write_csv(tmp_path / "first.csv", rows(5))
@@ -204,13 +232,13 @@ async def test_a_second_run_on_the_same_journal_is_refused(
         assert first.stderr is not None
         while json.loads(await first.stderr.readline())["event"] != "start":
             pass
-        second = await run_cli(*run_args(sandbox, journal, second_input), env=KEYS)
+        second = await run_cli(*run_args(sandbox, alias(journal), second_input), env=KEYS)
     finally:
         first.kill()
         await first.wait()
 
     assert second.code == 2
-    assert "is in use by another run (pid" in second.stderr
+    assert re.search(refusal, second.stderr), second.stderr
     assert "Traceback" not in second.stderr
     requests: list[dict[str, str]] = sandbox.state()["requests"]  # type: ignore[assignment]
     sent = {r["raw_path"].rsplit("/", 1)[1] for r in requests}

@@ -201,7 +201,10 @@ async def test_each_family_has_its_own_budget_and_name(
     make_sandbox: MakeSandbox, http: aiohttp.ClientSession
 ) -> None:
     sandbox = await make_sandbox(
-        rate_limit=(2, 1), playlists_rate_limit=(1, 10), clock=FakeClock(100.0)
+        rate_limit=(2, 1),
+        playlists_rate_limit=(1, 10),
+        search_rate_limit=(300, 60.0),
+        clock=FakeClock(100.0),
     )
     base = sandbox.base_url
 

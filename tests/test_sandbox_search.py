@@ -376,9 +376,9 @@ def test_the_sandbox_options_set_the_search() -> None:
             "2",
         ]
     )
-    config = config_from_args(args, env={}).search
-    assert config.rate_limit == (10, 1.0)
-    population = config.population
+    sandbox_config = config_from_args(args, env={})
+    assert sandbox_config.search_rate_limit == (10, 1.0)
+    population = sandbox_config.search.population
     assert population is not None
     assert population.sessions == 5000
     assert population.events_per_session == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import re
@@ -12,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from worker import status
+from worker.cli import main
 from worker.journal import SqliteJournal
 from worker.rows import Outcome, Result, Row
+from worker.shard import Shard
 
 SANDBOX = "http://127.0.0.1:8126"
 SITE = "https://api.datadoghq.com"
@@ -33,15 +34,16 @@ def record(path: Path, target: str, outcomes: list[Outcome], exit_code: int) -> 
     journal.close({"created": len(outcomes), "exit_code": exit_code})
 
 
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    status.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def run_status(*argv: str) -> tuple[int, str]:
+def run_status(
+    journal: Path | None = None,
+    shard: Shard | None = None,
+    *,
+    runs: int = 5,
+    errors: int = 5,
+    as_json: bool = False,
+) -> tuple[int, str]:
     out = io.StringIO()
-    code = status.status_command(parse(*argv), out)
+    code = status.status_command(journal, shard, runs=runs, errors=errors, as_json=as_json, out=out)
     return code, out.getvalue()
 
 
@@ -68,33 +70,36 @@ def journal(tmp_path: Path) -> Iterator[Path]:
     running.close({})
 
 
+RUN_ID = r"\d{8}T\d{6}Z-[0-9a-f]{8}"
+
+
 def test_json_gives_counts_per_target_runs_newest_first_and_common_errors(journal: Path) -> None:
-    code, out = run_status("--journal", str(journal), "--json")
+    code, out = run_status(journal, as_json=True)
 
     assert code == 0
     summary = json.loads(out)
     assert summary["journal"] == str(journal)
+    zero = {"created": 0, "already_present": 0, "removed": 0, "failed": 0, "not_attempted": 0}
     assert summary["targets"] == [
         {
             "target": SANDBOX,
             "rows": 5,
-            "counts": {"created": 1, "already_present": 0, "failed": 3, "not_attempted": 1},
+            "counts": {**zero, "created": 1, "failed": 3, "not_attempted": 1},
         },
-        {
-            "target": SITE,
-            "rows": 1,
-            "counts": {"created": 0, "already_present": 1, "failed": 0, "not_attempted": 0},
-        },
+        {"target": SITE, "rows": 1, "counts": {**zero, "already_present": 1}},
     ]
     runs = summary["runs"]
-    assert [(r["id"], r["target"], r["exit_code"], r["fresh"]) for r in runs] == [
-        (3, SITE, None, True),
-        (2, SITE, 0, False),
-        (1, SANDBOX, 1, False),
+    assert [(r["operation"], r["target"], r["exit_code"], r["fresh"]) for r in runs] == [
+        ("run", SITE, None, True),
+        ("run", SITE, 0, False),
+        ("run", SANDBOX, 1, False),
     ]
+    assert all(re.fullmatch(RUN_ID, r["run_id"]) for r in runs)
+    assert len({r["run_id"] for r in runs}) == 3
     assert runs[0]["ended"] is None
     assert runs[0]["report"] is None
     assert runs[2]["report"] == {"created": 5, "exit_code": 1}
+    assert runs[2]["inputs"] == ["a.csv", "b.ndjson"]
     assert runs[2]["info"] == {"inputs": ["a.csv", "b.ndjson"]}
     assert runs[2]["started"] <= runs[2]["ended"]
     assert summary["errors"] == [
@@ -104,24 +109,45 @@ def test_json_gives_counts_per_target_runs_newest_first_and_common_errors(journa
 
 
 def test_text_says_the_same_for_a_person(journal: Path) -> None:
-    code, out = run_status("--journal", str(journal), "--runs", "2", "--errors", "1")
+    code, out = run_status(journal, runs=2, errors=1)
 
     assert code == 0
     assert f"journal {journal}" in out
     assert f"  {SANDBOX}  (5 rows)" in out
     assert "    failed                   3" in out
     assert "no end recorded: still running, or killed" in out
-    assert "#2 " in out
-    assert "#1 " not in out
+    assert len(re.findall(rf"^  {RUN_ID}  run  {SITE}", out, re.MULTILINE)) == 2
+    assert f"run  {SANDBOX}" not in out  # the third run back
+    assert "  --fresh" in out
+    assert "inputs: a.csv b.ndjson" in out
     assert "created 1  exit_code 0" in out
     assert "       2  HTTP 404  playlist 7 not found" in out
     assert "timed out" not in out
 
 
+def test_anything_shaped_like_a_key_is_masked(tmp_path: Path) -> None:
+    """A journal of an earlier version may hold keys a server echoed in an error."""
+    path = tmp_path / "journal.sqlite3"
+    api_key, app_key = "0123456789abcdef" * 2, "fedcba9876543210ABCD" * 2
+    journal = SqliteJournal.open(
+        path, target=SANDBOX, fresh=False, run_info={"inputs": [f"{api_key}.csv"]}
+    )
+    journal.admit(row(1))
+    journal.outcome(Outcome(row(1), Result.FAILED, 403, 1, error=f"bad key {app_key}"))
+    journal.close({"note": f"key={api_key}"})
+
+    for as_json in (False, True):
+        code, out = run_status(path, as_json=as_json)
+        assert code == 0
+        assert api_key not in out
+        assert app_key not in out
+        assert out.count("[redacted]") == (4 if as_json else 3)  # JSON: inputs twice
+
+
 def test_a_journal_with_no_rows_yet(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     record(path, SANDBOX, [], exit_code=0)
-    code, out = run_status("--journal", str(path))
+    code, out = run_status(path)
     assert code == 0
     assert "no rows recorded yet" in out
 
@@ -129,28 +155,39 @@ def test_a_journal_with_no_rows_yet(tmp_path: Path) -> None:
 def test_the_default_journal_of_a_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUM_PLAYLIST_INGEST_JOURNAL", str(tmp_path / "j.sqlite3"))
     record(tmp_path / "j.shard-1-of-3.sqlite3", SANDBOX, [], exit_code=0)
-    code, out = run_status("--shard", "1/3", "--json")
+    code, out = run_status(shard=Shard(1, 3), as_json=True)
     assert code == 0
     assert json.loads(out)["journal"] == str(tmp_path / "j.shard-1-of-3.sqlite3")
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("journal", "shard", "message"),
     [
-        (("--journal", "{tmp}/absent.sqlite3"), "no journal at .*absent.sqlite3"),
-        (("--journal", "{tmp}/junk.sqlite3"), "junk.sqlite3 is damaged"),
-        (("--shard", "3/3"), "shard index must be between 0 and 2"),
-        (("--shard", "0/2", "--journal", "{tmp}/j"), "--journal or --shard, not both"),
+        ("absent.sqlite3", None, "no journal at .*absent.sqlite3"),
+        ("junk.sqlite3", None, "junk.sqlite3 is damaged"),
+        ("j", Shard(0, 2), "--journal or --shard, not both"),
     ],
 )
 def test_what_cannot_be_read_is_a_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    journal: str,
+    shard: Shard | None,
+    message: str,
 ) -> None:
     (tmp_path / "junk.sqlite3").write_bytes(b"\x00junk" * 500)
-    code, out = run_status(*(a.format(tmp=tmp_path) for a in argv))
+    code, out = run_status(tmp_path / journal, shard)
     assert code == 2
     assert out == ""
     err = capsys.readouterr().err
     assert err.startswith("rum-playlist-ingest: error: ")
     assert re.search(message, err), err
     assert "Traceback" not in err
+
+
+def test_the_command_line_says_what_is_wrong_with_a_shard(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["status", "--shard", "3/3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rum-playlist-ingest: error: shard index must be between 0 and 2")

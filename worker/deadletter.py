@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from worker.files import UnsafeFile, check_distinct, open_output
 from worker.rows import InvalidRow, Outcome, Result
 
 
@@ -25,17 +26,15 @@ class DeadLetter:
     def __init__(self, path: Path, inputs: Iterable[str] = ()) -> None:
         """Start an empty file, so after the run it lists exactly this run's failures.
 
-        Refuses (`DeadLetterError`) a path that is also one of `inputs`: emptying it
-        would destroy the very rows this run is retrying."""
-        for name in inputs:
-            if name != "-" and path.exists() and Path(name).exists() and path.samefile(name):
-                raise DeadLetterError(
-                    f"--dead-letter {path} is also an input of this run; write the "
-                    "failures of the retry to another file"
-                )
+        Refuses (`DeadLetterError`) a path that is also one of `inputs` (emptying it would
+        destroy the very rows this run is retrying), a symlink, or a file that is not a
+        plain file of this user's (see `worker.files`)."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            others = {f"input #{n}": name for n, name in enumerate(inputs, 1)}
+            check_distinct({**others, "--dead-letter": path})
+            self._fd: int | None = open_output(path)
+        except UnsafeFile as exc:
+            raise DeadLetterError(str(exc)) from None
         except OSError as exc:
             raise DeadLetterError(
                 f"cannot write the dead-letter file {path} ({exc.strerror or exc}); "
@@ -52,7 +51,7 @@ class DeadLetter:
         if outcome.result is not Result.FAILED or self._fd is None or self._failure:
             return
         try:
-            os.write(self._fd, _line(outcome).encode())
+            _write_all(self._fd, _line(outcome).encode())
         except OSError as exc:
             # The run goes on (its journal still records the failure); `close` tells.
             self._failure = exc
@@ -77,6 +76,14 @@ class DeadLetter:
                 f"({failure.strerror or failure}); the journal still records "
                 "every failure (see the status subcommand), and a rerun retries them"
             )
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """One system call, as a rule; a short write (a disk filling up) goes on until the disk
+    says why it stopped."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _line(outcome: Outcome) -> str:

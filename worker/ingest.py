@@ -31,7 +31,8 @@ from worker.input import InputError, ReaderOptions, RowStream, open_inputs
 from worker.journal import (
     JournalError,
     Ledger,
-    MemoryLedger,
+    NoJournalLedger,
+    RepeatCheck,
     SqliteJournal,
     default_journal_path,
     done_before,
@@ -134,7 +135,7 @@ async def _target(target: Target) -> AsyncIterator[tuple[Route, Credentials | No
 
 def _open_ledger(config: RunConfig, target: str) -> Ledger:
     if config.outputs.journal is None:
-        return MemoryLedger()
+        return NoJournalLedger()
     run_info: dict[str, object] = {
         "target": target,
         "inputs": list(config.inputs),
@@ -222,9 +223,8 @@ class _Run:
         if not _tell_start(self.config, base_url, journal):
             self.log.info("start", **_start_fields(self.config, base_url, journal, dry_run=True))
         sink = fan_out([self.report, LogSink(self.log, quiet=True)])  # the requests go to stdout
-        seen = MemoryLedger()
         try:
-            with done_before(journal, base_url) as done:
+            with done_before(journal, base_url) as done, contextlib.closing(RepeatCheck()) as seen:
                 preview = Preview(AddSession(), base_url, sys.stdout)
                 pipeline = Pipeline(
                     ThreadedChunks(iter(self.stream)),
@@ -482,19 +482,15 @@ def _summary_context(config: RunConfig, abort_detail: str | None) -> SummaryCont
 
 def _done_rows(journal: Path, target: str) -> int | None:
     """Rows the journal holds as done for `target` (0 for a journal not made yet); None
-    when it cannot say. (The count belongs in `worker.journal`, beside `_DONE_COUNT`.)"""
+    when it cannot say."""
     if not journal.exists():
         return 0
     try:
-        with reading(journal) as conn:
-            (count,) = conn.execute(
-                "SELECT count(*) FROM rows r JOIN targets t ON t.id = r.target_id"
-                " WHERE t.url = ? AND r.result IN (?, ?)",
-                (target, Result.CREATED.value, Result.ALREADY_PRESENT.value),
-            ).fetchone()
+        with reading(journal) as history:
+            counts = history.counts_by_target().get(target, {})
     except JournalError:
         return None
-    return int(count)
+    return counts.get(Result.CREATED.value, 0) + counts.get(Result.ALREADY_PRESENT.value, 0)
 
 
 __all__ = ["ConfigError", "cannot_start", "ingest"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.events import Answered, Event
+from worker.files import check_replaceable, private_dir, write_atomic
 from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome
 
@@ -116,26 +116,20 @@ class Report:
 
 
 def write_report(report: Mapping[str, object], path: Path) -> None:
-    """Write atomically, so a reader never sees half a report even if we are killed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=2)
-            out.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Whole or not at all, even if we are killed, and never through a planted symlink
+    (`worker.files.write_atomic`)."""
+    write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 
 
 def prepare_destination(path: Path) -> None:
     """Check, before the run sends anything, that a report can be written at `path`: its
-    directory is made, and a file is created there and removed, as `write_report` will.
-    Raises `OSError` (`IsADirectoryError` for a directory)."""
+    directory is made (private), and what is there may be replaced. Raises `OSError`
+    (`IsADirectoryError` for a directory) or `UnsafeFile`."""
     if path.is_dir():
         raise IsADirectoryError(21, "it is a directory", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    private_dir(path.parent)
+    check_replaceable(path)
+    probe = path.with_name(f".{path.name}.probe-{os.getpid()}")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.close(fd)
-    os.unlink(tmp)
+    os.unlink(probe)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from worker.cli.inputs import add_input_options, reader_options
@@ -21,8 +21,9 @@ from worker.cli.types import (
 )
 from worker.config import ConfigError, base_url_for, check_transport, load_credentials
 from worker.examples import epilog
+from worker.files import UnsafeFile, check_distinct
 from worker.health import RetryPolicy
-from worker.journal import default_journal_path
+from worker.journal import default_journal_path, side_files
 from worker.metrics import destination_from
 from worker.pacer import DEFAULT_MAX_PAUSE_S
 from worker.report import prepare_destination
@@ -194,12 +195,14 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ru
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    journal = _journal_path(args, shard)
+    check_outputs_apart(args.inputs, journal, report=args.report, dead_letter=args.dead_letter)
     return RunConfig(
         inputs=tuple(args.inputs),
         reader=reader_options(args),
         target=target_from_args(args, environ, needs_keys=not args.dry_run),
         outputs=Outputs(
-            journal=_journal_path(args, shard),
+            journal=journal,
             fresh=args.fresh,
             dead_letter=Path(args.dead_letter) if args.dead_letter else None,
             report=_report_path(args.report),
@@ -264,6 +267,25 @@ def watch_from_args(args: argparse.Namespace) -> Watch:
     )
 
 
+def check_outputs_apart(inputs: Sequence[str], journal: Path | None, **outputs: str | None) -> None:
+    """Every input and output is a file of its own: a report written over an input, or a
+    dead-letter file over the journal, would destroy what the run depends on. Checked
+    before anything is read or sent; `outputs` are named by their option."""
+    files: dict[str, str | Path | None] = {
+        f"--{name.replace('_', '-')}": path for name, path in outputs.items()
+    }
+    if journal is not None:
+        files["the journal"] = journal
+        for side in side_files(journal):
+            files[f"the journal's {side.name}"] = side
+    for number, name in enumerate(inputs, start=1):
+        files[f"input #{number}"] = name
+    try:
+        check_distinct(files)
+    except UnsafeFile as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _journal_path(args: argparse.Namespace, shard: Shard | None) -> Path | None:
     if args.no_journal:
         return None
@@ -276,6 +298,8 @@ def _report_path(option: str | None) -> Path | None:
     path = Path(option)
     try:
         prepare_destination(path)
+    except UnsafeFile as exc:
+        raise ConfigError(f"--report {option}: {exc}") from None
     except OSError as exc:
         raise ConfigError(
             f"--report {option}: cannot write a report there ({exc.strerror or exc}); "

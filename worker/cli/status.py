@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from worker.cli.types import positive_int
 from worker.examples import epilog
@@ -35,6 +36,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle(args: argparse.Namespace) -> int:
+    from worker.shard import Shard
     from worker.status import status_command
 
-    return status_command(args, sys.stdout)
+    try:
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ValueError as exc:
+        print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)
+        return 2
+    return status_command(
+        Path(args.journal) if args.journal else None,
+        shard,
+        runs=args.runs,
+        errors=args.errors,
+        as_json=args.json,
+        out=sys.stdout,
+    )
