@@ -174,3 +174,15 @@ def test_the_readme_is_a_front_page_that_links_every_reference_page() -> None:
     assert pages
     unlinked = [page for page in pages if f"(docs/{page})" not in readme]
     assert not unlinked, unlinked
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))],
+)
+def test_every_link_between_pages_leads_to_a_file(page: str) -> None:
+    path = ROOT / page
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text())
+    local = [t for t in targets if not re.match(r"[a-z]+:", t)]
+    broken = [t for t in local if not (path.parent / t).exists()]
+    assert not broken, f"{page}: {broken}"
