@@ -40,6 +40,7 @@ from worker.metrics import statsd_from
 from worker.operation import AddSession
 from worker.pacer import Pacer
 from worker.pipeline import Pipeline, Settings, Source
+from worker.presenting import tell_start, tell_summary
 from worker.progress import live_console, make_progress
 from worker.query.source import SearchFailed
 from worker.report import Report, write_report
@@ -290,7 +291,8 @@ class _Run:
                 run_id = getattr(ledger, "run_id", None)
                 if run_id is not None:
                     report.extra["run_id"] = run_id
-                log.info("start", **self._start_fields(base_url, run_id))
+                if not tell_start(config, base_url):
+                    log.info("start", **self._start_fields(base_url, run_id))
                 await self._pipeline(source, ledger, paced, base_url, sink)
             except BaseException:
                 if self.stop.reason is None:
@@ -468,7 +470,9 @@ def _finish(config: RunConfig, report: Report, ending: Ending, log: Logger) -> i
             report.exit_code = exit_status(
                 Ending(ending.reason, ending.signum, ending.unfinished_rows, report_lost=True)
             )
-    log.info("summary", **report.as_dict())
+    advice = ADVICE.get(ending.reason) if ending.reason is not None else None
+    if not tell_summary(config, report.as_dict(), advice):
+        log.info("summary", **report.as_dict())
     assert report.exit_code is not None
     return report.exit_code
 

@@ -21,6 +21,7 @@ from worker.cli.types import (
     positive_int,
 )
 from worker.config import ConfigError, base_url_for, check_transport, load_credentials
+from worker.examples import epilog
 from worker.files import UnsafeFile, check_distinct
 from worker.health import RetryPolicy
 from worker.journal import default_journal_path, side_files
@@ -38,7 +39,12 @@ once, and low enough that the buffers behind each one stay a few megabytes."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = commands.add_parser("run", help="add every row of the inputs to its playlist")
+    run = commands.add_parser(
+        "run",
+        help="add every row of the inputs to its playlist",
+        epilog=epilog("run"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_input_options(run, required=False)
     add_playlist_option(run)
     add_query_options(run)
@@ -221,7 +227,7 @@ def _add_pace_options(parser: argparse.ArgumentParser) -> None:
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     track = parser.add_argument_group("journal and outputs")
     journal = track.add_mutually_exclusive_group()
-    journal.add_argument("--journal", help="journal file (default: see README)")
+    journal.add_argument("--journal", help="journal file (default: see docs/journal.md)")
     journal.add_argument("--no-journal", action="store_true", help="keep no journal")
     track.add_argument(
         "--fresh", action="store_true", help="ignore what the journal holds; send every row"
