@@ -135,7 +135,7 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
         sender = Sender(AddSession(), paced, policy=RetryPolicy(), stop=stop, warn=print)
         await Pipeline(
             ThreadedChunks(iter(stream)),  # type: ignore[call-overload]
-            admit=ledger.admit,
+            admit=ledger.admit_all,
             deliver=sender.deliver,
             sink=sink,
             stop=stop,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -744,3 +745,27 @@ def test_a_removal_needs_no_time_and_is_not_sent_twice(path: Path) -> None:
         journal.close({})
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT result, ts FROM rows").fetchall() == [("removed", None)]
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_chunk_is_admitted_as_its_rows_one_by_one_would_be(path: Path, fresh: bool) -> None:
+    """`admit_all` looks a chunk up in one query: the verdicts must be those of one
+    `admit` per row, repeats within the chunk, done, failed and new rows mixed."""
+    done, failed = [row(n) for n in range(0, 40)], [row(n) for n in range(40, 60)]
+    finish(
+        open_journal(path),
+        [Outcome(r, Result.CREATED, 201, 1) for r in done]
+        + [Outcome(r, Result.FAILED, 500, 5, error="HTTP 500") for r in failed],
+    )
+    copy = path.with_name("copy.sqlite3")
+    shutil.copyfile(path, copy)
+    chunk = [row(n % 90, line=i + 2) for i, n in enumerate(range(0, 180, 3))] * 2
+    at_once, one_by_one = open_journal(path, fresh=fresh), open_journal(copy, fresh=fresh)
+    try:
+        verdicts = at_once.admit_all(chunk)
+        assert verdicts == [one_by_one.admit(each) for each in chunk]
+        assert True in verdicts
+        assert False in verdicts
+    finally:
+        at_once.close({})
+        one_by_one.close({})

@@ -74,7 +74,7 @@ def pipeline(
     items: Sequence[Row | InvalidRow] | Iterator[Row | InvalidRow],
     deliver: object = created,
     *,
-    admit: object = lambda _row: True,
+    admit: object = lambda rows: [True] * len(rows),
     stop: StopState | None = None,
     sink: Recorder | None = None,
     concurrency: int = 4,
@@ -111,17 +111,17 @@ async def test_rows_the_admission_refuses_are_skipped_not_sent() -> None:
         return Outcome(row, Result.CREATED)
 
     items = make_rows(50)
-    run, _, sink = pipeline(items, deliver, admit=lambda row: row.line % 2 == 0)
+    run, _, sink = pipeline(items, deliver, admit=lambda rows: [row.line % 2 == 0 for row in rows])
     await run.run()
     assert sink.results() == {"created": 25, "skipped": 25}
     assert all(row.line % 2 == 0 for row in sent)
 
 
 async def test_a_journal_that_fails_stops_the_run_and_the_rest_is_still_counted() -> None:
-    def admit(row: Row) -> bool:
-        if row.line >= 30:
+    def admit(rows: Sequence[Row]) -> list[bool]:
+        if any(row.line >= 30 for row in rows):
             raise JournalError("disk full")
-        return True
+        return [True] * len(rows)
 
     items = make_rows(200)
     run, stop, sink = pipeline(items, admit=admit)

@@ -20,12 +20,8 @@ from email.utils import parsedate_to_datetime
 from multidict import istr
 from yarl import URL
 
+from worker.jsoncodec import loads as _loads
 from worker.scrub import Scrubber
-
-try:  # optional speed-up (the `fast` extra)
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    from json import loads as _loads  # type: ignore[assignment]
 
 
 class Meaning(enum.Enum):

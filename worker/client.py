@@ -30,20 +30,8 @@ from worker import __version__
 from worker.answers import Answer, AnswerReader, Meaning
 from worker.api import Request, segment
 from worker.config import ConfigError, Credentials, Route
+from worker.jsoncodec import dumps as _dumps
 from worker.scrub import Scrubber
-
-try:  # optional speed-up (the `fast` extra)
-    import orjson
-
-    def _dumps(value: object) -> bytes:
-        return orjson.dumps(value)
-
-except ImportError:  # pragma: no cover
-    import json
-
-    def _dumps(value: object) -> bytes:
-        return json.dumps(value, separators=(",", ":")).encode()
-
 
 USER_AGENT = f"rum-playlist-ingest/{__version__} (+aiohttp/{aiohttp.__version__})"
 READ_CHUNK = 64 * 1024

@@ -15,7 +15,7 @@ import random
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 import structlog
 
@@ -172,8 +172,9 @@ class _Looking:
         self._done = done
         self._seen = RepeatCheck()
 
-    def admit(self, row: Row) -> bool:
-        return self._seen.admit(row) and not self._done(row.key)
+    def admit_all(self, rows: Sequence[Row]) -> list[bool]:
+        seen, done = self._seen, self._done
+        return [seen.admit(row) and not done(row.key) for row in rows]
 
     def outcome(self, outcome: Outcome) -> None:
         pass
@@ -326,7 +327,7 @@ class _Run:
             )
         pipeline = Pipeline(
             source,
-            admit=ledger.admit,
+            admit=ledger.admit_all,
             deliver=deliver,
             sink=sink,
             stop=self.stop,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,8 +44,10 @@ class Source(Protocol):
         ...
 
 
-Admit = Callable[[Row], bool]
-"""False: the row is skipped (a repeat, or done before). May raise `JournalError`."""
+Admit = Callable[[Sequence[Row]], Sequence[bool]]
+"""Whether to send each of the rows (False: skipped, a repeat or done before), decided
+for a chunk at a time so the journal can look them up at once. May raise `JournalError`."""
+_UNDECIDED = None
 Deliver = Callable[[Row, Hand], Awaitable[Outcome]]
 
 
@@ -80,8 +82,9 @@ class Pipeline:
         size = settings.queue_size or max(2 * settings.concurrency, 256)
         self._queue: asyncio.Queue[Row] = asyncio.Queue(maxsize=size)
         self._hands = [Hand() for _ in range(settings.concurrency)]
-        # Rows taken from the source but not yet queued: they survive a stop.
-        self._pending: deque[Item] = deque()
+        # Rows taken from the source but not yet queued, each with whether it was admitted
+        # (None: not decided yet): they survive a stop.
+        self._pending: deque[tuple[Item, bool | None]] = deque()
         self._finished_at = 0.0  # loop time of the last row that finished
         self._source_failure: str | None = None
 
@@ -137,19 +140,23 @@ class Pipeline:
         pending, queue, sink, admit = self._pending, self._queue, self._sink, self._admit
         try:
             async for chunk in self._source:
-                pending.extend(chunk)
+                rows = [item for item in chunk if type(item) is Row]
+                try:
+                    verdicts = iter(admit(rows))
+                except JournalError as exc:
+                    pending.extend((item, _UNDECIDED) for item in chunk)  # the stop counts them
+                    self._stop.request(Reason.JOURNAL, str(exc))
+                    return
+                pending.extend(
+                    (item, _UNDECIDED if type(item) is InvalidRow else next(verdicts))
+                    for item in chunk
+                )
                 while pending:
-                    item = pending.popleft()
+                    item, admitted = pending.popleft()
                     if type(item) is InvalidRow:
                         sink(item)
                         continue
                     assert isinstance(item, Row)
-                    try:
-                        admitted = admit(item)
-                    except JournalError as exc:
-                        pending.appendleft(item)  # not sent: the stop accounts for it
-                        self._stop.request(Reason.JOURNAL, str(exc))
-                        return
                     if not admitted:
                         sink(Outcome(item, Result.SKIPPED))
                     elif not queue.full():
@@ -158,9 +165,7 @@ class Pipeline:
                         try:
                             await queue.put(item)
                         except asyncio.CancelledError:
-                            # Admitted, never queued: not attempted (admitting it again
-                            # would call it a repeat, and skipped).
-                            sink(Outcome(item, Result.NOT_ATTEMPTED))
+                            sink(Outcome(item, Result.NOT_ATTEMPTED))  # admitted, never queued
                             raise
         except InputError as exc:
             self._stop.request(Reason.INPUT, str(exc))
@@ -207,26 +212,27 @@ class Pipeline:
 
     def _account_unsent(self) -> None:
         self._account_queued()
-        self._pending.extend(self._source.read_ahead())
+        self._pending.extend((item, _UNDECIDED) for item in self._source.read_ahead())
         while self._pending:
-            self._leave_unsent(self._pending.popleft())
+            self._leave_unsent(*self._pending.popleft())
         for hand in self._hands:
             if hand.row is not None:
                 self._sink(unsent(hand))
                 hand.row = None
 
-    def _leave_unsent(self, item: Item) -> None:
+    def _leave_unsent(self, item: Item, admitted: bool | None = _UNDECIDED) -> None:
         """An item read but never queued: counted, never sent. A row the run would have
         skipped (done before, or a repeat) is still skipped, not unsent."""
         if type(item) is InvalidRow:
             self._sink(item)
             return
         assert isinstance(item, Row)
-        try:
-            unsent_row = self._admit(item)
-        except JournalError:
-            unsent_row = True  # the journal is why the run stopped: the row was not sent
-        self._sink(Outcome(item, Result.NOT_ATTEMPTED if unsent_row else Result.SKIPPED))
+        if admitted is None:
+            try:
+                admitted = self._admit((item,))[0]
+            except JournalError:
+                admitted = True  # the journal is why the run stopped: the row was not sent
+        self._sink(Outcome(item, Result.NOT_ATTEMPTED if admitted else Result.SKIPPED))
 
     async def _account_the_rest(self) -> None:
         """After an abort, read the rest of the input so every row is accounted for."""

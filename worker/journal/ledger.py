@@ -3,15 +3,16 @@ ended. The run's sinks hand it the outcomes (`worker.ingest`); admission asks it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from worker.rows import Outcome, Row
 
 
 class Ledger(Protocol):
-    def admit(self, row: Row) -> bool:
-        """True if the row should be sent; False if it was done in an earlier run or
-        already appeared in this one (the run then counts it as skipped)."""
+    def admit_all(self, rows: Sequence[Row]) -> list[bool]:
+        """For each row, True if it should be sent; False if it was done in an earlier run
+        or already appeared in this one (the run then counts it as skipped)."""
         ...
 
     def outcome(self, outcome: Outcome) -> None:

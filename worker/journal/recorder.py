@@ -1,11 +1,10 @@
 """The persistent journal of one run: what it did to each row, committed as it goes, so
 reruns skip finished rows and repeats are sent once.
 
-The journal's database is its memory: `admit` asks SQLite (one indexed lookup) rather
-than a set of every key seen, so a run of a million rows stays about as small as a run of
-ten. In memory are only a Bloom filter (4 MiB up to 1.6 million keys), which spares the
-lookup for keys the journal has never seen, and the keys whose outcome is not yet
-committed: those in flight, queued, or in the writer's next batch.
+The journal's database is its memory: `admit_all` asks SQLite (one query a chunk, a
+primary-key search per row) rather than a set of every key seen, so a run of a million
+rows stays about as small as a run of ten. In memory are only the keys whose outcome is
+not yet committed: those in flight, queued, or in the writer's next batch.
 """
 
 from __future__ import annotations
@@ -17,17 +16,27 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker.files import private_dir
 from worker.journal.errors import JournalError, journal_error
-from worker.journal.history import LOOKUP
 from worker.journal.lock import RunLock
 from worker.journal.records import Operation, QueryKey, done_results, new_run_id
 from worker.journal.schema import connect
+from worker.jsoncodec import dumps as _dumps
 from worker.rows import Outcome, Result, Row, RowKey
 from worker.shard import Shard
+
+LOOKUP_MANY = (
+    "SELECT j.key, r.result, r.run_id FROM json_each(?) j CROSS JOIN rows r"
+    " ON r.target_id = ? AND r.playlist_id = j.value ->> 0"
+    " AND r.session_id = j.value ->> 1 AND r.data_source = j.value ->> 2"
+)
+"""The recorded result and run of each of several keys (a JSON array of keys), by their
+place in the array. CROSS JOIN keeps SQLite from scanning the table for each key: each
+key is one search of the primary key."""
 
 # A whole batch in two statements, its rows as one JSON array of
 # [playlist_id, session_id, data_source, result, ts, http_status, attempts, error, kept]:
@@ -99,46 +108,13 @@ def _kept_for_run(outcome: Outcome) -> str | None:
 _KEY_COLUMNS = operator.itemgetter(0, 1, 2)
 
 
-class _KeyFilter:
-    """A Bloom filter of row keys, so that `admit` asks SQLite only about keys it may
-    have seen: a query on the event loop lets go of the GIL, and another thread (the
-    reader, the writer) may then hold the loop up for milliseconds. A first run, where
-    every key is new, asks SQLite nothing.
-
-    Two probes, one from each half of the key's 64-bit hash, cost half as much as four;
-    a larger table keeps false positives as rare. 4 MiB at least, 20 bits or more per key
-    done earlier: about 1% false positives at 1.7 million keys; more keys cost more
-    lookups, never a wrong answer. Python's `hash` is salted per process, which is fine:
-    the filter lives and dies with the run.
-    """
-
-    MIN_BITS = 1 << 25
-
-    def __init__(self, expected: int) -> None:
-        bits = max(self.MIN_BITS, 1 << (expected * 20).bit_length())
-        self._mask = bits - 1
-        self._bits = bytearray(bits // 8)
-
-    def add(self, key: RowKey) -> bool:
-        """Add `key`; True if it may have been there already."""
-        h = hash(key)
-        mask, bits = self._mask, self._bits
-        first, second = h & mask, (h >> 32) & mask
-        byte1, bit1, byte2, bit2 = first >> 3, 1 << (first & 7), second >> 3, 1 << (second & 7)
-        if bits[byte1] & bit1 and bits[byte2] & bit2:
-            return True
-        bits[byte1] |= bit1
-        bits[byte2] |= bit2
-        return False
-
-
 class SqliteJournal:
     """The persistent `Ledger`: one row per (target, playlist, session, data source) with
     its last final outcome, one row per run with its id, inputs, options and report, and
     what this run created or removed (`run_rows`), which later runs leave alone.
 
-    `admit` runs on the event loop: a Bloom filter, then, for a key it may have seen, a
-    point lookup on its own connection. Outcomes are handed to one writer thread that
+    `admit_all` runs on the event loop: one lookup of a chunk's keys on its own
+    connection. Outcomes are handed to one writer thread that
     commits them in batches, one transaction each, in WAL mode with synchronous=NORMAL: a
     commit survives kill -9 of the process, and the event loop never waits on a disk or a
     lock.
@@ -166,7 +142,6 @@ class SqliteJournal:
         self._fresh = fresh
         self._done = done_results(operation)
         self._batch = batch
-        self._seen = self._load_filter()
         # Keys admitted whose outcome is not yet committed: the writer removes a batch's
         # keys once it is committed (one set operation, atomic under the GIL).
         self._uncommitted: set[RowKey] = set()
@@ -253,56 +228,65 @@ class SqliteJournal:
             lock.release()
             raise
 
-    def _load_filter(self) -> _KeyFilter:
-        """The keys done in earlier runs for this target: the only ones `admit` needs to
-        look up (none with --fresh), besides those this run admits."""
-        if self._fresh:
-            return _KeyFilter(0)
-        where = (
-            f"FROM rows WHERE target_id = ? AND result IN ({', '.join('?' * len(self._done))})",
-            (self._target_id, *self._done),
-        )
-        (count,) = self._reader.execute(f"SELECT count(*) {where[0]}", where[1]).fetchone()
-        seen = _KeyFilter(count)
-        keys = f"SELECT playlist_id, session_id, data_source {where[0]}"
-        for key in self._reader.execute(keys, where[1]):
-            seen.add(key)
-        return seen
-
     def admit(self, row: Row) -> bool:
-        """Done in an earlier run (unless --fresh), or seen earlier in this run, means
-        skip; failed or never seen means send. Done means added for a run (so a row
-        removed since is sent again), removed for a remove or an undo.
+        """`admit_all` of one row."""
+        return self.admit_all((row,))[0]
+
+    def admit_all(self, rows: Sequence[Row]) -> list[bool]:
+        """For each row, in order: done in an earlier run (unless --fresh), or seen earlier
+        in this run, means skip (False); failed or never seen means send. Done means added
+        for a run (so a row removed since is sent again), removed for a remove or an undo.
+
+        The rows are looked up in one query for them all, a search of the primary key
+        each: SQLite is asked once a chunk, not once a row, and nothing is loaded into
+        memory beforehand (a rerun of a million done rows starts at once).
 
         Raises `JournalError` once the journal can no longer be read or written: a run
         that cannot keep track of what it did should stop."""
         if self._failure is not None:
             raise self._failure
-        key = row.key
-        if key in self._uncommitted:
-            return False
+        verdicts = [True] * len(rows)
+        uncommitted = self._uncommitted
+        asked: list[int] = []
+        for index, row in enumerate(rows):
+            if row.key in uncommitted:
+                verdicts[index] = False  # a repeat of a row this run has yet to record
+            else:
+                asked.append(index)
+        if asked:
+            refused = self._done_of([rows[index].key for index in asked])
+            for place, index in enumerate(asked):
+                key = rows[index].key
+                if place in refused or key in uncommitted:
+                    verdicts[index] = False
+                else:
+                    uncommitted.add(key)
+        return verdicts
+
+    def _done_of(self, keys: list[RowKey]) -> set[int]:
+        """The places in `keys` of those this run must skip: done before, or recorded by
+        this very run."""
         reader = self._reader
         try:
-            # Read after the check above: if the writer has let go of `key`, its commit is
-            # counted by now (the writer counts first), so the lookup sees it.
+            # Read after the uncommitted check: if the writer has let go of a key, its
+            # commit is counted by now (the writer counts first), so the lookup sees it.
             committed = self._committed
             if committed != self._read_at:
                 reader.commit()  # end the snapshot, which no longer holds every commit
                 self._read_at = committed
-            if self._seen.add(key):
-                if not reader.in_transaction:
-                    reader.execute("BEGIN")
-                found = reader.execute(LOOKUP, (self._target_id, *key)).fetchone()
-                if self._handed != committed:
-                    reader.commit()  # the writer has work: keep its WAL free to restart
-                if found is not None and (
-                    found[1] == self._run or (not self._fresh and found[0] in self._done)
-                ):
-                    return False
+            if not reader.in_transaction:
+                reader.execute("BEGIN")
+            found = reader.execute(LOOKUP_MANY, (_dumps(keys), self._target_id)).fetchall()
+            if self._handed != committed:
+                reader.commit()  # the writer has work: keep its WAL free to restart
         except sqlite3.Error as exc:
             raise journal_error(self.path, exc) from None
-        self._uncommitted.add(key)
-        return True
+        fresh, done, this_run = self._fresh, self._done, self._run
+        return {
+            place
+            for place, result, run in found
+            if run == this_run or (not fresh and result in done)
+        }
 
     def outcome(self, outcome: Outcome) -> None:
         # A skipped row was decided by `admit` and changes nothing on record.
@@ -341,6 +325,7 @@ class SqliteJournal:
 
     def _query_column(self, column: str, key: QueryKey) -> int | None:
         try:
+            self._reader.commit()  # the lookups' snapshot may predate the latest commits
             found = self._reader.execute(
                 f"SELECT {column} FROM queries"
                 " WHERE target_id = ? AND query = ? AND playlist_id = ?",

@@ -12,6 +12,7 @@ It is never committed: nothing has to survive the run, so nothing is synced eith
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from worker.rows import Outcome, Row
 
@@ -56,6 +57,9 @@ class NoJournalLedger:
 
     def admit(self, row: Row) -> bool:
         return self._seen.admit(row)
+
+    def admit_all(self, rows: Sequence[Row]) -> list[bool]:
+        return [self._seen.admit(row) for row in rows]
 
     def outcome(self, outcome: Outcome) -> None:
         pass
