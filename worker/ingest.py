@@ -24,9 +24,10 @@ from worker.chunks import ThreadedChunks
 from worker.client import Client
 from worker.config import ConfigError, Credentials, Route, Secret, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.deliver import Paced, Preview, Sender
+from worker.deliver import Preview
 from worker.events import Ended, Event, Sink, fan_out
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
+from worker.files import UnsafeFile
 from worker.input import InputError, RowStream, open_inputs
 from worker.journal import (
     JournalError,
@@ -37,7 +38,7 @@ from worker.journal import (
     done_before,
 )
 from worker.metrics import statsd_from
-from worker.operation import AddSession
+from worker.jobs import StageParts, UndoJob, UndoRows, VerifyJob
 from worker.pacer import Pacer
 from worker.pipeline import Pipeline, Settings
 from worker.progress import live_console, make_progress
@@ -67,11 +68,16 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
     )
     with _signals_end_opening() as interrupted:
         try:
-            # A shard's own rows only: the reader decides it, once per row.
-            stream = open_inputs(
-                list(config.inputs),
-                config.reader,
-                owns=config.shard.keeps if config.shard else None,
+            # A shard's own rows only: the reader decides it, once per row. An undo's
+            # rows are what the journal says its run created.
+            stream: RowStream | UndoRows = (
+                config.job.rows()
+                if isinstance(config.job, UndoJob)
+                else open_inputs(
+                    list(config.inputs),
+                    config.reader,
+                    owns=config.shard.keeps if config.shard else None,
+                )
             )
         except InputError as exc:
             log.error("cannot_start", error=str(exc))
@@ -139,7 +145,11 @@ def _open_ledger(config: RunConfig, target: str) -> Ledger:
         "options": dict(config.recorded_options or {}),
     }
     return SqliteJournal.open(
-        config.outputs.journal, target=target, fresh=config.outputs.fresh, run_info=run_info
+        config.outputs.journal,
+        target=target,
+        fresh=config.outputs.fresh,
+        run_info=run_info,
+        operation=config.job.operation,
     )
 
 
@@ -176,7 +186,11 @@ class _Run:
     """One run's state, shared by its two ways to go: a preview or a real send."""
 
     def __init__(
-        self, config: RunConfig, stream: RowStream, log: Logger, environ: Mapping[str, str]
+        self,
+        config: RunConfig,
+        stream: RowStream | UndoRows,
+        log: Logger,
+        environ: Mapping[str, str],
     ) -> None:
         self.config = config
         self.stream = stream
@@ -220,8 +234,11 @@ class _Run:
         self.log.info("start", **_start_fields(self.config, base_url, journal, dry_run=True))
         sink = fan_out([self.report, LogSink(self.log, quiet=True)])  # the requests go to stdout
         try:
-            with done_before(journal, base_url) as done, contextlib.closing(RepeatCheck()) as seen:
-                preview = Preview(AddSession(), base_url, sys.stdout)
+            with (
+                done_before(journal, base_url, self.config.job.operation) as done,
+                contextlib.closing(RepeatCheck()) as seen,
+            ):
+                preview = Preview(self.config.job.row_operation, base_url, sys.stdout)
                 pipeline = Pipeline(
                     ThreadedChunks(iter(self.stream)),
                     admit=lambda row: seen.admit(row) and not done(row.key),
@@ -248,8 +265,14 @@ class _Run:
                     if self.config.outputs.dead_letter
                     else None
                 )
+                job = self.config.job
+                missing = job.missing_sink() if isinstance(job, VerifyJob) else None
                 ledger = _open_ledger(self.config, base_url)
             except (JournalError, DeadLetterError) as exc:
+                self.log.error("cannot_start", error=str(exc))
+                return EXIT_CANNOT_START
+            except (OSError, UnsafeFile) as exc:  # --missing
+                self.log.error("cannot_start", error=f"--missing: {exc}")
                 self.log.error("cannot_start", error=str(exc))
                 return EXIT_CANNOT_START
             tags = [f"shard:{self.config.shard}"] if self.config.shard else []
@@ -263,6 +286,11 @@ class _Run:
             ]
             if dead_letter is not None:
                 sinks.append(_dead_letter_sink(dead_letter, self.log))
+            if missing is not None:
+                sinks.append(missing)
+            run_id = getattr(ledger, "run_id", None)
+            if run_id is not None:
+                self.report.extra["run_id"] = run_id
             if metrics is not None:
                 sinks.append(metrics)
             sink = fan_out(sinks)
@@ -273,6 +301,7 @@ class _Run:
                     "start",
                     concurrency=pace.concurrency,
                     **_start_fields(self.config, base_url, self.config.outputs.journal),
+                    **({"run_id": run_id} if run_id is not None else {}),
                 )
                 progress = make_progress(
                     self.report,
@@ -289,22 +318,24 @@ class _Run:
                     timeout_s=pace.timeout_s,
                     tls=self.config.target.tls,
                 ) as client:
-                    paced = Paced(client.send, pacer=pacer, stop=self.stop, sink=sink)
-                    sender = Sender(
-                        AddSession(),
-                        paced,
-                        policy=pace.policy,
-                        stop=self.stop,
-                        warn=lambda event, fields: self.log.warning(event, **fields),
+                    deliver = job.stage(
+                        StageParts(
+                            client.send,
+                            pacer,
+                            sink,
+                            self.stop,
+                            pace.policy,
+                            warn=lambda event, fields: self.log.warning(event, **fields),
+                        )
                     )
                     pipeline = Pipeline(
                         ThreadedChunks(iter(self.stream)),
                         admit=ledger.admit,
-                        deliver=sender.deliver,
+                        deliver=deliver,
                         sink=sink,
                         stop=self.stop,
                         settings=Settings(
-                            concurrency=pace.concurrency,
+                            concurrency=job.workers(pace.concurrency),
                             grace_s=pace.grace_s,
                             max_stall_s=pace.max_stall_s,
                         ),
@@ -318,6 +349,9 @@ class _Run:
                                 await pipeline.run()
                             finally:
                                 gc.unfreeze()
+                    if isinstance(job, VerifyJob):
+                        await job.close()
+                    self.report.extra.update(job.finish(sys.stdout))
             except BaseException:
                 self.stop.request(Reason.FATAL, "internal error")  # even so, the journal keeps all
                 raise

@@ -12,6 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from worker.cli.inputs import add_input_options, reader_options
+from worker.cli.playlist_options import (
+    add_playlist_options,
+    check_playlist_options,
+    with_playlist,
+)
 from worker.cli.types import (
     bounded_int,
     fraction,
@@ -37,6 +42,7 @@ once, and low enough that the buffers behind each one stay a few megabytes."""
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser("run", help="add every row of the inputs to its playlist")
     add_input_options(run)
+    add_playlist_options(run)
     add_target_options(run)
     _add_pace_options(run)
     _add_output_options(run)
@@ -189,18 +195,25 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ru
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    check_playlist_options(args)
     journal = _journal_path(args, shard)
     check_outputs_apart(args.inputs, journal, report=args.report, dead_letter=args.dead_letter)
+    target = target_from_args(
+        args, environ, needs_keys=not args.dry_run or args.playlist_name is not None
+    )
+    outputs = Outputs(
+        journal=journal,
+        fresh=args.fresh,
+        dead_letter=Path(args.dead_letter) if args.dead_letter else None,
+        report=_report_path(args.report),
+    )
     return RunConfig(
         inputs=tuple(args.inputs),
-        reader=reader_options(args),
-        target=target_from_args(args, environ, needs_keys=not args.dry_run),
-        outputs=Outputs(
-            journal=journal,
-            fresh=args.fresh,
-            dead_letter=Path(args.dead_letter) if args.dead_letter else None,
-            report=_report_path(args.report),
-        ),
+        # Last of the checks: a name is resolved (or its playlist created) only once
+        # every other option is known to be good.
+        reader=with_playlist(args, reader_options(args), target),
+        target=target,
+        outputs=outputs,
         pace=Pace(
             concurrency=args.concurrency,
             rate=args.rate,
