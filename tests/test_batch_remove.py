@@ -92,7 +92,8 @@ async def remove(
 async def test_rows_go_in_full_batches_per_playlist() -> None:
     server = Server()
     report, outcomes, _ = await remove(server, rows(250), size=50)
-    assert report.removed == 250 and report.rows_read == 250
+    assert report.removed == 250
+    assert report.rows_read == 250
     assert all(r.method == "DELETE" and r.path.endswith("/sessions") for r in server.sent)
     by_playlist: dict[str, list[str]] = {}
     for request in server.sent:
@@ -114,10 +115,12 @@ async def test_a_batch_too_large_is_halved_and_the_size_kept_for_the_run() -> No
 
     server = Server(capped)
     report, _, sizer = await remove(server, rows(200, (7,)), size=100)
-    assert report.removed == 200 and report.failed == 0
+    assert report.removed == 200
+    assert report.failed == 0
     assert sizer.size == 25
     sent = [len(ids_of(r)) for r in server.sent]
-    assert sent[:2] == [100, 50] and max(sent[2:]) == 25
+    assert sent[:2] == [100, 50]
+    assert max(sent[2:]) == 25
 
 
 async def test_a_400_naming_one_session_fails_that_row_alone() -> None:
@@ -130,9 +133,12 @@ async def test_a_400_naming_one_session_fails_that_row_alone() -> None:
         return answer(204)
 
     report, outcomes, _ = await remove(Server(refuse), items, size=10)
-    assert report.removed == 9 and report.failed == 1
+    assert report.removed == 9
+    assert report.failed == 1
     (failed,) = [o for o in outcomes if o.result is Result.FAILED]
-    assert failed.row == items[3] and failed.error is not None and bad in failed.error
+    assert failed.row == items[3]
+    assert failed.error is not None
+    assert bad in failed.error
 
 
 async def test_a_stop_waits_for_the_batch_in_flight_and_counts_it_truly() -> None:
@@ -161,7 +167,8 @@ async def test_a_stop_waits_for_the_batch_in_flight_and_counts_it_truly() -> Non
     )
     assert stop.reason is Reason.SIGNAL
     assert len(server.sent) == 1
-    assert report.removed == 20 and report.rows_read == 20
+    assert report.removed == 20
+    assert report.rows_read == 20
     assert len(outcomes) == 20
 
 
@@ -171,7 +178,8 @@ async def test_a_stop_before_a_batch_leaves_leaves_its_rows_not_attempted() -> N
     server = Server()
     report, _, _ = await remove(server, rows(5, (7,)), size=10, stop=stop)
     assert server.sent == []
-    assert report.removed == 0 and report.rows_read == report.not_attempted
+    assert report.removed == 0
+    assert report.rows_read == report.not_attempted
 
 
 async def test_retryable_failures_are_retried_then_fail_the_batch() -> None:

@@ -145,7 +145,9 @@ class BatchRemover:
             return answer
 
         try:
-            removals = await remove_in_batches(final, batch.playlist_id, list(by_session), self._sizer)
+            removals = await remove_in_batches(
+                final, batch.playlist_id, list(by_session), self._sizer
+            )
         except _Stopped:
             return {index: unsent(hand) for index, hand in enumerate(hands)}
         outcomes: dict[int, Outcome] = {}
@@ -161,5 +163,7 @@ def _outcome(row: Row, removal: Removal, attempts: int) -> Outcome:
         return Outcome(row, Result.REMOVED, answer.status, attempts, answer.latency_ms)
     if answer.meaning in (Meaning.FATAL, Meaning.KEYS_REFUSED):
         # The run's failure, not the row's: the stop that follows leaves it to a rerun.
-        return Outcome(row, Result.NOT_ATTEMPTED, answer.status, attempts, answer.latency_ms, answer.error)
+        return Outcome(
+            row, Result.NOT_ATTEMPTED, answer.status, attempts, answer.latency_ms, answer.error
+        )
     return Outcome(row, Result.FAILED, answer.status, attempts, answer.latency_ms, answer.error)

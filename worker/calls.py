@@ -16,8 +16,8 @@ from worker.config import Credentials, Route
 from worker.deliver import Paced
 from worker.events import Event
 from worker.health import RetryPolicy
-from worker.paging import Send
 from worker.pacer import Pacer
+from worker.paging import Send
 from worker.stop import StopState
 
 CALL_CONCURRENCY = 4

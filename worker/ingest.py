@@ -29,6 +29,7 @@ from worker.events import Ended, Event, Sink, fan_out
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
 from worker.files import UnsafeFile
 from worker.input import InputError, RowStream, open_inputs
+from worker.jobs import StageParts, UndoJob, UndoRows, VerifyJob
 from worker.journal import (
     JournalError,
     Ledger,
@@ -38,7 +39,6 @@ from worker.journal import (
     done_before,
 )
 from worker.metrics import statsd_from
-from worker.jobs import StageParts, UndoJob, UndoRows, VerifyJob
 from worker.pacer import Pacer
 from worker.pipeline import Pipeline, Settings
 from worker.progress import live_console, make_progress

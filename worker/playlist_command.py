@@ -16,8 +16,9 @@ from worker.settings import Target
 
 def playlists_command(args: argparse.Namespace, target: Target, out: TextIO, *, table: bool) -> int:
     """0 done; 1 the API refused or failed; 2 a bad argument; 3 the keys refused."""
-    assert target.route is not None and target.credentials is not None
     route, credentials = target.route, target.credentials
+    assert route is not None
+    assert credentials is not None
 
     async def act() -> list[PlaylistView]:
         async with paced_calls(route, credentials, tls=target.tls) as send:

@@ -1,8 +1,8 @@
 """The run's account: the contract's report fields, counted from the run's events.
 
 The invariant `rows_read = invalid + skipped + created + already_present + failed +
-not_attempted + removed + present + missing` holds by construction: a row is read exactly when it is counted
-in one of those results.
+not_attempted + removed + present + missing` holds by construction: a row is read
+exactly when it is counted in one of those results.
 """
 
 from __future__ import annotations

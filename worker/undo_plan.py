@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from worker.journal import CreatedRow, History, RunRecord, reading
@@ -48,17 +47,6 @@ def verdict(created: CreatedRow, *, include_maybe: bool) -> Verdict:
     if created.maybe and not include_maybe:
         return Verdict.MAYBE
     return Verdict.REMOVE
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    run: RunRecord
-    counts: dict[str, int]
-    """How many of the run's creations have each verdict."""
-
-    @property
-    def to_remove(self) -> int:
-        return self.counts.get(Verdict.REMOVE, 0)
 
 
 def the_run(history: History, run_id: str | None, target: str | None) -> RunRecord:
@@ -88,20 +76,21 @@ def the_run(history: History, run_id: str | None, target: str | None) -> RunReco
 
 def plan(
     history: History, run: RunRecord, *, include_maybe: bool
-) -> tuple[Plan, Iterator[tuple[CreatedRow, Verdict]]]:
-    """The counts, and each creation with its verdict (for --dry-run and the logs)."""
-    counts: dict[str, int] = {}
-    listed: list[tuple[CreatedRow, Verdict]] = []
+) -> tuple[dict[str, int], list[tuple[CreatedRow, Verdict]]]:
+    """How many of the run's creations have each verdict, and (up to `MAX_LISTED`) those
+    left alone, to report each by name."""
+    counts = dict.fromkeys(Verdict, 0)
+    left: list[tuple[CreatedRow, Verdict]] = []
     for created in history.created_by(run.run_id):
         judged = verdict(created, include_maybe=include_maybe)
-        counts[judged] = counts.get(judged, 0) + 1
-        if judged is not Verdict.REMOVE and len(listed) < MAX_LISTED:
-            listed.append((created, judged))
-    return Plan(run, counts), iter(listed)
+        counts[judged] += 1
+        if judged in (Verdict.ADDED_LATER, Verdict.MAYBE) and len(left) < MAX_LISTED:
+            left.append((created, judged))
+    return {str(key): count for key, count in counts.items()}, left
 
 
 MAX_LISTED = 1000
-"""Creations left alone that the plan keeps to name in the logs; the counts say the rest."""
+"""Creations left alone that are named one by one in the logs; the counts say the rest."""
 
 
 def rows_to_remove(path: Path, run_id: str, *, include_maybe: bool) -> Generator[Row]:
@@ -114,7 +103,9 @@ def rows_to_remove(path: Path, run_id: str, *, include_maybe: bool) -> Generator
                 yield Row(playlist_id, session_id, created.ts, data_source, source, line)
 
 
-def each_creation(history: History, run_id: str, *, include_maybe: bool) -> Iterator[dict[str, object]]:
+def each_creation(
+    history: History, run_id: str, *, include_maybe: bool
+) -> Iterator[dict[str, object]]:
     """Every creation of the run with what undo does with it: what --dry-run prints."""
     for created in history.created_by(run_id):
         playlist_id, session_id, data_source = created.key

@@ -39,9 +39,7 @@ def add_playlist_options(parser: argparse.ArgumentParser) -> None:
 def check_playlist_options(args: argparse.Namespace) -> None:
     """Raises `ConfigError` for a combination that cannot work."""
     if args.playlist is not None and args.playlist_name is not None:
-        raise ConfigError(
-            "--playlist and --playlist-name both name the playlist: give one of them"
-        )
+        raise ConfigError("--playlist and --playlist-name both name the playlist: give one of them")
     if args.create_playlist and args.playlist_name is None:
         raise ConfigError("--create-playlist needs --playlist-name NAME")
     if args.playlist_name is not None and not args.playlist_name.strip():
@@ -59,9 +57,7 @@ def check_playlist_options(args: argparse.Namespace) -> None:
         )
 
 
-def with_playlist(
-    args: argparse.Namespace, reader: ReaderOptions, target: Target
-) -> ReaderOptions:
+def with_playlist(args: argparse.Namespace, reader: ReaderOptions, target: Target) -> ReaderOptions:
     """The reader's options with the playlist the options name, the name resolved
     against `target` (a network call). Raises `ConfigError` (exit 2)."""
     if args.playlist is not None:

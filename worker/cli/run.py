@@ -44,8 +44,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_input_options(run)
     add_playlist_options(run)
     add_target_options(run)
-    _add_pace_options(run)
-    _add_output_options(run)
+    add_pace_options(run)
+    add_output_options(run)
     add_watch_options(run)
     run.set_defaults(handler=handle)
 
@@ -73,7 +73,7 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_pace_options(parser: argparse.ArgumentParser) -> None:
+def add_pace_options(parser: argparse.ArgumentParser) -> None:
     pace = parser.add_argument_group("pace and retries")
     pace.add_argument(
         "--concurrency",
@@ -143,7 +143,7 @@ def _add_pace_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
+def add_output_options(parser: argparse.ArgumentParser) -> None:
     track = parser.add_argument_group("journal and outputs")
     journal = track.add_mutually_exclusive_group()
     journal.add_argument("--journal", help="journal file (default: see README)")
@@ -205,7 +205,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ru
         journal=journal,
         fresh=args.fresh,
         dead_letter=Path(args.dead_letter) if args.dead_letter else None,
-        report=_report_path(args.report),
+        report=report_path(args.report),
     )
     return RunConfig(
         inputs=tuple(args.inputs),
@@ -214,25 +214,11 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ru
         reader=with_playlist(args, reader_options(args), target),
         target=target,
         outputs=outputs,
-        pace=Pace(
-            concurrency=args.concurrency,
-            rate=args.rate,
-            timeout_s=args.timeout,
-            grace_s=args.grace,
-            max_stall_s=args.max_stall,
-            max_pause_s=args.max_pause,
-            policy=RetryPolicy(
-                max_attempts=args.max_attempts,
-                backoff_base_s=args.backoff_base,
-                backoff_cap_s=args.backoff_cap,
-                failure_window=args.abort_window,
-                failure_rate_to_abort=args.abort_failure_rate,
-            ),
-        ),
+        pace=pace_from_args(args),
         watch=watch_from_args(args),
         shard=shard,
         dry_run=args.dry_run,
-        recorded_options=_recorded(args),
+        recorded_options=recorded_options(args),
     )
 
 
@@ -262,6 +248,24 @@ def target_from_args(
             load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
         ),
         tls=tls_context(args.ca_bundle),
+    )
+
+
+def pace_from_args(args: argparse.Namespace) -> Pace:
+    return Pace(
+        concurrency=args.concurrency,
+        rate=args.rate,
+        timeout_s=args.timeout,
+        grace_s=args.grace,
+        max_stall_s=args.max_stall,
+        max_pause_s=args.max_pause,
+        policy=RetryPolicy(
+            max_attempts=args.max_attempts,
+            backoff_base_s=args.backoff_base,
+            backoff_cap_s=args.backoff_cap,
+            failure_window=args.abort_window,
+            failure_rate_to_abort=args.abort_failure_rate,
+        ),
     )
 
 
@@ -299,7 +303,7 @@ def _journal_path(args: argparse.Namespace, shard: Shard | None) -> Path | None:
     return Path(args.journal) if args.journal else default_journal_path(shard)
 
 
-def _report_path(option: str | None) -> Path | None:
+def report_path(option: str | None) -> Path | None:
     if option is None:
         return None
     path = Path(option)
@@ -315,7 +319,7 @@ def _report_path(option: str | None) -> Path | None:
     return path
 
 
-def _recorded(args: argparse.Namespace) -> dict[str, object]:
+def recorded_options(args: argparse.Namespace) -> dict[str, object]:
     """What the journal records of the options: never the key files' paths' contents,
     and nothing argparse added for itself."""
     return {
