@@ -338,3 +338,37 @@ async def test_verify_finds_what_the_server_lost_and_the_missing_file_reruns_to_
     again = await run_cli(*verify, env=KEYS)
     assert again.code == 0, again.stderr
     assert (again.summary["present"], again.summary["missing"]) == (100, 0)
+
+
+async def test_undo_leaves_a_row_found_present_after_a_lost_answer_unless_asked(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """An attempt whose answer was lost, then a 200: that attempt may have added the
+    session (here it did) or it was there before. Undo lists it and leaves it; with
+    --include-maybe it is removed too."""
+    sandbox = await keyed_sandbox(make_sandbox, faults=FaultConfig(drop_after=0.4, seed=3))
+    source = write_csv(tmp_path / "in.csv", rows(40, playlists=(7,)))
+    journal = tmp_path / "journal"
+    ran = await run_cli(
+        "run", str(source), "--backoff-base", "0.01", *at(sandbox), *quiet(journal), env=KEYS
+    )
+    assert ran.code == 0, ran.stderr
+    maybe = int(str(ran.summary["already_present"]))
+    assert maybe > 0, "the seed loses some answers"
+    run_id = str(ran.summary["run_id"])
+    sandbox.reconfigure(faults=FaultConfig())
+
+    planned = await run_cli("undo", run_id, "--dry-run", *quiet(journal), env=KEYS)
+    verdicts = [json.loads(line)["undo"] for line in planned.stdout.splitlines()]
+    assert sorted(set(verdicts)) == ["maybe_created", "remove"]
+    assert verdicts.count("maybe_created") == maybe
+
+    undone = await run_cli("undo", run_id, *quiet(journal), env=KEYS)
+    assert undone.code == 0, undone.stderr
+    assert len(held(sandbox)) == maybe
+    assert {e["reason"] for e in undone.events("undo_leaves")} == {"maybe_created"}
+
+    everything = await run_cli("undo", run_id, "--include-maybe", *quiet(journal), env=KEYS)
+    assert everything.code == 0, everything.stderr
+    assert everything.summary["removed"] == maybe
+    assert held(sandbox) == set()
