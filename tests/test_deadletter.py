@@ -29,7 +29,7 @@ def lines(path: Path) -> list[dict[str, object]]:
 def test_only_rows_that_failed_for_good_are_written_each_at_once(tmp_path: Path) -> None:
     path = tmp_path / "dead.ndjson"
     dead = DeadLetter(path)
-    dead.rejected(InvalidRow("in.csv", 9, "ts is not a number", {"ts": "x"}))
+    dead(InvalidRow("in.csv", 9, "ts is not a number", {"ts": "x"}))
     for result in (Result.CREATED, Result.ALREADY_PRESENT, Result.SKIPPED, Result.NOT_ATTEMPTED):
         dead.outcome(Outcome(row(0), result, 201))
     dead.outcome(Outcome(row(1), Result.FAILED, 404, 1, 12.5, "playlist 2001 not found"))

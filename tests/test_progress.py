@@ -7,34 +7,26 @@ import gzip
 import io
 import json
 import logging
-import os
-import pty
 import random
-import re
-import struct
-import subprocess
 import sys
-import termios
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from fcntl import ioctl
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from pseudo_terminal import ANSI, Terminal, plain
 from structlog.typing import EventDict
 
+from worker.humanize import duration, rate
 from worker.input import ReaderOptions, Reading, RowFilter, open_inputs
 from worker.progress import Gauge, Source, make_progress
 from worker.report import Report
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.shard import Shard
-
-ROOT = Path(__file__).resolve().parent.parent
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass
@@ -218,6 +210,56 @@ async def test_progress_can_be_forced_onto_a_stream_that_is_no_terminal(
     assert out.getvalue() == ""
 
 
+@pytest.mark.parametrize(
+    ("per_s", "shown"),
+    [
+        (0.25, "0.25 rows/s"),
+        (3.2, "3.2 rows/s"),
+        (42.4, "42 rows/s"),
+        (850.4, "850 rows/s"),
+        (1_234, "1,234 rows/s"),
+        (12_400, "12.4k rows/s"),
+        (250_000, "250k rows/s"),
+        (1_200_000, "1.2M rows/s"),
+    ],
+)
+def test_a_rate_reads_well_from_a_few_rows_a_second_to_millions(per_s: float, shown: str) -> None:
+    assert rate(per_s) == shown
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0.4, "0.4s"),
+        (12.2, "12s"),
+        (59.6, "1m 00s"),
+        (250, "4m 10s"),
+        (7_500, "2h 05m"),
+        (3 * 86_400 + 4 * 3_600, "3d 04h"),
+    ],
+)
+def test_a_time_shows_its_two_largest_units(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown
+
+
+async def test_until_the_total_is_known_the_display_spins_and_shows_no_bar_or_eta() -> None:
+    stream = io.StringIO()
+    progress = make_progress(
+        Report(created=7),
+        reading(70, 700, None),  # standard input: no size, not read to the end
+        enabled=True,
+        stream=stream,
+        logger=json_logger(io.StringIO(), asyncio.Event()),
+    )
+    async with progress:
+        pass
+    shown = ANSI.sub("", stream.getvalue())
+    assert "7 rows" in shown
+    assert "━" not in shown  # rich's bar for no total is a full bar in one colour
+    assert "ETA" not in shown
+    assert any(frame in shown for frame in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
+
+
 CHILD = """
 import asyncio, sys
 import structlog
@@ -248,65 +290,23 @@ asyncio.run(main())
 """
 
 
-def run_in_terminal(argv: list[str]) -> tuple[int, str]:
-    """Run `argv` with a pseudo-terminal as stdin, stdout and stderr, as a person would."""
-    controller, terminal = pty.openpty()
-    ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    ambient = ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
-    env = {k: v for k, v in os.environ.items() if k not in ambient and not k.startswith("DD_")}
-    env |= {"TERM": "xterm-256color", "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen(
-        argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, cwd=ROOT
-    ) as child:
-        os.close(terminal)
-        screen = read_until_closed(controller)
-        return child.wait(), screen
-
-
 def test_on_a_terminal_progress_is_a_live_display(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
 
-    code, screen = run_in_terminal([sys.executable, str(script)])
+    with Terminal([sys.executable, str(script)]) as terminal:
+        code = terminal.finish()
 
-    assert code == 0, screen
-    text = ANSI.sub("", screen)
-    assert "\x1b[" in screen  # drawn in place with escape sequences, not printed as lines
-    final = text.replace("\r", "\n").splitlines()
+    assert code == 0, terminal.screen
+    assert "\x1b[" in terminal.screen  # drawn in place with escape sequences, not printed as lines
+    text = plain(terminal.screen)
+    final = text.splitlines()
     assert any("ingest" in line and "1,003 of ~2,000 rows (50%)" in line for line in final)
     assert "rows/s" in text
     assert "ETA" in text
-    assert "429s: 2, paused 0:00:04" in text
+    assert "429s: 2, paused 4.0s" in text
     assert "3 failed" in text
     assert "progress" not in text  # no log events on a terminal
-
-
-def test_a_run_on_a_terminal_logs_only_what_needs_attention_above_the_display() -> None:
-    bad_rows = str(ROOT / "sample_inputs" / "mixed_bad_rows.csv")
-    argv = [sys.executable, "-m", "worker", "run", bad_rows, "--sandbox", "--no-journal"]
-
-    code, screen = run_in_terminal(argv)
-
-    assert code == 1, screen
-    text = ANSI.sub("", screen)
-    assert "ingest" in text  # the live display ran
-    assert text.count("invalid_row") == 8  # each bad line once, above the display
-    assert not re.search(r"\] row\s", text)  # rows that went well are counted, not listed
-    assert "summary" in text
-    assert "created=19" in text
-
-
-def read_until_closed(fd: int) -> str:
-    """Everything the child wrote to the terminal; Linux reports its exit as EIO."""
-    chunks: list[bytes] = []
-    try:
-        while chunk := os.read(fd, 65_536):
-            chunks.append(chunk)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode(errors="replace")
 
 
 ROWS = 20_000
@@ -379,11 +379,11 @@ def account(report: Report, items: list[Row | InvalidRow]) -> None:
     line skipped (done by an earlier run), as the report counts them."""
     for item in items:
         if isinstance(item, InvalidRow):
-            report.rejected(item)
+            report(item)
         elif item.line % 10 == 0:
-            report.outcome(Outcome(item, Result.SKIPPED))
+            report(Outcome(item, Result.SKIPPED))
         else:
-            report.outcome(Outcome(item, Result.CREATED, 201))
+            report(Outcome(item, Result.CREATED, 201))
 
 
 @pytest.mark.parametrize("make", INPUTS.values(), ids=INPUTS.keys())

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from worker.events import Ended, Event
 from worker.files import UnsafeFile, check_distinct, open_output
-from worker.rows import InvalidRow, Outcome, Result
+from worker.rows import Outcome, Result
 
 
 class DeadLetterError(Exception):
@@ -21,9 +22,17 @@ class DeadLetterError(Exception):
 
 
 class DeadLetter:
-    """A run observer: one NDJSON line per row that failed for good."""
+    """A sink of the run's events: one NDJSON line per row that failed for good. The
+    file is closed at the run's end; one that could not be written whole is said so
+    through `warn` (the journal still has every failure)."""
 
-    def __init__(self, path: Path, inputs: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        inputs: Iterable[str] = (),
+        *,
+        warn: Callable[[str, str], None] = lambda _event, _error: None,
+    ) -> None:
         """Start an empty file, so after the run it lists exactly this run's failures.
 
         Refuses (`DeadLetterError`) a path that is also one of `inputs` (emptying it would
@@ -42,10 +51,18 @@ class DeadLetter:
             ) from None
         self.path = path
         self._failure: OSError | None = None
+        self._warn = warn
         self.written = 0
 
-    def rejected(self, row: InvalidRow) -> None:
-        pass
+    def __call__(self, event: Event) -> None:
+        if type(event) is Outcome:
+            assert isinstance(event, Outcome)
+            self.outcome(event)
+        elif type(event) is Ended:
+            try:
+                self.close()
+            except DeadLetterError as exc:
+                self._warn("dead_letter_incomplete", str(exc))
 
     def outcome(self, outcome: Outcome) -> None:
         if outcome.result is not Result.FAILED or self._fd is None or self._failure:
@@ -57,12 +74,6 @@ class DeadLetter:
             self._failure = exc
             return
         self.written += 1
-
-    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
-        pass
-
-    def paused(self, seconds: float, reason: str) -> None:
-        pass
 
     def close(self) -> None:
         """Raises `DeadLetterError` (once) if some failed rows could not be written."""

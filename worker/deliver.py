@@ -9,6 +9,8 @@ caller hands on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +25,7 @@ from worker.health import Health, RetryPolicy
 from worker.operation import Operation
 from worker.pacer import Pacer
 from worker.rows import Outcome, Result, Row
-from worker.stop import StopState
+from worker.stop import Reason, StopState
 
 Send = Callable[[Request], Awaitable[Answer]]
 Warn = Callable[[str, dict[str, object]], None]
@@ -217,15 +219,29 @@ class Sender:
 
 class Preview:
     """The dry run's send stage: each request a real run would send now, printed to
-    `out`, and nothing sent; the row counts as not attempted."""
+    `out`, and nothing sent; the row counts as not attempted. Output closed by its
+    reader (`--dry-run | head`) ends the run quietly (`Reason.OUTPUT`)."""
 
-    def __init__(self, operation: Operation, base_url: str, out: TextIO) -> None:
+    def __init__(self, operation: Operation, base_url: str, out: TextIO, stop: StopState) -> None:
         self._operation = operation
         self._base_url = base_url
         self._out = out
+        self._stop = stop
 
     async def deliver(self, row: Row, hand: Hand) -> Outcome:
         request = self._operation.request(row)
         query = f"?{urlencode(request.query, safe='[]')}" if request.query else ""
-        self._out.write(f"{request.method} {self._base_url}{request.path}{query}\n")
+        try:
+            self._out.write(f"{request.method} {self._base_url}{request.path}{query}\n")
+        except BrokenPipeError:
+            _silence(self._out)
+            self._stop.request(Reason.OUTPUT, "standard output was closed", at_once=True)
         return Outcome(row, Result.NOT_ATTEMPTED)
+
+
+def _silence(out: TextIO) -> None:
+    """Point a closed output at /dev/null, so that flushing it at exit raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(devnull, out.fileno())
+    os.close(devnull)

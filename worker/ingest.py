@@ -11,25 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import random
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import structlog
 
-from worker import aio, logs
-from worker.chunks import ThreadedChunks
+from worker import aio, api, logs
+from worker.answers import Answer
 from worker.client import Client
 from worker.config import ConfigError, Credentials, Route, Secret, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.deliver import Preview
+from worker.deliver import Paced, Preview
 from worker.events import Ended, Event, Sink, fan_out
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
 from worker.files import UnsafeFile
 from worker.input import InputError, RowStream, open_inputs
-from worker.jobs import StageParts, UndoJob, UndoRows, VerifyJob
+from worker.jobs import StageParts, UndoJob
 from worker.journal import (
     JournalError,
     Ledger,
@@ -40,11 +40,14 @@ from worker.journal import (
 )
 from worker.metrics import statsd_from
 from worker.pacer import Pacer
-from worker.pipeline import Pipeline, Settings
+from worker.pipeline import Deliver, Pipeline, Settings, Source
+from worker.presenting import tell_start, tell_summary
 from worker.progress import live_console, make_progress
+from worker.query.source import SearchFailed
 from worker.report import Report, write_report
 from worker.rowlog import LogSink
-from worker.rows import Outcome
+from worker.rows import Outcome, Row, RowKey
+from worker.rowsource import FileRows, QueryRows, Rows, Search
 from worker.settings import RunConfig, Target, Watch
 from worker.stop import Reason, StopState
 
@@ -66,18 +69,15 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
     log = logs.configure(
         fmt=config.watch.log_format, secrets=credentials.secrets() if credentials else ()
     )
+    if config.query is not None or not config.job.reads_inputs:
+        return aio.run(_Run(config, None, log, environ)())
     with _signals_end_opening() as interrupted:
         try:
-            # A shard's own rows only: the reader decides it, once per row. An undo's
-            # rows are what the journal says its run created.
-            stream: RowStream | UndoRows = (
-                config.job.rows()
-                if isinstance(config.job, UndoJob)
-                else open_inputs(
-                    list(config.inputs),
-                    config.reader,
-                    owns=config.shard.keeps if config.shard else None,
-                )
+            # A shard's own rows only: the reader decides it, once per row.
+            stream = open_inputs(
+                list(config.inputs),
+                config.reader,
+                owns=config.shard.keeps if config.shard else None,
             )
         except InputError as exc:
             log.error("cannot_start", error=str(exc))
@@ -169,196 +169,258 @@ def _journal_sink(ledger: Ledger, log: Logger) -> Sink:
     return sink
 
 
-def _dead_letter_sink(dead_letter: DeadLetter, log: Logger) -> Sink:
-    def sink(event: Event) -> None:
-        if isinstance(event, Outcome):
-            dead_letter.outcome(event)
-        elif isinstance(event, Ended):
-            try:
-                dead_letter.close()
-            except DeadLetterError as exc:
-                log.error("dead_letter_incomplete", error=str(exc))
+class _Looking:
+    """The dry run's ledger: it skips what a real run would (repeats, and rows the journal
+    holds as done for this target, read and never claimed), and records nothing."""
 
-    return sink
+    def __init__(self, done: Callable[[RowKey], bool]) -> None:
+        self._done = done
+        self._seen = RepeatCheck()
+
+    def admit(self, row: Row) -> bool:
+        return self._seen.admit(row) and not self._done(row.key)
+
+    def outcome(self, outcome: Outcome) -> None:
+        pass
+
+    def close(self, report: dict[str, object]) -> None:
+        self._seen.close()
 
 
 class _Run:
-    """One run's state, shared by its two ways to go: a preview or a real send."""
+    """One run, a dry run included: the same pipeline, whose send stage sends nothing."""
 
     def __init__(
         self,
         config: RunConfig,
-        stream: RowStream | UndoRows,
+        stream: RowStream | None,
         log: Logger,
         environ: Mapping[str, str],
     ) -> None:
         self.config = config
-        self.stream = stream
         self.log = log
         self.environ = environ
         self.report = Report(dry_run=config.dry_run)
         self.stop = StopState()
         self.received: list[int] = []
+        self.rows = self._rows(stream)
+
+    def _rows(self, stream: RowStream | None) -> Rows:
+        config = self.config
+        if stream is not None:
+            return FileRows(stream, config.inputs)
+        if config.query is None:
+            assert isinstance(config.job, UndoJob)
+            return config.job.rows()  # what the journal says the run to undo created
+        assert config.reader.default_playlist is not None
+        route = config.target.route
+        return QueryRows(
+            config.query,
+            playlist_id=config.reader.default_playlist,
+            target=route.base_url if route else "sandbox",
+            data_source=config.reader.default_data_source,
+            shard=config.shard,
+            log=self.log,
+        )
 
     async def __call__(self) -> int:
-        if self.config.dry_run:
-            await self.preview()
-        else:
-            failed_to_start = await self.send()
-            if failed_to_start is not None:
-                return failed_to_start
+        cannot_start = await self._go()
+        if cannot_start is not None:
+            self.log.error("cannot_start", error=cannot_start)
+            return EXIT_CANNOT_START
         ending = Ending(
             self.stop.reason, self.received[0] if self.received else None, self.report.unfinished
         )
-        if self.stop.reason is not None and self.stop.reason is not Reason.SIGNAL:
+        reason = self.stop.reason
+        if reason is not None and reason is not Reason.SIGNAL and reason is not Reason.OUTPUT:
             self.log.error(
                 "aborted",
-                reason=self.stop.reason.value,
+                reason=reason.value,
                 cause=self.stop.cause,
-                detail=ADVICE.get(self.stop.reason),
+                detail=ADVICE.get(reason),
                 not_attempted=self.report.not_attempted,
             )
         return _finish(self.config, self.report, ending, self.log)
 
-    async def preview(self) -> None:
-        """The dry run: the same pipeline, with a send stage that prints each request a real
-        run would send now and sends nothing. Rows a real run would skip are skipped here
-        too: repeats, and rows the journal holds as done for this target (read, never claimed
-        or written)."""
-        base_url = (
-            self.config.target.route.base_url
-            if self.config.target.route
-            else "http://sandbox.invalid"
-        )
-        journal = None if self.config.outputs.fresh else self.config.outputs.journal
-        self.log.info("start", **_start_fields(self.config, base_url, journal, dry_run=True))
-        sink = fan_out([self.report, LogSink(self.log, quiet=True)])  # the requests go to stdout
-        try:
-            with (
-                done_before(journal, base_url, self.config.job.operation) as done,
-                contextlib.closing(RepeatCheck()) as seen,
-            ):
-                preview = Preview(self.config.job.row_operation, base_url, sys.stdout)
-                pipeline = Pipeline(
-                    ThreadedChunks(iter(self.stream)),
-                    admit=lambda row: seen.admit(row) and not done(row.key),
-                    deliver=preview.deliver,
-                    sink=sink,
-                    stop=self.stop,
-                    settings=Settings(concurrency=1, grace_s=0.0),
-                )
-                with _signals(self.stop, self.received, self.log, 0.0):
-                    await pipeline.run()
-        except JournalError as exc:
-            self.log.error("cannot_start", error=str(exc))
-            self.stop.request(Reason.JOURNAL, str(exc))
-        sink(Ended({}))
-
-    async def send(self) -> int | None:
-        """Send every row; None once done, or the exit status if the run could not start."""
-        async with _target(self.config.target) as (route, credentials):
-            assert credentials is not None
+    async def _go(self) -> str | None:
+        """Run the pipeline; what stopped the run before it started, if anything did."""
+        config, log, report = self.config, self.log, self.report
+        dry_run = config.dry_run
+        async with contextlib.AsyncExitStack() as stack:
+            if dry_run and not self.rows.needs_api:
+                route, credentials = Route(_preview_target(config.target)), None
+            else:
+                route, credentials = await stack.enter_async_context(_target(config.target))
             base_url = route.base_url
             try:
-                dead_letter = (
-                    DeadLetter(self.config.outputs.dead_letter, self.config.inputs)
-                    if self.config.outputs.dead_letter
-                    else None
-                )
-                job = self.config.job
-                missing = job.missing_sink() if isinstance(job, VerifyJob) else None
-                ledger = _open_ledger(self.config, base_url)
+                ledger = self._ledger(stack, base_url)
+                dead_letter = self._dead_letter()
+                job_sinks = [] if dry_run else config.job.sinks()
             except (JournalError, DeadLetterError) as exc:
-                self.log.error("cannot_start", error=str(exc))
-                return EXIT_CANNOT_START
-            except (OSError, UnsafeFile) as exc:  # --missing
-                self.log.error("cannot_start", error=f"--missing: {exc}")
-                self.log.error("cannot_start", error=str(exc))
-                return EXIT_CANNOT_START
-            tags = [f"shard:{self.config.shard}"] if self.config.shard else []
-            metrics = statsd_from(self.config.watch.statsd, self.environ, tags=tags)
-            # With a live display the counts are on screen: self.log only what needs attention.
-            live = live_console(self.config.watch.progress, sys.stderr) is not None
-            sinks: list[Sink] = [
-                _journal_sink(ledger, self.log),
-                self.report,
-                LogSink(self.log, quiet=live),
-            ]
+                return str(exc)
+            except (OSError, UnsafeFile) as exc:  # an output of the job's own (--missing)
+                return str(exc)
+            sinks: list[Sink] = [_journal_sink(ledger, log), report]
+            # With a live display the counts are on screen: log only what needs attention;
+            # a dry run's requests go to standard output.
+            live = live_console(config.watch.progress, sys.stderr) is not None
+            sinks.append(LogSink(log, quiet=live or dry_run))
             if dead_letter is not None:
-                sinks.append(_dead_letter_sink(dead_letter, self.log))
-            if missing is not None:
-                sinks.append(missing)
-            run_id = getattr(ledger, "run_id", None)
-            if run_id is not None:
-                self.report.extra["run_id"] = run_id
+                sinks.append(dead_letter)
+            sinks += job_sinks
+            metrics = None if dry_run else self._metrics()
             if metrics is not None:
                 sinks.append(metrics)
             sink = fan_out(sinks)
-            pace = self.config.pace
+            pace = config.pace
             pacer = Pacer(rate=pace.rate, on_pause=sink, max_pause_s=pace.max_pause_s)
             try:
-                self.log.info(
-                    "start",
-                    concurrency=pace.concurrency,
-                    **_start_fields(self.config, base_url, self.config.outputs.journal),
-                    **({"run_id": run_id} if run_id is not None else {}),
-                )
-                progress = make_progress(
-                    self.report,
-                    self.stream.reading,
-                    enabled=self.config.watch.progress,
-                    stream=sys.stderr,
-                    logger=self.log,
-                    interval_s=self.config.watch.progress_interval_s,
-                )
-                async with Client(
-                    route,
-                    credentials,
-                    concurrency=pace.concurrency,
-                    timeout_s=pace.timeout_s,
-                    tls=self.config.target.tls,
-                ) as client:
-                    deliver = job.stage(
-                        StageParts(
-                            client.send,
-                            pacer,
-                            sink,
-                            self.stop,
-                            pace.policy,
-                            warn=lambda event, fields: self.log.warning(event, **fields),
+                client = None
+                if credentials is not None:
+                    client = await stack.enter_async_context(
+                        Client(
+                            route,
+                            credentials,
+                            concurrency=pace.concurrency,
+                            timeout_s=pace.timeout_s,
+                            tls=config.target.tls,
                         )
                     )
-                    pipeline = Pipeline(
-                        ThreadedChunks(iter(self.stream)),
-                        admit=ledger.admit,
-                        deliver=deliver,
-                        sink=sink,
-                        stop=self.stop,
-                        settings=Settings(
-                            concurrency=job.workers(pace.concurrency),
-                            grace_s=pace.grace_s,
-                            max_stall_s=pace.max_stall_s,
-                        ),
+                paced = (
+                    Paced(client.send, pacer=pacer, stop=self.stop, sink=sink) if client else None
+                )
+                try:
+                    source = self.rows.open(
+                        self._search(paced) if paced else None,
+                        ledger if isinstance(ledger, SqliteJournal) else None,
                     )
-                    with _signals(self.stop, self.received, self.log, pace.grace_s):
-                        async with progress:
-                            # What start-up made (imports, configuration) lives as long as the
-                            # run: out of the collector's sight, it is not walked again and again.
-                            gc.freeze()
-                            try:
-                                await pipeline.run()
-                            finally:
-                                gc.unfreeze()
-                    if isinstance(job, VerifyJob):
-                        await job.close()
-                    self.report.extra.update(job.finish(sys.stdout))
+                except ValueError as exc:  # a range that cannot be searched
+                    self.stop.request(Reason.INPUT, str(exc))
+                    return str(exc)
+                if self.rows.sinks():
+                    sink = fan_out([*self.rows.sinks(), sink])
+                run_id = getattr(ledger, "run_id", None)
+                if run_id is not None:
+                    report.extra["run_id"] = run_id
+                if not tell_start(config, base_url):
+                    log.info("start", **self._start_fields(base_url, run_id))
+                parts = None
+                if client is not None:
+                    parts = StageParts(
+                        client.send,
+                        pacer,
+                        sink,
+                        self.stop,
+                        pace.policy,
+                        warn=lambda event, fields: self.log.warning(event, **fields),
+                    )
+                await self._pipeline(source, ledger, parts, base_url, sink)
             except BaseException:
-                self.stop.request(Reason.FATAL, "internal error")  # even so, the journal keeps all
+                if self.stop.reason is None:
+                    self.stop.request(Reason.FATAL, "internal error")  # the journal keeps all
                 raise
             finally:
-                self.report.paused_s = pacer.paused_s
-                _end_sinks(self.report, self.stop, self.received, sink)
+                report.paused_s = pacer.paused_s
+                report.extra.update(self.rows.finish(completed_run=self.stop.reason is None))
+                if not dry_run:
+                    report.extra.update(await config.job.finish(sys.stdout))
+                _end_sinks(report, self.stop, self.received, sink)
         return None
+
+    async def _pipeline(
+        self, source: Source, ledger: Ledger, parts: StageParts | None, base_url: str, sink: Sink
+    ) -> None:
+        config, pace, job = self.config, self.config.pace, self.config.job
+        deliver: Deliver
+        if config.dry_run:
+            deliver = Preview(job.row_operation, base_url, sys.stdout, self.stop).deliver
+            settings = Settings(concurrency=1, grace_s=0.0)
+        else:
+            assert parts is not None
+            deliver = job.stage(parts)
+            settings = Settings(
+                concurrency=job.workers(pace.concurrency),
+                grace_s=pace.grace_s,
+                max_stall_s=pace.max_stall_s,
+            )
+        pipeline = Pipeline(
+            source,
+            admit=ledger.admit,
+            deliver=deliver,
+            sink=sink,
+            stop=self.stop,
+            settings=settings,
+        )
+        progress = make_progress(
+            self.report,
+            self.rows.reading,
+            enabled=False if config.dry_run else config.watch.progress,
+            stream=sys.stderr,
+            logger=self.log,
+            interval_s=config.watch.progress_interval_s,
+        )
+        with _signals(self.stop, self.received, self.log, settings.grace_s):
+            async with progress:
+                # What start-up made (imports, configuration) lives as long as the run:
+                # out of the collector's sight, it is not walked again and again.
+                gc.freeze()
+                try:
+                    await pipeline.run()
+                finally:
+                    gc.unfreeze()
+
+    def _search(self, paced: Paced) -> Search:
+        policy, rng = self.config.pace.policy, random.Random()
+
+        async def search(body: Mapping[str, object]) -> Answer:
+            answer = await paced.call(api.search_events(body), policy, rng)
+            if answer is None:
+                raise SearchFailed("the run stopped before the search could go on")
+            return answer
+
+        return search
+
+    def _ledger(self, stack: contextlib.AsyncExitStack, target: str) -> Ledger:
+        config = self.config
+        if config.dry_run:
+            journal = None if config.outputs.fresh else config.outputs.journal
+            return _Looking(stack.enter_context(done_before(journal, target, config.job.operation)))
+        return _open_ledger(config, target)
+
+    def _dead_letter(self) -> DeadLetter | None:
+        path = self.config.outputs.dead_letter
+        if path is None or self.config.dry_run:
+            return None
+        return DeadLetter(
+            path, self.config.inputs, warn=lambda event, error: self.log.error(event, error=error)
+        )
+
+    def _metrics(self) -> Sink | None:
+        tags = [f"shard:{self.config.shard}"] if self.config.shard else []
+        return statsd_from(self.config.watch.statsd, self.environ, tags=tags)
+
+    def _start_fields(self, target: str, run_id: str | None) -> dict[str, object]:
+        """What the start event says: only what is set."""
+        config = self.config
+        fields: dict[str, object] = {"target": redact_url(target), **self.rows.start_fields()}
+        if config.reader.default_playlist is not None:
+            fields["playlist"] = config.reader.default_playlist
+        if config.dry_run:
+            fields["dry_run"] = True
+        else:
+            fields["concurrency"] = config.pace.concurrency
+        if config.shard is not None:
+            fields["shard"] = str(config.shard)
+        if config.outputs.journal is not None:
+            fields["journal"] = str(config.outputs.journal)
+        if run_id is not None:
+            fields["run_id"] = run_id
+        return fields
+
+
+def _preview_target(target: Target) -> str:
+    """Where a dry run's requests would go; a sandbox is not started to say so."""
+    return target.route.base_url if target.route else "http://sandbox.invalid"
 
 
 def _end_sinks(report: Report, stop: StopState, received: list[int], sink: Sink) -> None:
@@ -366,20 +428,6 @@ def _end_sinks(report: Report, stop: StopState, received: list[int], sink: Sink)
     ending = Ending(stop.reason, received[0] if received else None, report.unfinished)
     report.finish(exit_status(ending))
     sink(Ended(report.as_dict()))
-
-
-def _start_fields(
-    config: RunConfig, target: str, journal: Path | None, *, dry_run: bool = False
-) -> dict[str, object]:
-    """What the start event says: only what is set."""
-    fields: dict[str, object] = {"target": redact_url(target), "inputs": list(config.inputs)}
-    if dry_run:
-        fields["dry_run"] = True
-    if config.shard is not None:
-        fields["shard"] = str(config.shard)
-    if journal is not None:
-        fields["journal"] = str(journal)
-    return fields
 
 
 ADVICE = {
@@ -441,7 +489,9 @@ def _finish(config: RunConfig, report: Report, ending: Ending, log: Logger) -> i
             report.exit_code = exit_status(
                 Ending(ending.reason, ending.signum, ending.unfinished_rows, report_lost=True)
             )
-    log.info("summary", **report.as_dict())
+    advice = ADVICE.get(ending.reason) if ending.reason is not None else None
+    if not tell_summary(config, report.as_dict(), advice):
+        log.info("summary", **report.as_dict())
     assert report.exit_code is not None
     return report.exit_code
 

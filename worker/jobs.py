@@ -10,7 +10,6 @@ writes beside the report.
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Protocol, TextIO
 
 from worker.batch_remove import DEFAULT_FLUSH_S, BatchRemover, concurrency_for
 from worker.bulk_removal import DEFAULT_BATCH_SIZE, BatchSizer
+from worker.chunks import ThreadedChunks
 from worker.deliver import Paced, Send, Sender, Warn
 from worker.events import Sink
 from worker.health import RetryPolicy
@@ -26,7 +26,7 @@ from worker.journal import Operation
 from worker.operation import AddSession, RemoveSession
 from worker.operation import Operation as RowOperation
 from worker.pacer import Pacer
-from worker.pipeline import Deliver
+from worker.pipeline import Deliver, Source
 from worker.playlist_sessions import SESSION_PAGE_SIZE
 from worker.rows import Row
 from worker.stop import StopState
@@ -57,18 +57,37 @@ class Job(Protocol):
         """The request of one row: what --dry-run prints."""
         ...
 
+    @property
+    def reads_inputs(self) -> bool:
+        """False: the job brings its own rows (`undo`)."""
+        ...
+
     def workers(self, concurrency: int) -> int: ...
 
     def stage(self, parts: StageParts) -> Deliver: ...
 
-    def finish(self, out: TextIO) -> dict[str, object]:
+    def sinks(self) -> list[Sink]:
+        """Outputs of its own, opened before the run: raises `UnsafeFile` or `OSError`."""
+        ...
+
+    async def finish(self, out: TextIO) -> dict[str, object]:
         """After the pipeline: what the job writes beside the report, and the block it
         adds to the report (empty: none)."""
         ...
 
 
+class _Plain:
+    """What most jobs share: the inputs' rows, and no outputs of their own."""
+
+    __slots__ = ()
+    reads_inputs = True
+
+    def sinks(self) -> list[Sink]:
+        return []
+
+
 @dataclass(frozen=True, slots=True)
-class AddJob:
+class AddJob(_Plain):
     operation: Operation = Operation.RUN
     row_operation: RowOperation = field(default_factory=AddSession)
 
@@ -82,12 +101,12 @@ class AddJob:
         )
         return sender.deliver
 
-    def finish(self, out: TextIO) -> dict[str, object]:
+    async def finish(self, out: TextIO) -> dict[str, object]:
         return {}
 
 
 @dataclass(slots=True)
-class RemoveJob:
+class RemoveJob(_Plain):
     """Each row's session removed, in bulk removals of up to `batch_size` per playlist;
     the size the server takes is found once and kept for the run (`sizer`)."""
 
@@ -115,12 +134,12 @@ class RemoveJob:
         )
         return remover.deliver
 
-    def finish(self, out: TextIO) -> dict[str, object]:
+    async def finish(self, out: TextIO) -> dict[str, object]:
         return {"batch_size": self.sizer.size}
 
 
 @dataclass(frozen=True, slots=True)
-class UndoJob:
+class UndoJob(_Plain):
     """The sessions run `run_id` created, read back from the journal and removed."""
 
     journal: Path
@@ -131,6 +150,7 @@ class UndoJob:
     remove: RemoveJob = field(default_factory=RemoveJob)
     operation: Operation = Operation.UNDO
     row_operation: RowOperation = field(default_factory=RemoveSession)
+    reads_inputs = False
 
     def rows(self) -> UndoRows:
         return UndoRows(self.journal, self.run_id, include_maybe=self.include_maybe)
@@ -141,36 +161,47 @@ class UndoJob:
     def stage(self, parts: StageParts) -> Deliver:
         return self.remove.stage(parts)
 
-    def finish(self, out: TextIO) -> dict[str, object]:
-        return {"undo": {"run": self.run_id, **self.plan, **self.remove.finish(out)}}
+    async def finish(self, out: TextIO) -> dict[str, object]:
+        return {"undo": {"run": self.run_id, **self.plan, **await self.remove.finish(out)}}
 
 
 class UndoRows:
-    """The undo's source, with the reader's context manager and `reading` of a stream."""
+    """The undo's rows (`worker.rowsource.Rows`): what the journal says the run created,
+    read in the reader's thread over a connection of its own."""
+
+    needs_api = False
 
     def __init__(self, journal: Path, run_id: str, *, include_maybe: bool) -> None:
-        self._rows = rows_to_remove(journal, run_id, include_maybe=include_maybe)
+        self._journal = journal
+        self._run_id = run_id
+        self._include_maybe = include_maybe
         self._count = 0
         self._ended = False
 
-    def __iter__(self) -> Iterator[Row]:
-        for row in self._rows:
+    def open(self, search: object, positions: object) -> Source:
+        return ThreadedChunks(self._each())
+
+    def _each(self) -> Iterator[Row]:
+        for row in rows_to_remove(self._journal, self._run_id, include_maybe=self._include_maybe):
             self._count += 1
             yield row
         self._ended = True
 
+    def start_fields(self) -> dict[str, object]:
+        return {"undoes": self._run_id}
+
     def reading(self) -> Reading:
         return Reading(self._count, 0, None, self._ended)
 
-    def __enter__(self) -> UndoRows:
-        return self
+    def sinks(self) -> list[Sink]:
+        return []
 
-    def __exit__(self, *_exc: object) -> None:
-        self._rows.close()
+    def finish(self, completed_run: bool) -> dict[str, object]:
+        return {}
 
 
 @dataclass(slots=True)
-class VerifyJob:
+class VerifyJob(_Plain):
     """Whether each row's session is in its playlist; nothing is changed."""
 
     missing: Path | None = None
@@ -184,11 +215,10 @@ class VerifyJob:
     def workers(self, concurrency: int) -> int:
         return concurrency
 
-    def missing_sink(self) -> MissingFile | None:
-        """Opened before the run; raises `UnsafeFile` or `OSError`."""
+    def sinks(self) -> list[Sink]:
         if self.missing is not None and self._missing_file is None:
             self._missing_file = MissingFile(str(self.missing))
-        return self._missing_file
+        return [self._missing_file] if self._missing_file is not None else []
 
     def stage(self, parts: StageParts) -> Deliver:
         paced = Paced(parts.send, pacer=parts.pacer, stop=parts.stop, sink=parts.sink)
@@ -197,14 +227,11 @@ class VerifyJob:
         )
         return self._verifier.deliver
 
-    async def close(self) -> None:
-        if self._verifier is not None:
-            await self._verifier.close()
-
-    def finish(self, out: TextIO = sys.stdout) -> dict[str, object]:
+    async def finish(self, out: TextIO) -> dict[str, object]:
         verifier = self._verifier
         if verifier is None:
             return {}
+        await verifier.close()
         extra = 0
         if self.extra:
             for playlist_id, session_id in verifier.extra():

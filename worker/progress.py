@@ -20,16 +20,17 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from types import TracebackType
-from typing import Protocol, Self, TextIO
+from typing import Any, Protocol, Self, TextIO
 
 from rich.console import Console, RenderableType
-from rich.progress import BarColumn, TaskID, TextColumn
+from rich.progress import BarColumn, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
+from rich.table import Column
 from rich.text import Text
 from structlog.typing import FilteringBoundLogger
 
+from worker.humanize import duration, rate
 from worker.input import Reading
 
 Source = Callable[[], Reading]
@@ -173,26 +174,65 @@ class Display(Protocol):
         """The run is over: `snapshot` holds its final figures."""
 
 
-class _TwoLineProgress(RichProgress):
-    """The bar and the pace on one line, what went wrong on the next: one line of
-    everything would be cut short on an 80-column terminal."""
+class _BarAndLines(RichProgress):
+    """The bar on one line, the other figures on the lines below: all on one line would
+    be cut short on an 80-column terminal."""
+
+    def __init__(
+        self, *columns: ProgressColumn, lines: Callable[[_Texts], list[str]], **options: Any
+    ) -> None:
+        super().__init__(*columns, **options)
+        self._lines = lines
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
         for task in self.tasks:
-            yield Text.from_markup(task.fields["texts"].detail)
+            for line in self._lines(task.fields["texts"]):
+                yield Text.from_markup(line)
+
+
+NARROW_BELOW = 80
+"""Columns under which the pace moves off the bar's line, to a line of its own."""
+
+
+class _BarOnceTotalKnown(ProgressColumn):
+    """A spinner while the total is unknown, the bar once it is known.
+
+    rich's bar for an unknown total is a pulse: a full-width bar whose motion is only in
+    its colours, so without colour (NO_COLOR, a monochrome terminal) it reads as 100%
+    done. A spinner cannot be mistaken for a filled bar."""
+
+    def __init__(self) -> None:
+        super().__init__(table_column=Column(ratio=1))  # the bar's room, either way
+        self._bar = BarColumn(bar_width=None)
+        self._spinner = SpinnerColumn("dots", finished_text="")
+
+    def render(self, task: Task) -> RenderableType:
+        if task.total is None:
+            return self._spinner.render(task)
+        return self._bar.render(task)
 
 
 class LiveDisplay:
     """A `rich` progress bar with the run's figures, redrawn in place."""
 
     def __init__(self, console: Console) -> None:
-        self._progress = _TwoLineProgress(
-            TextColumn("[bold]ingest"),
-            BarColumn(bar_width=None),
-            TextColumn("{task.fields[texts].done}"),
-            TextColumn("• {task.fields[texts].speed}"),
-            TextColumn("• ETA {task.fields[texts].eta}"),
+        columns: tuple[ProgressColumn, ...]
+        if console.width >= NARROW_BELOW:
+            columns = (
+                TextColumn("[bold]ingest"),
+                _BarOnceTotalKnown(),
+                TextColumn("{task.fields[texts].done}"),
+                TextColumn("• {task.fields[texts].speed}"),
+                TextColumn("{task.fields[texts].eta_part}"),
+            )
+            lines = _wide_lines
+        else:
+            columns = (_BarOnceTotalKnown(), TextColumn("{task.fields[texts].done}"))
+            lines = _narrow_lines
+        self._progress = _BarAndLines(
+            *columns,
+            lines=lines,
             console=console,
             auto_refresh=False,  # redrawn by `show`, from the event loop: no thread
             expand=True,
@@ -204,7 +244,9 @@ class LiveDisplay:
         self._task = TaskID(0)
 
     def start(self, snapshot: Snapshot) -> None:
-        self._task = self._progress.add_task("ingest", total=None, texts=_Texts.of(snapshot))
+        self._task = self._progress.add_task(
+            "ingest", total=snapshot.rows_total, texts=_Texts.of(snapshot)
+        )
         self._progress.start()
 
     def show(self, snapshot: Snapshot) -> None:
@@ -228,7 +270,14 @@ class _Texts:
     done: str
     speed: str
     eta: str
-    detail: str
+    """`ETA 4m 10s`, or nothing while no total or no pace is known."""
+    pauses: str
+    failures: str
+    elapsed: str
+
+    @property
+    def eta_part(self) -> str:
+        return f"• {self.eta}" if self.eta else ""
 
     @classmethod
     def of(cls, s: Snapshot) -> _Texts:
@@ -237,22 +286,30 @@ class _Texts:
             percent = 100 * s.rows_done / s.rows_total
             about = "" if s.rows_total_exact else "~"
             done = f"{s.rows_done:,} of {about}{s.rows_total:,} rows ({percent:.0f}%)"
-        pauses = f"429s: {s.rate_limited:,}, paused {_duration(s.paused_s)}"
+        pauses = f"429s: {s.rate_limited:,}, paused {duration(s.paused_s)}"
         if s.rate_limited:
             pauses = f"[yellow]{pauses}[/]"
         failures = f"{s.failed:,} failed" + (f", {s.invalid:,} invalid" if s.invalid else "")
         if s.failed or s.invalid:
             failures = f"[red]{failures}[/]"
+        known = s.eta_s is not None and s.rows_done != s.rows_total
         return cls(
             done=done,
-            speed="… rows/s" if s.rows_per_s is None else f"{s.rows_per_s:,.0f} rows/s",
-            eta="?" if s.eta_s is None else _duration(s.eta_s),
-            detail=f"{pauses} • {failures} • {_duration(s.elapsed_s)} elapsed",
+            speed="… rows/s" if s.rows_per_s is None or not s.rows_done else rate(s.rows_per_s),
+            eta=f"ETA {duration(s.eta_s)}" if known and s.eta_s is not None else "",
+            pauses=pauses,
+            failures=failures,
+            elapsed=f"{duration(s.elapsed_s)} elapsed",
         )
 
 
-def _duration(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds)))
+def _wide_lines(t: _Texts) -> list[str]:
+    return [f"{t.pauses} • {t.failures} • {t.elapsed}"]
+
+
+def _narrow_lines(t: _Texts) -> list[str]:
+    pace = " • ".join(part for part in (t.speed, t.eta, t.elapsed) if part)
+    return [pace, f"{t.pauses} • {t.failures}"]
 
 
 class LogDisplay:

@@ -64,6 +64,18 @@ class Watch:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryOptions:
+    """`--query` and its range: the rows are the sessions a RUM search finds."""
+
+    query: str
+    from_text: str = "now-15m"
+    to_text: str = "now"
+    first_from: str | None = None
+    """For `--from last` when the journal holds no completed search of this query."""
+    any_session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     inputs: tuple[str, ...]
     reader: ReaderOptions
@@ -73,6 +85,8 @@ class RunConfig:
     watch: Watch = field(default_factory=Watch)
     shard: Shard | None = None
     dry_run: bool = False
+    query: QueryOptions | None = None
+    """Set: the rows come from this search, not from `inputs`."""
     recorded_options: Mapping[str, object] | None = None
     """The options as given, for the journal's record of the run (never the keys)."""
     job: Job = field(default_factory=AddJob)

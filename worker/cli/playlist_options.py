@@ -1,5 +1,5 @@
-"""`--playlist ID`, `--playlist-name NAME` and `--create-playlist`, shared by `run`,
-`remove` and `verify`: which playlist rows that name none go to.
+"""`--playlist ID` (`worker.cli.inputs`), `--playlist-name NAME` and `--create-playlist`,
+shared by `run`, `remove` and `verify`: which playlist rows that name none go to.
 
 A name is resolved once, before anything is read or sent, so a name that matches no
 playlist (or two) exits 2 having sent nothing but the search.
@@ -10,20 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from worker.cli.types import positive_int
+from worker.cli.inputs import add_playlist_option
 from worker.config import ConfigError
 from worker.input import ReaderOptions
 from worker.settings import Target
 
 
 def add_playlist_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("the playlist of rows that name none")
-    group.add_argument(
-        "--playlist",
-        type=positive_int,
-        metavar="ID",
-        help="rows without a playlist_id go to playlist ID (a row naming another is invalid)",
-    )
+    add_playlist_option(parser)
+    group = parser.add_argument_group("a playlist by its name")
     group.add_argument(
         "--playlist-name",
         metavar="NAME",
@@ -58,10 +53,9 @@ def check_playlist_options(args: argparse.Namespace) -> None:
 
 
 def with_playlist(args: argparse.Namespace, reader: ReaderOptions, target: Target) -> ReaderOptions:
-    """The reader's options with the playlist the options name, the name resolved
-    against `target` (a network call). Raises `ConfigError` (exit 2)."""
-    if args.playlist is not None:
-        return dataclasses.replace(reader, default_playlist=args.playlist)
+    """The reader's options (`--playlist` already in them) with the playlist
+    `--playlist-name` names, resolved against `target` (a network call). Raises
+    `ConfigError` (exit 2)."""
     if args.playlist_name is None:
         return reader
     from worker.playlist_resolution import resolve_name

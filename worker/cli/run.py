@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,13 +26,16 @@ from worker.cli.types import (
     positive_int,
 )
 from worker.config import ConfigError, base_url_for, check_transport, load_credentials
+from worker.examples import epilog
 from worker.files import UnsafeFile, check_distinct
 from worker.health import RetryPolicy
 from worker.journal import default_journal_path, side_files
 from worker.metrics import destination_from
 from worker.pacer import DEFAULT_MAX_PAUSE_S
+from worker.query.dates import DEFAULT_FROM, DEFAULT_TO, FROM_LAST, parse_when, resolve
+from worker.query.spec import QuerySpec
 from worker.report import prepare_destination
-from worker.settings import Outputs, Pace, RunConfig, Target, Watch
+from worker.settings import Outputs, Pace, QueryOptions, RunConfig, Target, Watch
 from worker.shard import Shard
 
 MAX_CONCURRENCY = 1024
@@ -40,14 +44,96 @@ once, and low enough that the buffers behind each one stay a few megabytes."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = commands.add_parser("run", help="add every row of the inputs to its playlist")
-    add_input_options(run)
+    run = commands.add_parser(
+        "run",
+        help="add every row of the inputs to its playlist",
+        epilog=epilog("run"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_input_options(run, required=False)
     add_playlist_options(run)
+    add_query_options(run)
     add_target_options(run)
     add_pace_options(run)
     add_output_options(run)
     add_watch_options(run)
     run.set_defaults(handler=handle)
+
+
+def add_query_options(parser: argparse.ArgumentParser) -> None:
+    query = parser.add_argument_group(
+        "rows from a RUM search (instead of inputs)", "see docs/query.md"
+    )
+    query.add_argument(
+        "--query",
+        metavar="QUERY",
+        help="the sessions a RUM search finds, e.g. '@application.id:abc'",
+    )
+    query.add_argument(
+        "--from",
+        dest="from_",
+        metavar="WHEN",
+        help="start of the range: now-7d, an ISO date-time, epoch ms, or `last` (where the "
+        "previous completed search of this query ended, less 4 h 30 min) (default: now-15m)",
+    )
+    query.add_argument("--to", metavar="WHEN", help="end of the range (default: now)")
+    query.add_argument(
+        "--first-from",
+        metavar="WHEN",
+        help="with --from last: where a first run, with no previous search, starts",
+    )
+    query.add_argument(
+        "--any-session",
+        action="store_true",
+        help="send the query as given, not narrowed to completed sessions with a replay",
+    )
+
+
+def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryOptions | None:
+    """The search, checked now (its dates against the clock, its query not empty), or
+    None for a run over inputs. Raises `ConfigError`."""
+    range_options = {
+        "--from": args.from_,
+        "--to": args.to,
+        "--first-from": args.first_from,
+        "--any-session": args.any_session or None,
+    }
+    if args.query is None:
+        given = [name for name, value in range_options.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} go with --query; give --query QUERY too")
+        if not args.inputs:
+            raise ConfigError("give the INPUT files to read, or --query QUERY to search")
+        return None
+    if args.inputs:
+        raise ConfigError(
+            "give INPUT files or --query, not both: a run reads its rows from one place"
+        )
+    if args.playlist is None:
+        raise ConfigError("--query needs --playlist ID: the playlist its sessions go to")
+    options = QueryOptions(
+        query=args.query,
+        from_text=args.from_ or DEFAULT_FROM,
+        to_text=args.to or DEFAULT_TO,
+        first_from=args.first_from,
+        any_session=args.any_session,
+    )
+    now = int(time.time() * 1000)
+    try:
+        QuerySpec(options.query, args.playlist, "check")
+        if options.from_text.strip() == FROM_LAST:
+            if journal is None:
+                raise ConfigError("--from last needs the journal, which keeps where it ended")
+            parse_when(options.to_text, "--to", now)
+            if options.first_from is not None:
+                parse_when(options.first_from, "--first-from", now)
+        else:
+            if options.first_from is not None:
+                raise ConfigError("--first-from goes with --from last")
+            resolve(options.from_text, options.to_text, now)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return options
 
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
@@ -146,7 +232,7 @@ def add_pace_options(parser: argparse.ArgumentParser) -> None:
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     track = parser.add_argument_group("journal and outputs")
     journal = track.add_mutually_exclusive_group()
-    journal.add_argument("--journal", help="journal file (default: see README)")
+    journal.add_argument("--journal", help="journal file (default: see docs/journal.md)")
     journal.add_argument("--no-journal", action="store_true", help="keep no journal")
     track.add_argument(
         "--fresh", action="store_true", help="ignore what the journal holds; send every row"
@@ -198,9 +284,11 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ru
     check_playlist_options(args)
     journal = _journal_path(args, shard)
     check_outputs_apart(args.inputs, journal, report=args.report, dead_letter=args.dead_letter)
-    target = target_from_args(
-        args, environ, needs_keys=not args.dry_run or args.playlist_name is not None
-    )
+    # `remove` and `verify` take no query.
+    query = query_from_args(args, journal=journal) if "query" in vars(args) else None
+    # A dry run of a search, or of a playlist by name, must search: it needs the keys.
+    needs_keys = not args.dry_run or query is not None or args.playlist_name is not None
+    target = target_from_args(args, environ, needs_keys=needs_keys)
     outputs = Outputs(
         journal=journal,
         fresh=args.fresh,
@@ -218,6 +306,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ru
         watch=watch_from_args(args),
         shard=shard,
         dry_run=args.dry_run,
+        query=query,
         recorded_options=recorded_options(args),
     )
 

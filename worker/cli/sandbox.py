@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from worker.examples import epilog
+
 PROG = "rum-playlist-ingest sandbox"
 
 
@@ -18,4 +20,4 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def main(argv: Sequence[str]) -> int:
     from worker.sandbox.cli import main as sandbox_main
 
-    return sandbox_main(list(argv), prog=PROG)
+    return sandbox_main(list(argv), prog=PROG, epilog=epilog("sandbox"))

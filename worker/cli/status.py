@@ -7,11 +7,17 @@ import sys
 from pathlib import Path
 
 from worker.cli.types import positive_int
+from worker.examples import epilog
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("status", help="summarise a journal")
-    parser.add_argument("--journal", help="the journal to read (default: see README)")
+    parser = commands.add_parser(
+        "status",
+        help="summarise a journal",
+        epilog=epilog("status"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--journal", help="the journal to read (default: see docs/journal.md)")
     parser.add_argument("--shard", help="read the default journal of shard K/N")
     parser.add_argument(
         "--runs",

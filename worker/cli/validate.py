@@ -7,10 +7,16 @@ import sys
 
 from worker.cli.inputs import add_input_options, reader_options
 from worker.cli.types import non_negative_int
+from worker.examples import epilog
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("validate", help="check the inputs; send nothing")
+    parser = commands.add_parser(
+        "validate",
+        help="check the inputs; send nothing",
+        epilog=epilog("validate"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_input_options(parser)
     parser.add_argument(
         "--max-errors",

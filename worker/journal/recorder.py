@@ -26,7 +26,7 @@ from worker.journal.history import LOOKUP
 from worker.journal.lock import RunLock
 from worker.journal.records import Operation, QueryKey, done_results, new_run_id
 from worker.journal.schema import connect
-from worker.rows import InvalidRow, Outcome, Result, Row, RowKey
+from worker.rows import Outcome, Result, Row, RowKey
 from worker.shard import Shard
 
 # A whole batch in two statements, its rows as one JSON array of
@@ -304,9 +304,6 @@ class SqliteJournal:
         self._uncommitted.add(key)
         return True
 
-    def rejected(self, row: InvalidRow) -> None:
-        pass
-
     def outcome(self, outcome: Outcome) -> None:
         # A skipped row was decided by `admit` and changes nothing on record.
         if outcome.result is Result.SKIPPED:
@@ -352,12 +349,6 @@ class SqliteJournal:
         except sqlite3.Error as exc:
             raise journal_error(self.path, exc) from None
         return None if found is None else found[0]
-
-    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
-        pass
-
-    def paused(self, seconds: float, reason: str) -> None:
-        pass
 
     def flush(self) -> None:
         """Block until every outcome reported so far is committed.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from worker.rows import InvalidRow, Outcome, Row
+from worker.rows import Outcome, Row
 
 CACHE_KIB = 8192
 
@@ -57,16 +57,7 @@ class NoJournalLedger:
     def admit(self, row: Row) -> bool:
         return self._seen.admit(row)
 
-    def rejected(self, row: InvalidRow) -> None:
-        pass
-
     def outcome(self, outcome: Outcome) -> None:
-        pass
-
-    def response(self, status: int | None, latency_ms: float, *, retry: bool) -> None:
-        pass
-
-    def paused(self, seconds: float, reason: str) -> None:
         pass
 
     def close(self, report: dict[str, object]) -> None:

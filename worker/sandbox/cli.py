@@ -9,6 +9,7 @@ import ipaddress
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
@@ -42,10 +43,13 @@ _FAMILY_HELP = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = parser.epilog or (
+    keys = textwrap.fill(
         f"Keys: any non-empty DD-API-KEY/DD-APPLICATION-KEY pair is accepted, unless "
-        f"{API_KEY_ENV} and {APP_KEY_ENV} are set: then the request's keys must match them."
+        f"{API_KEY_ENV} and {APP_KEY_ENV} are set: then the request's keys must match them.",
+        88,
     )
+    # The examples the caller gives (`rum-playlist-ingest sandbox --help`) end the help.
+    parser.epilog = f"{keys}\n\n{parser.epilog}" if parser.epilog else keys
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
@@ -245,9 +249,16 @@ async def serve(config: SandboxConfig, host: str, port: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m worker.sandbox") -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    prog: str = "python -m worker.sandbox",
+    epilog: str | None = None,
+) -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve a local Datadog-compatible RUM replay playlist API; "
         "prints its base URL, serves until SIGINT or SIGTERM.",
     )

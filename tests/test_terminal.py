@@ -1,0 +1,412 @@
+"""A run as a person at a terminal sees it: the start line, the display, the table at the
+end and the next steps; and, off a terminal, the events scripts parse, unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from pseudo_terminal import ROOT, Terminal, plain
+from rich.console import Console
+from support import KEYS, TS, keyed_sandbox, rows, run_cli, write_csv
+
+from worker.sandbox import Sandbox
+from worker.terminal import (
+    RunStart,
+    Step,
+    SummaryContext,
+    exit_reason,
+    next_steps,
+    render_summary,
+    start_line,
+)
+
+MakeSandbox = Callable[..., Awaitable[Sandbox]]
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|9[0-7]|38;5;[0-9]+)m")
+"""A foreground colour escape (bold and dim are not colours)."""
+
+REPORT: dict[str, object] = {
+    "rows_read": 300,
+    "invalid": 8,
+    "skipped": 0,
+    "created": 287,
+    "already_present": 0,
+    "failed": 5,
+    "not_attempted": 0,
+    "requests": 320,
+    "rate_limited": 2,
+    "retries": 15,
+    "elapsed_s": 5.2,
+    "exit_code": 1,
+    "paused_s": 1.3,
+    "dry_run": False,
+}
+
+
+# --- the start line -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "shown"),
+    [
+        pytest.param(
+            RunStart(
+                target="https://api.datadoghq.eu",
+                inputs=["sessions.csv"],
+                journal=Path("/home/sre/.local/state/rum-playlist-ingest/journal.sqlite3"),
+                done_rows=1_204,
+            ),
+            "Adding the rows of sessions.csv to their playlists on https://api.datadoghq.eu"
+            " · journal ~/.local/state/rum-playlist-ingest/journal.sqlite3"
+            " (1,204 rows done for this target, skipped)",
+            id="a file, the journal's done rows",
+        ),
+        pytest.param(
+            RunStart(
+                target="http://127.0.0.1:5555",
+                sandbox=True,
+                query="@application.id:abc",
+                playlist="123",
+                journal=None,
+            ),
+            "Adding the sessions matching '@application.id:abc' to playlist 123 on the sandbox"
+            " at http://127.0.0.1:5555 · no journal",
+            id="a query into one playlist, no journal",
+        ),
+        pytest.param(
+            RunStart(
+                target="https://api.datadoghq.com",
+                inputs=["a.csv", "b.csv", "c.csv", "-"],
+                shard="2/8",
+                journal=Path("/data/j.sqlite3"),
+                fresh=True,
+                dry_run=True,
+            ),
+            "Dry run: would add the rows of a.csv, b.csv and 2 more inputs to their playlists"
+            " on https://api.datadoghq.com · shard 2/8"
+            " · journal /data/j.sqlite3 (--fresh: rows done before are sent again)",
+            id="many inputs, a shard, --fresh, a dry run",
+        ),
+        pytest.param(
+            RunStart(
+                target="http://proxy.internal:8080",
+                inputs=["-"],
+                journal=Path("/data/j.sqlite3"),
+                done_rows=0,
+            ),
+            "Adding the rows of standard input to their playlists on http://proxy.internal:8080"
+            " · journal /data/j.sqlite3 (no rows done yet for this target)",
+            id="standard input, an empty journal",
+        ),
+    ],
+)
+def test_the_start_line_says_what_will_happen_and_names_nothing_empty(
+    start: RunStart, shown: str
+) -> None:
+    line = start_line(start, home=Path("/home/sre"))
+    assert line == shown
+    assert "None" not in line
+
+
+def test_a_password_in_a_url_is_never_shown() -> None:
+    url = "https://user:s3cret@api.example"
+    line = start_line(RunStart(target=url, inputs=["a.csv"]))
+    assert "https://user:***@api.example" in line
+    context = SummaryContext(repeated_options=["--base-url", url], dead_letter="d.ndjson")
+    (retry,) = commands(next_steps({**REPORT, "invalid": 0}, context))
+    assert "s3cret" not in retry
+    assert retry.endswith("--base-url 'https://user:***@api.example'")  # quoted: `*`
+
+
+# --- why the exit status is what it is, and what to do next ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"invalid": 0, "failed": 0, "exit_code": 0}, "Exit 0: every row is in its playlist."),
+        (
+            {"invalid": 0, "failed": 0, "exit_code": 0, "dry_run": True, "not_attempted": 292},
+            "Exit 0: every row is valid; 292 rows would be sent.",
+        ),
+        ({}, "Exit 1: 8 rows invalid and 5 failed for good; every other row is in its playlist."),
+        ({"invalid": 0, "failed": 1}, "Exit 1: 1 row failed for good; every other row is in its"),
+        ({"invalid": 0, "failed": 0}, "Exit 1: the report could not be written"),
+        (
+            {"failed": 0, "dry_run": True},
+            "Exit 1: 8 rows invalid; every other row is valid.",
+        ),
+        ({"exit_code": 2}, "Exit 2: the run could not go on (see the error above)"),
+        ({"exit_code": 3}, "Exit 3: aborted, see the error above."),
+        ({"exit_code": 130}, "Exit 130: stopped by SIGINT; what was confirmed is kept."),
+        ({"exit_code": 143}, "Exit 143: stopped by SIGTERM"),
+        ({"exit_code": 129}, "Exit 129: stopped by SIGHUP"),
+    ],
+)
+def test_the_exit_status_is_explained_in_one_line(changes: dict[str, object], reason: str) -> None:
+    line = exit_reason({**REPORT, **changes}, SummaryContext())
+    assert line.startswith(reason)
+    assert "\n" not in line
+
+
+def test_an_abort_says_why_when_the_run_knows() -> None:
+    context = SummaryContext(abort_detail="the API keeps refusing the keys")
+    assert exit_reason({**REPORT, "exit_code": 3}, context) == (
+        "Exit 3: aborted, the API keeps refusing the keys."
+    )
+
+
+def commands(steps: list[Step]) -> list[str]:
+    return [step.command for step in steps if step.command is not None]
+
+
+def test_the_next_steps_name_the_exact_commands_to_retry_verify_and_undo() -> None:
+    context = SummaryContext(
+        inputs=["sessions.csv"],
+        repeated_options=["--site", "datadoghq.eu"],
+        row_options=["--ts-unit", "s"],
+        dead_letter="out/failed.ndjson",
+        report_path="out/report.json",
+    )
+    steps = next_steps({**REPORT, "run_id": "01JDX3Q7"}, context)
+    assert commands(steps) == [
+        "rum-playlist-ingest validate sessions.csv --ts-unit s",
+        "rum-playlist-ingest run out/failed.ndjson --dead-letter out/failed.retry.ndjson"
+        " --site datadoghq.eu",
+        "rum-playlist-ingest verify sessions.csv --ts-unit s --site datadoghq.eu",
+        "rum-playlist-ingest undo 01JDX3Q7 --site datadoghq.eu",
+    ]
+    assert "5 rows that failed are in out/failed.ndjson" in steps[1].what
+    assert steps[-1].what == "the report is in out/report.json"
+
+
+@pytest.mark.parametrize(
+    ("report", "context", "expected"),
+    [
+        pytest.param(
+            {**REPORT, "run_id": "r1", "invalid": 0},
+            SummaryContext(
+                inputs=["a.csv"],
+                repeated_options=["--sandbox"],
+                dead_letter="d.ndjson",
+                target_outlives_run=False,
+            ),
+            ["rum-playlist-ingest run d.ndjson --dead-letter d.retry.ndjson --sandbox"],
+            id="a sandbox run: its sandbox is gone, nothing to verify or undo",
+        ),
+        pytest.param(
+            {**REPORT, "invalid": 0, "run_id": "r1", "created": 0},
+            SummaryContext(inputs=["-"]),
+            [],
+            id="standard input and nothing created: nothing to verify or undo",
+        ),
+        pytest.param(
+            {**REPORT, "invalid": 0, "failed": 0, "exit_code": 0},
+            SummaryContext(inputs=["a.csv"]),
+            [],
+            id="no run id yet: no verify or undo",
+        ),
+        pytest.param(
+            {**REPORT, "failed": 0},
+            SummaryContext(inputs=["a.csv", "-"]),
+            [],
+            id="standard input cannot be validated again",
+        ),
+        pytest.param(
+            {**REPORT, "invalid": 0, "run_id": "r1", "dry_run": True},
+            SummaryContext(inputs=["a.csv"], dead_letter="d.ndjson"),
+            ["rum-playlist-ingest run d.ndjson --dead-letter d.retry.ndjson"],
+            id="a dry run undoes nothing",
+        ),
+    ],
+)
+def test_commands_are_offered_only_where_they_apply(
+    report: dict[str, object], context: SummaryContext, expected: list[str]
+) -> None:
+    assert commands(next_steps(report, context)) == expected
+
+
+@pytest.mark.parametrize(
+    ("journal", "advice"),
+    [
+        (True, "rerun the same command to send the rest; the journal skips the rows done"),
+        (False, "without a journal, rows done are sent again"),
+    ],
+)
+def test_an_unfinished_run_says_how_to_resume(journal: bool, advice: str) -> None:
+    report = {**REPORT, "invalid": 0, "failed": 0, "not_attempted": 40, "exit_code": 143}
+    (step,) = next_steps(report, SummaryContext(inputs=["a.csv"], journal=journal))
+    assert advice in step.what
+
+
+def rendered(report: dict[str, object], context: SummaryContext, width: int) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=width, force_terminal=True, _environ={"NO_COLOR": "1"})
+    render_summary(report, context, console)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("width", [40, 80])
+def test_the_table_fits_a_narrow_terminal_and_honours_no_color(width: int) -> None:
+    context = SummaryContext(inputs=["sessions.csv"], dead_letter="out/failed.ndjson")
+    screen = rendered(REPORT, context, width)
+    assert not COLOUR.search(screen)
+    lines = plain(screen).splitlines()
+    table = lines[1 : lines.index(next(line for line in lines if line.startswith("Exit 1")))]
+    assert all(len(line.rstrip()) <= width for line in table), table
+    labels = " ".join(table)
+    for label in ("rows read", "invalid", "skipped", "created", "already present", "failed"):
+        assert label in labels
+    for label in ("not attempted", "requests", "429s", "retries", "paused", "time", "rate"):
+        assert label in labels
+    assert "58 rows/s" in labels  # 300 rows in 5.2 s
+    # A command is one line, whatever the width: the terminal wraps it, copy and paste
+    # gets it whole.
+    retry = "rum-playlist-ingest run out/failed.ndjson --dead-letter out/failed.retry.ndjson"
+    assert any(line.strip() == retry for line in screen.splitlines())
+
+
+# --- the real command on a pseudo-terminal ----------------------------------------------
+
+
+def run_on_terminal(
+    argv: list[str],
+    *,
+    columns: int = 120,
+    env: dict[str, str] | None = None,
+    stdin: tuple[bytes, bytes] | None = None,
+) -> tuple[int, str, str]:
+    """`python -m worker ARGV` on a terminal; with `stdin` (head, rest), the head is
+    written first and the rest only once the display's first frame is on screen, so the
+    first frame is drawn while the total cannot be known. Returns the exit status, the
+    first frame (the screen up to it, with stdin) and the whole screen."""
+    command = [sys.executable, "-m", "worker", *argv]
+    with Terminal(command, columns=columns, env=env, stdin_pipe=stdin is not None) as terminal:
+        first = ""
+        if stdin is not None:
+            head, rest = stdin
+            terminal.write_stdin(head)
+            first = plain(terminal.read_until(lambda text: "elapsed" in text))
+            terminal.write_stdin(rest, close=True)
+        code = terminal.finish()
+        return code, first, terminal.screen
+
+
+async def test_on_a_terminal_a_run_starts_with_a_line_spins_until_the_total_and_ends_with_a_table(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, playlists=[1001, 1002])
+    good = rows(200)
+    lost = {"playlist_id": 9999, "session_id": "no-such-playlist", "ts": TS}
+    lines = [f"{r['playlist_id']},{r['session_id']},{r['ts']}\n" for r in [*good, lost]]
+    # More than the 100 rows the reader looks ahead at before the run starts.
+    head = "playlist_id,session_id,ts\n" + "".join(lines[:150])
+    rest = "".join(lines[150:])
+    journal, dead = tmp_path / "journal.sqlite3", tmp_path / "failed.ndjson"
+    argv = ["run", "-", "--base-url", sandbox.base_url, "--journal", str(journal)]
+    argv += ["--dead-letter", str(dead)]
+
+    code, first, screen = await asyncio.to_thread(
+        run_on_terminal, argv, env=KEYS, stdin=(head.encode(), rest.encode())
+    )
+
+    assert code == 1, screen
+    text = plain(screen)
+    assert text.splitlines()[0] == (
+        f"Adding the rows of standard input to their playlists on {sandbox.base_url}"
+        f" · journal {journal} (no rows done yet for this target)"
+    )
+    frame = next(line for line in first.splitlines() if line.startswith("ingest"))
+    assert any(spin in frame for spin in SPINNER), frame
+    for part in ("━", "ETA", "%"):  # no bar, no time left, no share before the total
+        assert part not in frame
+    assert "ingest ━" in text  # once the input has ended: a bar, with the exact total
+    assert "201 of 201 rows (100%)" in text
+    table = text[text.index("Run finished") :]
+    assert re.search(r"rows read\s+201\b", table)
+    assert re.search(r"created\s+200\b", table)
+    assert re.search(r"failed\s+1\b", table)
+    assert re.search(r"rate\s+[0-9.,k]+ rows/s", table)
+    assert "Exit 1: 1 row failed for good; every other row is in its playlist." in table
+    assert (
+        f"rum-playlist-ingest run {dead} --dead-letter {tmp_path / 'failed.retry.ndjson'}"
+        f" --base-url {sandbox.base_url} --journal {journal}"
+    ) in table
+    assert '"event"' not in text  # no JSON on a terminal
+    assert "summary" not in text  # the table instead of the summary event
+
+    # The same rows again: the start line counts what the journal holds as done.
+    path = write_csv(tmp_path / "again.csv", good)
+    argv = ["run", str(path), "--base-url", sandbox.base_url, "--journal", str(journal)]
+    code, _, screen = await asyncio.to_thread(run_on_terminal, argv, env=KEYS)
+    assert code == 0, screen
+    text = plain(screen)
+    assert "(200 rows done for this target, skipped)" in text.splitlines()[0]
+    assert re.search(r"skipped\s+200\b", text)
+    assert "Exit 0: every row is in its playlist." in text
+
+
+def test_a_narrow_terminal_without_colour_gets_the_table_and_log_lines_above_it() -> None:
+    bad_rows = str(ROOT / "sample_inputs" / "mixed_bad_rows.csv")
+    argv = ["run", bad_rows, "--sandbox", "--no-journal"]
+
+    code, _, screen = run_on_terminal(argv, columns=40, env={"NO_COLOR": "1"})
+
+    assert code == 1, screen
+    assert not COLOUR.search(screen)
+    text = plain(screen)
+    assert text.count("invalid_row") == 8  # each bad line once, above the display
+    assert not re.search(r"\] row\s", text)  # rows that went well are counted, not listed
+    display = [line for line in text.splitlines() if re.search(r"rows/s|429s:|━", line)]
+    assert display
+    assert all(len(line.rstrip()) <= 40 for line in display), display
+    table = text[text.index("Run finished") : text.index("Exit 1")].splitlines()
+    assert all(len(line.rstrip()) <= 40 for line in table), table
+    assert re.search(r"created\s+19\b", "\n".join(table))
+    assert "Exit 1: 8 rows invalid; every other row is in its playlist." in " ".join(text.split())
+    assert f"rum-playlist-ingest validate {bad_rows}" in text
+
+
+def test_a_dumb_terminal_gets_no_live_display_but_the_table() -> None:
+    argv = ["run", str(ROOT / "sample_inputs" / "sessions.csv"), "--sandbox", "--no-journal"]
+    argv += ["--sandbox-rate-limit", "100000/1"]
+
+    code, _, screen = run_on_terminal(argv, env={"TERM": "dumb"})
+
+    assert code == 0, screen
+    assert "\x1b[1A" not in screen  # nothing drawn in place
+    text = plain(screen)
+    assert text.startswith("Adding the rows of ")
+    assert re.search(r"created\s+300\b", text)
+    assert "Exit 0: every row is in its playlist." in text
+
+
+async def test_off_a_terminal_the_summary_event_keeps_every_field_of_the_report(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox)
+    path = write_csv(tmp_path / "in.csv", rows(5))
+    report = tmp_path / "report.json"
+    args = ["run", str(path), "--base-url", sandbox.base_url, "--no-journal"]
+    done = await run_cli(*args, "--report", str(report), env=KEYS)
+    assert done.code == 0, done.stderr
+    summary = done.summary
+    assert {k: v for k, v in summary.items() if k not in ("event", "level", "timestamp")} == (
+        json.loads(report.read_text())
+    )
+    (start,) = done.events("start")
+    assert start["target"] == sandbox.base_url
+    assert "Run finished" not in done.stderr
+
+
+@pytest.mark.parametrize(("removed", "shown"), [(0, False), (12, True)])
+def test_removed_rows_are_counted_only_where_there_are_some(removed: int, shown: bool) -> None:
+    screen = plain(rendered({**REPORT, "removed": removed}, SummaryContext(), 80))
+    assert ("removed" in screen) is shown

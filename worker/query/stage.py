@@ -1,0 +1,113 @@
+"""The search as the pipeline's source: pages of sessions in chunks, each session once,
+and the search's position committed only behind the rows it covers.
+
+A session matches the query once per event (a view, an action, the session event
+itself): the repeat check here hands each session to the pipeline once, with flat
+memory (`worker.journal.RepeatCheck`, on disk), so the report's `rows_read` counts
+sessions, not events.
+
+The position a rerun may resume from is one behind which every row handed out has its
+outcome in the journal. Rows finish out of order (some wait on retries), so a position
+is committed once every chunk up to the one it was taken after has finished.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from worker.chunks import CHUNK, Chunk, Item
+from worker.events import Event
+from worker.journal import RepeatCheck
+from worker.pipeline import SourceFailed
+from worker.query.source import SOURCE, QuerySource, SearchFailed
+from worker.rows import Outcome, Row
+
+
+@dataclass(slots=True)
+class _Handed:
+    """A chunk handed out: how many of its rows are unfinished, and the search's
+    position once it was taken."""
+
+    unfinished: int
+    position_ms: int
+
+
+class QueryChunks:
+    """The pipeline's `Source` over a `QuerySource`: chunks of at most `size` rows."""
+
+    def __init__(self, source: QuerySource, *, size: int = CHUNK) -> None:
+        self._source = source
+        self._rows: AsyncIterator[Row] | None = None
+        self._size = size
+        self._seen = RepeatCheck()
+        self._failure: SearchFailed | None = None
+        self.handed: deque[_Handed] = deque()
+        self.of_line: dict[int, _Handed] = {}
+        """The chunk of each row handed out and not finished, by the row's line."""
+        self.repeats = 0
+
+    def __aiter__(self) -> QueryChunks:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self._failure is not None:
+            raise SourceFailed(str(self._failure))
+        if self._rows is None:
+            self._rows = aiter(self._source)
+        found: list[Row] = []
+        try:
+            while len(found) < self._size:
+                row = await anext(self._rows)
+                if self._seen.admit(row):
+                    found.append(row)
+                else:
+                    self.repeats += 1
+        except StopAsyncIteration:
+            self._seen.close()
+            if not found:
+                raise
+        except SearchFailed as exc:
+            self._seen.close()
+            if not found:
+                raise SourceFailed(str(exc)) from None
+            self._failure = exc  # the rows found before it are sent first
+        handed = _Handed(len(found), self._source.position_ms)
+        self.handed.append(handed)
+        for row in found:
+            self.of_line[row.line] = handed
+        return list[Item](found)
+
+    def read_ahead(self) -> list[Item]:
+        """Rows the search received but did not hand out were never produced."""
+        return []
+
+
+class Checkpoints:
+    """A sink that commits the search's position once every row before it has finished.
+
+    `save` is the journal's `save_query_position`, which commits the position with the
+    outcomes reported before it, never earlier."""
+
+    def __init__(self, chunks: QueryChunks, save: Callable[[int], None]) -> None:
+        self._chunks = chunks
+        self._save = save
+
+    def __call__(self, event: Event) -> None:
+        if type(event) is not Outcome:
+            return
+        assert isinstance(event, Outcome)
+        row = event.row
+        if row.source != SOURCE:
+            return
+        handed = self._chunks.of_line.pop(row.line, None)
+        if handed is None:
+            return
+        handed.unfinished -= 1
+        queue = self._chunks.handed
+        position = None
+        while queue and queue[0].unfinished == 0:
+            position = queue.popleft().position_ms
+        if position is not None:
+            self._save(position)

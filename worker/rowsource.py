@@ -1,0 +1,222 @@
+"""Where a run's rows come from: files and standard input, or a RUM search.
+
+Both end as the pipeline's `Source` (chunks of rows); what differs is what they need
+(a search needs the API and its keys, even for a dry run), what the start event says of
+them, what progress can know of the total, and what they add to the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from structlog.typing import FilteringBoundLogger
+
+from worker.answers import Answer
+from worker.chunks import ThreadedChunks
+from worker.events import Sink
+from worker.input import Reading, RowStream
+from worker.journal import QueryKey
+from worker.pipeline import Source
+from worker.query.dates import (
+    FROM_LAST,
+    DateError,
+    Resolved,
+    TimeRange,
+    iso,
+    resolve,
+    resolve_last,
+)
+from worker.query.source import QuerySource
+from worker.query.spec import QuerySpec
+from worker.query.stage import Checkpoints, QueryChunks
+from worker.settings import QueryOptions
+from worker.shard import Shard
+
+Search = Callable[[Mapping[str, object]], Awaitable[Answer]]
+
+
+class Positions(Protocol):
+    """What the journal keeps of a query's searches (`worker.journal.SqliteJournal`)."""
+
+    def query_position(self, key: QueryKey) -> int | None: ...
+    def completed_to(self, key: QueryKey) -> int | None: ...
+    def save_query_position(self, key: QueryKey, ts_ms: int) -> None: ...
+    def save_completed_to(self, key: QueryKey, ts_ms: int) -> None: ...
+
+
+class Rows(Protocol):
+    needs_api: bool
+
+    def open(self, search: Search | None, positions: Positions | None) -> Source:
+        """The source, once the target and the journal are known. Raises `DateError` or
+        `ValueError` (exit 2, nothing sent) for what cannot be searched."""
+        ...
+
+    def start_fields(self) -> dict[str, object]: ...
+    def reading(self) -> Reading: ...
+    def sinks(self) -> list[Sink]: ...
+    def finish(self, completed_run: bool) -> dict[str, object]:
+        """The report's blocks; `completed_run`: the run was not stopped early."""
+        ...
+
+
+class FileRows:
+    needs_api = False
+
+    def __init__(self, stream: RowStream, inputs: tuple[str, ...]) -> None:
+        self._stream = stream
+        self._inputs = inputs
+
+    def open(self, search: Search | None, positions: Positions | None) -> Source:
+        return ThreadedChunks(iter(self._stream))
+
+    def start_fields(self) -> dict[str, object]:
+        return {"inputs": list(self._inputs)}
+
+    def reading(self) -> Reading:
+        return self._stream.reading()
+
+    def sinks(self) -> list[Sink]:
+        return []
+
+    def finish(self, completed_run: bool) -> dict[str, object]:
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Searched:
+    spec: QuerySpec
+    key: QueryKey
+    resolved: Resolved
+    resumed_from_ms: int | None
+
+
+class QueryRows:
+    """The sessions a RUM query finds, each once, resumable from the journal."""
+
+    needs_api = True
+
+    def __init__(
+        self,
+        options: QueryOptions,
+        *,
+        playlist_id: int,
+        target: str,
+        data_source: str,
+        shard: Shard | None,
+        log: FilteringBoundLogger,
+        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._options = options
+        self._spec = QuerySpec(options.query, playlist_id, target, options.any_session)
+        self._data_source = data_source
+        self._shard = shard
+        self._log = log
+        self._now_ms = now_ms
+        self._searched: _Searched | None = None
+        self._source: QuerySource | None = None
+        self._chunks: QueryChunks | None = None
+        self._positions: Positions | None = None
+
+    def open(self, search: Search | None, positions: Positions | None) -> Source:
+        assert search is not None, "a query needs the API"
+        spec = self._spec
+        key = QueryKey(spec.effective_query, spec.playlist_id)
+        now = self._now_ms()
+        options = self._options
+        if options.from_text.strip() == FROM_LAST:
+            previous = positions.completed_to(key) if positions is not None else None
+            resolved = resolve_last(options.to_text, now, previous, options.first_from)
+        else:
+            span = resolve(options.from_text, options.to_text, now)
+            resolved = Resolved(span, "--from and --to as given")
+        if self._shard is not None:
+            resolved = _shard_range(resolved, self._shard)
+        saved = positions.query_position(key) if positions is not None else None
+        resumed = saved if saved is not None and _inside(saved, resolved.time_range) else None
+        self._searched = _Searched(spec, key, resolved, resumed)
+        self._positions = positions
+        self._log.info(
+            "query",
+            query=spec.effective_query,
+            detail="the query is narrowed to completed sessions with a replay (--any-session "
+            "to send it as given)"
+            if not spec.any_session
+            else "the query is sent as given (--any-session)",
+            **self._range_fields(),
+        )
+        source = QuerySource(
+            search,
+            spec,
+            resolved.time_range,
+            data_source=self._data_source,
+            start_ms=resumed,
+            log=self._log,
+        )
+        self._source = source
+        self._chunks = QueryChunks(source)
+        return self._chunks
+
+    def _range_fields(self) -> dict[str, object]:
+        assert self._searched is not None
+        searched = self._searched
+        fields: dict[str, object] = {
+            "from": iso(searched.resolved.time_range.from_ms),
+            "to": iso(searched.resolved.time_range.to_ms),
+            "why": searched.resolved.why,
+        }
+        if searched.resumed_from_ms is not None:
+            fields["resumed_from"] = iso(searched.resumed_from_ms)
+        return fields
+
+    def start_fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {"query": self._spec.query}
+        if self._searched is not None:
+            fields.update(self._range_fields())
+        return fields
+
+    def reading(self) -> Reading:
+        """No total is known before the search ends."""
+        summary = self._source.summary if self._source is not None else None
+        sessions = summary.sessions if summary is not None else 0
+        repeats = self._chunks.repeats if self._chunks is not None else 0
+        ended = summary is not None and summary.completed
+        return Reading(rows=sessions - repeats, bytes_read=0, bytes_total=None, ended=ended)
+
+    def sinks(self) -> list[Sink]:
+        positions, chunks, searched = self._positions, self._chunks, self._searched
+        if positions is None or chunks is None or searched is None:
+            return []
+        key = searched.key
+        return [Checkpoints(chunks, lambda ts_ms: positions.save_query_position(key, ts_ms))]
+
+    def finish(self, completed_run: bool) -> dict[str, object]:
+        if self._source is None or self._searched is None:
+            return {}
+        summary = self._source.summary
+        if completed_run and summary.completed and self._positions is not None:
+            # Where the next `--from last` starts (less its margin).
+            self._positions.save_completed_to(self._searched.key, summary.to_ms)
+        block = summary.to_json()
+        block["sessions"] = summary.sessions - (self._chunks.repeats if self._chunks else 0)
+        block["why"] = self._searched.resolved.why
+        return {"query": block}
+
+
+def _inside(ms: int, span: TimeRange) -> bool:
+    return span.from_ms < ms < span.to_ms
+
+
+def _shard_range(resolved: Resolved, shard: Shard) -> Resolved:
+    """Shard K of N searches the K-th of N equal slices of the range, so N shards search
+    it once between them rather than N times."""
+    span = resolved.time_range
+    width = span.to_ms - span.from_ms
+    start = span.from_ms + width * shard.index // shard.count
+    end = span.from_ms + width * (shard.index + 1) // shard.count
+    if start >= end:
+        raise DateError(f"the range is too short to split into {shard.count} shards")
+    return Resolved(TimeRange(start, end), f"{resolved.why}; shard {shard} of the range")
