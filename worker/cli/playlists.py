@@ -9,10 +9,16 @@ import sys
 
 from worker.cli.run import add_target_options, target_from_args
 from worker.cli.types import positive_int
+from worker.examples import epilog
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("playlists", help="list, show or create playlists")
+    parser = commands.add_parser(
+        "playlists",
+        help="list, show or create playlists",
+        epilog=epilog("playlists"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="every playlist (or those whose name holds TEXT)")
     listing.add_argument("--name", metavar="TEXT", help="the API's search of the names")
@@ -22,7 +28,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create.add_argument("name", metavar="NAME")
     create.add_argument("--description", metavar="TEXT")
     for each in (listing, show, create):
-        add_target_options(each)
+        add_target_options(each, sandbox=False)
         each.add_argument("--json", action="store_true", help="NDJSON even on a terminal")
         each.set_defaults(handler=handle)
 
@@ -32,11 +38,6 @@ def handle(args: argparse.Namespace) -> int:
     from worker.playlist_command import playlists_command
 
     try:
-        if args.sandbox:
-            raise ConfigError(
-                "a sandbox started for one command holds nothing: start one with "
-                "`rum-playlist-ingest sandbox` and pass its URL with --base-url"
-            )
         target = target_from_args(args, os.environ, needs_keys=True)
     except ConfigError as exc:
         print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)

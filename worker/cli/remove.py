@@ -24,13 +24,19 @@ from worker.cli.run import (
 )
 from worker.cli.types import bounded_int
 from worker.config import ConfigError
+from worker.examples import epilog
 
 MAX_BATCH_SIZE = MAX_CONCURRENCY // 2
 """A batch's rows wait in workers, two batches' worth of them (`concurrency_for`)."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("remove", help="remove each row's session from its playlist")
+    parser = commands.add_parser(
+        "remove",
+        help="remove each row's session from its playlist",
+        epilog=epilog("remove"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_input_options(parser)
     add_playlist_options(parser)
     add_target_options(parser)

@@ -136,18 +136,23 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
     return options
 
 
-def add_target_options(parser: argparse.ArgumentParser) -> None:
+def add_target_options(parser: argparse.ArgumentParser, *, sandbox: bool = True) -> None:
+    """`sandbox` False: for a command whose target must outlive it (`undo`, `playlists`),
+    no `--sandbox` (a sandbox started for one command holds nothing the next can use)."""
     target = parser.add_argument_group("where to send")
     target.add_argument("--site", help="Datadog site (default: $DD_SITE, else datadoghq.com)")
     target.add_argument("--base-url", help="send to this base URL instead of https://api.{site}")
-    target.add_argument(
-        "--sandbox", action="store_true", help="send to a built-in sandbox on loopback"
-    )
-    target.add_argument(
-        "--sandbox-rate-limit",
-        metavar="LIMIT/PERIOD",
-        help="with --sandbox: the sandbox's limit, e.g. 100/2 (default: the sandbox's)",
-    )
+    if sandbox:
+        target.add_argument(
+            "--sandbox", action="store_true", help="send to a built-in sandbox on loopback"
+        )
+        target.add_argument(
+            "--sandbox-rate-limit",
+            metavar="LIMIT/PERIOD",
+            help="with --sandbox: the sandbox's limit, e.g. 100/2 (default: the sandbox's)",
+        )
+    else:
+        parser.set_defaults(sandbox=False, sandbox_rate_limit=None)
     target.add_argument("--api-key-file", help="read the API key from this file")
     target.add_argument("--app-key-file", help="read the application key from this file")
     target.add_argument("--ca-bundle", help="CA bundle to verify TLS with (corporate proxies)")

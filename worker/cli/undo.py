@@ -13,10 +13,16 @@ from worker.bulk_removal import DEFAULT_BATCH_SIZE
 from worker.cli.remove import MAX_BATCH_SIZE
 from worker.cli.run import add_pace_options, add_target_options, add_watch_options
 from worker.cli.types import bounded_int
+from worker.examples import epilog
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("undo", help="remove exactly the sessions a run created")
+    parser = commands.add_parser(
+        "undo",
+        help="remove exactly the sessions a run created",
+        epilog=epilog("undo"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("run_id", nargs="?", metavar="RUN_ID", help="as `status` lists it")
     which.add_argument("--last", action="store_true", help="the journal's newest run")
@@ -26,9 +32,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="also remove sessions the run found present after an answer was lost "
         "(they may have been there before the run; left alone by default)",
     )
-    parser.add_argument("--journal", help="the journal that recorded the run (default: see README)")
+    parser.add_argument(
+        "--journal", help="the journal that recorded the run (default: see docs/journal.md)"
+    )
     parser.add_argument("--shard", help="the default journal of shard K/N")
-    add_target_options(parser)
+    add_target_options(parser, sandbox=False)
     add_pace_options(parser)
     parser.add_argument(
         "--batch-size",

@@ -20,6 +20,7 @@ from worker.cli.run import (
 )
 from worker.cli.types import bounded_int
 from worker.config import ConfigError
+from worker.examples import epilog
 from worker.playlist_sessions import SESSION_PAGE_SIZE
 
 MAX_PAGE_SIZE = 1000
@@ -27,7 +28,12 @@ MAX_PAGE_SIZE = 1000
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("verify", help="check that each row's session is in its playlist")
+    parser = commands.add_parser(
+        "verify",
+        help="check that each row's session is in its playlist",
+        epilog=epilog("verify"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_input_options(parser)
     add_playlist_options(parser)
     add_target_options(parser)
