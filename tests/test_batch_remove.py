@@ -188,3 +188,21 @@ async def test_retryable_failures_are_retried_then_fail_the_batch() -> None:
     assert len(server.sent) == 2  # --max-attempts 2
     assert report.failed == 4
     assert all(o.attempts == 2 for o in outcomes)
+
+
+async def test_batches_refused_together_halve_the_size_once_between_them() -> None:
+    """Two playlists' batches of 100 in flight at once, both refused: the size is half of
+    what was sent (50, then 25), not halved once for each refusal."""
+
+    def capped(request: Request) -> Answer:
+        if request.body is not None and len(ids_of(request)) > 30:
+            return answer(400, "HTTP 400: too many sessions: at most 30 sessions per request")
+        return answer(204)
+
+    server = Server(capped)
+    report, _, sizer = await remove(server, rows(400, (7, 8)), size=100)
+    assert report.removed == 400
+    assert sizer.size == 25
+    sizes = [len(ids_of(r)) for r in server.sent]
+    assert sizes.count(25) == 16
+    assert len(sizes) == 16 + 4  # 100 and 50 refused, once for each playlist
