@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from worker.bulk_removal import DEFAULT_BATCH_SIZE
-from worker.cli.remove import MAX_BATCH_SIZE
+from worker.cli.row_commands import add_batch_size_option
 from worker.cli.run import add_pace_options, add_target_options, add_watch_options
-from worker.cli.types import bounded_int
 from worker.examples import epilog
 
 
@@ -38,12 +36,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--shard", help="the default journal of shard K/N")
     add_target_options(parser, sandbox=False)
     add_pace_options(parser)
-    parser.add_argument(
-        "--batch-size",
-        type=bounded_int(MAX_BATCH_SIZE),
-        default=DEFAULT_BATCH_SIZE,
-        help="sessions per bulk removal at first (default: %(default)s)",
-    )
+    add_batch_size_option(parser)
     outputs = parser.add_argument_group("outputs")
     outputs.add_argument("--dead-letter", help="write rows that failed for good here (NDJSON)")
     outputs.add_argument("--report", help="write the final report to this JSON file")

@@ -4,23 +4,12 @@ one is, 1 when some are missing. Nothing is changed and no journal is kept."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 from pathlib import Path
 
-from worker.cli.inputs import add_input_options
-from worker.cli.playlist_options import add_playlist_options
-from worker.cli.run import (
-    add_pace_options,
-    add_target_options,
-    add_watch_options,
-    check_outputs_apart,
-    config_from_args,
-    watch_from_args,
-)
+from worker.cli.row_commands import add_row_command, run_rows_job
+from worker.cli.run import add_watch_options, check_outputs_apart, watch_from_args
 from worker.cli.types import bounded_int
 from worker.config import ConfigError
-from worker.examples import epilog
 from worker.playlist_sessions import SESSION_PAGE_SIZE
 
 MAX_PAGE_SIZE = 1000
@@ -28,16 +17,7 @@ MAX_PAGE_SIZE = 1000
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "verify",
-        help="check that each row's session is in its playlist",
-        epilog=epilog("verify"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_input_options(parser)
-    add_playlist_options(parser)
-    add_target_options(parser)
-    add_pace_options(parser)
+    parser = add_row_command(commands, "verify", "check that each row's session is in its playlist")
     checks = parser.add_argument_group("what to report")
     checks.add_argument(
         "--missing", metavar="PATH", help="write the missing rows here, as NDJSON `run` takes"
@@ -68,21 +48,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle(args: argparse.Namespace) -> int:
-    from worker.ingest import cannot_start, ingest
+    from worker.ingest import cannot_start
     from worker.jobs import VerifyJob
 
     try:
         check_outputs_apart(args.inputs, None, report=args.report, missing=args.missing)
-        config = config_from_args(args, os.environ)
     except ConfigError as exc:
         return cannot_start(watch_from_args(args), str(exc))
-    config = dataclasses.replace(
-        config,
-        reader=dataclasses.replace(config.reader, ts_required=False),
-        job=VerifyJob(
-            missing=Path(args.missing) if args.missing else None,
-            extra=args.extra,
-            page_size=args.page_size,
-        ),
+    job = VerifyJob(
+        missing=Path(args.missing) if args.missing else None,
+        extra=args.extra,
+        page_size=args.page_size,
     )
-    return ingest(config, os.environ)
+    return run_rows_job(args, job)
