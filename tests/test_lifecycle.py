@@ -372,3 +372,25 @@ async def test_undo_leaves_a_row_found_present_after_a_lost_answer_unless_asked(
     assert everything.code == 0, everything.stderr
     assert everything.summary["removed"] == maybe
     assert held(sandbox) == set()
+
+
+async def test_playlists_read_every_page_and_a_playlist_that_is_not_there_is_exit_1(
+    make_sandbox: MakeSandbox,
+) -> None:
+    sandbox = await keyed_sandbox(
+        make_sandbox, playlists=frozenset(), faults=FaultConfig(page_size_cap=2)
+    )
+    for n in range(5):
+        made = await run_cli("playlists", "create", f"Night {n}", *at(sandbox), env=KEYS)
+        assert made.code == 0, made.stderr
+    listed = await run_cli("playlists", "list", *at(sandbox), env=KEYS)
+    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == [
+        f"Night {n}" for n in range(5)
+    ]
+    assert sandbox.stats.calls["list_playlists"] == 3  # 2, 2, then the short page of 1
+    absent = await run_cli("playlists", "show", "999", *at(sandbox), env=KEYS)
+    assert absent.code == 1
+    assert "HTTP 404" in absent.stderr
+    keyless = await run_cli("playlists", "list", *at(sandbox))
+    assert keyless.code == 2
+    assert "DD_API_KEY" in keyless.stderr
