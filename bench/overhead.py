@@ -35,7 +35,15 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from common import NEVER_BINDING_LIMIT, ROOT, TS, SandboxProcess, write_generated_csv
+from common import (
+    CLIENT_CPUS,
+    NEVER_BINDING_LIMIT,
+    ROOT,
+    TS,
+    SandboxProcess,
+    pin_self,
+    write_generated_csv,
+)
 
 PIECES = ("journal", "logs")
 CONCURRENCY = 32
@@ -189,6 +197,7 @@ def main() -> int:
     if not without <= set(PIECES):
         parser.error(f"--without takes {', '.join(PIECES)}")
     if args.round_of:
+        pin_self(CLIENT_CPUS)
         print(_one_round(Path(args.round_of), without, args.base_url))
         return 0
     taken = f" without {', '.join(sorted(without))}" if without else ""
