@@ -394,3 +394,19 @@ async def test_playlists_read_every_page_and_a_playlist_that_is_not_there_is_exi
     keyless = await run_cli("playlists", "list", *at(sandbox))
     assert keyless.code == 2
     assert "DD_API_KEY" in keyless.stderr
+
+
+async def test_a_query_run_into_a_playlist_found_by_name(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await keyed_sandbox(make_sandbox, playlists=frozenset())
+    made = await run_cli("playlists", "create", "From RUM", *at(sandbox), env=KEYS)
+    playlist_id = json.loads(made.stdout)["id"]
+    ran = await run_cli(
+        "run", "--query", "*", "--from", "now-30d", "--playlist-name", "From RUM",
+        *at(sandbox), *quiet(tmp_path / "j"), env=KEYS,
+    )  # fmt: skip
+    assert ran.code == 0, ran.stderr
+    found = held(sandbox)
+    assert found
+    assert {p for p, _ in found} == {playlist_id}

@@ -109,8 +109,11 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
         raise ConfigError(
             "give INPUT files or --query, not both: a run reads its rows from one place"
         )
-    if args.playlist is None:
-        raise ConfigError("--query needs --playlist ID: the playlist its sessions go to")
+    if args.playlist is None and args.playlist_name is None:
+        raise ConfigError(
+            "--query needs --playlist ID (or --playlist-name NAME): the playlist its "
+            "sessions go to"
+        )
     options = QueryOptions(
         query=args.query,
         from_text=args.from_ or DEFAULT_FROM,
@@ -120,7 +123,8 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
     )
     now = int(time.time() * 1000)
     try:
-        QuerySpec(options.query, args.playlist, "check")
+        # The query's own check; a playlist named is resolved later, so any id does.
+        QuerySpec(options.query, args.playlist or 1, "check")
         if options.from_text.strip() == FROM_LAST:
             if journal is None:
                 raise ConfigError("--from last needs the journal, which keeps where it ended")
