@@ -111,8 +111,7 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
         )
     if args.playlist is None and args.playlist_name is None:
         raise ConfigError(
-            "--query needs --playlist ID (or --playlist-name NAME): the playlist its "
-            "sessions go to"
+            "--query needs --playlist ID (or --playlist-name NAME): the playlist its sessions go to"
         )
     options = QueryOptions(
         query=args.query,
