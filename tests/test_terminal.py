@@ -187,6 +187,14 @@ def test_the_next_steps_name_the_exact_commands_to_retry_verify_and_undo() -> No
     assert steps[-1].what == "the report is in out/report.json"
 
 
+def test_after_a_remove_the_failed_rows_are_removed_again_and_nothing_is_verified() -> None:
+    context = SummaryContext(inputs=["old.csv"], dead_letter="failed.ndjson", command="remove")
+    steps = next_steps({**REPORT, "invalid": 0, "run_id": "r2"}, context)
+    assert commands(steps) == [
+        "rum-playlist-ingest remove failed.ndjson --dead-letter failed.retry.ndjson"
+    ]
+
+
 @pytest.mark.parametrize(
     ("report", "context", "expected"),
     [

@@ -62,6 +62,11 @@ class Job(Protocol):
         """False: the job brings its own rows (`undo`)."""
         ...
 
+    @property
+    def retry_command(self) -> str:
+        """The subcommand that sends its rows again (a dead-letter file's)."""
+        ...
+
     def workers(self, concurrency: int) -> int: ...
 
     def stage(self, parts: StageParts) -> Deliver: ...
@@ -88,6 +93,7 @@ class _Plain:
 
 @dataclass(frozen=True, slots=True)
 class AddJob(_Plain):
+    retry_command = "run"
     operation: Operation = Operation.RUN
     row_operation: RowOperation = field(default_factory=AddSession)
 
@@ -112,6 +118,7 @@ class RemoveJob(_Plain):
 
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_s: float = DEFAULT_FLUSH_S
+    retry_command = "remove"
     operation: Operation = Operation.REMOVE
     row_operation: RowOperation = field(default_factory=RemoveSession)
     sizer: BatchSizer = field(init=False)
@@ -151,6 +158,7 @@ class UndoJob(_Plain):
     operation: Operation = Operation.UNDO
     row_operation: RowOperation = field(default_factory=RemoveSession)
     reads_inputs = False
+    retry_command = "remove"  # its failures, as rows of their own
 
     def rows(self) -> UndoRows:
         return UndoRows(self.journal, self.run_id, include_maybe=self.include_maybe)
@@ -207,6 +215,7 @@ class VerifyJob(_Plain):
     missing: Path | None = None
     extra: bool = False
     page_size: int = SESSION_PAGE_SIZE
+    retry_command = "verify"
     operation: Operation = Operation.RUN
     row_operation: RowOperation = field(default_factory=AddSession)
     _verifier: Verifier | None = None

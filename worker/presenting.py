@@ -82,6 +82,7 @@ def _summary_context(config: RunConfig, abort_detail: str | None) -> SummaryCont
         journal=journal is not None,
         target_outlives_run=base_url is not None,
         abort_detail=abort_detail,
+        command=config.job.retry_command,
     )
 
 

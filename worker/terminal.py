@@ -138,6 +138,9 @@ class SummaryContext:
     """False for `--sandbox`: its sandbox is gone, so there is nothing to verify or undo."""
     abort_detail: str | None = None
     """Why an aborted run stopped and what to do, as the `aborted` event says."""
+    command: str = "run"
+    """The subcommand that retries the run's rows (`remove` for a remove or an undo); only
+    a `run` is followed by `verify` and `undo`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +220,7 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
             Step(
                 f"the {_rows(failed)} that failed {'is' if failed == 1 else 'are'} in {dead}; "
                 "once the cause is fixed, retry exactly those:",
-                _command("run", dead, "--dead-letter", _retry_name(dead), *repeated),
+                _command(context.command, dead, "--dead-letter", _retry_name(dead), *repeated),
             )
         )
     elif failed:
@@ -231,7 +234,8 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
         )
         steps.append(Step(resume))
     run_id = report.get("run_id")
-    if run_id is not None and not dry_run and context.target_outlives_run:
+    adds = context.command == "run"
+    if run_id is not None and not dry_run and context.target_outlives_run and adds:
         if files:
             steps.append(
                 Step(
