@@ -156,6 +156,17 @@ def test_the_exit_status_is_explained_in_one_line(changes: dict[str, object], re
     assert "\n" not in line
 
 
+def test_the_exit_status_of_a_remove_or_a_verify_says_what_it_checked() -> None:
+    removed = {**REPORT, "invalid": 0, "failed": 0, "exit_code": 0}
+    verified = {**REPORT, "invalid": 0, "failed": 0, "missing": 3}
+    assert exit_reason(removed, SummaryContext(command="remove")) == (
+        "Exit 0: every row is out of its playlist."
+    )
+    assert exit_reason(verified, SummaryContext(command="verify")) == (
+        "Exit 1: 3 rows missing from their playlist; every other row is in its playlist."
+    )
+
+
 def test_an_abort_says_why_when_the_run_knows() -> None:
     context = SummaryContext(abort_detail="the API keeps refusing the keys")
     assert exit_reason({**REPORT, "exit_code": 3}, context) == (

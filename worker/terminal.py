@@ -172,20 +172,21 @@ def exit_reason(report: Mapping[str, object], context: SummaryContext) -> str:
     """One line: the exit status and why it is that."""
     code = _count(report, "exit_code")
     invalid, failed = _count(report, "invalid"), _count(report, "failed")
-    not_attempted = _count(report, "not_attempted")
+    not_attempted, missing = _count(report, "not_attempted"), _count(report, "missing")
+    done = "is out of its playlist" if context.command == "remove" else "is in its playlist"
     if code == 0:
         if report.get("dry_run"):
             return f"Exit 0: every row is valid; {_rows(not_attempted)} would be sent."
-        return "Exit 0: every row is in its playlist."
+        return f"Exit 0: every row {done}."
     if code == 1:
-        if invalid and failed:
-            why = f"{_rows(invalid)} invalid and {failed:,} failed for good"
-        elif invalid or failed:
-            why = f"{_rows(invalid)} invalid" if invalid else f"{_rows(failed)} failed for good"
-        else:
+        parts = [f"{_rows(invalid)} invalid"] if invalid else []
+        for count, what in ((failed, "failed for good"), (missing, "missing from their playlist")):
+            if count:
+                parts.append(f"{count:,} {what}" if parts else f"{_rows(count)} {what}")
+        if not parts:
             return "Exit 1: the report could not be written (see the error above)."
-        rest = "is valid" if report.get("dry_run") else "is in its playlist"
-        return f"Exit 1: {why}; every other row {rest}."
+        rest = "is valid" if report.get("dry_run") else done
+        return f"Exit 1: {' and '.join(parts)}; every other row {rest}."
     if code == 2:
         return "Exit 2: the run could not go on (see the error above); what was confirmed is kept."
     if code == 3:
