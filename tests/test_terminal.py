@@ -115,6 +115,23 @@ def test_the_start_line_says_what_will_happen_and_names_nothing_empty(
     assert "None" not in line
 
 
+def test_the_start_line_of_a_remove_and_of_an_undo() -> None:
+    removing = RunStart(
+        target="https://api.datadoghq.eu", inputs=["old.csv"], playlist="7",
+        journal=None, doing=("Removing", "remove", "from"),
+    )  # fmt: skip
+    undoing = RunStart(
+        target="https://api.datadoghq.eu", journal=None, doing=("Removing", "remove", "from"),
+        rows="the sessions run 20261201T230000Z-1a2b3c4d created",
+    )  # fmt: skip
+    assert start_line(removing).startswith(
+        "Removing the rows of old.csv from playlist 7 on https://api.datadoghq.eu"
+    )
+    assert start_line(undoing).startswith(
+        "Removing the sessions run 20261201T230000Z-1a2b3c4d created from their playlists on"
+    )
+
+
 def test_a_password_in_a_url_is_never_shown() -> None:
     url = "https://user:s3cret@api.example"
     line = start_line(RunStart(target=url, inputs=["a.csv"]))

@@ -63,6 +63,16 @@ class Job(Protocol):
         ...
 
     @property
+    def doing(self) -> tuple[str, str, str]:
+        """For the start line: its verb going on and in a dry run, and its preposition."""
+        ...
+
+    @property
+    def rows_text(self) -> str | None:
+        """For the start line: what the rows are, when they are not the inputs'."""
+        ...
+
+    @property
     def retry_command(self) -> str:
         """The subcommand that sends its rows again (a dead-letter file's)."""
         ...
@@ -86,6 +96,7 @@ class _Plain:
 
     __slots__ = ()
     reads_inputs = True
+    rows_text: str | None = None
 
     def sinks(self) -> list[Sink]:
         return []
@@ -94,6 +105,7 @@ class _Plain:
 @dataclass(frozen=True, slots=True)
 class AddJob(_Plain):
     retry_command = "run"
+    doing = ("Adding", "add", "to")
     operation: Operation = Operation.RUN
     row_operation: RowOperation = field(default_factory=AddSession)
 
@@ -119,6 +131,7 @@ class RemoveJob(_Plain):
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_s: float = DEFAULT_FLUSH_S
     retry_command = "remove"
+    doing = ("Removing", "remove", "from")
     operation: Operation = Operation.REMOVE
     row_operation: RowOperation = field(default_factory=RemoveSession)
     sizer: BatchSizer = field(init=False)
@@ -159,6 +172,11 @@ class UndoJob(_Plain):
     row_operation: RowOperation = field(default_factory=RemoveSession)
     reads_inputs = False
     retry_command = "remove"  # its failures, as rows of their own
+    doing = ("Removing", "remove", "from")
+
+    @property
+    def rows_text(self) -> str:  # type: ignore[override]
+        return f"the sessions run {self.run_id} created"
 
     def rows(self) -> UndoRows:
         return UndoRows(self.journal, self.run_id, include_maybe=self.include_maybe)
@@ -216,6 +234,7 @@ class VerifyJob(_Plain):
     extra: bool = False
     page_size: int = SESSION_PAGE_SIZE
     retry_command = "verify"
+    doing = ("Checking", "check", "in")
     operation: Operation = Operation.RUN
     row_operation: RowOperation = field(default_factory=AddSession)
     _verifier: Verifier | None = None

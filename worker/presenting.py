@@ -34,6 +34,8 @@ def tell_start(config: RunConfig, target: str) -> bool:
         done_rows=_done_rows(journal, target) if journal and not fresh else None,
         fresh=fresh,
         dry_run=config.dry_run,
+        doing=config.job.doing,
+        rows=config.job.rows_text,
     )
     console.print(start_line(start), soft_wrap=True)
     return True

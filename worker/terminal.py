@@ -71,6 +71,11 @@ class RunStart:
     """Rows the journal holds as done for this target; None when unknown."""
     fresh: bool = False
     dry_run: bool = False
+    doing: tuple[str, str, str] = ("Adding", "add", "to")
+    """The run's verb, as going on and as a dry run's, and its preposition: ("Removing",
+    "remove", "from") for `remove`."""
+    rows: str | None = None
+    """What the rows are when not the inputs' nor a query's (an undo's)."""
 
 
 _NAMED_INPUTS = 3
@@ -79,11 +84,12 @@ _NAMED_INPUTS = 3
 
 def start_line(plan: RunStart, home: Path | None = None) -> str:
     """One sentence; it names nothing the run does not have (no `journal=None`)."""
-    verb = "Dry run: would add" if plan.dry_run else "Adding"
+    going, dry, preposition = plan.doing
+    verb = f"Dry run: would {dry}" if plan.dry_run else going
     where = f"playlist {plan.playlist}" if plan.playlist else "their playlists"
     target = redact_url(plan.target)
     on = f"the sandbox at {target}" if plan.sandbox else target
-    parts = [f"{verb} {_what(plan)} to {where} on {on}"]
+    parts = [f"{verb} {_what(plan)} {preposition} {where} on {on}"]
     if plan.shard:
         parts.append(f"shard {plan.shard}")
     parts.append(_journal_part(plan, home))
@@ -91,6 +97,8 @@ def start_line(plan: RunStart, home: Path | None = None) -> str:
 
 
 def _what(plan: RunStart) -> str:
+    if plan.rows is not None:
+        return plan.rows
     if plan.query is not None:
         return f"the sessions matching {plan.query!r}"
     names = ["standard input" if name == "-" else name for name in plan.inputs]
@@ -294,8 +302,9 @@ def counts_table(report: Mapping[str, object], width: int) -> Table:
         ("created", _figure(_count(report, "created"), "green")),
         ("already present", _figure(_count(report, "already_present"))),
     ]
-    if _count(report, "removed"):
-        results.append(("removed", _figure(_count(report, "removed"))))
+    for field, style in (("removed", ""), ("present", "green"), ("missing", "red")):
+        if _count(report, field):  # the figures of remove, undo and verify
+            results.append((field, _figure(_count(report, field), style)))
     results += [
         ("failed", _figure(_count(report, "failed"), "red")),
         ("not attempted", _figure(_count(report, "not_attempted"), "yellow")),
