@@ -115,6 +115,23 @@ def test_the_start_line_says_what_will_happen_and_names_nothing_empty(
     assert "None" not in line
 
 
+def test_the_start_line_of_a_remove_and_of_an_undo() -> None:
+    removing = RunStart(
+        target="https://api.datadoghq.eu", inputs=["old.csv"], playlist="7",
+        journal=None, doing=("Removing", "remove", "from"),
+    )  # fmt: skip
+    undoing = RunStart(
+        target="https://api.datadoghq.eu", journal=None, doing=("Removing", "remove", "from"),
+        rows="the sessions run 20261201T230000Z-1a2b3c4d created",
+    )  # fmt: skip
+    assert start_line(removing).startswith(
+        "Removing the rows of old.csv from playlist 7 on https://api.datadoghq.eu"
+    )
+    assert start_line(undoing).startswith(
+        "Removing the sessions run 20261201T230000Z-1a2b3c4d created from their playlists on"
+    )
+
+
 def test_a_password_in_a_url_is_never_shown() -> None:
     url = "https://user:s3cret@api.example"
     line = start_line(RunStart(target=url, inputs=["a.csv"]))
@@ -156,6 +173,17 @@ def test_the_exit_status_is_explained_in_one_line(changes: dict[str, object], re
     assert "\n" not in line
 
 
+def test_the_exit_status_of_a_remove_or_a_verify_says_what_it_checked() -> None:
+    removed = {**REPORT, "invalid": 0, "failed": 0, "exit_code": 0}
+    verified = {**REPORT, "invalid": 0, "failed": 0, "missing": 3}
+    assert exit_reason(removed, SummaryContext(command="remove")) == (
+        "Exit 0: every row is out of its playlist."
+    )
+    assert exit_reason(verified, SummaryContext(command="verify")) == (
+        "Exit 1: 3 rows missing from their playlist; every other row is in its playlist."
+    )
+
+
 def test_an_abort_says_why_when_the_run_knows() -> None:
     context = SummaryContext(abort_detail="the API keeps refusing the keys")
     assert exit_reason({**REPORT, "exit_code": 3}, context) == (
@@ -185,6 +213,14 @@ def test_the_next_steps_name_the_exact_commands_to_retry_verify_and_undo() -> No
     ]
     assert "5 rows that failed are in out/failed.ndjson" in steps[1].what
     assert steps[-1].what == "the report is in out/report.json"
+
+
+def test_after_a_remove_the_failed_rows_are_removed_again_and_nothing_is_verified() -> None:
+    context = SummaryContext(inputs=["old.csv"], dead_letter="failed.ndjson", command="remove")
+    steps = next_steps({**REPORT, "invalid": 0, "run_id": "r2"}, context)
+    assert commands(steps) == [
+        "rum-playlist-ingest remove failed.ndjson --dead-letter failed.retry.ndjson"
+    ]
 
 
 @pytest.mark.parametrize(

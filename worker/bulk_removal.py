@@ -52,11 +52,13 @@ class BatchSizer:
         return self._size
 
     def refused_as_too_large(self, answer: Answer, sent: int) -> bool:
-        """True, with the size halved (below what was sent), when `answer` refuses a
-        batch of `sent` sessions for its size; False for any other answer."""
+        """True, with the size at most half of what was sent, when `answer` refuses a
+        batch of `sent` sessions for its size; False for any other answer. Halved from
+        what was sent, not from the current size: batches in flight together, all sent
+        at the old size, are refused together, and each refusal says the same thing."""
         if sent <= 1 or not _too_large(answer):
             return False
-        self._size = max(1, min(self._size, sent) // 2)
+        self._size = max(1, min(self._size, sent // 2))
         return True
 
 

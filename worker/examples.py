@@ -58,12 +58,12 @@ EXAMPLES: Mapping[str, tuple[tuple[str, str], ...]] = {
     ),
     "verify": (
         (
-            "check that every row of a backfill is in its playlist",
+            "check a backfill; resend what is missing with `run missing.ndjson --fresh`",
             "rum-playlist-ingest verify sessions.csv --missing missing.ndjson",
         ),
         (
-            "then send the missing rows again",
-            "rum-playlist-ingest run missing.ndjson",
+            "the sessions of a playlist that no input names, as input for `remove`",
+            "rum-playlist-ingest verify sessions.csv --playlist 123 --extra > extra.ndjson",
         ),
     ),
     "undo": (
@@ -77,6 +77,10 @@ EXAMPLES: Mapping[str, tuple[tuple[str, str], ...]] = {
         (
             "take a list of sessions out of one playlist",
             "rum-playlist-ingest remove sessions.csv --playlist 123",
+        ),
+        (
+            "smaller bulk removals, behind a proxy that caps request bodies",
+            "rum-playlist-ingest remove old.ndjson --batch-size 20",
         ),
     ),
     "playlists": (

@@ -24,10 +24,12 @@ from worker.answers import Answer
 from worker.client import Client
 from worker.config import ConfigError, Credentials, Route, Secret, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.deliver import Paced, Preview, Sender
+from worker.deliver import Paced, Preview
 from worker.events import Ended, Event, Sink, fan_out
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
+from worker.files import UnsafeFile
 from worker.input import InputError, RowStream, open_inputs
+from worker.jobs import StageParts, UndoJob
 from worker.journal import (
     JournalError,
     Ledger,
@@ -37,9 +39,8 @@ from worker.journal import (
     done_before,
 )
 from worker.metrics import statsd_from
-from worker.operation import AddSession
 from worker.pacer import Pacer
-from worker.pipeline import Pipeline, Settings, Source
+from worker.pipeline import Deliver, Pipeline, Settings, Source
 from worker.presenting import tell_start, tell_summary
 from worker.progress import live_console, make_progress
 from worker.query.source import SearchFailed
@@ -68,7 +69,7 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
     log = logs.configure(
         fmt=config.watch.log_format, secrets=credentials.secrets() if credentials else ()
     )
-    if config.query is not None:
+    if config.query is not None or not config.job.reads_inputs:
         return aio.run(_Run(config, None, log, environ)())
     with _signals_end_opening() as interrupted:
         try:
@@ -144,7 +145,11 @@ def _open_ledger(config: RunConfig, target: str) -> Ledger:
         "options": dict(config.recorded_options or {}),
     }
     return SqliteJournal.open(
-        config.outputs.journal, target=target, fresh=config.outputs.fresh, run_info=run_info
+        config.outputs.journal,
+        target=target,
+        fresh=config.outputs.fresh,
+        run_info=run_info,
+        operation=config.job.operation,
     )
 
 
@@ -205,7 +210,9 @@ class _Run:
         config = self.config
         if stream is not None:
             return FileRows(stream, config.inputs)
-        assert config.query is not None
+        if config.query is None:
+            assert isinstance(config.job, UndoJob)
+            return config.job.rows()  # what the journal says the run to undo created
         assert config.reader.default_playlist is not None
         route = config.target.route
         return QueryRows(
@@ -249,7 +256,10 @@ class _Run:
             try:
                 ledger = self._ledger(stack, base_url)
                 dead_letter = self._dead_letter()
+                job_sinks = [] if dry_run else config.job.sinks()
             except (JournalError, DeadLetterError) as exc:
+                return str(exc)
+            except (OSError, UnsafeFile) as exc:  # an output of the job's own (--missing)
                 return str(exc)
             sinks: list[Sink] = [_journal_sink(ledger, log), report]
             # With a live display the counts are on screen: log only what needs attention;
@@ -258,6 +268,7 @@ class _Run:
             sinks.append(LogSink(log, quiet=live or dry_run))
             if dead_letter is not None:
                 sinks.append(dead_letter)
+            sinks += job_sinks
             metrics = None if dry_run else self._metrics()
             if metrics is not None:
                 sinks.append(metrics)
@@ -294,7 +305,17 @@ class _Run:
                     report.extra["run_id"] = run_id
                 if not tell_start(config, base_url):
                     log.info("start", **self._start_fields(base_url, run_id))
-                await self._pipeline(source, ledger, paced, base_url, sink)
+                parts = None
+                if client is not None:
+                    parts = StageParts(
+                        client.send,
+                        pacer,
+                        sink,
+                        self.stop,
+                        pace.policy,
+                        warn=lambda event, fields: self.log.warning(event, **fields),
+                    )
+                await self._pipeline(source, ledger, parts, base_url, sink)
             except BaseException:
                 if self.stop.reason is None:
                     self.stop.request(Reason.FATAL, "internal error")  # the journal keeps all
@@ -302,28 +323,26 @@ class _Run:
             finally:
                 report.paused_s = pacer.paused_s
                 report.extra.update(self.rows.finish(completed_run=self.stop.reason is None))
+                if not dry_run:
+                    report.extra.update(await config.job.finish(sys.stdout))
                 _end_sinks(report, self.stop, self.received, sink)
         return None
 
     async def _pipeline(
-        self, source: Source, ledger: Ledger, paced: Paced | None, base_url: str, sink: Sink
+        self, source: Source, ledger: Ledger, parts: StageParts | None, base_url: str, sink: Sink
     ) -> None:
-        config, pace = self.config, self.config.pace
-        operation = AddSession()
+        config, pace, job = self.config, self.config.pace, self.config.job
+        deliver: Deliver
         if config.dry_run:
-            deliver = Preview(operation, base_url, sys.stdout, self.stop).deliver
+            deliver = Preview(job.row_operation, base_url, sys.stdout, self.stop).deliver
             settings = Settings(concurrency=1, grace_s=0.0)
         else:
-            assert paced is not None
-            deliver = Sender(
-                operation,
-                paced,
-                policy=pace.policy,
-                stop=self.stop,
-                warn=lambda event, fields: self.log.warning(event, **fields),
-            ).deliver
+            assert parts is not None
+            deliver = job.stage(parts)
             settings = Settings(
-                concurrency=pace.concurrency, grace_s=pace.grace_s, max_stall_s=pace.max_stall_s
+                concurrency=job.workers(pace.concurrency),
+                grace_s=pace.grace_s,
+                max_stall_s=pace.max_stall_s,
             )
         pipeline = Pipeline(
             source,
@@ -366,7 +385,7 @@ class _Run:
         config = self.config
         if config.dry_run:
             journal = None if config.outputs.fresh else config.outputs.journal
-            return _Looking(stack.enter_context(done_before(journal, target)))
+            return _Looking(stack.enter_context(done_before(journal, target, config.job.operation)))
         return _open_ledger(config, target)
 
     def _dead_letter(self) -> DeadLetter | None:

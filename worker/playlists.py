@@ -67,7 +67,7 @@ async def resolve_playlist(
     data = created.get("data") if isinstance(created, dict) else None
     if not isinstance(data, dict):
         raise ApiCallFailed("creating the playlist: the answer holds no playlist")
-    return _playlist(data)[0]
+    return parse_playlist(data)[0]
 
 
 def _playlists(page: object) -> list[tuple[int, str]]:
@@ -75,10 +75,11 @@ def _playlists(page: object) -> list[tuple[int, str]]:
     items = page.get("data") if isinstance(page, dict) else None
     if not isinstance(items, list):
         raise ApiCallFailed('listing the playlists: the answer is not {"data": [...]}')
-    return [_playlist(item) for item in items]
+    return [parse_playlist(item) for item in items]
 
 
-def _playlist(item: object) -> tuple[int, str]:
+def parse_playlist(item: object) -> tuple[int, str]:
+    """(id, name) of a playlist of an answer; ApiCallFailed when it is not as documented."""
     if isinstance(item, dict):
         raw_id, attributes = item.get("id"), item.get("attributes")
         name = attributes.get("name") if isinstance(attributes, dict) else None

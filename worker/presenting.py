@@ -34,6 +34,8 @@ def tell_start(config: RunConfig, target: str) -> bool:
         done_rows=_done_rows(journal, target) if journal and not fresh else None,
         fresh=fresh,
         dry_run=config.dry_run,
+        doing=config.job.doing,
+        rows=config.job.rows_text,
     )
     console.print(start_line(start), soft_wrap=True)
     return True
@@ -82,6 +84,7 @@ def _summary_context(config: RunConfig, abort_detail: str | None) -> SummaryCont
         journal=journal is not None,
         target_outlives_run=base_url is not None,
         abort_detail=abort_detail,
+        command=config.job.retry_command,
     )
 
 

@@ -1,8 +1,8 @@
 """The run's account: the contract's report fields, counted from the run's events.
 
 The invariant `rows_read = invalid + skipped + created + already_present + failed +
-not_attempted + removed` holds by construction: a row is read exactly when it is counted
-in one of those results.
+not_attempted + removed + present + missing` holds by construction: a row is read
+exactly when it is counted in one of those results.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Report:
     failed: int = 0
     not_attempted: int = 0
     removed: int = 0
+    present: int = 0
+    missing: int = 0
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
@@ -72,6 +74,8 @@ class Report:
             + self.failed
             + self.not_attempted
             + self.removed
+            + self.present
+            + self.missing
         )
 
     @property
@@ -80,7 +84,7 @@ class Report:
         nothing, some rows could not be sent."""
         if self.dry_run:
             return bool(self.invalid)
-        return bool(self.invalid or self.failed or self.not_attempted)
+        return bool(self.invalid or self.failed or self.not_attempted or self.missing)
 
     @property
     def elapsed_s(self) -> float:
@@ -109,6 +113,8 @@ class Report:
             "elapsed_s": round(self.elapsed_s, 3),
             "exit_code": self.exit_code,
             "removed": self.removed,
+            "present": self.present,
+            "missing": self.missing,
             "paused_s": round(self.paused_s, 3),
             "dry_run": self.dry_run,
             **self.extra,

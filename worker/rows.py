@@ -61,6 +61,10 @@ class Result(enum.StrEnum):
     NOT_ATTEMPTED = "not_attempted"
     REMOVED = "removed"
     """Removed from its playlist (204, whether or not it was there): no longer done."""
+    PRESENT = "present"
+    """`verify`: the playlist lists the row's session."""
+    MISSING = "missing"
+    """`verify`: the playlist does not list the row's session."""
 
     @property
     def done(self) -> bool:

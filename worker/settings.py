@@ -15,6 +15,7 @@ from pathlib import Path
 from worker.config import Credentials, Route
 from worker.health import RetryPolicy
 from worker.input import ReaderOptions
+from worker.jobs import AddJob, Job
 from worker.pacer import DEFAULT_MAX_PAUSE_S
 from worker.shard import Shard
 
@@ -88,3 +89,5 @@ class RunConfig:
     """Set: the rows come from this search, not from `inputs`."""
     recorded_options: Mapping[str, object] | None = None
     """The options as given, for the journal's record of the run (never the keys)."""
+    job: Job = field(default_factory=AddJob)
+    """What the run does to each row: add it (`run`), remove, undo or verify it."""

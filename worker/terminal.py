@@ -71,6 +71,11 @@ class RunStart:
     """Rows the journal holds as done for this target; None when unknown."""
     fresh: bool = False
     dry_run: bool = False
+    doing: tuple[str, str, str] = ("Adding", "add", "to")
+    """The run's verb, as going on and as a dry run's, and its preposition: ("Removing",
+    "remove", "from") for `remove`."""
+    rows: str | None = None
+    """What the rows are when not the inputs' nor a query's (an undo's)."""
 
 
 _NAMED_INPUTS = 3
@@ -79,11 +84,12 @@ _NAMED_INPUTS = 3
 
 def start_line(plan: RunStart, home: Path | None = None) -> str:
     """One sentence; it names nothing the run does not have (no `journal=None`)."""
-    verb = "Dry run: would add" if plan.dry_run else "Adding"
+    going, dry, preposition = plan.doing
+    verb = f"Dry run: would {dry}" if plan.dry_run else going
     where = f"playlist {plan.playlist}" if plan.playlist else "their playlists"
     target = redact_url(plan.target)
     on = f"the sandbox at {target}" if plan.sandbox else target
-    parts = [f"{verb} {_what(plan)} to {where} on {on}"]
+    parts = [f"{verb} {_what(plan)} {preposition} {where} on {on}"]
     if plan.shard:
         parts.append(f"shard {plan.shard}")
     parts.append(_journal_part(plan, home))
@@ -91,6 +97,8 @@ def start_line(plan: RunStart, home: Path | None = None) -> str:
 
 
 def _what(plan: RunStart) -> str:
+    if plan.rows is not None:
+        return plan.rows
     if plan.query is not None:
         return f"the sessions matching {plan.query!r}"
     names = ["standard input" if name == "-" else name for name in plan.inputs]
@@ -138,6 +146,9 @@ class SummaryContext:
     """False for `--sandbox`: its sandbox is gone, so there is nothing to verify or undo."""
     abort_detail: str | None = None
     """Why an aborted run stopped and what to do, as the `aborted` event says."""
+    command: str = "run"
+    """The subcommand that retries the run's rows (`remove` for a remove or an undo); only
+    a `run` is followed by `verify` and `undo`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,20 +180,21 @@ def exit_reason(report: Mapping[str, object], context: SummaryContext) -> str:
     """One line: the exit status and why it is that."""
     code = _count(report, "exit_code")
     invalid, failed = _count(report, "invalid"), _count(report, "failed")
-    not_attempted = _count(report, "not_attempted")
+    not_attempted, missing = _count(report, "not_attempted"), _count(report, "missing")
+    done = "is out of its playlist" if context.command == "remove" else "is in its playlist"
     if code == 0:
         if report.get("dry_run"):
             return f"Exit 0: every row is valid; {_rows(not_attempted)} would be sent."
-        return "Exit 0: every row is in its playlist."
+        return f"Exit 0: every row {done}."
     if code == 1:
-        if invalid and failed:
-            why = f"{_rows(invalid)} invalid and {failed:,} failed for good"
-        elif invalid or failed:
-            why = f"{_rows(invalid)} invalid" if invalid else f"{_rows(failed)} failed for good"
-        else:
+        parts = [f"{_rows(invalid)} invalid"] if invalid else []
+        for count, what in ((failed, "failed for good"), (missing, "missing from their playlist")):
+            if count:
+                parts.append(f"{count:,} {what}" if parts else f"{_rows(count)} {what}")
+        if not parts:
             return "Exit 1: the report could not be written (see the error above)."
-        rest = "is valid" if report.get("dry_run") else "is in its playlist"
-        return f"Exit 1: {why}; every other row {rest}."
+        rest = "is valid" if report.get("dry_run") else done
+        return f"Exit 1: {' and '.join(parts)}; every other row {rest}."
     if code == 2:
         return "Exit 2: the run could not go on (see the error above); what was confirmed is kept."
     if code == 3:
@@ -217,7 +229,7 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
             Step(
                 f"the {_rows(failed)} that failed {'is' if failed == 1 else 'are'} in {dead}; "
                 "once the cause is fixed, retry exactly those:",
-                _command("run", dead, "--dead-letter", _retry_name(dead), *repeated),
+                _command(context.command, dead, "--dead-letter", _retry_name(dead), *repeated),
             )
         )
     elif failed:
@@ -231,7 +243,8 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
         )
         steps.append(Step(resume))
     run_id = report.get("run_id")
-    if run_id is not None and not dry_run and context.target_outlives_run:
+    adds = context.command == "run"
+    if run_id is not None and not dry_run and context.target_outlives_run and adds:
         if files:
             steps.append(
                 Step(
@@ -289,8 +302,9 @@ def counts_table(report: Mapping[str, object], width: int) -> Table:
         ("created", _figure(_count(report, "created"), "green")),
         ("already present", _figure(_count(report, "already_present"))),
     ]
-    if _count(report, "removed"):
-        results.append(("removed", _figure(_count(report, "removed"))))
+    for field, style in (("removed", ""), ("present", "green"), ("missing", "red")):
+        if _count(report, field):  # the figures of remove, undo and verify
+            results.append((field, _figure(_count(report, field), style)))
     results += [
         ("failed", _figure(_count(report, "failed"), "red")),
         ("not attempted", _figure(_count(report, "not_attempted"), "yellow")),

@@ -12,7 +12,12 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from worker.cli.inputs import add_input_options, add_playlist_option, reader_options
+from worker.cli.inputs import add_input_options, reader_options
+from worker.cli.playlist_options import (
+    add_playlist_options,
+    check_playlist_options,
+    with_playlist,
+)
 from worker.cli.types import (
     bounded_int,
     fraction,
@@ -46,11 +51,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_input_options(run, required=False)
-    add_playlist_option(run)
+    add_playlist_options(run)
     add_query_options(run)
     add_target_options(run)
-    _add_pace_options(run)
-    _add_output_options(run)
+    add_pace_options(run)
+    add_output_options(run)
     add_watch_options(run)
     run.set_defaults(handler=handle)
 
@@ -104,8 +109,10 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
         raise ConfigError(
             "give INPUT files or --query, not both: a run reads its rows from one place"
         )
-    if args.playlist is None:
-        raise ConfigError("--query needs --playlist ID: the playlist its sessions go to")
+    if args.playlist is None and args.playlist_name is None:
+        raise ConfigError(
+            "--query needs --playlist ID (or --playlist-name NAME): the playlist its sessions go to"
+        )
     options = QueryOptions(
         query=args.query,
         from_text=args.from_ or DEFAULT_FROM,
@@ -115,7 +122,8 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
     )
     now = int(time.time() * 1000)
     try:
-        QuerySpec(options.query, args.playlist, "check")
+        # The query's own check; a playlist named is resolved later, so any id does.
+        QuerySpec(options.query, args.playlist or 1, "check")
         if options.from_text.strip() == FROM_LAST:
             if journal is None:
                 raise ConfigError("--from last needs the journal, which keeps where it ended")
@@ -131,18 +139,23 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
     return options
 
 
-def add_target_options(parser: argparse.ArgumentParser) -> None:
+def add_target_options(parser: argparse.ArgumentParser, *, sandbox: bool = True) -> None:
+    """`sandbox` False: for a command whose target must outlive it (`undo`, `playlists`),
+    no `--sandbox` (a sandbox started for one command holds nothing the next can use)."""
     target = parser.add_argument_group("where to send")
     target.add_argument("--site", help="Datadog site (default: $DD_SITE, else datadoghq.com)")
     target.add_argument("--base-url", help="send to this base URL instead of https://api.{site}")
-    target.add_argument(
-        "--sandbox", action="store_true", help="send to a built-in sandbox on loopback"
-    )
-    target.add_argument(
-        "--sandbox-rate-limit",
-        metavar="LIMIT/PERIOD",
-        help="with --sandbox: the sandbox's limit, e.g. 100/2 (default: the sandbox's)",
-    )
+    if sandbox:
+        target.add_argument(
+            "--sandbox", action="store_true", help="send to a built-in sandbox on loopback"
+        )
+        target.add_argument(
+            "--sandbox-rate-limit",
+            metavar="LIMIT/PERIOD",
+            help="with --sandbox: the sandbox's limit, e.g. 100/2 (default: the sandbox's)",
+        )
+    else:
+        parser.set_defaults(sandbox=False, sandbox_rate_limit=None)
     target.add_argument("--api-key-file", help="read the API key from this file")
     target.add_argument("--app-key-file", help="read the application key from this file")
     target.add_argument("--ca-bundle", help="CA bundle to verify TLS with (corporate proxies)")
@@ -154,7 +167,7 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_pace_options(parser: argparse.ArgumentParser) -> None:
+def add_pace_options(parser: argparse.ArgumentParser) -> None:
     pace = parser.add_argument_group("pace and retries")
     pace.add_argument(
         "--concurrency",
@@ -224,7 +237,7 @@ def _add_pace_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
+def add_output_options(parser: argparse.ArgumentParser) -> None:
     track = parser.add_argument_group("journal and outputs")
     journal = track.add_mutually_exclusive_group()
     journal.add_argument("--journal", help="journal file (default: see docs/journal.md)")
@@ -276,41 +289,33 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ru
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    check_playlist_options(args)
     journal = _journal_path(args, shard)
     check_outputs_apart(args.inputs, journal, report=args.report, dead_letter=args.dead_letter)
-    query = query_from_args(args, journal=journal)
-    # A dry run of a search must search: it needs the keys.
-    needs_keys = not args.dry_run or query is not None
+    # `remove` and `verify` take no query.
+    query = query_from_args(args, journal=journal) if "query" in vars(args) else None
+    # A dry run of a search, or of a playlist by name, must search: it needs the keys.
+    needs_keys = not args.dry_run or query is not None or args.playlist_name is not None
+    target = target_from_args(args, environ, needs_keys=needs_keys)
+    outputs = Outputs(
+        journal=journal,
+        fresh=args.fresh,
+        dead_letter=Path(args.dead_letter) if args.dead_letter else None,
+        report=report_path(args.report),
+    )
     return RunConfig(
         inputs=tuple(args.inputs),
-        reader=reader_options(args),
-        target=target_from_args(args, environ, needs_keys=needs_keys),
-        outputs=Outputs(
-            journal=journal,
-            fresh=args.fresh,
-            dead_letter=Path(args.dead_letter) if args.dead_letter else None,
-            report=_report_path(args.report),
-        ),
-        pace=Pace(
-            concurrency=args.concurrency,
-            rate=args.rate,
-            timeout_s=args.timeout,
-            grace_s=args.grace,
-            max_stall_s=args.max_stall,
-            max_pause_s=args.max_pause,
-            policy=RetryPolicy(
-                max_attempts=args.max_attempts,
-                backoff_base_s=args.backoff_base,
-                backoff_cap_s=args.backoff_cap,
-                failure_window=args.abort_window,
-                failure_rate_to_abort=args.abort_failure_rate,
-            ),
-        ),
+        # Last of the checks: a name is resolved (or its playlist created) only once
+        # every other option is known to be good.
+        reader=with_playlist(args, reader_options(args), target),
+        target=target,
+        outputs=outputs,
+        pace=pace_from_args(args),
         watch=watch_from_args(args),
         shard=shard,
         dry_run=args.dry_run,
         query=query,
-        recorded_options=_recorded(args),
+        recorded_options=recorded_options(args),
     )
 
 
@@ -340,6 +345,24 @@ def target_from_args(
             load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
         ),
         tls=tls_context(args.ca_bundle),
+    )
+
+
+def pace_from_args(args: argparse.Namespace) -> Pace:
+    return Pace(
+        concurrency=args.concurrency,
+        rate=args.rate,
+        timeout_s=args.timeout,
+        grace_s=args.grace,
+        max_stall_s=args.max_stall,
+        max_pause_s=args.max_pause,
+        policy=RetryPolicy(
+            max_attempts=args.max_attempts,
+            backoff_base_s=args.backoff_base,
+            backoff_cap_s=args.backoff_cap,
+            failure_window=args.abort_window,
+            failure_rate_to_abort=args.abort_failure_rate,
+        ),
     )
 
 
@@ -377,7 +400,7 @@ def _journal_path(args: argparse.Namespace, shard: Shard | None) -> Path | None:
     return Path(args.journal) if args.journal else default_journal_path(shard)
 
 
-def _report_path(option: str | None) -> Path | None:
+def report_path(option: str | None) -> Path | None:
     if option is None:
         return None
     path = Path(option)
@@ -393,7 +416,7 @@ def _report_path(option: str | None) -> Path | None:
     return path
 
 
-def _recorded(args: argparse.Namespace) -> dict[str, object]:
+def recorded_options(args: argparse.Namespace) -> dict[str, object]:
     """What the journal records of the options: never the key files' paths' contents,
     and nothing argparse added for itself."""
     return {

@@ -1,0 +1,46 @@
+"""`playlists list|show|create`: the playlists themselves, by the same target and keys
+as `run`; a table on a terminal, NDJSON (one playlist a line) otherwise or with --json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from worker.cli.run import add_target_options, target_from_args
+from worker.cli.types import positive_int
+from worker.examples import epilog
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "playlists",
+        help="list, show or create playlists",
+        epilog=epilog("playlists"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every playlist (or those whose name holds TEXT)")
+    listing.add_argument("--name", metavar="TEXT", help="the API's search of the names")
+    show = actions.add_parser("show", help="one playlist")
+    show.add_argument("playlist_id", type=positive_int, metavar="ID")
+    create = actions.add_parser("create", help="create a playlist; prints it, with its id")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--description", metavar="TEXT")
+    for each in (listing, show, create):
+        add_target_options(each, sandbox=False)
+        each.add_argument("--json", action="store_true", help="NDJSON even on a terminal")
+        each.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from worker.config import ConfigError
+    from worker.playlist_command import playlists_command
+
+    try:
+        target = target_from_args(args, os.environ, needs_keys=True)
+    except ConfigError as exc:
+        print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)
+        return 2
+    table = sys.stdout.isatty() and not args.json
+    return playlists_command(args, target, sys.stdout, table=table)

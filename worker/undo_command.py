@@ -1,0 +1,126 @@
+"""`undo`: find the run in its journal, check the target, plan, then remove as `remove`
+does (the same pipeline, pacing, journal, report and exit codes)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from worker import logs
+from worker.cli.run import (
+    check_outputs_apart,
+    pace_from_args,
+    recorded_options,
+    report_path,
+    watch_from_args,
+)
+from worker.client import tls_context
+from worker.config import (
+    ConfigError,
+    base_url_for,
+    check_transport,
+    load_credentials,
+    redact_url,
+)
+from worker.exits import EXIT_CANNOT_START, EXIT_OK
+from worker.input import ReaderOptions
+from worker.jobs import RemoveJob, UndoJob
+from worker.journal import JournalError, RunRecord, default_journal_path, reading
+from worker.settings import Outputs, RunConfig, Target
+from worker.shard import Shard
+from worker.undo_plan import UndoRefused, each_creation, plan, the_run
+
+
+def undo_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    log = logs.configure(fmt=watch_from_args(args).log_format, secrets=())
+    try:
+        journal = _journal(args)
+        with reading(journal) as history:
+            run = the_run(history, args.run_id, None)
+            target = _own_target(args, run, environ)
+            if args.dry_run:
+                for creation in each_creation(
+                    history, run.run_id, include_maybe=args.include_maybe
+                ):
+                    sys.stdout.write(json.dumps(creation) + "\n")
+                return EXIT_OK
+            counts, left = plan(history, run, include_maybe=args.include_maybe)
+        config = _config(args, environ, journal=journal, run=run, target=target, counts=counts)
+    except (ConfigError, UndoRefused, JournalError) as exc:
+        log.error("cannot_start", error=str(exc))
+        return EXIT_CANNOT_START
+    for created, verdict in left:
+        playlist_id, session_id, data_source = created.key
+        log.warning(
+            "undo_leaves",
+            run_id=run.run_id,
+            playlist_id=playlist_id,
+            session_id=session_id,
+            data_source=data_source,
+            reason=verdict.value,
+        )
+    from worker.ingest import ingest
+
+    return ingest(config, environ)
+
+
+def _journal(args: argparse.Namespace) -> Path:
+    if args.journal:
+        return Path(args.journal)
+    try:
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return default_journal_path(shard)
+
+
+def _own_target(args: argparse.Namespace, run: RunRecord, environ: Mapping[str, str]) -> str:
+    """The run's target as the journal recorded it; another named is refused."""
+    if args.base_url or args.site:
+        given = base_url_for(args.site, args.base_url, environ)
+        if given != run.target:
+            raise ConfigError(
+                f"run {run.run_id} was sent to {redact_url(run.target)}, not "
+                f"{redact_url(given)}: undo acts on the run's own target only; "
+                "drop --site/--base-url (or name that same target)"
+            )
+    return run.target
+
+
+def _config(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    *,
+    journal: Path,
+    run: RunRecord,
+    target: str,
+    counts: dict[str, int],
+) -> RunConfig:
+    check_outputs_apart((), journal, report=args.report, dead_letter=args.dead_letter)
+    return RunConfig(
+        inputs=(),
+        reader=ReaderOptions(ts_required=False),
+        target=Target(
+            route=check_transport(target, environ, allow_insecure_http=args.allow_insecure_http),
+            credentials=load_credentials(args.api_key_file, args.app_key_file, environ),
+            tls=tls_context(args.ca_bundle),
+        ),
+        outputs=Outputs(
+            journal=journal,
+            dead_letter=Path(args.dead_letter) if args.dead_letter else None,
+            report=report_path(args.report),
+        ),
+        pace=pace_from_args(args),
+        watch=watch_from_args(args),
+        recorded_options={**recorded_options(args), "undoes": run.run_id},
+        job=UndoJob(
+            journal,
+            run.run_id,
+            include_maybe=args.include_maybe,
+            plan=dict(counts),
+            remove=RemoveJob(args.batch_size),
+        ),
+    )
