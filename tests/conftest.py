@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from loopback import Handler, Serve, Server, start_server
 
 from worker.sandbox import Sandbox, SandboxConfig
 
@@ -52,6 +54,20 @@ async def make_sandbox() -> AsyncIterator[Callable[..., Awaitable[Sandbox]]]:
 async def sandbox(make_sandbox: Callable[..., Awaitable[Sandbox]]) -> Sandbox:
     """A started in-process sandbox: 1-second windows, a limit no test reaches by accident."""
     return await make_sandbox()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """`await serve(handler)`: an aiohttp server on an ephemeral loopback port that
+    answers every request with `handler` and records each request it sees."""
+    runners: list[web.AppRunner] = []
+
+    async def start(handler: Handler) -> Server:
+        return await start_server(handler, runners)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture

@@ -15,6 +15,9 @@ from typing import Any
 
 from worker.sandbox import Sandbox
 
+MakeSandbox = Callable[..., Awaitable[Sandbox]]
+"""The `make_sandbox` fixture (conftest.py): `await make_sandbox(**SandboxConfig fields)`."""
+
 ROOT = Path(__file__).resolve().parent.parent
 TS = 1_704_067_200_000
 API_KEY = "test-api-key-0123456789abcdef"

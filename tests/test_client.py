@@ -8,12 +8,12 @@ import gzip
 import json
 import resource
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import pytest
 from aiohttp import web
+from loopback import SERVER, Serve, Server
 from support import TS
 
 from worker import api
@@ -34,48 +34,6 @@ REQUESTS = {
     ),
     "create_playlist": api.create_playlist("backfill", None),
 }
-
-
-@dataclass
-class Server:
-    base_url: str
-    seen: list[web.Request] = field(default_factory=list)
-    sent: int = 0  # body bytes written, for the streaming handlers
-
-
-SERVER = web.AppKey("server", Server)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Serve = Callable[[Handler], Awaitable[Server]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """`await serve(handler)`: an aiohttp server on an ephemeral loopback port that
-    answers every request with `handler` and records each request it sees."""
-    runners: list[web.AppRunner] = []
-
-    async def start(handler: Handler) -> Server:
-        server = Server("")
-
-        async def record(request: web.Request) -> web.StreamResponse:
-            server.seen.append(request)
-            return await handler(request)
-
-        app = web.Application()
-        app[SERVER] = server
-        app.router.add_route("*", "/{tail:.*}", record)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        server.base_url = f"http://127.0.0.1:{port}"
-        return server
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
 
 
 async def send(server: Server, request: api.Request) -> Answer:

@@ -7,12 +7,12 @@ real journal written by a real run, so that "what a run would skip" is the run's
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from support import (
     KEYS,
     Finished,
+    MakeSandbox,
     keyed_sandbox,
     rows,
     run_cli,
@@ -20,8 +20,6 @@ from support import (
 )
 
 from worker.sandbox import Sandbox
-
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
 
 async def dry_run(

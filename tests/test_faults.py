@@ -26,6 +26,7 @@ from support import (
     KEYS,
     Finished,
     Key,
+    MakeSandbox,
     assert_invariant,
     held,
     key_of,
@@ -36,8 +37,6 @@ from support import (
 
 from worker.chunks import CHUNK
 from worker.sandbox import FaultConfig, Sandbox
-
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
 FAST_RETRIES = ("--backoff-base", "0.01", "--backoff-cap", "0.05")
 PATIENT = ("--max-attempts", "20")
@@ -55,7 +54,7 @@ class Ran:
         return {key_of(event) for event in self.done.events("row") if event["result"] == result}
 
 
-async def ingest(
+async def run_rows(
     base_url: str,
     tmp_path: Path,
     count: int,
@@ -94,7 +93,7 @@ async def lands_everything(
 ) -> tuple[Ran, Sandbox]:
     """The common case: whatever the fault, every row lands and nothing fails."""
     sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY, faults=faults)
-    ran = await ingest(sandbox.base_url, tmp_path, count, *PATIENT, *options)
+    ran = await run_rows(sandbox.base_url, tmp_path, count, *PATIENT, *options)
     assert ran.done.code == 0, ran.done.stderr
     assert held(sandbox) == {key_of(item) for item in ran.items}
     assert ran.report["created"] + ran.report["already_present"] == count
@@ -205,7 +204,7 @@ async def test_keys_revoked_mid_run_stop_within_concurrency_plus_5(
         api_key=API_KEY, app_key=APP_KEY, faults=FaultConfig(revoke_keys_after=40)
     )
 
-    ran = await ingest(sandbox.base_url, tmp_path, 600, "--concurrency", "8")
+    ran = await run_rows(sandbox.base_url, tmp_path, 600, "--concurrency", "8")
 
     assert ran.done.code == 3
     assert sandbox.stats.after_revoke <= 8 + 5
@@ -225,7 +224,7 @@ async def test_wrong_keys_from_the_start_send_a_handful(
 
     # More rows than the reader hands over at once, so the abort meets rows in every
     # state (queued, half-queued, unread), and each must still be counted.
-    ran = await ingest(
+    ran = await run_rows(
         sandbox.base_url,
         tmp_path,
         1000,
@@ -245,7 +244,7 @@ async def test_systemic_5xx_aborts_after_the_window(
 ) -> None:
     sandbox = await make_sandbox(faults=FaultConfig(error_before=1.0))
 
-    ran = await ingest(
+    ran = await run_rows(
         sandbox.base_url, tmp_path, 300, "--abort-window", "10", "--concurrency", "4"
     )
 
@@ -263,7 +262,7 @@ async def test_a_server_that_hangs_aborts_at_max_stall_without_waiting_out_grace
 ) -> None:
     sandbox = await make_sandbox(faults=FaultConfig(hang=1.0))
 
-    ran = await ingest(
+    ran = await run_rows(
         sandbox.base_url, tmp_path, 10, "--concurrency", "2",
         "--max-stall", "1", "--timeout", "300", "--grace", "300",
     )  # fmt: skip
@@ -338,7 +337,7 @@ async def test_after_an_abort_rows_done_before_are_skipped_not_unsent(
 async def test_a_name_that_does_not_resolve_fails_its_rows(tmp_path: Path) -> None:
     """Few rows: each fails once its attempts are spent (exit 1). Past --abort-window
     requests the same failure aborts the run as systemic, as the next case shows."""
-    ran = await ingest(
+    ran = await run_rows(
         "https://nonexistent.invalid", tmp_path, 5, "--max-attempts", "2", "--timeout", "5"
     )
 
@@ -354,7 +353,7 @@ async def test_a_refused_connection_is_retried_then_aborts_as_systemic(tmp_path:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
 
-    ran = await ingest(
+    ran = await run_rows(
         f"http://127.0.0.1:{port}",
         tmp_path,
         600,
@@ -464,7 +463,7 @@ async def test_an_unknown_certificate_aborts_naming_ca_bundle(
     sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY)
 
     async with tls_in_front(sandbox, self_signed) as url:
-        ran = await ingest(url, tmp_path, 20)
+        ran = await run_rows(url, tmp_path, 20)
 
     assert ran.done.code == 3
     assert sandbox.stats.requests == 0
@@ -479,7 +478,7 @@ async def test_ca_bundle_trusts_a_re_signing_proxy(
     sandbox = await make_sandbox(api_key=API_KEY, app_key=APP_KEY)
 
     async with tls_in_front(sandbox, self_signed) as url:
-        ran = await ingest(url, tmp_path, 20, "--ca-bundle", str(self_signed.cert))
+        ran = await run_rows(url, tmp_path, 20, "--ca-bundle", str(self_signed.cert))
 
     assert ran.done.code == 0, ran.done.stderr
     assert held(sandbox) == {key_of(item) for item in ran.items}
@@ -524,7 +523,7 @@ async def test_https_goes_through_the_proxy_named_by_https_proxy(
 
     async with tls_in_front(sandbox, self_signed) as url, serving(connect_proxy) as proxy:
         env = {**KEYS, "HTTPS_PROXY": f"http://127.0.0.1:{proxy}", "NO_PROXY": "", "no_proxy": ""}
-        ran = await ingest(url, tmp_path, 20, "--ca-bundle", str(self_signed.cert), env=env)
+        ran = await run_rows(url, tmp_path, 20, "--ca-bundle", str(self_signed.cert), env=env)
 
     assert ran.done.code == 0, ran.done.stderr
     assert held(sandbox) == {key_of(item) for item in ran.items}

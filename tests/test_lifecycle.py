@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from support import KEYS, TS, held, keyed_sandbox, rows, run_cli, write_csv
+from support import KEYS, TS, MakeSandbox, held, keyed_sandbox, rows, run_cli, write_csv
 
 from worker.sandbox import FaultConfig, Sandbox
 from worker.sandbox.store import SessionRecord
-
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
 
 def at(sandbox: Sandbox) -> list[str]:

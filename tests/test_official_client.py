@@ -6,7 +6,6 @@ on this test's event loop.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import pytest
@@ -22,10 +21,7 @@ from datadog_api_client.v2.model.session_id_data import SessionIdData
 from datadog_api_client.v2.model.viewership_history_session_data_type import (
     ViewershipHistorySessionDataType,
 )
-
-from worker.sandbox import Sandbox
-
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
+from support import MakeSandbox
 
 API_KEY, APP_KEY = "official-api-key", "official-app-key"
 SESSIONS = [f"00000000-0000-0000-0000-00000000000{n}" for n in range(1, 6)]

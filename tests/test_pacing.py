@@ -22,9 +22,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sandbox_http import FakeClock
 from support import (
     KEYS,
     Finished,
+    MakeSandbox,
     assert_invariant,
     finish,
     held,
@@ -33,7 +35,6 @@ from support import (
     start_cli,
     write_csv,
 )
-from test_sandbox import FakeClock
 
 from worker.answers import (
     Answer,
@@ -45,8 +46,6 @@ from worker.answers import (
 from worker.pacer import DEFAULT_MAX_PAUSE_S, GUARD_S, Pacer, Pause
 from worker.sandbox import FaultConfig, Sandbox
 
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
-
 
 @dataclass(frozen=True)
 class Paced:
@@ -57,7 +56,7 @@ class Paced:
         return [e for e in self.done.events("paused") if cause in str(e["reason"])]
 
 
-async def ingest_all(
+async def run_at_once(
     sandbox: Sandbox, tmp_path: Path, shares: Sequence[list[dict[str, object]]], *options: str
 ) -> list[Paced]:
     """One run of the real command per share of the rows, all at once on one sandbox."""
@@ -75,10 +74,10 @@ async def ingest_all(
     return runs
 
 
-async def ingest(
+async def run_paced(
     sandbox: Sandbox, tmp_path: Path, items: list[dict[str, object]], *options: str
 ) -> Paced:
-    (run,) = await ingest_all(sandbox, tmp_path, [items], *options)
+    (run,) = await run_at_once(sandbox, tmp_path, [items], *options)
     return run
 
 
@@ -104,7 +103,7 @@ async def test_concurrency_far_above_the_limit(make_sandbox: MakeSandbox, tmp_pa
     sandbox = await make_sandbox(rate_limit=(10, 1))
     items = rows(30)
 
-    run = await ingest(sandbox, tmp_path, items, "--concurrency", "64")
+    run = await run_paced(sandbox, tmp_path, items, "--concurrency", "64")
 
     assert_every_row_landed(sandbox, items, [run])
     assert run.report["rate_limited"] <= 2, "64 at once against 10 a window draws dozens"
@@ -114,7 +113,7 @@ async def test_two_runs_share_one_budget(make_sandbox: MakeSandbox, tmp_path: Pa
     sandbox = await make_sandbox(rate_limit=(20, 1))
     items = rows(60)
 
-    runs = await ingest_all(sandbox, tmp_path, [items[::2], items[1::2]], "--concurrency", "16")
+    runs = await run_at_once(sandbox, tmp_path, [items[::2], items[1::2]], "--concurrency", "16")
 
     assert_every_row_landed(sandbox, items, runs)
     assert sandbox.stats.responses[429] <= 3
@@ -155,7 +154,7 @@ async def test_another_tool_spending_the_same_budget(
     items = rows(30)
     await hammer(sandbox, 8)
 
-    run = await ingest(sandbox, tmp_path, items, "--concurrency", "16")
+    run = await run_paced(sandbox, tmp_path, items, "--concurrency", "16")
 
     others_429 = sandbox.stats.responses[429] - run.report["rate_limited"]
     assert_every_row_landed(sandbox, items, [run], others_429=others_429)
@@ -175,7 +174,7 @@ async def test_a_limit_that_changes_mid_run(
     sandbox = await make_sandbox(rate_limit=(20, 1))
     items = rows(25)
 
-    running = asyncio.create_task(ingest(sandbox, tmp_path, items, "--concurrency", "16"))
+    running = asyncio.create_task(run_paced(sandbox, tmp_path, items, "--concurrency", "16"))
     await asyncio.wait_for(landed_count(sandbox, 10), timeout=30)
     sandbox.reconfigure(rate_limit=new_limit)
     run = await running
@@ -206,7 +205,7 @@ async def test_a_proxys_429s_are_waited_out(
     sandbox = await make_sandbox(faults=faults)
     items = rows(16)
 
-    run = await ingest(sandbox, tmp_path, items, "--concurrency", "4")
+    run = await run_paced(sandbox, tmp_path, items, "--concurrency", "4")
 
     assert_every_row_landed(sandbox, items, [run])
     assert run.report["rate_limited"] > 0
@@ -221,7 +220,7 @@ async def test_a_proxy_that_strips_the_headers(make_sandbox: MakeSandbox, tmp_pa
     sandbox = await make_sandbox(rate_limit=(10, 1), faults=FaultConfig(ratelimit_headers=False))
     items = rows(25)
 
-    run = await ingest(sandbox, tmp_path, items, "--concurrency", "8")
+    run = await run_paced(sandbox, tmp_path, items, "--concurrency", "8")
 
     assert_every_row_landed(sandbox, items, [run])
     assert run.report["rate_limited"] > 0, "nothing to learn the limit from but the 429s"
@@ -232,7 +231,7 @@ async def test_a_reset_off_by_up_to_a_second(make_sandbox: MakeSandbox, tmp_path
     sandbox = await make_sandbox(rate_limit=(10, 1), faults=FaultConfig(reset_skew_s=1.0))
     items = rows(30)
 
-    run = await ingest(sandbox, tmp_path, items, "--concurrency", "16")
+    run = await run_paced(sandbox, tmp_path, items, "--concurrency", "16")
 
     assert_every_row_landed(sandbox, items, [run])
     assert run.report["rate_limited"] <= 2
@@ -244,7 +243,7 @@ async def test_a_limit_that_never_lifts_ends_only_by_max_stall(
     sandbox = await make_sandbox(faults=FaultConfig(bare_429=1.0))
     items = rows(6)
 
-    run = await ingest(sandbox, tmp_path, items, "--concurrency", "4", "--max-stall", "1")
+    run = await run_paced(sandbox, tmp_path, items, "--concurrency", "4", "--max-stall", "1")
 
     assert run.done.code == 3
     report = run.report
@@ -263,7 +262,7 @@ async def test_rate_is_a_ceiling_on_every_second(make_sandbox: MakeSandbox, tmp_
     sandbox = await make_sandbox()  # a limit that never binds: only --rate paces
     items = rows(16)
 
-    run = await ingest(sandbox, tmp_path, items, "--concurrency", "16", "--rate", "10")
+    run = await run_paced(sandbox, tmp_path, items, "--concurrency", "16", "--rate", "10")
 
     assert_every_row_landed(sandbox, items, [run])
     arrivals = sorted(request.at for request in sandbox.requests)

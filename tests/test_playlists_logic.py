@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+from support import MakeSandbox
 
 from worker import playlist_sessions
 from worker.answers import Answer, Meaning, meaning_of
@@ -23,7 +24,6 @@ from worker.playlists import PlaylistAmbiguous, PlaylistNotFound, resolve_playli
 from worker.rows import Row
 from worker.sandbox import FaultConfig, Sandbox
 
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
 
 

@@ -9,7 +9,7 @@ import json
 import os
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from support import (
     APP_KEY,
     COMMAND_TIMEOUT_S,
     KEYS,
+    MakeSandbox,
     assert_invariant,
     held,
     keyed_sandbox,
@@ -32,7 +33,6 @@ from support import (
 from worker.journal import BatchPolicy
 from worker.sandbox import FaultConfig, Sandbox
 
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 CONCURRENCY = 8
 SENT = ("created", "already_present", "failed")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +18,7 @@ from support import (
     COMMAND_TIMEOUT_S,
     KEYS,
     TS,
+    MakeSandbox,
     assert_invariant,
     finish,
     held,
@@ -32,8 +32,6 @@ from support import (
 )
 
 from worker.sandbox import FaultConfig, Sandbox
-
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
 
 def records(sandbox: Sandbox) -> dict[int, dict[str, dict[str, object]]]:

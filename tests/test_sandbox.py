@@ -14,14 +14,12 @@ import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 from sandbox_http import API, KEYS, FakeClock, assert_ratelimit_headers, parse
-from support import run_cli
+from support import MakeSandbox, run_cli
 from yarl import URL
 
 from worker.sandbox import FaultConfig, Sandbox, SandboxConfig, parse_rate_limit
 from worker.sandbox.cli import config_from_args, describe
 from worker.sandbox.ratelimit import FixedWindowLimiter
-
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
 
 def session_url(

@@ -3,17 +3,15 @@ models, a budget per endpoint family, and the server-side losses verify must fin
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from sandbox_http import API, KEYS, FakeClock, assert_ratelimit_headers, call, parse
+from support import MakeSandbox
 
 from worker.sandbox import FaultConfig, Sandbox, SandboxConfig
 from worker.sandbox.cli import config_from_args, describe
-
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 
 
 def playlist_body(name: str, description: str | None = None) -> dict[str, object]:

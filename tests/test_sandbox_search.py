@@ -4,12 +4,12 @@ reason about, or the query source is proven against the wrong thing."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
+from support import MakeSandbox
 
 from worker.sandbox import Sandbox
 from worker.sandbox.cli import add_arguments, config_from_args
@@ -17,7 +17,6 @@ from worker.sandbox.population import DEFAULT_SPAN_MS, Population, PopulationCon
 from worker.sandbox.search import PATH
 from worker.sandbox.search_config import SearchConfig, SearchFaults
 
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
 T0 = 1_704_067_200_000
 SMALL = PopulationConfig(

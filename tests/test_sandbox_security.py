@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 from sandbox_http import API, KEYS, assert_ratelimit_headers, call
+from support import MakeSandbox
 from yarl import URL
 
-from worker.sandbox import FaultConfig, Sandbox
-
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
+from worker.sandbox import FaultConfig
 
 PUT_PATH = f"{API}/7/sessions/s1?ts=1"
 SECRET_KEYS = {"DD-API-KEY": "AbCdEf0123456789abcdef0123456789", "DD-APPLICATION-KEY": "k/é y"}

@@ -11,7 +11,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from support import (
     COMMAND_TIMEOUT_S,
     KEYS,
     Finished,
+    MakeSandbox,
     assert_invariant,
     held,
     rows,
@@ -32,7 +33,6 @@ from support import (
 from worker.chunks import CHUNK
 from worker.sandbox import FaultConfig, Sandbox
 
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 Event = dict[str, object]
 
 

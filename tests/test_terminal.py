@@ -8,15 +8,13 @@ import io
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from pseudo_terminal import ROOT, Terminal, plain
 from rich.console import Console
-from support import KEYS, TS, keyed_sandbox, rows, run_cli, write_csv
+from support import KEYS, TS, MakeSandbox, keyed_sandbox, rows, run_cli, write_csv
 
-from worker.sandbox import Sandbox
 from worker.terminal import (
     RunStart,
     Step,
@@ -27,7 +25,6 @@ from worker.terminal import (
     start_line,
 )
 
-MakeSandbox = Callable[..., Awaitable[Sandbox]]
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|9[0-7]|38;5;[0-9]+)m")
 """A foreground colour escape (bold and dim are not colours)."""

@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from support import KEYS, rows, run_cli, write_csv
-from test_client import ROW, Serve, Server, serve
+from loopback import Serve, Server
+from support import KEYS, TS, rows, run_cli, write_csv
 
 from worker import api
 from worker.client import Client
 from worker.config import ConfigError, Credentials, Route, Secret, check_transport, redact_url
+from worker.rows import Row
 from worker.sandbox import Sandbox
-
-__all__ = ["serve"]  # the fixture, shared with test_client
 
 DD = "https://api.datadoghq.com"
 REFUSED = None
+
+ROW = Row(1001, "00000000-0000-0000-0000-000000000001", TS, "rum", "in.csv", 1)
 
 
 @pytest.mark.parametrize(
