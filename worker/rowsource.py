@@ -7,6 +7,7 @@ them, what progress can know of the total, and what they add to the report.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -14,9 +15,12 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from worker import api
 from worker.answers import Answer
 from worker.chunks import ThreadedChunks
+from worker.deliver import Paced
 from worker.events import Sink
+from worker.health import RetryPolicy
 from worker.input import Reading, RowStream
 from worker.journal import QueryKey
 from worker.pipeline import Source
@@ -29,13 +33,28 @@ from worker.query.dates import (
     resolve,
     resolve_last,
 )
-from worker.query.source import QuerySource
+from worker.query.source import QuerySource, SearchFailed
 from worker.query.spec import QuerySpec
 from worker.query.stage import Checkpoints, QueryChunks
 from worker.settings import QueryOptions
 from worker.shard import Shard
 
 Search = Callable[[Mapping[str, object]], Awaitable[Answer]]
+
+
+def paced_search(paced: Paced, policy: RetryPolicy) -> Search:
+    """The search's pages through `paced`, under the search's own rate-limit family, so a
+    429 on the search pauses no PUT and the reverse; retryable failures are tried again
+    as `policy` says."""
+    rng = random.Random()
+
+    async def search(body: Mapping[str, object]) -> Answer:
+        answer = await paced.call(api.search_events(body), policy, rng)
+        if answer is None:
+            raise SearchFailed("the run stopped before the search could go on")
+        return answer
+
+    return search
 
 
 class Positions(Protocol):

@@ -1,4 +1,4 @@
-"""The command line: `rum-playlist-ingest run | validate | status | sandbox`.
+"""The command line: `rum-playlist-ingest run | sessions | validate | status | sandbox`.
 
 Names, options and exit codes follow `cli-contract.md`; scripts depend on them. One
 module per subcommand adds its parser; every option is checked before anything is read
@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 from worker import __version__
-from worker.cli import run, sandbox, status, validate
+from worker.cli import run, sandbox, sessions, status, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (run, validate, sandbox, status):
+    for command in (run, sessions, validate, sandbox, status):
         command.add_parser(commands)
     return parser
 

@@ -106,6 +106,12 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
         )
     if args.playlist is None:
         raise ConfigError("--query needs --playlist ID: the playlist its sessions go to")
+    return query_options(args, journal=journal)
+
+
+def query_options(args: argparse.Namespace, *, journal: Path | None) -> QueryOptions:
+    """`--query` and its range (`add_query_options`), checked against the clock now;
+    `journal` None: there is none to resolve `--from last` from. Raises `ConfigError`."""
     options = QueryOptions(
         query=args.query,
         from_text=args.from_ or DEFAULT_FROM,
@@ -115,7 +121,7 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
     )
     now = int(time.time() * 1000)
     try:
-        QuerySpec(options.query, args.playlist, "check")
+        QuerySpec(options.query, args.playlist or 0, "check")
         if options.from_text.strip() == FROM_LAST:
             if journal is None:
                 raise ConfigError("--from last needs the journal, which keeps where it ended")
