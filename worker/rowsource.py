@@ -146,8 +146,8 @@ class QueryRows:
         key = QueryKey(spec.effective_query, spec.playlist_id)
         now = self._now_ms()
         options = self._options
+        previous = positions.completed_to(key) if positions is not None else None
         if options.from_text.strip() == FROM_LAST:
-            previous = positions.completed_to(key) if positions is not None else None
             resolved = resolve_last(options.to_text, now, previous, options.first_from)
         else:
             span = resolve(options.from_text, options.to_text, now)
@@ -155,7 +155,7 @@ class QueryRows:
         if self._shard is not None:
             resolved = _shard_range(resolved, self._shard)
         saved = positions.query_position(key) if positions is not None else None
-        resumed = saved if saved is not None and _inside(saved, resolved.time_range) else None
+        resumed = saved if _resumable(saved, previous, resolved.time_range) else None
         self._searched = _Searched(spec, key, resolved, resumed)
         self._positions = positions
         self._log.info(
@@ -178,6 +178,11 @@ class QueryRows:
         self._source = source
         self._chunks = QueryChunks(source)
         return self._chunks
+
+    async def aclose(self) -> None:
+        """Ends the search early, cancelling a page fetched ahead (see `QueryChunks`)."""
+        if self._chunks is not None:
+            await self._chunks.aclose()
 
     def _range_fields(self) -> dict[str, object]:
         assert self._searched is not None
@@ -225,8 +230,14 @@ class QueryRows:
         return {"query": block}
 
 
-def _inside(ms: int, span: TimeRange) -> bool:
-    return span.from_ms < ms < span.to_ms
+def _resumable(saved: int | None, completed_to: int | None, span: TimeRange) -> bool:
+    """A saved position is where a stopped search may go on, if it lies inside this range
+    and past the end of the last completed search: that one ends on its `--to`, which
+    is no stopped search's position, and resuming there would skip the `--from last`
+    margin (and, for a wider range, what the completed search never covered)."""
+    if saved is None or not span.from_ms < saved < span.to_ms:
+        return False
+    return completed_to is None or saved > completed_to
 
 
 def _shard_range(resolved: Resolved, shard: Shard) -> Resolved:

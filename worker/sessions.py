@@ -176,7 +176,10 @@ class _Writer:
                     return EXIT_CANNOT_START
                 fields = {"target": redact_url(route.base_url), **rows.start_fields()}
                 log.info("start", output=str(config.output or "-"), **fields)
-                failure = await self._write(source, stop)
+                try:
+                    failure = await self._write(source, stop)
+                finally:
+                    await rows.aclose()
             block = rows.finish(completed_run=failure is None and not self.received)
         code = self._exit(failure)
         summary: dict[str, object] = {
