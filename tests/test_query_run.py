@@ -98,6 +98,16 @@ def run_args(sandbox: Sandbox, journal: Path, *extra: str) -> list[str]:
     ]
 
 
+async def run_whole_range(sandbox: Sandbox, tmp_path: Path) -> Finished:
+    """A run of QUERY over the whole population, which must end with exactly the
+    population's sessions for it in the playlist, checked server-side."""
+    args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox))
+    done = await run_cli(*args, env=KEYS)
+    assert done.code == 0, done.stderr
+    assert in_playlist(sandbox) == expected(sandbox)
+    return done
+
+
 def query_block(done: Finished) -> dict[str, object]:
     block = done.summary["query"]
     assert isinstance(block, dict)
@@ -113,12 +123,8 @@ async def test_a_query_fills_the_playlist_with_exactly_its_sessions_over_many_pa
 ) -> None:
     sandbox = await query_sandbox(make_sandbox, 4000)
     want = expected(sandbox)
-    done = await run_cli(
-        *run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox)), env=KEYS
-    )
+    done = await run_whole_range(sandbox, tmp_path)
 
-    assert done.code == 0, done.stderr
-    assert in_playlist(sandbox) == want
     summary = done.summary
     assert_invariant(summary)
     assert summary["rows_read"] == summary["created"] == len(want)
@@ -140,12 +146,8 @@ async def test_a_session_found_by_several_events_is_added_once(
     )
     sandbox = await keyed_sandbox(make_sandbox, search=search)
     want = expected(sandbox)
-    done = await run_cli(
-        *run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox)), env=KEYS
-    )
+    done = await run_whole_range(sandbox, tmp_path)
 
-    assert done.code == 0, done.stderr
-    assert in_playlist(sandbox) == want
     assert done.summary["rows_read"] == len(want)
     assert query_block(done)["events"] == 3 * len(want)
     assert stats(sandbox)["puts"] == len(want)
@@ -156,12 +158,8 @@ async def test_an_expired_cursor_searches_again_and_finds_the_same_sessions(
 ) -> None:
     sandbox = await query_sandbox(make_sandbox, 4000, SearchFaults(expired_cursors=2))
     want = expected(sandbox)
-    done = await run_cli(
-        *run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox)), env=KEYS
-    )
+    done = await run_whole_range(sandbox, tmp_path)
 
-    assert done.code == 0, done.stderr
-    assert in_playlist(sandbox) == want
     assert query_block(done)["restarts"] == sandbox.search.stats.expired_cursors == 2
     assert done.summary["rows_read"] == len(want)
     assert len(done.events("query_cursor_expired")) == 2
@@ -171,13 +169,8 @@ async def test_a_timeout_answer_is_asked_again_never_taken_for_complete(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:
     sandbox = await query_sandbox(make_sandbox, 2000, SearchFaults(timeouts=2, warnings=3))
-    want = expected(sandbox)
-    done = await run_cli(
-        *run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox)), env=KEYS
-    )
+    done = await run_whole_range(sandbox, tmp_path)
 
-    assert done.code == 0, done.stderr
-    assert in_playlist(sandbox) == want
     block = query_block(done)
     # The answers asked again are not taken, their warnings neither: one page warned.
     assert (block["timeouts"], block["warnings"], block["completed"]) == (2, 1, True)
@@ -219,13 +212,8 @@ async def test_the_search_waits_for_its_own_window_while_the_puts_go_on(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:
     sandbox = await query_sandbox(make_sandbox, 2400, search_rate_limit=(1, 2.0))
-    want = expected(sandbox)
-    done = await run_cli(
-        *run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox)), env=KEYS
-    )
+    done = await run_whole_range(sandbox, tmp_path)
 
-    assert done.code == 0, done.stderr
-    assert in_playlist(sandbox) == want
     assert done.summary["rate_limited"] == sandbox.search.stats.refused == 0
     pauses = done.events("paused")
     assert pauses
@@ -271,13 +259,8 @@ async def test_a_429_on_the_puts_never_pauses_the_search(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:
     sandbox = await query_sandbox(make_sandbox, 2400, rate_limit=(400, 1.0))
-    want = expected(sandbox)
-    done = await run_cli(
-        *run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox)), env=KEYS
-    )
+    done = await run_whole_range(sandbox, tmp_path)
 
-    assert done.code == 0, done.stderr
-    assert in_playlist(sandbox) == want
     pauses = done.events("paused")
     assert pauses
     assert {p["family"] for p in pauses} == {"playlist_sessions"}

@@ -191,12 +191,7 @@ def _add_pace_options(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds a retry waits at most (default: %(default)s)",
     )
-    pace.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=30.0,
-        help="seconds per request, connecting included (default: %(default)s)",
-    )
+    add_wait_options(pace)
     pace.add_argument(
         "--grace",
         type=non_negative_float,
@@ -210,13 +205,6 @@ def _add_pace_options(parser: argparse.ArgumentParser) -> None:
         help="abort after this many seconds without a finished row (default: %(default)s)",
     )
     pace.add_argument(
-        "--max-pause",
-        type=positive_float,
-        default=DEFAULT_MAX_PAUSE_S,
-        help="seconds one rate-limit pause lasts at most, whatever the server's hint "
-        "(default: %(default)g)",
-    )
-    pace.add_argument(
         "--abort-failure-rate",
         type=fraction,
         default=0.95,
@@ -227,6 +215,23 @@ def _add_pace_options(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=200,
         help="requests the failure rate is measured over (default: %(default)s)",
+    )
+
+
+def add_wait_options(group: argparse._ArgumentGroup) -> None:
+    """How long one request, and one rate-limit pause, may last: `run` and `sessions`."""
+    group.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds per request, connecting included (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-pause",
+        type=positive_float,
+        default=DEFAULT_MAX_PAUSE_S,
+        help="seconds one rate-limit pause lasts at most, whatever the server's hint "
+        "(default: %(default)g)",
     )
 
 

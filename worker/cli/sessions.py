@@ -11,14 +11,19 @@ import os
 from pathlib import Path
 
 from worker.cli.inputs import add_data_source_option, add_playlist_option
-from worker.cli.run import add_query_options, add_target_options, query_options, target_from_args
+from worker.cli.run import (
+    add_query_options,
+    add_target_options,
+    add_wait_options,
+    query_options,
+    target_from_args,
+)
 from worker.cli.types import positive_float, positive_int
 from worker.config import ConfigError
 from worker.examples import epilog
 from worker.files import STDIO, UnsafeFile, check_distinct
 from worker.health import RetryPolicy
 from worker.journal import default_journal_path, side_files
-from worker.pacer import DEFAULT_MAX_PAUSE_S
 from worker.query.dates import FROM_LAST
 from worker.sessions import SessionsConfig
 from worker.settings import Pace, Watch
@@ -55,18 +60,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=5,
         help="attempts per page for retryable failures (default: %(default)s)",
     )
-    pace.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=30.0,
-        help="seconds per request, connecting included (default: %(default)s)",
-    )
-    pace.add_argument(
-        "--max-pause",
-        type=positive_float,
-        default=DEFAULT_MAX_PAUSE_S,
-        help="seconds one rate-limit pause lasts at most (default: %(default)g)",
-    )
+    add_wait_options(pace)
     parser.add_argument(
         "--log-format",
         choices=("json", "console"),
