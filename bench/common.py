@@ -58,19 +58,48 @@ def write_csv(path: Path, rows: Sequence[BenchRow]) -> Path:
     return path
 
 
+def _cpus() -> tuple[set[int] | None, set[int] | None]:
+    """The server's CPU and the clients' CPU, apart, where the machine has two or more:
+    sharing a core, each would steal the other's time, and a sampler's figures would be
+    misattributed (time the server ran charged to the client's writes). None: unpinned."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return {allowed[0]}, {allowed[1]}
+
+
+SERVER_CPUS, CLIENT_CPUS = _cpus()
+
+
+def pin_self(cpus: set[int] | None) -> None:
+    """Pin this process (a driver started by another bench) to `cpus`."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
+def pin(process: subprocess.Popen[Any], cpus: set[int] | None) -> subprocess.Popen[Any]:
+    """Pin a child just started (before it starts threads of its own) to `cpus`."""
+    if cpus is not None:
+        os.sched_setaffinity(process.pid, cpus)
+    return process
+
+
 class SandboxProcess:
     """`python -m worker.sandbox --minimal OPTIONS` with keys of its own, for a `with` block."""
 
     def __init__(self, *options: str) -> None:
         self.api_key, self.app_key = secrets.token_hex(16), secrets.token_hex(16)
         env = {**os.environ, "SANDBOX_API_KEY": self.api_key, "SANDBOX_APP_KEY": self.app_key}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "worker.sandbox", "--minimal", *options],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        self._process = pin(
+            subprocess.Popen(
+                [sys.executable, "-m", "worker.sandbox", "--minimal", *options],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            ),
+            SERVER_CPUS,
         )
         assert self._process.stdout is not None
         self.base_url = self._process.stdout.readline().strip()
@@ -128,12 +157,15 @@ def start_cli(*args: str, keys: dict[str, str], stderr: Path) -> subprocess.Pope
     """`python -m worker ARGS` with JSON logs to `stderr` and no live display."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "SANDBOX_"))}
     with stderr.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", *args, "--log-format", "json", "--no-progress"],
-            cwd=ROOT,
-            env={**env, **keys},
-            stdout=subprocess.DEVNULL,
-            stderr=log,
+        return pin(
+            subprocess.Popen(
+                [sys.executable, "-m", "worker", *args, "--log-format", "json", "--no-progress"],
+                cwd=ROOT,
+                env={**env, **keys},
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            ),
+            CLIENT_CPUS,
         )
 
 
@@ -149,8 +181,11 @@ def write_generated_csv(path: Path, count: int, playlists: Sequence[int] = (1001
 def start_python(script: str, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`python SCRIPT ARGS` with `env` (and no Datadog settings of ours); stdout piped."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "SANDBOX_"))}
-    return subprocess.Popen(
-        [sys.executable, script, *args], cwd=ROOT, env={**clean, **env}, stdout=subprocess.PIPE
+    return pin(
+        subprocess.Popen(
+            [sys.executable, script, *args], cwd=ROOT, env={**clean, **env}, stdout=subprocess.PIPE
+        ),
+        CLIENT_CPUS,
     )
 
 

@@ -3,7 +3,8 @@
     .venv/bin/python bench/overhead.py [--rows 20000] [--rounds 5] [--without journal,logs]
                                        [--http]
 
-The real run (reader thread, validation, bounded queue, workers, pacer, health, report)
+The real pipeline (reader thread, validation, admission, bounded queue, workers, pacer,
+health, report)
 with its SQLite journal and JSON row logs (to /dev/null), over generated rows. By
 default its client answers every request at once with the sandbox's 201: the same
 rate-limit headers and body, parsed as the real client parses them. So the figure is the
@@ -34,7 +35,15 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from common import NEVER_BINDING_LIMIT, ROOT, TS, SandboxProcess, write_generated_csv
+from common import (
+    CLIENT_CPUS,
+    NEVER_BINDING_LIMIT,
+    ROOT,
+    TS,
+    SandboxProcess,
+    pin_self,
+    write_generated_csv,
+)
 
 PIECES = ("journal", "logs")
 CONCURRENCY = 32
@@ -44,22 +53,29 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     """In this process: run once and return CPU seconds per row (sent to `base_url` with
     the keys in DD_API_KEY and DD_APP_KEY, or answered at once when it is None)."""
     from multidict import CIMultiDict, CIMultiDictProxy
-    from worker.observe import RunObserver
-    from worker.runner import Fanout, RetryPolicy, Run, RunSettings
 
     from worker import aio, logs
     from worker.answers import Answer, AnswerReader, Meaning
     from worker.api import Request
+    from worker.chunks import ThreadedChunks
     from worker.client import Client
     from worker.config import Credentials, Route, Secret
-    from worker.input import ReaderOptions, RowStream, open_inputs
-    from worker.journal import Ledger, MemoryLedger, SqliteJournal
+    from worker.deliver import Paced, Send, Sender
+    from worker.events import Ended, Event, Sink, fan_out
+    from worker.health import RetryPolicy
+    from worker.input import ReaderOptions, open_inputs
+    from worker.journal import Ledger, NoJournalLedger, SqliteJournal
+    from worker.operation import AddSession
     from worker.pacer import Pacer
+    from worker.pipeline import Pipeline, Settings
     from worker.report import Report
+    from worker.rowlog import LogSink
+    from worker.rows import Outcome
     from worker.sandbox.ratelimit import FixedWindowLimiter, parse_rate_limit
     from worker.sandbox.store import SessionRecord
     from worker.sandbox.wire import json_bytes, resource
     from worker.scrub import Scrubber
+    from worker.stop import StopState
 
     # The sandbox's own 201: its rate-limit headers (a limit that never binds) and body.
     limiter = FixedWindowLimiter(
@@ -67,56 +83,64 @@ def _one_round(rows: Path, without: set[str], base_url: str | None) -> float:
     )
     headers = CIMultiDictProxy(CIMultiDict(limiter.headers(limiter.take())))
     body = json_bytes({"data": resource("s", SessionRecord(TS, "rum"))})
-
     reader = AnswerReader(Scrubber(["k" * 32, "a" * 40]), "http://bench")
 
-    class AnsweringClient:
-        """Answers at once, as the sandbox would, and reads the answer as `Client` does."""
+    async def answer_at_once(request: Request) -> Answer:
+        """As the sandbox would, read as `Client` reads it."""
+        await asyncio.sleep(0)  # one trip through the loop, as an answer takes
+        started = time.perf_counter()
+        answer = reader.http(201, headers, body, (time.perf_counter() - started) * 1000)
+        assert answer.meaning is Meaning.DONE
+        return answer
 
-        async def send(self, request: Request) -> Answer:
-            await asyncio.sleep(0)  # one trip through the loop, as an answer takes
-            started = time.perf_counter()
-            answer = reader.http(201, headers, body, (time.perf_counter() - started) * 1000)
-            assert answer.meaning is Meaning.DONE
-            return answer
+    def journal_sink(ledger: Ledger) -> Sink:
+        def sink(event: Event) -> None:
+            if type(event) is Outcome:
+                ledger.outcome(event)  # type: ignore[arg-type]
+
+        return sink
 
     async def run(journal_dir: Path, null: TextIO) -> float:
         log = logs.configure(fmt="json", secrets=["k" * 32, "a" * 40], stream=null)
         report = Report()
-        ledger: Ledger = MemoryLedger()
+        ledger: Ledger = NoJournalLedger()
         if "journal" not in without:
             ledger = SqliteJournal.open(
                 journal_dir / "j.sqlite3", target="http://bench", fresh=False, run_info={}
             )
-        observers: list[RunObserver] = [ledger, report]
+        sinks: list[Sink] = [journal_sink(ledger), report]
         if "logs" not in without:
-            observers.append(logs.LogObserver(log))
-        fanout = Fanout(observers)
+            sinks.append(LogSink(log))
+        sink = fan_out(sinks)
         with open_inputs([str(rows)], ReaderOptions()) as stream:
             started = time.process_time()
             if base_url is None:
-                await _run(stream, AnsweringClient(), fanout, ledger)
+                await _run(stream, answer_at_once, sink, ledger)
             else:
                 keys = Credentials(
                     Secret(os.environ["DD_API_KEY"]), Secret(os.environ["DD_APP_KEY"])
                 )
                 route = Route(base_url)
                 async with Client(route, keys, concurrency=CONCURRENCY, timeout_s=30) as real:
-                    await _run(stream, real, fanout, ledger)
+                    await _run(stream, real.send, sink, ledger)
+            sink(Ended(report.as_dict()))
             ledger.close(report.as_dict())
             spent = time.process_time() - started
         assert report.created == report.rows_read, report.as_dict()
         return spent / report.created
 
-    async def _run(stream: RowStream, client: object, fanout: Fanout, ledger: Ledger) -> None:
-        await Run(
-            iter(stream),
-            client=client,  # type: ignore[arg-type]
-            pacer=Pacer(rate=None, on_pause=lambda p: fanout.paused(p.pause_s, p.reason)),
-            ledger=ledger,
-            observer=fanout,
-            settings=RunSettings(CONCURRENCY, RetryPolicy()),
-        ).execute()
+    async def _run(stream: object, send: Send, sink: Sink, ledger: Ledger) -> None:
+        stop = StopState()
+        paced = Paced(send, pacer=Pacer(rate=None, on_pause=sink), stop=stop, sink=sink)
+        sender = Sender(AddSession(), paced, policy=RetryPolicy(), stop=stop, warn=print)
+        await Pipeline(
+            ThreadedChunks(iter(stream)),  # type: ignore[call-overload]
+            admit=ledger.admit,
+            deliver=sender.deliver,
+            sink=sink,
+            stop=stop,
+            settings=Settings(CONCURRENCY),
+        ).run()
 
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
         return aio.run(run(Path(tmp), null))
@@ -173,6 +197,7 @@ def main() -> int:
     if not without <= set(PIECES):
         parser.error(f"--without takes {', '.join(PIECES)}")
     if args.round_of:
+        pin_self(CLIENT_CPUS)
         print(_one_round(Path(args.round_of), without, args.base_url))
         return 0
     taken = f" without {', '.join(sorted(without))}" if without else ""

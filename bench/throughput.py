@@ -52,9 +52,11 @@ from typing import Any
 from urllib.parse import quote
 
 from common import (
+    CLIENT_CPUS,
     NEVER_BINDING_LIMIT,
     SandboxProcess,
     hiding_modules,
+    pin_self,
     start_cli,
     start_python,
     wait_measured,
@@ -387,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.driver:
+        pin_self(CLIENT_CPUS)
         print(json.dumps(drive(args.driver, args.base_url, args.input, args.concurrency)))
         return 0
 

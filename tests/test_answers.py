@@ -6,6 +6,8 @@ import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from yarl import URL
 
 from worker.answers import (
@@ -219,3 +221,26 @@ def test_the_scrubber_finds_each_shape_in_any_case(
     secrets: tuple[str, ...], text: str, scrubbed: str
 ) -> None:
     assert Scrubber(secrets).text(text) == scrubbed
+
+
+@given(
+    st.lists(
+        st.integers(min_value=0, max_value=10**12).map(str) | st.text("0123456789", max_size=12),
+        min_size=4,
+        max_size=4,
+    )
+)
+def test_the_fast_path_for_digits_reads_what_the_general_path_reads(values: list[str]) -> None:
+    """Datadog's all-digit headers take a shortcut; a space before each value sends the
+    same numbers down the general path, which must agree."""
+    names = (
+        "X-RateLimit-Limit",
+        "X-RateLimit-Period",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    )
+    fast = parse_rate_limit(dict(zip(names, values, strict=True)))
+    general = parse_rate_limit(
+        {name: f" {value}" for name, value in zip(names, values, strict=True)}
+    )
+    assert fast == general

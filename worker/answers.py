@@ -142,20 +142,15 @@ def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
     name = raw_name if raw_name is not None and _NAME.fullmatch(raw_name) else None
     if limit and period and remaining and reset:
         digits = limit + period + remaining + reset
-        # What Datadog sends, checked in one go: short whole numbers, nothing to bound
-        # but the period (nine digits each stay below MAX_COUNT and MAX_HINT_S).
-        if (
-            len(digits) <= 36
-            and digits.isdigit()
-            and digits.isascii()
-            and max(len(limit), len(period), len(remaining), len(reset)) <= 9
-        ):
-            period_s = int(period)
+        # What Datadog sends, checked in one go: short whole numbers, bounded as the slow
+        # path below bounds them (40 digits in all keep `int()` cheap).
+        if len(digits) <= 40 and digits.isdigit() and digits.isascii():
+            count, period_s, left, reset_s = int(limit), int(period), int(remaining), int(reset)
             return RateLimit(
-                int(limit) or None,
+                count if 0 < count <= MAX_COUNT else None,
                 period_s if 0 < period_s <= MAX_PERIOD_S else None,
-                int(remaining),
-                int(reset),
+                left if left <= MAX_COUNT else None,
+                reset_s if reset_s <= MAX_HINT_S else MAX_HINT_S,
                 name,
             )
     numbers = _number(limit), _number(period), _number(remaining), _number(reset)
