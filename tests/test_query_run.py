@@ -388,9 +388,17 @@ async def test_nightly_runs_from_last_add_each_new_session_once(
     first = await run_cli(*run_args(sandbox, journal, *nightly, "--to", iso(first_end)), env=KEYS)
     sandbox.search.grow(800)
     second_end = sandbox.search.population.end_ms
+    # What tonight's run would search, seen first with `sessions` (which moves nothing).
+    preview = await run_cli(
+        "sessions", "--query", QUERY, *nightly, "--to", iso(second_end), "--playlist",
+        str(PLAYLIST), "--journal", str(journal), "--base-url", sandbox.base_url,
+        "--log-format", "json", env=KEYS,
+    )  # fmt: skip
     second = await run_cli(*run_args(sandbox, journal, *nightly, "--to", iso(second_end)), env=KEYS)
 
-    assert (first.code, second.code) == (0, 0), second.stderr
+    assert (first.code, preview.code, second.code) == (0, 0, 0), second.stderr
+    assert preview.summary["rows_written"] == second.summary["rows_read"]
+    assert preview.events("start")[0]["from"] == second.events("start")[0]["from"]
     old, everything = expected(sandbox, to_ms=first_end), expected(sandbox)
     assert in_playlist(sandbox) == everything
     assert first.summary["created"] == len(old)
