@@ -240,3 +240,24 @@ def print_results(text: str, results: Sequence[Any], *, as_json: bool) -> None:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
         print(text)
+
+
+PEAK_TARGET_MB = 80.0
+"""Peak RSS at the largest count, at most."""
+GROWTH_TARGET = 1.10
+"""Peak RSS at the largest count over that at the smallest, at most: flat memory."""
+
+
+def flat_memory(
+    what: str, smallest: tuple[int, float], largest: tuple[int, float]
+) -> tuple[list[str], bool]:
+    """The verdict on peak RSS, given (count, MB) at the smallest and the largest count of
+    `what` (rows, sessions): its lines, and whether both targets were met."""
+    (low, low_mb), (high, high_mb) = smallest, largest
+    growth = high_mb / low_mb
+    peak_ok, growth_ok = high_mb <= PEAK_TARGET_MB, growth <= GROWTH_TARGET
+    lines = [
+        f"peak RSS at {high:,} {what}: {high_mb:.1f} MB (target <= {PEAK_TARGET_MB:g} MB)",
+        f"peak RSS, {high:,} / {low:,} {what}: {growth:.3f} (target <= {GROWTH_TARGET:.2f})",
+    ]
+    return lines, peak_ok and growth_ok

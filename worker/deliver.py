@@ -234,12 +234,12 @@ class Preview:
         try:
             self._out.write(f"{request.method} {self._base_url}{request.path}{query}\n")
         except BrokenPipeError:
-            _silence(self._out)
+            silence_output(self._out)
             self._stop.request(Reason.OUTPUT, "standard output was closed", at_once=True)
         return Outcome(row, Result.NOT_ATTEMPTED)
 
 
-def _silence(out: TextIO) -> None:
+def silence_output(out: TextIO) -> None:
     """Point a closed output at /dev/null, so that flushing it at exit raises nothing."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     with contextlib.suppress(OSError, ValueError):

@@ -21,8 +21,10 @@ EXAMPLES: Mapping[str, tuple[tuple[str, str], ...]] = {
             "rum-playlist-ingest run backfill.csv.gz --shard 2/8 --concurrency 4",
         ),
         (
-            "a rehearsal against the built-in sandbox: no account, nothing leaves the machine",
-            "rum-playlist-ingest run sample_inputs/sessions.csv --sandbox",
+            "a nightly job: every completed session with a replay the query found since the "
+            "last run",
+            "rum-playlist-ingest run --query '@application.id:abc' --from last"
+            " --first-from now-7d --playlist 123",
         ),
     ),
     "validate": (
@@ -54,6 +56,12 @@ EXAMPLES: Mapping[str, tuple[tuple[str, str], ...]] = {
             "write yesterday's sessions with a replay as input for `run`",
             "rum-playlist-ingest sessions --query '@application.id:abc' --from now-1d"
             " -o sessions.ndjson",
+        ),
+        ("then add them to a playlist", "rum-playlist-ingest run sessions.ndjson --playlist 123"),
+        (
+            "a look at the sandbox's generated sessions",
+            "rum-playlist-ingest sessions --sandbox --query '@session.type:user' --from now-7d"
+            " | head",
         ),
     ),
     "verify": (

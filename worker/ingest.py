@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import random
-import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import structlog
 
-from worker import aio, api, logs
-from worker.answers import Answer
+from worker import aio, logs
 from worker.client import Client
-from worker.config import ConfigError, Credentials, Route, Secret, redact_url
+from worker.config import ConfigError, Route, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
 from worker.deliver import Paced, Preview
+from worker.endpoint import open_target
 from worker.events import Ended, Event, Sink, fan_out
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
 from worker.files import UnsafeFile
@@ -43,11 +41,10 @@ from worker.pacer import Pacer
 from worker.pipeline import Deliver, Pipeline, Settings, Source
 from worker.presenting import tell_start, tell_summary
 from worker.progress import live_console, make_progress
-from worker.query.source import SearchFailed
 from worker.report import Report, write_report
 from worker.rowlog import LogSink
 from worker.rows import Outcome, Row, RowKey
-from worker.rowsource import FileRows, QueryRows, Rows, Search
+from worker.rowsource import FileRows, QueryRows, Rows, paced_search
 from worker.settings import RunConfig, Target, Watch
 from worker.stop import Reason, StopState
 
@@ -114,26 +111,6 @@ def _signals_end_opening() -> Iterator[list[int]]:
     finally:
         for each, handler in before.items():
             signal.signal(each, handler)
-
-
-@contextlib.asynccontextmanager
-async def _target(target: Target) -> AsyncIterator[tuple[Route, Credentials | None]]:
-    """The route and keys to use: the configuration's, or those of a sandbox started for
-    this run (imported for that case only: it is aiohttp's server side)."""
-    if target.route is not None:
-        yield target.route, target.credentials
-        return
-    from worker.sandbox.app import Sandbox
-    from worker.sandbox.config import SandboxConfig
-
-    api_key, app_key = secrets.token_hex(16), secrets.token_hex(16)
-    config = SandboxConfig(api_key=api_key, app_key=app_key)
-    if target.sandbox_rate_limit:
-        config = SandboxConfig(
-            api_key=api_key, app_key=app_key, rate_limit=target.sandbox_rate_limit
-        )
-    async with Sandbox(config) as sandbox:
-        yield Route(sandbox.base_url), Credentials(Secret(api_key), Secret(app_key))
 
 
 def _open_ledger(config: RunConfig, target: str) -> Ledger:
@@ -251,7 +228,7 @@ class _Run:
             if dry_run and not self.rows.needs_api:
                 route, credentials = Route(_preview_target(config.target)), None
             else:
-                route, credentials = await stack.enter_async_context(_target(config.target))
+                route, credentials = await stack.enter_async_context(open_target(config.target))
             base_url = route.base_url
             try:
                 ledger = self._ledger(stack, base_url)
@@ -292,7 +269,7 @@ class _Run:
                 )
                 try:
                     source = self.rows.open(
-                        self._search(paced) if paced else None,
+                        paced_search(paced, config.pace.policy) if paced else None,
                         ledger if isinstance(ledger, SqliteJournal) else None,
                     )
                 except ValueError as exc:  # a range that cannot be searched
@@ -369,17 +346,6 @@ class _Run:
                     await pipeline.run()
                 finally:
                     gc.unfreeze()
-
-    def _search(self, paced: Paced) -> Search:
-        policy, rng = self.config.pace.policy, random.Random()
-
-        async def search(body: Mapping[str, object]) -> Answer:
-            answer = await paced.call(api.search_events(body), policy, rng)
-            if answer is None:
-                raise SearchFailed("the run stopped before the search could go on")
-            return answer
-
-        return search
 
     def _ledger(self, stack: contextlib.AsyncExitStack, target: str) -> Ledger:
         config = self.config

@@ -7,6 +7,7 @@ them, what progress can know of the total, and what they add to the report.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -14,9 +15,12 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from worker import api
 from worker.answers import Answer
 from worker.chunks import ThreadedChunks
+from worker.deliver import Paced
 from worker.events import Sink
+from worker.health import RetryPolicy
 from worker.input import Reading, RowStream
 from worker.journal import QueryKey
 from worker.pipeline import Source
@@ -29,13 +33,28 @@ from worker.query.dates import (
     resolve,
     resolve_last,
 )
-from worker.query.source import QuerySource
+from worker.query.source import QuerySource, SearchFailed
 from worker.query.spec import QuerySpec
 from worker.query.stage import Checkpoints, QueryChunks
 from worker.settings import QueryOptions
 from worker.shard import Shard
 
 Search = Callable[[Mapping[str, object]], Awaitable[Answer]]
+
+
+def paced_search(paced: Paced, policy: RetryPolicy) -> Search:
+    """The search's pages through `paced`, under the search's own rate-limit family, so a
+    429 on the search pauses no PUT and the reverse; retryable failures are tried again
+    as `policy` says."""
+    rng = random.Random()
+
+    async def search(body: Mapping[str, object]) -> Answer:
+        answer = await paced.call(api.search_events(body), policy, rng)
+        if answer is None:
+            raise SearchFailed("the run stopped before the search could go on")
+        return answer
+
+    return search
 
 
 class Positions(Protocol):
@@ -127,8 +146,8 @@ class QueryRows:
         key = QueryKey(spec.effective_query, spec.playlist_id)
         now = self._now_ms()
         options = self._options
+        previous = positions.completed_to(key) if positions is not None else None
         if options.from_text.strip() == FROM_LAST:
-            previous = positions.completed_to(key) if positions is not None else None
             resolved = resolve_last(options.to_text, now, previous, options.first_from)
         else:
             span = resolve(options.from_text, options.to_text, now)
@@ -136,7 +155,7 @@ class QueryRows:
         if self._shard is not None:
             resolved = _shard_range(resolved, self._shard)
         saved = positions.query_position(key) if positions is not None else None
-        resumed = saved if saved is not None and _inside(saved, resolved.time_range) else None
+        resumed = saved if _resumable(saved, previous, resolved.time_range) else None
         self._searched = _Searched(spec, key, resolved, resumed)
         self._positions = positions
         self._log.info(
@@ -159,6 +178,11 @@ class QueryRows:
         self._source = source
         self._chunks = QueryChunks(source)
         return self._chunks
+
+    async def aclose(self) -> None:
+        """Ends the search early, cancelling a page fetched ahead (see `QueryChunks`)."""
+        if self._chunks is not None:
+            await self._chunks.aclose()
 
     def _range_fields(self) -> dict[str, object]:
         assert self._searched is not None
@@ -206,8 +230,14 @@ class QueryRows:
         return {"query": block}
 
 
-def _inside(ms: int, span: TimeRange) -> bool:
-    return span.from_ms < ms < span.to_ms
+def _resumable(saved: int | None, completed_to: int | None, span: TimeRange) -> bool:
+    """A saved position is where a stopped search may go on, if it lies inside this range
+    and past the end of the last completed search: that one ends on its `--to`, which
+    is no stopped search's position, and resuming there would skip the `--from last`
+    margin (and, for a wider range, what the completed search never covered)."""
+    if saved is None or not span.from_ms < saved < span.to_ms:
+        return False
+    return completed_to is None or saved > completed_to
 
 
 def _shard_range(resolved: Resolved, shard: Shard) -> Resolved:

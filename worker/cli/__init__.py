@@ -1,5 +1,5 @@
-"""The command line: `rum-playlist-ingest COMMAND` (run, validate, status, sandbox,
-playlists, remove, undo, verify).
+"""The command line: `rum-playlist-ingest COMMAND` (run, sessions, validate, status,
+sandbox, playlists, remove, undo, verify).
 
 Names, options and exit codes follow `cli-contract.md`; scripts depend on them. One
 module per subcommand adds its parser; every option is checked before anything is read
@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from worker import __version__
-from worker.cli import playlists, remove, run, sandbox, status, undo, validate, verify
+from worker.cli import playlists, remove, run, sandbox, sessions, status, undo, validate, verify
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (run, validate, sandbox, status, playlists, remove, undo, verify):
+    for command in (run, sessions, validate, sandbox, status, playlists, remove, undo, verify):
         command.add_parser(commands)
     return parser
 

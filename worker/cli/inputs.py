@@ -20,17 +20,21 @@ def add_input_options(parser: argparse.ArgumentParser, *, required: bool = True)
     parser.add_argument(
         "--format", choices=("csv", "ndjson"), help="input format (default: from the file name)"
     )
-    parser.add_argument(
-        "--data-source",
-        choices=DATA_SOURCES,
-        default=DEFAULT_DATA_SOURCE,
-        help="for rows that do not name one (default: %(default)s)",
-    )
+    add_data_source_option(parser)
     parser.add_argument(
         "--ts-unit",
         choices=("ms", "s"),
         default="ms",
         help="unit of numeric ts values (default: %(default)s, as the API takes)",
+    )
+
+
+def add_data_source_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-source",
+        choices=DATA_SOURCES,
+        default=DEFAULT_DATA_SOURCE,
+        help="for rows that do not name one (default: %(default)s)",
     )
 
 

@@ -113,6 +113,12 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
         raise ConfigError(
             "--query needs --playlist ID (or --playlist-name NAME): the playlist its sessions go to"
         )
+    return query_options(args, journal=journal)
+
+
+def query_options(args: argparse.Namespace, *, journal: Path | None) -> QueryOptions:
+    """`--query` and its range (`add_query_options`), checked against the clock now;
+    `journal` None: there is none to resolve `--from last` from. Raises `ConfigError`."""
     options = QueryOptions(
         query=args.query,
         from_text=args.from_ or DEFAULT_FROM,
@@ -198,12 +204,7 @@ def add_pace_options(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds a retry waits at most (default: %(default)s)",
     )
-    pace.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=30.0,
-        help="seconds per request, connecting included (default: %(default)s)",
-    )
+    add_wait_options(pace)
     pace.add_argument(
         "--grace",
         type=non_negative_float,
@@ -217,13 +218,6 @@ def add_pace_options(parser: argparse.ArgumentParser) -> None:
         help="abort after this many seconds without a finished row (default: %(default)s)",
     )
     pace.add_argument(
-        "--max-pause",
-        type=positive_float,
-        default=DEFAULT_MAX_PAUSE_S,
-        help="seconds one rate-limit pause lasts at most, whatever the server's hint "
-        "(default: %(default)g)",
-    )
-    pace.add_argument(
         "--abort-failure-rate",
         type=fraction,
         default=0.95,
@@ -234,6 +228,23 @@ def add_pace_options(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=200,
         help="requests the failure rate is measured over (default: %(default)s)",
+    )
+
+
+def add_wait_options(group: argparse._ArgumentGroup) -> None:
+    """How long one request, and one rate-limit pause, may last: `run` and `sessions`."""
+    group.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds per request, connecting included (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-pause",
+        type=positive_float,
+        default=DEFAULT_MAX_PAUSE_S,
+        help="seconds one rate-limit pause lasts at most, whatever the server's hint "
+        "(default: %(default)g)",
     )
 
 

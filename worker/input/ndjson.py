@@ -44,11 +44,13 @@ except ImportError:  # pragma: no cover - orjson is an optional speed-up
     _loads = exact_loads
 
 
-def format_row(row: Row) -> str:
+def format_row(row: Row, *, with_playlist: bool = True) -> str:
     """The row as one line of the tool's NDJSON input, newline included: `playlist_id`,
     `session_id`, `ts` when the row has one, and always `data_source`, so that reading
-    it back gives the same row whatever the reader's default data source."""
-    fields: dict[str, object] = {"playlist_id": row.playlist_id, "session_id": row.session_id}
+    it back gives the same row whatever the reader's default data source. Without
+    `with_playlist` the line names no playlist: `run --playlist ID` gives it one."""
+    fields: dict[str, object] = {"playlist_id": row.playlist_id} if with_playlist else {}
+    fields["session_id"] = row.session_id
     if row.ts is not None:
         fields["ts"] = row.ts
     fields["data_source"] = row.data_source

@@ -14,7 +14,7 @@ is committed once every chunk up to the one it was taken after has finished.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 from worker.chunks import CHUNK, Chunk, Item
@@ -78,6 +78,14 @@ class QueryChunks:
         for row in found:
             self.of_line[row.line] = handed
         return list[Item](found)
+
+    async def aclose(self) -> None:
+        """Ends the search where it is (a page fetched ahead is cancelled): for a reader
+        that stops early, before the client the search goes through is closed."""
+        rows, self._rows = self._rows, None
+        if isinstance(rows, AsyncGenerator):
+            await rows.aclose()
+        self._seen.close()
 
     def read_ahead(self) -> list[Item]:
         """Rows the search received but did not hand out were never produced."""

@@ -1,0 +1,495 @@
+"""A RUM query to playlists, end to end: the real command as a subprocess against a real
+sandbox on loopback, whose generated population says which sessions a query should find
+and whose store says which landed, checked server-side."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from support import (
+    COMMAND_TIMEOUT_S,
+    KEYS,
+    ROOT,
+    TS,
+    Finished,
+    assert_invariant,
+    clean_env,
+    finish,
+    held,
+    keyed_sandbox,
+    run_cli,
+    start_cli,
+    write_csv,
+)
+
+from worker.journal import BatchPolicy
+from worker.query.dates import iso
+from worker.query.source import MAX_PAGE_LIMIT, TIMEOUT_RETRIES
+from worker.query.spec import QuerySpec
+from worker.sandbox import Sandbox
+from worker.sandbox.population import PopulationConfig
+from worker.sandbox.query import parse
+from worker.sandbox.search_config import SearchConfig, SearchFaults
+
+MakeSandbox = Callable[..., Awaitable[Sandbox]]
+QUERY = "@session.type:user OR @usr.email:user1*"
+PLAYLIST = 7
+CONCURRENCY = 8
+MINUTE = 60_000
+
+
+def population(sessions: int) -> PopulationConfig:
+    """Placed at a fixed time, an event a minute: every range below is exact."""
+    return PopulationConfig(sessions=sessions, start_ms=TS, interval_ms=MINUTE)
+
+
+async def query_sandbox(
+    make_sandbox: MakeSandbox, sessions: int, faults: SearchFaults | None = None, **config: object
+) -> Sandbox:
+    search = SearchConfig(population=population(sessions), faults=faults or SearchFaults())
+    return await keyed_sandbox(make_sandbox, search=search, **config)
+
+
+def expected(sandbox: Sandbox, query: str = QUERY, to_ms: int | None = None) -> set[str]:
+    """The sessions the population holds for `query` (wrapped as the tool wraps it)."""
+    people = sandbox.search.population
+    tree = parse(QuerySpec(query, PLAYLIST, "t").effective_query)
+    high = people.index_at(people.end_ms if to_ms is None else to_ms)
+    return {
+        event.session.id
+        for index in range(high)
+        if (event := people.event(index)) is not None and tree.matches(event.attributes)
+    }
+
+
+def in_playlist(sandbox: Sandbox, playlist: int = PLAYLIST) -> set[str]:
+    return {session for p, session in held(sandbox) if p == playlist}
+
+
+def whole_range(sandbox: Sandbox) -> list[str]:
+    return ["--from", iso(TS), "--to", iso(sandbox.search.population.end_ms)]
+
+
+def run_args(sandbox: Sandbox, journal: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--query",
+        QUERY,
+        "--playlist",
+        str(PLAYLIST),
+        "--base-url",
+        sandbox.base_url,
+        "--journal",
+        str(journal),
+        "--concurrency",
+        str(CONCURRENCY),
+        "--log-format",
+        "json",
+        "--no-progress",
+        *extra,
+    ]
+
+
+async def run_whole_range(sandbox: Sandbox, tmp_path: Path) -> Finished:
+    """A run of QUERY over the whole population, which must end with exactly the
+    population's sessions for it in the playlist, checked server-side."""
+    args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox))
+    done = await run_cli(*args, env=KEYS)
+    assert done.code == 0, done.stderr
+    assert in_playlist(sandbox) == expected(sandbox)
+    return done
+
+
+def query_block(done: Finished) -> dict[str, object]:
+    block = done.summary["query"]
+    assert isinstance(block, dict)
+    return block
+
+
+def stats(sandbox: Sandbox) -> dict[str, int]:
+    return sandbox.state()["stats"]  # type: ignore[return-value]
+
+
+async def test_a_query_fills_the_playlist_with_exactly_its_sessions_over_many_pages(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 4000)
+    want = expected(sandbox)
+    done = await run_whole_range(sandbox, tmp_path)
+
+    summary = done.summary
+    assert_invariant(summary)
+    assert summary["rows_read"] == summary["created"] == len(want)
+    block = query_block(done)
+    assert block["completed"] is True
+    assert block["pages"] == sandbox.search.stats.pages >= -(-len(want) // MAX_PAGE_LIMIT) >= 3
+    assert block["query"] == QuerySpec(QUERY, PLAYLIST, "t").effective_query
+    (told,) = done.events("query")
+    assert "narrowed to completed sessions with a replay" in str(told["detail"])
+
+
+async def test_a_session_found_by_several_events_is_added_once(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    search = SearchConfig(
+        population=PopulationConfig(
+            sessions=600, start_ms=TS, interval_ms=MINUTE, events_per_session=6, session_events=3
+        )
+    )
+    sandbox = await keyed_sandbox(make_sandbox, search=search)
+    want = expected(sandbox)
+    done = await run_whole_range(sandbox, tmp_path)
+
+    assert done.summary["rows_read"] == len(want)
+    assert query_block(done)["events"] == 3 * len(want)
+    assert stats(sandbox)["puts"] == len(want)
+
+
+async def test_an_expired_cursor_searches_again_and_finds_the_same_sessions(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 4000, SearchFaults(expired_cursors=2))
+    want = expected(sandbox)
+    done = await run_whole_range(sandbox, tmp_path)
+
+    assert query_block(done)["restarts"] == sandbox.search.stats.expired_cursors == 2
+    assert done.summary["rows_read"] == len(want)
+    assert len(done.events("query_cursor_expired")) == 2
+
+
+async def test_a_timeout_answer_is_asked_again_never_taken_for_complete(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 2000, SearchFaults(timeouts=2, warnings=3))
+    done = await run_whole_range(sandbox, tmp_path)
+
+    block = query_block(done)
+    # The answers asked again are not taken, their warnings neither: one page warned.
+    assert (block["timeouts"], block["warnings"], block["completed"]) == (2, 1, True)
+    assert len(done.events("query_page_partial")) == 2
+    assert len(done.events("query_warnings")) == 1
+
+
+async def test_a_search_that_keeps_timing_out_aborts_after_sending_what_it_found(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 6000)
+    want = expected(sandbox)
+    process = await start_cli(
+        *run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox)), env=KEYS
+    )
+    assert process.stderr is not None
+    # Once the first page's rows are being sent, every later answer times out.
+    while line := await asyncio.wait_for(process.stderr.readline(), COMMAND_TIMEOUT_S):
+        if json.loads(line)["event"] == "row":
+            break
+    async with aiohttp.ClientSession() as http:
+        await http.post(f"{sandbox.base_url}/_sandbox/search", json={"faults": {"timeouts": 99}})
+    done = await finish(process)
+
+    assert done.code == 3, done.stderr
+    summary = done.summary
+    assert_invariant(summary)
+    block = query_block(done)
+    assert block["completed"] is False
+    assert "timed out" in str(block["error"])
+    assert block["timeouts"] >= TIMEOUT_RETRIES
+    assert 0 < summary["rows_read"] < len(want)
+    assert in_playlist(sandbox) < want
+    (aborted,) = done.events("aborted")
+    assert "rerun" in str(aborted["detail"])
+
+
+async def test_the_search_waits_for_its_own_window_while_the_puts_go_on(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 2400, search_rate_limit=(1, 2.0))
+    done = await run_whole_range(sandbox, tmp_path)
+
+    assert done.summary["rate_limited"] == sandbox.search.stats.refused == 0
+    pauses = done.events("paused")
+    assert pauses
+    assert {p["family"] for p in pauses} == {"rum_search"}
+    # While the search waited for its window to fetch page 2, the PUTs of page 1 went on.
+    lines = done.stderr.splitlines()
+    pause = next(i for i, line in enumerate(lines) if json.loads(line)["event"] == "paused")
+    after = [json.loads(line) for line in lines[pause:]]
+    assert any(e["event"] == "row" and e["line"] <= MAX_PAGE_LIMIT for e in after)
+
+
+async def test_a_429_on_the_search_pauses_the_search_and_never_the_puts(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 2400, search_rate_limit=(1, 3600.0))
+    want = expected(sandbox)
+    async with aiohttp.ClientSession() as http:  # spend the search's budget
+        answer = await http.post(
+            f"{sandbox.base_url}/api/v2/rum/events/search",
+            json={"filter": {"query": "*"}},
+            headers={"DD-API-KEY": KEYS["DD_API_KEY"], "DD-APPLICATION-KEY": KEYS["DD_APP_KEY"]},
+        )
+        assert answer.status == 200
+    args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox), "--max-pause", "0.2")
+    process = await start_cli(*args, env=KEYS)
+    assert process.stderr is not None
+    # The run's first search is refused: once it pauses for it, the window opens.
+    while line := await asyncio.wait_for(process.stderr.readline(), COMMAND_TIMEOUT_S):
+        if json.loads(line)["event"] == "paused":
+            assert json.loads(line)["family"] == "rum_search"
+            break
+    sandbox.reconfigure(search_rate_limit=(100_000, 1.0))
+    done = await finish(process)
+
+    assert done.code == 0, done.stderr
+    assert in_playlist(sandbox) == want
+    assert done.summary["rate_limited"] == sandbox.search.stats.refused >= 1
+    assert stats(sandbox)["responses"].get("429", 0) == 0  # type: ignore[attr-defined]
+    assert {p["family"] for p in done.events("paused")} <= {"rum_search"}
+
+
+async def test_a_429_on_the_puts_never_pauses_the_search(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 2400, rate_limit=(250, 1.0))
+    done = await run_whole_range(sandbox, tmp_path)
+
+    pauses = done.events("paused")
+    assert pauses, done.stderr[-2000:]
+    assert {p["family"] for p in pauses} == {"playlist_sessions"}
+    assert sandbox.search.stats.refused == 0
+    assert query_block(done)["pages"] == sandbox.search.stats.pages
+
+
+async def test_a_run_killed_mid_search_resumes_with_no_repeats_and_fewer_pages(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 12000)
+    want = expected(sandbox)
+    args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox))
+    fresh = await run_cli(
+        "sessions",
+        "--query",
+        QUERY,
+        *whole_range(sandbox),
+        "--base-url",
+        sandbox.base_url,
+        "-o",
+        str(tmp_path / "all.ndjson"),
+        env=KEYS,
+    )
+    fresh_pages = sandbox.search.stats.pages
+    assert fresh.code == 0
+    assert fresh_pages >= 4
+    process = await start_cli(*args, env=KEYS)
+    assert process.stderr is not None
+
+    async def kill_once_answered(count: int) -> None:
+        seen = 0
+        while line := await process.stderr.readline():  # type: ignore[union-attr]
+            seen += json.loads(line)["event"] == "row"
+            if seen >= count:
+                process.send_signal(signal.SIGKILL)
+                return
+        raise AssertionError(f"the run ended before {count} rows were answered")
+
+    await asyncio.wait_for(kill_once_answered(1500), COMMAND_TIMEOUT_S)
+    assert await process.wait() == -signal.SIGKILL
+    assert sandbox.search.stats.pages - fresh_pages < fresh_pages  # killed mid-search
+
+    again = await run_cli(*args, env=KEYS)
+
+    assert again.code == 0, again.stderr
+    assert in_playlist(sandbox) == want
+    (start,) = again.events("start")
+    assert "resumed_from" in start
+    assert query_block(again)["pages"] < fresh_pages
+    assert stats(sandbox)["duplicate_puts"] <= CONCURRENCY + BatchPolicy().max_rows
+    assert stats(sandbox)["puts"] == len(want) + stats(sandbox)["duplicate_puts"]
+
+
+async def test_sessions_writes_rows_that_run_takes_back(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 1500)
+    want = expected(sandbox)
+    out = tmp_path / "found.ndjson"
+    target = ["--base-url", sandbox.base_url, "--log-format", "json"]
+    found = await run_cli(
+        "sessions", "--query", QUERY, *whole_range(sandbox), *target, "-o", str(out), env=KEYS
+    )
+
+    assert found.code == 0, found.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["session_id"] for line in lines} == want
+    assert len(lines) == len(want)
+    assert all("playlist_id" not in line for line in lines)  # `run --playlist` names it
+    assert stats(sandbox)["puts"] == 0
+    assert found.summary["rows_written"] == len(want)
+    assert query_block(found)["completed"] is True
+
+    sent = await run_cli(
+        "run", str(out), "--playlist", "9", *target, "--no-journal", "--no-progress", env=KEYS
+    )
+
+    assert sent.code == 0, sent.stderr
+    assert in_playlist(sandbox, 9) == want
+
+
+async def test_sessions_to_standard_output_names_the_playlist_and_ends_quietly_when_closed(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 3000)
+    command = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "sessions",
+            "--query",
+            QUERY,
+            *whole_range(sandbox),
+            "--playlist",
+            "5",
+            "--base-url",
+            sandbox.base_url,
+            "--log-format",
+            "json",
+        ]
+    )
+    err = tmp_path / "err"
+    script = f'{command} 2>{shlex.quote(str(err))} | head -n 1; exit "${{PIPESTATUS[0]}}"'
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", script, cwd=ROOT, env=clean_env(KEYS), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
+
+    assert process.returncode == 141, err.read_text()
+    (first,) = [json.loads(line) for line in out.decode().splitlines()]
+    assert first["playlist_id"] == 5
+    assert first["session_id"] in expected(sandbox)
+    assert "Traceback" not in err.read_text(), err.read_text()[-3000:]
+
+
+async def test_nightly_runs_from_last_add_each_new_session_once(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 800)
+    journal = tmp_path / "j.sqlite3"
+    first_end = sandbox.search.population.end_ms
+    nightly = ["--from", "last", "--first-from", iso(TS)]
+    first = await run_cli(*run_args(sandbox, journal, *nightly, "--to", iso(first_end)), env=KEYS)
+    sandbox.search.grow(800)
+    second_end = sandbox.search.population.end_ms
+    # What tonight's run would search, seen first with `sessions` (which moves nothing).
+    preview = await run_cli(
+        "sessions", "--query", QUERY, *nightly, "--to", iso(second_end), "--playlist",
+        str(PLAYLIST), "--journal", str(journal), "--base-url", sandbox.base_url,
+        "--log-format", "json", env=KEYS,
+    )  # fmt: skip
+    second = await run_cli(*run_args(sandbox, journal, *nightly, "--to", iso(second_end)), env=KEYS)
+
+    assert (first.code, preview.code, second.code) == (0, 0, 0), second.stderr
+    assert preview.summary["rows_written"] == second.summary["rows_read"]
+    assert preview.events("start")[0]["from"] == second.events("start")[0]["from"]
+    old, everything = expected(sandbox, to_ms=first_end), expected(sandbox)
+    assert in_playlist(sandbox) == everything
+    assert first.summary["created"] == len(old)
+    assert second.summary["created"] == len(everything - old)
+    assert second.summary["skipped"] > 0, (
+        second.summary,
+        second.events("start"),
+        first.events("start"),
+    )
+    assert stats(sandbox)["duplicate_puts"] == 0
+    (start,) = second.events("start")
+    assert "previous completed search ended" in str(start["why"])
+    assert start["from"] == iso(first_end - (4 * 60 + 30) * MINUTE)
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--query", "  ", "--playlist", "1"], "the query is empty"),
+        (["--query", "*", "--from", "yesterday", "--playlist", "1"], "is not a time"),
+        (["--query", "*", "--from", "now", "--to", "now-1d", "--playlist", "1"], "is not before"),
+        (["--query", "*", "--playlist", "1", "IN"], "not both"),
+        (["--query", "*"], "--query needs --playlist"),
+        (
+            ["--query", "*", "--from", "last", "--playlist", "1", "--no-journal"],
+            "needs the journal",
+        ),
+        (["--query", "*", "--first-from", "now-1d", "--playlist", "1"], "goes with --from last"),
+        (["--from", "now-1d", "IN"], "go with --query"),
+    ],
+)
+async def test_bad_query_input_exits_2_having_sent_nothing(
+    make_sandbox: MakeSandbox, tmp_path: Path, args: list[str], problem: str
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 100)
+    path = str(write_csv(tmp_path / "in.csv", []))
+    argv = [path if arg == "IN" else arg for arg in args]
+    target = ["--base-url", sandbox.base_url, "--log-format", "json", "--no-progress"]
+    done = await run_cli("run", *argv, *target, env=KEYS)
+
+    assert done.code == 2, done.stderr
+    (event,) = done.events("cannot_start")
+    assert problem in str(event["error"])
+    assert stats(sandbox)["requests"] == sandbox.search.stats.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "problem", "env"),
+    [
+        (["sessions", "--query", ""], "the query is empty", KEYS),
+        (["sessions", "--from", "now-1d"], "sessions needs --query", KEYS),
+        (["sessions", "--query", "*", "--from", "last"], "needs --playlist", KEYS),
+        (["sessions", "--query", "*", "--to", "1e9"], "is not a time", KEYS),
+        (["sessions", "--query", "*"], "DD_API_KEY", {}),
+        (["run", "--query", "*", "--playlist", "1", "--dry-run"], "DD_API_KEY", {}),
+    ],
+)
+async def test_bad_sessions_input_and_a_keyless_search_exit_2_having_sent_nothing(
+    make_sandbox: MakeSandbox, args: list[str], problem: str, env: dict[str, str]
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 100)
+    target = ["--base-url", sandbox.base_url, "--log-format", "json"]
+    done = await run_cli(*args, *target, env=env)
+
+    assert done.code == 2, done.stderr
+    (event,) = done.events("cannot_start")
+    assert problem in str(event["error"])
+    assert sandbox.search.stats.requests == 0
+
+
+async def test_sessions_output_may_not_be_the_journal(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 100)
+    journal = tmp_path / "j.sqlite3"
+    args = ["sessions", "--query", "*", "--from", "last", "--first-from", "now-1d"]
+    done = await run_cli(
+        *args,
+        "--playlist",
+        "1",
+        "--journal",
+        str(journal),
+        "-o",
+        str(journal),
+        "--base-url",
+        sandbox.base_url,
+        "--log-format",
+        "json",
+        env=KEYS,
+    )
+
+    assert done.code == 2, done.stderr
+    assert "one file" in done.stderr
+    assert sandbox.search.stats.requests == 0
