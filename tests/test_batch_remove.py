@@ -79,7 +79,7 @@ async def remove(
     )
     pipeline = Pipeline(
         ThreadedChunks(iter(items)),
-        admit=lambda _row: True,
+        admit=lambda rows: [True] * len(rows),
         deliver=remover.deliver,
         sink=sink,
         stop=stop,

@@ -132,7 +132,9 @@ class Scenario:
 
 
 @pytest.mark.parametrize(
-    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"]
+    ("signum", "code"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)],
+    ids=["TERM", "INT", "HUP"],
 )
 async def test_a_signal_stops_gracefully_and_loses_nothing(
     make_sandbox: MakeSandbox, tmp_path: Path, signum: signal.Signals, code: int
@@ -319,3 +321,30 @@ async def test_a_signal_during_a_dry_run_reports_the_rows_read_so_far(tmp_path: 
     # Rows the preview had not reached when the signal came are counted, not printed.
     puts = [line for line in done.stdout.splitlines() if line.startswith("PUT ")]
     assert len(puts) == len(set(puts)) <= 150
+
+
+async def test_a_closed_terminal_still_gets_a_report_and_a_journal(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """SIGHUP as a closed terminal or ssh session sends it: standard error is gone too
+    (EPIPE on every write), yet the run stops gracefully, writes its report, commits its
+    journal (a rerun skips what was done) and exits 129."""
+    sandbox = await make_sandbox(
+        api_key=API_KEY, app_key=APP_KEY, faults=FaultConfig(latency_ms=(5, 15))
+    )
+    scenario = Scenario(sandbox, tmp_path, 400, "--concurrency", "4")
+    running = await scenario.start()
+    await running.until(is_row, count=20)
+    process = running.process
+    transport = process._transport  # type: ignore[attr-defined]
+    transport.get_pipe_transport(2).close()  # the reading end goes: writes get EPIPE
+    process.send_signal(signal.SIGHUP)
+    async with asyncio.timeout(COMMAND_TIMEOUT_S):
+        code = await process.wait()
+
+    assert code == 129
+    report = json.loads(scenario.report.read_text())
+    assert_invariant(report)
+    assert report["exit_code"] == 129
+    assert report["created"] == len(held(sandbox))
+    await scenario.check_resumes(report)

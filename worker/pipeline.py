@@ -97,7 +97,7 @@ class Pipeline:
                     group.create_task(self._work(hand), name="worker") for hand in self._hands
                 ]
                 watchdog = group.create_task(self._watch_stall(), name="watchdog")
-                await _first(self._drained(feeder), stop.reached(Phase.STOPPING))
+                await _until_first(self._drained(feeder), stop.reached(Phase.STOPPING))
                 if stop.phase:
                     await self._wind_down(feeder, workers)
                 for task in (feeder, watchdog, *workers):
@@ -108,7 +108,7 @@ class Pipeline:
         finally:
             self._account_unsent()
         if stop.reason is not None and stop.reason.accounts_for_the_rest:
-            await _first(self._account_the_rest(), stop.reached(Phase.QUITTING))
+            await _until_first(self._account_the_rest(), stop.reached(Phase.QUITTING))
 
     async def _drained(self, feeder: asyncio.Task[None]) -> None:
         """The source is exhausted and every queued row has its result."""
@@ -131,7 +131,7 @@ class Pipeline:
             else:
                 worker.cancel()  # waiting on the pacer, a backoff or the queue: nothing to lose
         if sending:
-            await _first(
+            await _until_first(
                 asyncio.wait(sending, timeout=self._settings.grace_s),
                 self._stop.reached(Phase.HALTING),
             )
@@ -244,7 +244,7 @@ class Pipeline:
             self._stop.add_cause(f"then the input: {exc}")
 
 
-async def _first(*waits: Awaitable[object]) -> None:
+async def _until_first(*waits: Awaitable[object]) -> None:
     """Wait for the first of `waits` to finish, cancel the rest; re-raise its error."""
     tasks = [asyncio.ensure_future(wait) for wait in waits]
     try:

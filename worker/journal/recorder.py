@@ -44,7 +44,7 @@ key is one search of the primary key."""
 # GIL back and forth with the event loop for each row. The last final result wins (a
 # --fresh resend that fails is recorded as failed), but a row this run never got to says
 # nothing about the row: keep what was known, and only mark it as seen by this run.
-_KEEP = "excluded.result = 'not_attempted'"
+_LEAVE_UNSENT_AS_IT_WAS = "excluded.result = 'not_attempted'"
 _RECORD = (
     "INSERT INTO rows (target_id, playlist_id, session_id, data_source, result, ts,"
     " http_status, attempts, error, updated_at, run_id)"
@@ -53,7 +53,7 @@ _RECORD = (
     " json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),"
     " :now, :run FROM json_each(:rows) WHERE true ON CONFLICT DO UPDATE SET "
     + ", ".join(
-        f"{column} = iif({_KEEP}, {column}, excluded.{column})"
+        f"{column} = iif({_LEAVE_UNSENT_AS_IT_WAS}, {column}, excluded.{column})"
         for column in ("result", "ts", "http_status", "attempts", "error", "updated_at")
     )
     + ", run_id = excluded.run_id"
