@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 from worker.rows import Row
@@ -37,8 +37,10 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
 """What `quote(..., safe="")` leaves as it is."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """One call, as a plain description (a NamedTuple: made once per request, see
+    `worker.answers.RateLimit`)."""
+
     method: str  # "PUT" | "DELETE" | "GET" | "POST" | "PATCH"
     path: str  # percent-encoded path, e.g. "/api/v2/rum/replay/playlists/12/sessions"
     query: tuple[tuple[str, str], ...] = ()

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class Answered:
+class Answered(NamedTuple):
     """One HTTP attempt ended. `status` is None for a connection error, a timeout, or a
     request abandoned in flight at a stop; `retry` says it repeated an earlier attempt
     for the same row."""

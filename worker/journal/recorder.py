@@ -108,6 +108,52 @@ def _kept_for_run(outcome: Outcome) -> str | None:
 _KEY_COLUMNS = operator.itemgetter(0, 1, 2)
 
 
+class _KeyFilter:
+    """A Bloom filter of the keys this run has admitted, so that a run whose target the
+    journal holds nothing done for (a first run, or `--fresh`) asks SQLite only about keys
+    it may have admitted already: a query on the event loop lets go of the GIL, and
+    another thread (the reader, the writer) may then hold the loop up for milliseconds.
+    Nothing is loaded into it: a rerun, whose every row must be looked up anyway, looks
+    them up a chunk at a time and starts at once.
+
+    Two probes, one from each half of the key's 64-bit hash, cost half as much as four;
+    a larger table keeps false positives as rare. 4 MiB: about 0.1% false positives at a
+    million keys; more keys cost more lookups, never a wrong answer. Python's `hash` is
+    salted per process, which is fine: the filter lives and dies with the run.
+    """
+
+    MIN_BITS = 1 << 25
+
+    def __init__(self) -> None:
+        self._mask = self.MIN_BITS - 1
+        self._bits = bytearray(self.MIN_BITS // 8)
+
+    def add(self, key: RowKey) -> bool:
+        """Add `key`; True if it may have been there already."""
+        h = hash(key)
+        mask, bits = self._mask, self._bits
+        first, second = h & mask, (h >> 32) & mask
+        byte1, bit1, byte2, bit2 = first >> 3, 1 << (first & 7), second >> 3, 1 << (second & 7)
+        if bits[byte1] & bit1 and bits[byte2] & bit2:
+            return True
+        bits[byte1] |= bit1
+        bits[byte2] |= bit2
+        return False
+
+
+def _holds_done(reader: sqlite3.Connection, target_id: int, done: Sequence[str]) -> bool:
+    try:
+        found = reader.execute(
+            f"SELECT 1 FROM rows WHERE target_id = ? AND result IN ({', '.join('?' * len(done))})"
+            " LIMIT 1",
+            (target_id, *done),
+        ).fetchone()
+        reader.commit()
+    except sqlite3.Error:
+        return True  # the lookups will say what is wrong
+    return found is not None
+
+
 class SqliteJournal:
     """The persistent `Ledger`: one row per (target, playlist, session, data source) with
     its last final outcome, one row per run with its id, inputs, options and report, and
@@ -145,6 +191,9 @@ class SqliteJournal:
         # Keys admitted whose outcome is not yet committed: the writer removes a batch's
         # keys once it is committed (one set operation, atomic under the GIL).
         self._uncommitted: set[RowKey] = set()
+        self._admitted = _KeyFilter()
+        self._done_before = not fresh and _holds_done(reader, self._target_id, self._done)
+        """Rows done before for this target exist: every row must be looked up."""
         # Outcomes (and query marks) for the writer; deque appends and pops are atomic, so
         # the event loop never takes a lock, and wakes the writer only once a batch is full.
         self._pending: collections.deque[Outcome | _QueryMark] = collections.deque()
@@ -239,20 +288,25 @@ class SqliteJournal:
 
         The rows are looked up in one query for them all, a search of the primary key
         each: SQLite is asked once a chunk, not once a row, and nothing is loaded into
-        memory beforehand (a rerun of a million done rows starts at once).
+        memory beforehand (a rerun of a million done rows starts at once). When the
+        journal holds nothing done for this target, only rows this run may have admitted
+        already are looked up (`_KeyFilter`).
 
         Raises `JournalError` once the journal can no longer be read or written: a run
         that cannot keep track of what it did should stop."""
         if self._failure is not None:
             raise self._failure
         verdicts = [True] * len(rows)
-        uncommitted = self._uncommitted
+        uncommitted, admitted, done_before = self._uncommitted, self._admitted, self._done_before
         asked: list[int] = []
         for index, row in enumerate(rows):
-            if row.key in uncommitted:
+            key = row.key
+            if key in uncommitted:
                 verdicts[index] = False  # a repeat of a row this run has yet to record
+            elif admitted.add(key) or done_before:
+                asked.append(index)  # done before, or admitted by this run and committed
             else:
-                asked.append(index)
+                uncommitted.add(key)
         if asked:
             refused = self._done_of([rows[index].key for index in asked])
             for place, index in enumerate(asked):
