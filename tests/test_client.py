@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from loopback import SERVER, Serve, Server
 from support import TS
 
@@ -249,3 +251,9 @@ async def test_every_call_of_a_playlist_round_trips_through_the_sandbox(
     assert isinstance(empty.payload, dict)
     assert empty.payload["data"] == []
     assert sandbox.stats.puts == 2
+
+
+@given(st.text(max_size=40))
+def test_a_segment_is_quoted_exactly_as_quote_would_with_no_safe_characters(value: str) -> None:
+    """`segment` skips `quote` for values that need no quoting; it must agree with it."""
+    assert api.segment(value) == quote(value, safe="")

@@ -53,6 +53,8 @@ class Request(NamedTuple):
 def segment(value: str) -> str:
     """One path segment, percent-encoded with no safe characters, so an id holding `/`,
     `?`, `#` or `%` can never leave its own segment."""
+    if value.isalnum() and value.isascii():  # a number, a name: the cheapest check
+        return value
     if _UNRESERVED.fullmatch(value):  # a UUID needs no quoting: skip the work
         return value
     return quote(value, safe="")

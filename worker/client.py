@@ -16,6 +16,7 @@ goes through `send`:
 
 from __future__ import annotations
 
+import functools
 import ssl
 import time
 import zlib
@@ -52,8 +53,14 @@ def url_for(base_url: str, request: Request) -> URL:
     percent-encoded here with no safe characters."""
     url = base_url + request.path
     if request.query:
-        url += "?" + "&".join(f"{segment(k)}={segment(v)}" for k, v in request.query)
+        url += "?" + "&".join(f"{_key(k)}={segment(v)}" for k, v in request.query)
     return URL(url, encoded=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _key(name: str) -> str:
+    """A query key as encoded: the builders' few constant names (`ts`, `page[size]`)."""
+    return segment(name)
 
 
 def _too_large(cap: int) -> str:
