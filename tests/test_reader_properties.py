@@ -296,7 +296,10 @@ def test_a_regular_file_reads_as_standard_input_does(content: bytes, packed: boo
         try:
             with open_inputs([path], options) as stream:
                 from_file: list[Row | InvalidRow] | str = [
-                    dataclasses.replace(item, source="<stdin>") for item in stream
+                    item._replace(source="<stdin>")
+                    if isinstance(item, Row)
+                    else dataclasses.replace(item, source="<stdin>")
+                    for item in stream
                 ]
         except InputError as error:
             from_file = str(error).replace(path, "<stdin>")
