@@ -16,7 +16,7 @@ from support import TS
 
 from worker.chunks import ThreadedChunks
 from worker.deliver import Hand
-from worker.events import Event
+from worker.events import Event, Skipped
 from worker.input import InputError
 from worker.journal import JournalError
 from worker.pipeline import Pipeline, Settings, SourceFailed
@@ -48,17 +48,21 @@ class Recorder:
                 counts[event.result.value] += 1
             elif isinstance(event, InvalidRow):
                 counts["invalid"] += 1
+            elif isinstance(event, Skipped):
+                counts["skipped"] += len(event.rows)
         return counts
 
     def accounted(self) -> list[tuple[str, int]]:
-        return sorted(
-            (
-                event.row.source if isinstance(event, Outcome) else event.source,
-                event.row.line if isinstance(event, Outcome) else event.line,
-            )
-            for event in self.events
-            if isinstance(event, Outcome | InvalidRow)
-        )
+        """(source, line) of every row an event accounts for, sorted."""
+        places: list[tuple[str, int]] = []
+        for event in self.events:
+            if isinstance(event, Outcome):
+                places.append((event.row.source, event.row.line))
+            elif isinstance(event, InvalidRow):
+                places.append((event.source, event.line))
+            elif isinstance(event, Skipped):
+                places += [(row.source, row.line) for row in event.rows]
+        return sorted(places)
 
 
 def once(items: Sequence[Row | InvalidRow]) -> list[tuple[str, int]]:

@@ -1,10 +1,10 @@
 """What happens during a run, as one closed union of records that every sink reads.
 
-Rows arrive as `InvalidRow` (rejected by validation) and `Outcome` (a row's final
-result, skipped rows included); every HTTP attempt is an `Answered`; a hold of every
-request of one rate limit is a `Pause` (`worker.pacer`); `Ended` is the last event a
-sink sees, carrying the run's final account, after which the sink lets go of what it
-holds (files, sockets).
+Rows arrive as `InvalidRow` (rejected by validation), `Skipped` (rows of a chunk that
+admission skipped) and `Outcome` (a row's final result); every HTTP attempt is an
+`Answered`; a hold of every request of one rate limit is a `Pause` (`worker.pacer`);
+`Ended` is the last event a sink sees, carrying the run's final account, after which the
+sink lets go of what it holds (files, sockets).
 
 A sink is a callable of one event. Sinks never call back into the run, so adding one (a
 metrics agent, a progress display) never touches the stages that produce the events.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from worker.pacer import Pause
-from worker.rows import InvalidRow, Outcome
+from worker.rows import InvalidRow, Outcome, Row
 
 
 class Answered(NamedTuple):
@@ -31,6 +31,14 @@ class Answered(NamedTuple):
     retry: bool
 
 
+class Skipped(NamedTuple):
+    """Rows of one chunk that admission skipped (done before, or repeats of this run):
+    one event for them all, since a rerun skips a million of them, and each would
+    otherwise cost an `Outcome` and a trip through every sink."""
+
+    rows: list[Row]
+
+
 @dataclass(frozen=True, slots=True)
 class Ended:
     """The run is over; `report` is its final account (the contract's fields)."""
@@ -38,7 +46,7 @@ class Ended:
     report: Mapping[str, object]
 
 
-Event = InvalidRow | Outcome | Answered | Pause | Ended
+Event = InvalidRow | Outcome | Skipped | Answered | Pause | Ended
 Sink = Callable[[Event], None]
 
 

@@ -13,6 +13,7 @@ and `DD_VERSION`.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from datadog.dogstatsd.base import DogStatsd
 
-from worker.events import Answered, Ended, Event
+from worker.events import Answered, Ended, Event, Skipped
 from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome, Result
 
@@ -126,6 +127,19 @@ class StatsdMetrics:
                 client.increment("rate_limited")
             if event.retry:
                 client.increment("retries")
+        elif kind is Skipped:
+            assert isinstance(event, Skipped)
+            by_playlist = collections.Counter((r.playlist_id, r.data_source) for r in event.rows)
+            for (playlist_id, data_source), count in by_playlist.items():
+                client.increment(
+                    "rows",
+                    count,
+                    tags=[
+                        f"outcome:{Result.SKIPPED.value}",
+                        f"playlist_id:{playlist_id}",
+                        f"data_source:{data_source}",
+                    ],
+                )
         elif kind is InvalidRow:
             client.increment("rows", tags=[f"outcome:{Result.INVALID.value}"])
         elif kind is Pause:

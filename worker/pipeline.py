@@ -22,7 +22,7 @@ from typing import Protocol
 
 from worker.chunks import Chunk, Item
 from worker.deliver import Hand, unsent
-from worker.events import Sink
+from worker.events import Sink, Skipped
 from worker.input import InputError
 from worker.journal import JournalError
 from worker.rows import InvalidRow, Outcome, Result, Row
@@ -147,19 +147,23 @@ class Pipeline:
                     pending.extend((item, _UNDECIDED) for item in chunk)  # the stop counts them
                     self._stop.request(Reason.JOURNAL, str(exc))
                     return
-                pending.extend(
-                    (item, _UNDECIDED if type(item) is InvalidRow else next(verdicts))
-                    for item in chunk
-                )
+                skipped: list[Row] = []
+                for item in chunk:
+                    if type(item) is InvalidRow:
+                        pending.append((item, _UNDECIDED))
+                    elif next(verdicts):
+                        pending.append((item, True))
+                    else:
+                        skipped.append(item)  # type: ignore[arg-type]
+                if skipped:
+                    sink(Skipped(skipped))
                 while pending:
-                    item, admitted = pending.popleft()
+                    item, _ = pending.popleft()  # admitted, or invalid
                     if type(item) is InvalidRow:
                         sink(item)
                         continue
                     assert isinstance(item, Row)
-                    if not admitted:
-                        sink(Outcome(item, Result.SKIPPED))
-                    elif not queue.full():
+                    if not queue.full():
                         queue.put_nowait(item)  # no coroutine for the common case
                     else:
                         try:
@@ -232,7 +236,7 @@ class Pipeline:
                 admitted = self._admit((item,))[0]
             except JournalError:
                 admitted = True  # the journal is why the run stopped: the row was not sent
-        self._sink(Outcome(item, Result.NOT_ATTEMPTED if admitted else Result.SKIPPED))
+        self._sink(Outcome(item, Result.NOT_ATTEMPTED) if admitted else Skipped([item]))
 
     async def _account_the_rest(self) -> None:
         """After an abort, read the rest of the input so every row is accounted for."""

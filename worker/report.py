@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.events import Answered, Event
+from worker.events import Answered, Event, Skipped
 from worker.files import check_replaceable, private_dir, write_atomic
 from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome
@@ -58,6 +58,9 @@ class Report:
             self.requests += 1
             self.rate_limited += event.rate_limited
             self.retries += event.retry
+        elif kind is Skipped:
+            assert isinstance(event, Skipped)
+            self.skipped += len(event.rows)
         elif kind is InvalidRow:
             self.invalid += 1
         elif kind is Pause:

@@ -14,10 +14,10 @@ from typing import Literal
 
 from structlog.typing import FilteringBoundLogger
 
-from worker.events import Ended, Event
+from worker.events import Ended, Event, Skipped
 from worker.logs import RunLogger
 from worker.pacer import Pause
-from worker.rows import InvalidRow, Outcome, Result
+from worker.rows import InvalidRow, Outcome
 
 
 class LogSink:
@@ -32,6 +32,9 @@ class LogSink:
         if kind is Outcome:
             assert isinstance(event, Outcome)
             self._outcome(event)
+        elif kind is Skipped:
+            assert isinstance(event, Skipped)
+            self._skipped += len(event.rows)
         elif kind is InvalidRow:
             assert isinstance(event, InvalidRow)
             self._log.warning(
@@ -58,9 +61,6 @@ class LogSink:
     def _outcome(self, outcome: Outcome) -> None:
         if outcome.error:
             level: Literal["info", "warning"] = "warning"
-        elif outcome.result is Result.SKIPPED:
-            self._skipped += 1
-            return
         elif self._quiet:
             return
         else:

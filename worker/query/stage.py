@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 from worker.chunks import CHUNK, Chunk, Item
-from worker.events import Event
+from worker.events import Event, Skipped
 from worker.journal import RepeatCheck
 from worker.pipeline import SourceFailed
 from worker.query.source import SOURCE, QuerySource, SearchFailed
@@ -103,19 +103,26 @@ class Checkpoints:
         self._save = save
 
     def __call__(self, event: Event) -> None:
-        if type(event) is not Outcome:
+        kind = type(event)
+        if kind is Outcome:
+            assert isinstance(event, Outcome)
+            self._finished(event.row)
+        elif kind is Skipped:
+            assert isinstance(event, Skipped)
+            for row in event.rows:
+                self._finished(row)
+        else:
             return
-        assert isinstance(event, Outcome)
-        row = event.row
-        if row.source != SOURCE:
-            return
-        handed = self._chunks.of_line.pop(row.line, None)
-        if handed is None:
-            return
-        handed.unfinished -= 1
         queue = self._chunks.handed
         position = None
         while queue and queue[0].unfinished == 0:
             position = queue.popleft().position_ms
         if position is not None:
             self._save(position)
+
+    def _finished(self, row: Row) -> None:
+        if row.source != SOURCE:
+            return
+        handed = self._chunks.of_line.pop(row.line, None)
+        if handed is not None:
+            handed.unfinished -= 1
