@@ -296,21 +296,29 @@ class SqliteJournal:
         that cannot keep track of what it did should stop."""
         if self._failure is not None:
             raise self._failure
-        verdicts = [True] * len(rows)
-        uncommitted, admitted, done_before = self._uncommitted, self._admitted, self._done_before
+        keys = [row.key for row in rows]
+        verdicts = [True] * len(keys)
+        uncommitted = self._uncommitted
         asked: list[int] = []
-        for index, row in enumerate(rows):
-            key = row.key
-            if key in uncommitted:
-                verdicts[index] = False  # a repeat of a row this run has yet to record
-            elif admitted.add(key) or done_before:
-                asked.append(index)  # done before, or admitted by this run and committed
-            else:
-                uncommitted.add(key)
+        if self._done_before:  # every row is looked up: the filter would spare nothing
+            for index, key in enumerate(keys):
+                if key in uncommitted:
+                    verdicts[index] = False  # a repeat of a row this run has yet to record
+                else:
+                    asked.append(index)
+        else:
+            admitted = self._admitted
+            for index, key in enumerate(keys):
+                if key in uncommitted:
+                    verdicts[index] = False
+                elif admitted.add(key):
+                    asked.append(index)  # admitted by this run already, and committed
+                else:
+                    uncommitted.add(key)
         if asked:
-            refused = self._done_of([rows[index].key for index in asked])
+            refused = self._done_of([keys[index] for index in asked])
             for place, index in enumerate(asked):
-                key = rows[index].key
+                key = keys[index]
                 if place in refused or key in uncommitted:
                     verdicts[index] = False
                 else:
