@@ -174,6 +174,8 @@ async def test_invalid_rows_are_counted_and_the_rest_go_through(
     ("args", "env", "message"),
     [
         (["--concurrency", "0"], KEYS, "--concurrency"),
+        (["--concurrency", "1000000"], KEYS, "'1000000' is more than 1024, the most allowed"),
+        (["--max-pause", "0"], KEYS, "--max-pause"),
         (["--rate", "-1"], KEYS, "--rate"),
         (["--rate", "nan"], KEYS, "'nan' is not a positive finite number"),
         (["--rate", "inf"], KEYS, "'inf' is not a positive finite number"),
