@@ -34,7 +34,7 @@ check: lint typecheck test
 bench: $(STAMP)  ## all benchmarks; see bench/README.md for each one alone
 	@# Each exits 1 when it misses its target: run them all, then say which did.
 	@missed=""; \
-	for bench in ratelimit.py throughput.py memory.py journal.py overhead.py "overhead.py --http"; do \
+	for bench in ratelimit.py throughput.py memory.py "memory.py --no-journal" journal.py rerun.py overhead.py "overhead.py --http"; do \
 		$(BIN)/python bench/$$bench || missed="$$missed [$$bench]"; \
 	done; \
 	if [ -n "$$missed" ]; then echo "targets missed:$$missed"; exit 1; fi
