@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
-from worker.answers import Answer, RateLimit
+from worker.answers import Answer, Meaning, RateLimit
 
 GUARD_S = 0.03
 """Wait this long past a computed window boundary, for clock granularity and latency."""
@@ -306,13 +306,14 @@ class Budget:
         now = self._clock()
         self._inflight -= 1
         self._changed.set()
-        status = None if answer is None else answer.status
-        rate_limit = None if answer is None else answer.rate_limit
+        if answer is None:
+            return  # no answer teaches nothing about the limit: a probe stays a probe
+        rate_limit = answer.rate_limit
         end = None if rate_limit is None else self._learn(ticket, rate_limit, now)
-        if status == 429:
-            assert answer is not None
+        meaning, status = answer.meaning, answer.status
+        if meaning is Meaning.RATE_LIMITED:
             self._rate_limited(ticket, end, answer.retry_after_s, now)
-        elif status in (401, 403):
+        elif meaning is Meaning.KEYS_REFUSED:
             self._probing = True  # keys refused: one request at a time until one succeeds
         elif status is not None and status < 500:
             self._bare_429s = 0

@@ -7,6 +7,7 @@ import sys
 from typing import TextIO
 
 from worker import aio
+from worker.answers import Meaning
 from worker.calls import paced_calls
 from worker.exits import EXIT_ABORTED, EXIT_CANNOT_START, EXIT_OK, EXIT_ROWS_FAILED
 from worker.paging import ApiCallFailed, Send
@@ -31,7 +32,7 @@ def playlists_command(args: argparse.Namespace, target: Target, out: TextIO, *, 
         return EXIT_CANNOT_START
     except ApiCallFailed as exc:
         print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)
-        refused = exc.answer is not None and exc.answer.status in (401, 403)
+        refused = exc.answer is not None and exc.answer.meaning is Meaning.KEYS_REFUSED
         return EXIT_ABORTED if refused else EXIT_ROWS_FAILED
     (write_table if table else write_ndjson)(views, out)
     return EXIT_OK
