@@ -22,7 +22,7 @@ from worker.answers import Answer, Meaning
 from worker.api import Request
 from worker.events import Answered, Sink
 from worker.health import Health, RetryPolicy
-from worker.operation import Operation
+from worker.operation import RowOperation
 from worker.pacer import Pacer
 from worker.rows import Outcome, Result, Row
 from worker.stop import Reason, StopState
@@ -141,7 +141,7 @@ class Sender:
 
     def __init__(
         self,
-        operation: Operation,
+        operation: RowOperation,
         paced: Paced,
         *,
         policy: RetryPolicy,
@@ -222,7 +222,9 @@ class Preview:
     `out`, and nothing sent; the row counts as not attempted. Output closed by its
     reader (`--dry-run | head`) ends the run quietly (`Reason.OUTPUT`)."""
 
-    def __init__(self, operation: Operation, base_url: str, out: TextIO, stop: StopState) -> None:
+    def __init__(
+        self, operation: RowOperation, base_url: str, out: TextIO, stop: StopState
+    ) -> None:
         self._operation = operation
         self._base_url = base_url
         self._out = out

@@ -23,8 +23,7 @@ from worker.events import Sink
 from worker.health import RetryPolicy
 from worker.input import Reading
 from worker.journal import Operation
-from worker.operation import AddSession, RemoveSession
-from worker.operation import Operation as RowOperation
+from worker.operation import AddSession, RemoveSession, RowOperation
 from worker.pacer import Pacer
 from worker.pipeline import Deliver, Source
 from worker.playlist_sessions import SESSION_PAGE_SIZE

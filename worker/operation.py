@@ -15,7 +15,7 @@ from worker.api import Request
 from worker.rows import Result, Row
 
 
-class Operation(Protocol):
+class RowOperation(Protocol):
     @property
     def family(self) -> str:
         """The rate-limit family its requests are paced under."""
