@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -12,11 +13,11 @@ from worker.answers import Answer, meaning_of
 from worker.api import Request
 from worker.deliver import Hand, Paced
 from worker.health import RetryPolicy
-from worker.journal import CreatedRow
+from worker.journal import CreatedRow, SqliteJournal, reading
 from worker.pacer import Pacer
-from worker.rows import Result, Row
+from worker.rows import Outcome, Result, Row
 from worker.stop import StopState
-from worker.undo_plan import Verdict, verdict
+from worker.undo_plan import UndoRefused, Verdict, the_run, verdict
 from worker.verify import Verifier
 
 
@@ -108,3 +109,36 @@ def test_undo_removes_its_own_creations_only(
     row_: CreatedRow, include_maybe: bool, expected: Verdict
 ) -> None:
     assert verdict(row_, include_maybe=include_maybe) is expected
+
+
+def _journal_with(path: Path, runs: list[tuple[list[Result], dict[str, object]]]) -> list[str]:
+    """A journal holding one run per item (its rows' results and its options); the ids."""
+    ids = []
+    for n, (results, options) in enumerate(runs):
+        journal = SqliteJournal.open(
+            path, target="http://127.0.0.1:9", fresh=False, run_info={"options": options}
+        )
+        for i, result in enumerate(results):
+            row = Row(1, f"run{n}-s{i}", 1_704_067_200_000, "rum", "in.csv", i + 2)
+            journal.admit(row)
+            journal.outcome(Outcome(row, result, 201 if result is Result.CREATED else 500, 1))
+        journal.close({})
+        ids.append(journal.run_id)
+    return ids
+
+
+def test_undo_last_takes_the_last_run_that_added_a_session(tmp_path: Path) -> None:
+    """A later run that aborted, or skipped everything, added nothing: `--last` passes it
+    by rather than undoing nothing and calling that done."""
+    path = tmp_path / "j.sqlite3"
+    added, _ = _journal_with(path, [([Result.CREATED] * 3, {}), ([Result.FAILED], {})])
+    with reading(path) as history:
+        assert the_run(history, None, "http://127.0.0.1:9").run_id == added
+        assert the_run(history, None, None).run_id == added
+
+
+def test_a_run_sent_to_its_own_sandbox_cannot_be_undone(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    (run_id,) = _journal_with(path, [([Result.CREATED], {"sandbox": True})])
+    with reading(path) as history, pytest.raises(UndoRefused, match="sandbox started for it"):
+        the_run(history, run_id, None)

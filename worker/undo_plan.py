@@ -53,13 +53,13 @@ def the_run(history: History, run_id: str | None, target: str | None) -> RunReco
     """The run to undo: `run_id`, or the last `run` against `target` (`--last`). Raises
     `UndoRefused` for a run the journal does not hold, or one that added nothing."""
     if run_id is None:
-        if target is None:
-            newest = [run for run in history.runs() if run.operation == "run"]
-            found = newest[0] if newest else None
-        else:
-            found = history.last_run(target)
+        found = history.last_run(target, created=True)
         if found is None:
-            raise UndoRefused("the journal holds no run to undo; `status` lists its runs")
+            raise UndoRefused(
+                "the journal holds no run that added a session, so nothing to undo; "
+                "`status` lists its runs"
+            )
+        _check_reachable(found)
         return found
     found = history.run(run_id)
     if found is None:
@@ -71,7 +71,19 @@ def the_run(history: History, run_id: str | None, target: str | None) -> RunReco
         raise UndoRefused(
             f"run {run_id} was a {found.operation}, which added nothing: only a run can be undone"
         )
+    _check_reachable(found)
     return found
+
+
+def _check_reachable(run: RunRecord) -> None:
+    """A run sent to a sandbox started for it (`--sandbox`) added to a playlist that
+    ended with that sandbox: there is nothing left to undo, and no one to ask."""
+    options = run.info.get("options")
+    if isinstance(options, dict) and options.get("sandbox"):
+        raise UndoRefused(
+            f"run {run.run_id} went to a sandbox started for it (--sandbox), which ended "
+            "with the run: what it added is gone already, there is nothing to undo"
+        )
 
 
 def plan(

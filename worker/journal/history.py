@@ -73,11 +73,24 @@ class History:
         found = self._conn.execute(f"{_RUNS} WHERE r.run_id = ?", (run_id,)).fetchone()
         return None if found is None else _run(found)
 
-    def last_run(self, target: str, operation: Operation = Operation.RUN) -> RunRecord | None:
-        """The newest run of `operation` against `target` (what `undo --last` takes back)."""
+    def last_run(
+        self, target: str | None, operation: Operation = Operation.RUN, *, created: bool = False
+    ) -> RunRecord | None:
+        """The newest run of `operation` against `target` (None: any target); `created`:
+        the newest that added a session (what `undo --last` takes back: a run that
+        aborted or skipped everything left nothing to undo)."""
+        where = "r.operation = ?"
+        values: list[object] = [operation.value]
+        if target is not None:
+            where += " AND t.url = ?"
+            values.append(target)
+        if created:
+            where += (
+                " AND EXISTS (SELECT 1 FROM run_rows rr WHERE rr.run = r.id"
+                " AND rr.result IN ('created', 'maybe_created'))"
+            )
         found = self._conn.execute(
-            f"{_RUNS} WHERE t.url = ? AND r.operation = ? ORDER BY r.id DESC LIMIT 1",
-            (target, operation.value),
+            f"{_RUNS} WHERE {where} ORDER BY r.id DESC LIMIT 1", values
         ).fetchone()
         return None if found is None else _run(found)
 
