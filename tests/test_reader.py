@@ -824,7 +824,8 @@ def test_ndjson_rows(tmp_path: Path, line: str, expected: Row) -> None:
         ),
         (
             '{"session_id": 5}',
-            "playlist_id is missing: give the playlist's numeric id, e.g. 1234567; "
+            "playlist_id is missing: give the playlist's numeric id, e.g. 1234567, or run "
+            "with --playlist ID for rows that name none; "
             "session_id 5 is not a string: quote it in the JSON; ts is missing: ts must be "
             "milliseconds since 1970-01-01 UTC, or an ISO-8601 date-time with a zone",
             {"session_id": 5},
@@ -1316,7 +1317,10 @@ def test_without_a_default_playlist_a_row_still_needs_one(tmp_path: Path) -> Non
     )
     (item,) = read(tmp_path, "in.ndjson", f'{{"session_id": "{UUID}", "ts": {TS}}}\n'.encode())
     assert isinstance(item, InvalidRow)
-    assert item.reason == "playlist_id is missing: give the playlist's numeric id, e.g. 1234567"
+    assert item.reason == (
+        "playlist_id is missing: give the playlist's numeric id, e.g. 1234567, or run with "
+        "--playlist ID for rows that name none"
+    )
 
 
 def test_the_header_says_which_columns_the_options_still_need(tmp_path: Path) -> None:

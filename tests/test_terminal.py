@@ -62,7 +62,7 @@ REPORT: dict[str, object] = {
             ),
             "Adding the rows of sessions.csv to their playlists on https://api.datadoghq.eu"
             " · journal ~/.local/state/rum-playlist-ingest/journal.sqlite3"
-            " (1,204 rows done for this target, skipped)",
+            " (1,204 rows done before for this target: skipped if met)",
             id="a file, the journal's done rows",
         ),
         pytest.param(
@@ -381,7 +381,7 @@ async def test_on_a_terminal_a_run_starts_with_a_line_spins_until_the_total_and_
     code, _, screen = await asyncio.to_thread(run_on_terminal, argv, env=KEYS)
     assert code == 0, screen
     text = plain(screen)
-    assert "(200 rows done for this target, skipped)" in text.splitlines()[0]
+    assert "(200 rows done before for this target: skipped if met)" in text.splitlines()[0]
     assert re.search(r"skipped\s+200\b", text)
     assert "Exit 0: every row is in its playlist." in text
 

@@ -23,6 +23,7 @@ from worker.validation import (
 NOW = 1_795_651_200_000  # 2026-11-26T00:00:00Z
 TS = 1_795_000_000_000  # 2026-11-18T11:06:40Z
 PLAYLIST_HINT = "give the playlist's numeric id, e.g. 1234567"
+MISSING_HINT = f"{PLAYLIST_HINT}, or run with --playlist ID for rows that name none"
 MS_HINT = "ts must be milliseconds since 1970-01-01 UTC, or an ISO-8601 date-time with a zone"
 S_HINT = (
     "ts must be seconds (--ts-unit s) since 1970-01-01 UTC, or an ISO-8601 date-time with a zone"
@@ -58,9 +59,9 @@ def test_playlist_id_accepts(value: object, expected: int) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (None, f"playlist_id is missing: {PLAYLIST_HINT}"),
-        ("", f"playlist_id is missing: {PLAYLIST_HINT}"),
-        ("  ", f"playlist_id is missing: {PLAYLIST_HINT}"),
+        (None, f"playlist_id is missing: {MISSING_HINT}"),
+        ("", f"playlist_id is missing: {MISSING_HINT}"),
+        ("  ", f"playlist_id is missing: {MISSING_HINT}"),
         ("abc", f"playlist_id 'abc' is not a number: {PLAYLIST_HINT}"),
         ("1,001", f"playlist_id '1,001' is not a number: {PLAYLIST_HINT}"),
         ("0x10", f"playlist_id '0x10' is not a number: {PLAYLIST_HINT}"),

@@ -127,7 +127,7 @@ def load_credentials(
     if missing:
         raise ConfigError(
             f"missing Datadog keys: set {' and '.join(missing)} "
-            "(or use --sandbox / --dry-run, which need none)"
+            "(a rehearsal needs none: `run --sandbox`, or `run --dry-run` of files)"
         )
     return Credentials(
         _checked(api, "API key", api_origin), _checked(app, "application key", app_origin)

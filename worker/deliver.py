@@ -185,11 +185,12 @@ class Sender:
             # Retryable, or refused: a refusal is the keys' failure, not the row's. Refused
             # keys soon stop the run (Health), leaving the row not attempted; if other rows
             # get through meanwhile, this one fails once its attempts are spent.
-            if answer.maybe_applied:
-                lost = answer.error
             failures += 1
             if failures >= self._policy.max_attempts:
+                # `lost` speaks of earlier attempts only: this one's answer is the error.
                 return self._final(row, Result.FAILED, answer, hand.attempts, lost)
+            if answer.maybe_applied:
+                lost = answer.error
             await asyncio.sleep(self._policy.backoff(failures, self._rng))
 
     @staticmethod

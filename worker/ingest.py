@@ -127,6 +127,7 @@ def _open_ledger(config: RunConfig, target: str) -> Ledger:
         fresh=config.outputs.fresh,
         run_info=run_info,
         operation=config.job.operation,
+        shard=config.shard,
     )
 
 

@@ -120,7 +120,7 @@ def _journal_part(plan: RunStart, home: Path | None) -> str:
     if plan.done_rows == 0:
         return f"{where} (no rows done yet for this target)"
     noun = "row" if plan.done_rows == 1 else "rows"
-    return f"{where} ({plan.done_rows:,} {noun} done for this target, skipped)"
+    return f"{where} ({plan.done_rows:,} {noun} done before for this target: skipped if met)"
 
 
 # --- the end of a run -----------------------------------------------------------------

@@ -98,7 +98,10 @@ def parse_playlist_id(value: object) -> int:
     elif type(value) is int and 0 < value <= MAX_PLAYLIST_ID:
         return value
     if _is_blank(value):
-        raise FieldError(f"playlist_id is missing: {_PLAYLIST_HINT}")
+        raise FieldError(
+            f"playlist_id is missing: {_PLAYLIST_HINT}, or run with --playlist ID for rows "
+            "that name none"
+        )
     exact = _number("playlist_id", value, _PLAYLIST_HINT)
     if exact.denominator != 1:
         raise FieldError(f"playlist_id {show(value)} is not a whole number: {_PLAYLIST_HINT}")
