@@ -493,3 +493,25 @@ async def test_sessions_output_may_not_be_the_journal(
     assert done.code == 2, done.stderr
     assert "one file" in done.stderr
     assert sandbox.search.stats.requests == 0
+
+
+@pytest.mark.parametrize("command", ["run", "sessions"])
+async def test_a_query_the_api_refuses_exits_2_not_3(
+    make_sandbox: MakeSandbox, tmp_path: Path, command: str
+) -> None:
+    """A 400 on the very first page is a query to fix, not a search to resume: exit 2,
+    with the API's reason, and nothing sent to the playlist."""
+    sandbox = await query_sandbox(make_sandbox, 100)
+    target = ["--base-url", sandbox.base_url, "--log-format", "json"]
+    extra = ["--journal", str(tmp_path / "j.sqlite3"), "--no-progress"] if command == "run" else []
+    done = await run_cli(
+        command, "--query", "@session.id:[1 TO 5]", *whole_range(sandbox), "--playlist",
+        str(PLAYLIST), *target, *extra, env=KEYS,
+    )  # fmt: skip
+
+    assert done.code == 2, done.stderr
+    # `sessions` cannot start; `run` stops as a run whose input cannot be read does.
+    (event,) = done.events("cannot_start") + done.events("aborted")
+    assert "HTTP 400" in str(event.get("error", event.get("cause")))
+    assert "Traceback" not in done.stderr
+    assert in_playlist(sandbox) == set()

@@ -406,6 +406,8 @@ ADVICE = {
     Reason.STALLED: "no row finished within --max-stall seconds; rerun later to resume",
     Reason.FATAL: "the API cannot be reached as configured; see the error above",
     Reason.SOURCE: "the search could not go on; rerun the same command to resume",
+    Reason.INPUT: "fix the input (or the query the API refused) and run again; what was "
+    "done is in the journal",
 }
 
 

@@ -35,7 +35,7 @@ from worker.endpoint import open_target
 from worker.events import Answered, Event
 from worker.exits import EXIT_ABORTED, EXIT_CANNOT_START, EXIT_OK, EXIT_OUTPUT_CLOSED, signal_exit
 from worker.files import open_output
-from worker.input import format_row
+from worker.input import InputError, format_row
 from worker.journal import JournalError, QueryKey, reading
 from worker.pacer import Pacer, Pause
 from worker.pipeline import Source, SourceFailed
@@ -178,6 +178,9 @@ class _Writer:
                 log.info("start", output=str(config.output or "-"), **fields)
                 try:
                     failure = await self._write(source, stop)
+                except InputError as exc:  # the query itself was refused
+                    log.error("cannot_start", error=str(exc))
+                    return EXIT_CANNOT_START
                 finally:
                     await rows.aclose()
             block = rows.finish(completed_run=failure is None and not self.received)

@@ -82,6 +82,11 @@ class SearchFailed(Exception):
     """The search cannot go on: the rows already handed out stand, the rest were not found."""
 
 
+class QueryRefused(SearchFailed):
+    """The API refused the very first page (a 4xx): the query or its range is wrong, and
+    running again would fail the same way. Nothing was found, so nothing is lost."""
+
+
 @dataclass(frozen=True, slots=True)
 class QuerySummary:
     """The report's `query` block."""
@@ -278,6 +283,11 @@ class QuerySource:
                 if answer.status == 400 and self._cursor is not None and self._may_restart():
                     self._restart(answer)
                     continue
+                if self._pages == 0 and answer.meaning.value == "row_failed":
+                    raise QueryRefused(
+                        f"{_failure(answer)}; the query (as sent, wrapped: see the `query` "
+                        "event) or its range was refused: fix it (docs/query.md)"
+                    )
                 raise SearchFailed(_failure(answer))
             page = _parse_page(answer.payload)
             if not page.done:

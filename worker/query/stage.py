@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from worker.chunks import CHUNK, Chunk, Item
 from worker.events import Event, Skipped
+from worker.input import InputError
 from worker.journal import RepeatCheck
 from worker.pipeline import SourceFailed
-from worker.query.source import SOURCE, QuerySource, SearchFailed
+from worker.query.source import SOURCE, QueryRefused, QuerySource, SearchFailed
 from worker.rows import Outcome, Row
 
 
@@ -68,6 +69,9 @@ class QueryChunks:
             self._seen.close()
             if not found:
                 raise
+        except QueryRefused as exc:
+            self._seen.close()
+            raise InputError(str(exc)) from None  # exit 2: a bad query, not a failed search
         except SearchFailed as exc:
             self._seen.close()
             if not found:
