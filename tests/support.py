@@ -131,6 +131,11 @@ def keys_of(items: Iterable[Mapping[str, object]]) -> set[Key]:
     return {key_of(item) for item in items}
 
 
+def stats(sandbox: Sandbox) -> dict[str, int]:
+    """The sandbox's own counters (requests, puts, responses by status, ...)."""
+    return sandbox.state()["stats"]  # type: ignore[return-value]
+
+
 def held(sandbox: Sandbox) -> set[Key]:
     """Every session the sandbox holds, checked server-side."""
     store = sandbox.store

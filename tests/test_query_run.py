@@ -27,6 +27,7 @@ from support import (
     keyed_sandbox,
     run_cli,
     start_cli,
+    stats,
     write_csv,
 )
 
@@ -112,10 +113,6 @@ def query_block(done: Finished) -> dict[str, object]:
     block = done.summary["query"]
     assert isinstance(block, dict)
     return block
-
-
-def stats(sandbox: Sandbox) -> dict[str, int]:
-    return sandbox.state()["stats"]  # type: ignore[return-value]
 
 
 async def test_a_query_fills_the_playlist_with_exactly_its_sessions_over_many_pages(

@@ -26,6 +26,7 @@ from support import (
     rows,
     run_cli,
     start_cli,
+    stats,
     write_csv,
     write_ndjson,
 )
@@ -53,10 +54,6 @@ def run_args(
         "json",
         *extra,
     ]
-
-
-def stats(sandbox: Sandbox) -> dict[str, int]:
-    return sandbox.state()["stats"]  # type: ignore[return-value]
 
 
 async def kill_after(args: list[str], answered: int) -> None:

@@ -94,11 +94,9 @@ class Report:
         end = self.finished if self.finished is not None else time.monotonic()
         return end - self.started
 
-    def finish(self, exit_code: int, *, paused_s: float | None = None) -> None:
+    def finish(self, exit_code: int) -> None:
         self.finished = time.monotonic()
         self.exit_code = exit_code
-        if paused_s is not None:
-            self.paused_s = paused_s
 
     def as_dict(self) -> dict[str, object]:
         """The contract's fields, in the contract's order, then the tool's own."""

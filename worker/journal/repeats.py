@@ -55,9 +55,6 @@ class NoJournalLedger:
     def __init__(self) -> None:
         self._seen = RepeatCheck()
 
-    def admit(self, row: Row) -> bool:
-        return self._seen.admit(row)
-
     def admit_all(self, rows: Sequence[Row]) -> list[bool]:
         return [self._seen.admit(row) for row in rows]
 
