@@ -4,6 +4,7 @@ RUM events into rows, in process with a fake `send` and over loopback to the san
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from worker.events import Skipped
 from worker.query.dates import (
     LAST_MARGIN_MS,
     DateError,
@@ -24,7 +26,8 @@ from worker.query.dates import (
 )
 from worker.query.source import CURSOR_RESTARTS, QuerySource, SearchBody, SearchFailed
 from worker.query.spec import QueryError, QuerySpec
-from worker.rows import Row
+from worker.query.stage import Checkpoints, HandedChunk, QueryChunks
+from worker.rows import Outcome, Result, Row
 from worker.sandbox import Sandbox
 from worker.sandbox.population import Population, PopulationConfig
 from worker.sandbox.search import PATH
@@ -533,3 +536,26 @@ async def test_a_stopped_search_resumes_from_its_position_with_fewer_pages(
     full = QuerySource(send, STAR, WHOLE, page_limit=20)
     await collect(full)
     assert second.summary.pages < full.summary.pages
+
+
+def test_a_search_position_is_saved_once_every_row_before_it_has_finished() -> None:
+    """`Checkpoints`: rows finish out of order; the position taken after a chunk is saved
+    only when that chunk and every one before it have finished, skipped rows included."""
+    chunks = QueryChunks.__new__(QueryChunks)  # the bookkeeping alone, no search
+    chunks.handed, chunks.of_line = deque(), {}
+    saved: list[int] = []
+    sink = Checkpoints(chunks, saved.append)
+    first = [Row(1, f"s{n}", n, "rum", "query", n) for n in (1, 2)]
+    second = [Row(1, f"s{n}", n, "rum", "query", n) for n in (3, 4)]
+    for rows, position in ((first, 100), (second, 200)):
+        handed = HandedChunk(len(rows), position)
+        chunks.handed.append(handed)
+        chunks.of_line.update({row.line: handed for row in rows})
+
+    sink(Outcome(second[0], Result.CREATED))
+    sink(Skipped([second[1]]))
+    assert saved == []  # the first chunk is still under way
+    sink(Outcome(first[1], Result.CREATED))
+    assert saved == []
+    sink(Outcome(first[0], Result.FAILED))
+    assert saved == [200]  # both chunks are done: the newest position at once

@@ -277,7 +277,9 @@ class _Run:
                     self.stop.request(Reason.INPUT, str(exc))
                     return str(exc)
                 if self.rows.sinks():
-                    sink = fan_out([*self.rows.sinks(), sink])
+                    # After the journal's sink: a search position is queued behind the
+                    # outcome that completed it, so it is never committed without it.
+                    sink = fan_out([sink, *self.rows.sinks()])
                 run_id = getattr(ledger, "run_id", None)
                 if run_id is not None:
                     report.extra["run_id"] = run_id

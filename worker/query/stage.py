@@ -27,7 +27,7 @@ from worker.rows import Outcome, Row
 
 
 @dataclass(slots=True)
-class _Handed:
+class HandedChunk:
     """A chunk handed out: how many of its rows are unfinished, and the search's
     position once it was taken."""
 
@@ -44,8 +44,8 @@ class QueryChunks:
         self._size = size
         self._seen = RepeatCheck()
         self._failure: SearchFailed | None = None
-        self.handed: deque[_Handed] = deque()
-        self.of_line: dict[int, _Handed] = {}
+        self.handed: deque[HandedChunk] = deque()
+        self.of_line: dict[int, HandedChunk] = {}
         """The chunk of each row handed out and not finished, by the row's line."""
         self.repeats = 0
 
@@ -77,7 +77,7 @@ class QueryChunks:
             if not found:
                 raise SourceFailed(str(exc)) from None
             self._failure = exc  # the rows found before it are sent first
-        handed = _Handed(len(found), self._source.position_ms)
+        handed = HandedChunk(len(found), self._source.position_ms)
         self.handed.append(handed)
         for row in found:
             self.of_line[row.line] = handed
