@@ -204,5 +204,8 @@ async def test_batches_refused_together_halve_the_size_once_between_them() -> No
     assert report.removed == 400
     assert sizer.size == 25
     sizes = [len(ids_of(r)) for r in server.sent]
-    assert sizes.count(25) == 16
-    assert len(sizes) == 16 + 4  # 100 and 50 refused, once for each playlist
+    refused = sorted(size for size in sizes if size > 30)
+    assert refused == [50, 50, 100, 100]  # 100 and 50 refused, once for each playlist
+    accepted = [size for size in sizes if size <= 30]
+    assert max(accepted) == 25  # never halved past 25 (a batch the flush timer sends may be
+    assert sum(accepted) == 400  # smaller on a loaded machine: only the ceiling is the rule)
