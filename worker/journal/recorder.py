@@ -10,6 +10,7 @@ not yet committed: those in flight, queued, or in the writer's next batch.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import operator
 import os
@@ -38,35 +39,50 @@ LOOKUP_MANY = (
 place in the array. CROSS JOIN keeps SQLite from scanning the table for each key: each
 key is one search of the primary key."""
 
-# A whole batch in two statements, its rows as one JSON array of
-# [playlist_id, session_id, data_source, result, ts, http_status, attempts, error, kept]:
-# SQLite then runs the batch without the GIL, where one statement per row would hand the
-# GIL back and forth with the event loop for each row. The last final result wins (a
-# --fresh resend that fails is recorded as failed), but a row this run never got to says
-# nothing about the row: keep what was known, and only mark it as seen by this run.
+# A batch in one transaction, its rows bound as plain parameters of a few multi-row
+# statements (`_PIECE` rows each): SQLite then runs each piece without the GIL, where
+# `executemany` would hand the GIL back and forth with the event loop for every row and
+# fall far behind it, and a JSON array of the batch cost SQLite four times as much per
+# row, in `json_each` and `json_extract`. The last final result wins (a --fresh resend
+# that fails is recorded as failed), but a row this run never got to says nothing about
+# the row: keep what was known, and only mark it as seen by this run.
+_PIECE = 100
 _LEAVE_UNSENT_AS_IT_WAS = "excluded.result = 'not_attempted'"
 _RECORD = (
     "INSERT INTO rows (target_id, playlist_id, session_id, data_source, result, ts,"
-    " http_status, attempts, error, updated_at, run_id)"
-    " SELECT :target, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-    " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
-    " json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),"
-    " :now, :run FROM json_each(:rows) WHERE true ON CONFLICT DO UPDATE SET "
+    " http_status, attempts, error, updated_at, run_id) VALUES {values}"
+    " ON CONFLICT DO UPDATE SET "
     + ", ".join(
         f"{column} = iif({_LEAVE_UNSENT_AS_IT_WAS}, {column}, excluded.{column})"
         for column in ("result", "ts", "http_status", "attempts", "error", "updated_at")
     )
     + ", run_id = excluded.run_id"
 )
-# What the run did that undo needs, `kept` (the ninth item) when not null: later runs
+# What the run did that undo needs, for the rows whose `kept` is not null: later runs
 # add their own rows here and never change this run's.
 _KEEP_FOR_RUN = (
     "INSERT INTO run_rows (run, playlist_id, session_id, data_source, result, ts)"
-    " SELECT :run, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-    " json_extract(value, '$[2]'), json_extract(value, '$[8]'), json_extract(value, '$[4]')"
-    " FROM json_each(:rows) WHERE json_extract(value, '$[8]') IS NOT NULL"
-    " ON CONFLICT DO UPDATE SET result = excluded.result, ts = excluded.ts"
+    " VALUES {values} ON CONFLICT DO UPDATE SET result = excluded.result, ts = excluded.ts"
 )
+
+
+@functools.lru_cache(maxsize=8)
+def _many(statement: str, rows: int, width: int) -> str:
+    """`statement` with room for `rows` rows of `width` parameters."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return statement.format(values=", ".join([row] * rows))
+
+
+def _insert_all(conn: sqlite3.Connection, statement: str, rows: Sequence[Sequence[object]]) -> None:
+    """Every row of `rows` (all of one width) inserted by `statement`, `_PIECE` at a time."""
+    for start in range(0, len(rows), _PIECE):
+        piece = rows[start : start + _PIECE]
+        conn.execute(
+            _many(statement, len(piece), len(piece[0])),
+            [value for row in piece for value in row],
+        )
+
+
 _SAVE_QUERY = (
     "INSERT INTO queries (target_id, query, playlist_id, {column}, updated_at)"
     " VALUES (:target, :query, :playlist, :value, :now)"
@@ -105,7 +121,8 @@ def _kept_for_run(outcome: Outcome) -> str | None:
     return None
 
 
-_KEY_COLUMNS = operator.itemgetter(0, 1, 2)
+_KEY_COLUMNS = operator.itemgetter(1, 2, 3)
+"""A recorded row's key: its playlist, session and data source, after the target."""
 
 
 class _KeyFilter:
@@ -482,27 +499,33 @@ class SqliteJournal:
         when the page cache cannot hold them all."""
         if self._failure is not None:
             return
+        target, now, run = self._target_id, time.time(), self._run
         rows = sorted(
             (
-                [*o.row.key, o.result, o.row.ts, o.http_status, o.attempts, o.error, kept]
+                (
+                    target,
+                    *o.row.key,
+                    o.result.value,
+                    o.row.ts,
+                    o.http_status,
+                    o.attempts,
+                    o.error,
+                    now,
+                    run,
+                )
                 for o in batch
-                for kept in (_kept_for_run(o),)
             ),
             key=_KEY_COLUMNS,
         )
-        now = time.time()
+        kept = [
+            (run, *o.row.key, result, o.row.ts)
+            for o in batch
+            if (result := _kept_for_run(o)) is not None
+        ]
         try:
             conn.execute("BEGIN")
-            if rows:
-                values = {
-                    "target": self._target_id,
-                    "now": now,
-                    "run": self._run,
-                    "rows": json.dumps(rows),
-                }
-                conn.execute(_RECORD, values)
-                if any(row[-1] is not None for row in rows):
-                    conn.execute(_KEEP_FOR_RUN, values)
+            _insert_all(conn, _RECORD, rows)
+            _insert_all(conn, _KEEP_FOR_RUN, kept)
             if mark is not None:
                 conn.execute(
                     _SAVE_QUERY.format(column=mark.column),
