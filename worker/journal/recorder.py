@@ -42,8 +42,8 @@ key is one search of the primary key."""
 # A batch in one transaction, its rows bound as plain parameters of a few multi-row
 # statements (`_PIECE` rows each): SQLite then runs each piece without the GIL, where
 # `executemany` would hand the GIL back and forth with the event loop for every row and
-# fall far behind it, and a JSON array of the batch cost SQLite four times as much per
-# row, in `json_each` and `json_extract`. The last final result wins (a --fresh resend
+# fall far behind it, and a JSON array of the batch (`json_each`, `json_extract`) cost the
+# writer half again as many instructions a row. The last final result wins (a --fresh resend
 # that fails is recorded as failed), but a row this run never got to says nothing about
 # the row: keep what was known, and only mark it as seen by this run.
 _PIECE = 100
