@@ -29,6 +29,7 @@ from worker.journal import (
     new_run_id,
     reading,
 )
+from worker.journal.recorder import _PIECE
 from worker.rows import DATA_SOURCES, Outcome, Result, Row, RowKey
 from worker.shard import Shard
 
@@ -239,6 +240,30 @@ def test_batches_commit_on_their_own_and_close_commits_the_rest(path: Path) -> N
     assert reader.execute("SELECT count(*) FROM rows").fetchone() == (7,)
     journal.close({})
     reader.close()
+
+
+def test_a_batch_of_several_statement_pieces_is_written_whole(path: Path) -> None:
+    # The writer binds a batch `_PIECE` rows to a statement: two full pieces and a part.
+    count = 2 * _PIECE + 7
+    journal = open_journal(path, batch=BatchPolicy(max_rows=count, max_wait_s=60))
+    rows = [row(i) for i in range(count)]
+    for i, r in enumerate(rows):
+        assert journal.admit(r)
+        result = Result.CREATED if i % 2 else Result.ALREADY_PRESENT
+        journal.outcome(Outcome(r, result, 201 if i % 2 else 200, 1))
+    journal.close({})
+
+    reader = sqlite3.connect(path)
+    recorded = reader.execute("SELECT session_id, result FROM rows").fetchall()
+    created = reader.execute("SELECT session_id FROM run_rows WHERE result = 'created'").fetchall()
+    reader.close()
+    assert sorted(recorded) == sorted(
+        (r.session_id, "created" if i % 2 else "already_present") for i, r in enumerate(rows)
+    )
+    assert sorted(created) == sorted((r.session_id,) for r in rows[1::2])
+    rerun = open_journal(path)
+    assert rerun.admit_all(rows) == [False] * count  # all done
+    rerun.close({})
 
 
 def test_each_run_is_recorded_with_its_info_and_report(path: Path) -> None:

@@ -122,7 +122,7 @@ def _kept_for_run(outcome: Outcome) -> str | None:
 
 
 _KEY_COLUMNS = operator.itemgetter(1, 2, 3)
-"""A recorded row's key: its playlist, session and data source, after the target."""
+"""A written row's key, its playlist, session and data source, after its first column."""
 
 
 class _KeyFilter:
@@ -500,28 +500,18 @@ class SqliteJournal:
         if self._failure is not None:
             return
         target, now, run = self._target_id, time.time(), self._run
-        rows = sorted(
-            (
-                (
-                    target,
-                    *o.row.key,
-                    o.result.value,
-                    o.row.ts,
-                    o.http_status,
-                    o.attempts,
-                    o.error,
-                    now,
-                    run,
-                )
-                for o in batch
-            ),
-            key=_KEY_COLUMNS,
-        )
-        kept = [
-            (run, *o.row.key, result, o.row.ts)
-            for o in batch
-            if (result := _kept_for_run(o)) is not None
-        ]
+        rows: list[tuple[object, ...]] = []
+        kept: list[tuple[object, ...]] = []
+        for o in batch:
+            key, ts = o.row.key, o.row.ts
+            rows.append(
+                (target, *key, o.result.value, ts, o.http_status, o.attempts, o.error, now, run)
+            )
+            if (result := _kept_for_run(o)) is not None:
+                kept.append((run, *key, result, ts))
+        # Both tables' keys start after one column (the target, the run): one order for both.
+        rows.sort(key=_KEY_COLUMNS)
+        kept.sort(key=_KEY_COLUMNS)
         try:
             conn.execute("BEGIN")
             _insert_all(conn, _RECORD, rows)
