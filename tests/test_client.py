@@ -65,6 +65,21 @@ async def test_a_redirect_is_never_followed(serve: Serve, status: int, call: str
     assert API_KEY not in answer.error
 
 
+@pytest.mark.parametrize("call", sorted(REQUESTS))
+async def test_a_request_carries_a_content_type_only_with_a_body(serve: Serve, call: str) -> None:
+    """aiohttp would add `application/octet-stream` to a body-less PUT; the client's
+    request class leaves it out and keeps the JSON body's own."""
+    server = await serve(lambda _r: _answer(200, {"data": []}))
+    request = REQUESTS[call]
+    await send(server, request)
+
+    (seen,) = server.seen
+    expected = None if request.body is None else "application/json"
+    assert seen.headers.get("Content-Type") == expected
+    assert seen.headers["Accept"] == "application/json"
+    assert seen.headers["User-Agent"].startswith("rum-playlist-ingest/")
+
+
 async def _answer(status: int, body: object) -> web.Response:
     return web.json_response(body, status=status)
 

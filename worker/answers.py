@@ -10,6 +10,7 @@ reach a log line, the journal, the dead-letter file or the report.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 import time
@@ -133,12 +134,19 @@ _RETRY_AFTER = istr("Retry-After")
 _LOCATION = istr("Location")
 
 
+@functools.lru_cache(maxsize=64)
+def _limit_name(raw: str) -> str | None:
+    """The name if it looks like one: checked once per name, not on every answer (an
+    API has a handful; a server sending a new one each time only ever misses)."""
+    return raw if _NAME.fullmatch(raw) else None
+
+
 def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
     """None when the answer carries no `X-RateLimit-*` number at all (a proxy, say)."""
     get = headers.get
     limit, period, remaining, reset = get(_LIMIT), get(_PERIOD), get(_REMAINING), get(_RESET)
     raw_name = get(_LIMIT_NAME)
-    name = raw_name if raw_name is not None and _NAME.fullmatch(raw_name) else None
+    name = None if raw_name is None else _limit_name(raw_name)
     if limit and period and remaining and reset:
         digits = limit + period + remaining + reset
         # What Datadog sends, checked in one go: short whole numbers, bounded as the slow
@@ -230,7 +238,7 @@ class AnswerReader:
         want_payload: bool = False,
     ) -> Answer:
         """An answer whose whole body (within its cap) was read."""
-        meaning = meaning_of(status)
+        meaning = Meaning.DONE if 200 <= status < 300 else meaning_of(status)
         rate_limit = parse_rate_limit(headers)
         if meaning is Meaning.DONE:
             payload, problem = _payload(status, body, want_payload)

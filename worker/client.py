@@ -20,11 +20,12 @@ import functools
 import ssl
 import time
 import zlib
+from collections.abc import Iterable
 from types import TracebackType
 
 import aiohttp
 from aiohttp import encode_basic_auth
-from multidict import istr
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from worker import __version__
@@ -48,13 +49,32 @@ _CONTENT_ENCODING = istr("Content-Encoding")
 _JSON = {"Content-Type": "application/json"}
 
 
+class _NoDefaultContentType(aiohttp.ClientRequest):
+    """A request that gets no `Content-Type: application/octet-stream` when it has no
+    body (aiohttp adds one to every body-less PUT, POST and PATCH): a body-less PUT goes
+    out as Datadog documents it, with no Content-Type.
+
+    aiohttp's own way, `skip_auto_headers`, builds a header dict and copies the
+    request's headers for every request (about 3% of the client's CPU a request). The
+    session's headers already hold what aiohttp's defaults would add (Accept,
+    Accept-Encoding, User-Agent), so the skip is only ever needed for the Content-Type:
+    one dict, made once, that aiohttp consults when it writes the request."""
+
+    _SKIP = CIMultiDict({istr("Content-Type"): None})
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        super().update_auto_headers(None)  # aiohttp's fast path: nothing to skip
+        self._skip_auto_headers = self._SKIP
+
+
 def url_for(base_url: str, request: Request) -> URL:
     """The request's URL; the path is already encoded, each query key and value is
     percent-encoded here with no safe characters."""
-    url = base_url + request.path
-    if request.query:
-        url += "?" + "&".join(f"{_key(k)}={segment(v)}" for k, v in request.query)
-    return URL(url, encoded=True)
+    query = request.query
+    if not query:
+        return URL(base_url + request.path, encoded=True)
+    pairs = "&".join([f"{_key(k)}={segment(v)}" for k, v in query])  # a list: no generator
+    return URL(f"{base_url}{request.path}?{pairs}", encoded=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -215,7 +235,7 @@ class Client:
             connector=connector,
             headers=self._headers,
             timeout=self._timeout,
-            skip_auto_headers=("Content-Type",),
+            request_class=_NoDefaultContentType,
             auto_decompress=False,  # `read_body` inflates, within the cap
         )
         # aiohttp silently resends an idempotent request once when a kept-alive connection

@@ -53,6 +53,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiolimiter import AsyncLimiter
 
@@ -107,10 +108,10 @@ class Pause:
     family: str  # the family of the request whose answer (or wait) started it
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Ticket:
+class Ticket(NamedTuple):
     """Handed out for each request, so its answer can be matched to the budget and
-    window it was sent in (`sent_wall`) and to the requests sent after it (`seq`)."""
+    window it was sent in (`sent_wall`) and to the requests sent after it (`seq`). One
+    per request: a NamedTuple, as `worker.answers.RateLimit` says why."""
 
     seq: int
     sent_wall: float
