@@ -147,6 +147,23 @@ async def keyed_sandbox(make_sandbox: Callable[..., Awaitable[Sandbox]], **confi
     return await make_sandbox(api_key=API_KEY, app_key=APP_KEY, **config)
 
 
+def run_against(sandbox: Sandbox, journal: Path, *args: str, concurrency: int) -> list[str]:
+    """`run ARGS` against `sandbox` with `journal`, at `concurrency`, logging JSON: the
+    argument list of the resume and kill tests, which read the log lines."""
+    return [
+        "run",
+        *args,
+        "--base-url",
+        sandbox.base_url,
+        "--journal",
+        str(journal),
+        "--concurrency",
+        str(concurrency),
+        "--log-format",
+        "json",
+    ]
+
+
 def assert_invariant(report: Mapping[str, object]) -> None:
     parts = ("invalid", "skipped", "created", "already_present", "failed", "not_attempted")
     assert report["rows_read"] == sum(int(report[p]) for p in parts), report  # type: ignore[call-overload]

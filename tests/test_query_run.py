@@ -25,6 +25,7 @@ from support import (
     finish,
     held,
     keyed_sandbox,
+    run_against,
     run_cli,
     start_cli,
     stats,
@@ -80,23 +81,8 @@ def whole_range(sandbox: Sandbox) -> list[str]:
 
 
 def run_args(sandbox: Sandbox, journal: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--query",
-        QUERY,
-        "--playlist",
-        str(PLAYLIST),
-        "--base-url",
-        sandbox.base_url,
-        "--journal",
-        str(journal),
-        "--concurrency",
-        str(CONCURRENCY),
-        "--log-format",
-        "json",
-        "--no-progress",
-        *extra,
-    ]
+    query = ("--query", QUERY, "--playlist", str(PLAYLIST), "--no-progress", *extra)
+    return run_against(sandbox, journal, *query, concurrency=CONCURRENCY)
 
 
 async def run_whole_range(sandbox: Sandbox, tmp_path: Path) -> Finished:

@@ -5,10 +5,12 @@ a real sandbox on loopback that says which rows landed and how many PUTs repeate
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from support import (
     keyed_sandbox,
     keys_of,
     rows,
+    run_against,
     run_cli,
     start_cli,
     stats,
@@ -41,19 +44,7 @@ SENT = ("created", "already_present", "failed")
 def run_args(
     sandbox: Sandbox, journal: Path, *inputs: str | Path, extra: tuple[str, ...] = ()
 ) -> list[str]:
-    return [
-        "run",
-        *map(str, inputs),
-        "--base-url",
-        sandbox.base_url,
-        "--journal",
-        str(journal),
-        "--concurrency",
-        str(CONCURRENCY),
-        "--log-format",
-        "json",
-        *extra,
-    ]
+    return run_against(sandbox, journal, *map(str, inputs), *extra, concurrency=CONCURRENCY)
 
 
 async def kill_after(args: list[str], answered: int) -> None:
@@ -77,6 +68,32 @@ async def kill_after(args: list[str], answered: int) -> None:
     assert await process.wait() == -signal.SIGKILL
 
 
+def done_in(journal: Path) -> int:
+    """The rows `journal` holds as done, read as another process would."""
+    with contextlib.closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as conn:
+        query = "SELECT count(*) FROM rows WHERE result IN ('created', 'already_present')"
+        return int(conn.execute(query).fetchone()[0])
+
+
+async def kill_once_committed(args: list[str], journal: Path) -> None:
+    """Start a run and SIGKILL it at the first log line after its journal holds more done
+    rows than before it started: just after a commit, with the rest of the run still to
+    come (or, had the run ended meanwhile, as it ended)."""
+    before = done_in(journal)
+    process = await start_cli(*args, env=KEYS)
+    assert process.stderr is not None
+
+    async def watch() -> None:
+        while await process.stderr.readline():  # type: ignore[union-attr]
+            if done_in(journal) > before:
+                process.send_signal(signal.SIGKILL)
+                return
+        raise AssertionError("the run ended with nothing more committed")
+
+    await asyncio.wait_for(watch(), COMMAND_TIMEOUT_S)
+    assert await process.wait() in (-signal.SIGKILL, 0)
+
+
 async def test_runs_killed_at_any_point_resume_until_every_row_lands(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:
@@ -84,21 +101,29 @@ async def test_runs_killed_at_any_point_resume_until_every_row_lands(
     items = rows(2000, playlists=(1001, 1002, 1003))
     path = write_csv(tmp_path / "in.csv", items)
     args = run_args(sandbox, tmp_path / "journal.sqlite3", path)
-    # At its start, after its first answer, midway, and once every row is answered (as it
-    # commits its last batch and closes); each rerun goes on from what the last one did.
+    journal = tmp_path / "journal.sqlite3"
+    # At its start, after its first answer, midway, once every row is answered (as it
+    # commits its last batch and closes), and just after a commit; each rerun goes on
+    # from what the last one committed.
     points = (0, 1, 700, 2000)
     for answered in points:
         await kill_after(args, min(answered, len(items) - len(held(sandbox))))
+    await kill_once_committed(args, journal)
+    committed = done_in(journal)
+    puts_before = stats(sandbox)["puts"]
 
     done = await run_cli(*args, env=KEYS)
 
     assert done.code == 0, done.stderr
     assert held(sandbox) == keys_of(items)
-    # Each kill may cost a resend of what was in flight and of one uncommitted batch.
-    bound = len(points) * (CONCURRENCY + BatchPolicy().max_rows)
+    # Each kill may cost a resend of what was in flight and of the uncommitted batches.
+    bound = (len(points) + 1) * (CONCURRENCY + 2 * BatchPolicy().max_rows)
     assert stats(sandbox)["duplicate_puts"] <= bound
     assert stats(sandbox)["puts"] == len(items) + stats(sandbox)["duplicate_puts"]
-    assert done.summary["skipped"] > 0
+    # The last run skips exactly what was committed and sends exactly the rest.
+    assert committed > 0
+    assert done.summary["skipped"] == committed
+    assert stats(sandbox)["puts"] - puts_before == len(items) - committed
     assert_invariant(done.summary)
 
 
