@@ -95,9 +95,9 @@ class BatchPolicy:
     """When the writer commits: a kill loses what is not committed yet, which the rerun
     sends again (an already-present answer each), so the batch bounds the duplicates as
     well as the cost. That is about one batch; more when the loop, sharing one busy core
-    with the writer, runs ahead of its commits. Rows of a
-    batch that share a page of the table share its write, so larger batches cost less per
-    row; at full speed (about 5,000 rows/s) both limits give batches of about 1,000 rows."""
+    with the writer, runs ahead of its commits. Rows of a batch that share a page of the
+    table share its write, so larger batches cost less per row; at full speed (about
+    5,000 rows/s) both limits give batches of about 1,000 rows."""
 
     max_rows: int = 1000
     max_wait_s: float = 0.2
