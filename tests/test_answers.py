@@ -24,6 +24,8 @@ from worker.scrub import REDACTED, Scrubber, mask_key_shapes, shapes
 
 API_KEY = "0123456789abcdef0123456789abcdef"
 APP_KEY = 'app/"Key"\\%&=-0123456789'
+HEX_KEY = "fedcba9876543210" * 2
+"""A Datadog-shaped key: hex, which `quote` leaves as it is."""
 """Long (redacted wherever it occurs), with characters each shape writes differently."""
 READER = AnswerReader(Scrubber((API_KEY, APP_KEY)), "https://api.datadoghq.com")
 
@@ -214,8 +216,18 @@ def test_what_looks_like_a_key_is_masked(text: str, masked: str) -> None:
         ((APP_KEY,), quote(APP_KEY, safe="").lower(), REDACTED),
         ((APP_KEY,), json.dumps(APP_KEY).replace("/", "\\/"), f'"{REDACTED}"'),
         (("short/one",), "a short%2Fone b", f"a {REDACTED} b"),  # short: whole tokens
+        ((HEX_KEY,), "".join(f"%{b:02x}" for b in HEX_KEY.encode()), REDACTED),
+        ((HEX_KEY,), "".join(f"\\u{ord(c):04X}" for c in HEX_KEY), REDACTED),
     ],
-    ids=["short-any-case", "long-upper", "percent-lower", "json-escaped-slash", "short-encoded"],
+    ids=[
+        "short-any-case",
+        "long-upper",
+        "percent-lower",
+        "json-escaped-slash",
+        "short-encoded",
+        "every-byte-percent-encoded",
+        "every-character-json-escaped",
+    ],
 )
 def test_the_scrubber_finds_each_shape_in_any_case(
     secrets: tuple[str, ...], text: str, scrubbed: str

@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +38,7 @@ from support import (
 
 from worker.chunks import CHUNK
 from worker.sandbox import FaultConfig, Sandbox
+from worker.scrub import shapes
 
 FAST_RETRIES = ("--backoff-base", "0.01", "--backoff-cap", "0.05")
 PATIENT = ("--max-attempts", "20")
@@ -215,6 +217,37 @@ async def test_keys_revoked_mid_run_stop_within_concurrency_plus_5(
     (aborted,) = ran.done.events("aborted")
     assert aborted["reason"] == "the API keeps refusing the keys"
     assert "403" in str(aborted["cause"])
+
+
+async def test_keys_echoed_in_every_shape_reach_no_output_and_no_journal(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """Keys shaped as Datadog's (hex, which `quote` leaves as it is), echoed by every
+    error in every shape the sandbox knows: every byte percent-encoded, every character
+    JSON-escaped, in any case. None reaches the logs, the report or the journal."""
+    api_key, app_key = "fedcba9876543210" * 2, "0123456789abcdef" * 2 + "01234567"
+    sandbox = await make_sandbox(
+        api_key=api_key, app_key=app_key, faults=FaultConfig(revoke_keys_after=5, echo_keys=True)
+    )
+    journal = tmp_path / "journal.sqlite3"
+    path = write_csv(tmp_path / "in.csv", rows(40))
+    done = await run_cli(
+        "run", str(path), "--base-url", sandbox.base_url, "--journal", str(journal),
+        "--report", str(tmp_path / "report.json"), "--concurrency", "4", *FAST_RETRIES,
+        env={"DD_API_KEY": api_key, "DD_APP_KEY": app_key},
+    )  # fmt: skip
+
+    assert done.code == 3, done.stderr
+    with contextlib.closing(sqlite3.connect(journal)) as conn:
+        errors = [error for (error,) in conn.execute("SELECT error FROM rows") if error]
+    assert errors, "the refusals' errors are kept"
+    written = "\n".join([done.stdout, done.stderr, (tmp_path / "report.json").read_text(), *errors])
+    for key in (api_key, app_key):
+        every_byte = "".join(f"%{byte:02x}" for byte in key.encode())
+        every_character = "".join(f"\\u{ord(c):04x}" for c in key)
+        for shape in (*shapes(key), every_byte, every_character):
+            assert shape.lower() not in written.lower(), shape
+    assert "[redacted]" in written
 
 
 async def test_wrong_keys_from_the_start_send_a_handful(

@@ -44,18 +44,21 @@ _WORD_CHAR = "[A-Za-z0-9]"
 
 
 def shapes(secret: str) -> tuple[str, ...]:
-    """The ways a server may write `secret` back, case aside: as sent, escaped inside a
-    JSON string (with and without `\\uXXXX` for non-ASCII, with `/` escaped or not), and
-    percent-encoded (with `/` encoded or not)."""
+    """The ways a server may write `secret` back, case aside: as sent; escaped inside a
+    JSON string (`\\uXXXX` for non-ASCII or not, `/` escaped or not, or every character
+    as `\\uXXXX`); and percent-encoded (`/` encoded or not, or every byte: `quote` leaves
+    a hex key as it is, so a server that encodes every byte writes it only as `%66%30...`)."""
     escaped = json.dumps(secret)[1:-1]
     forms = (
         secret,
         escaped,
         json.dumps(secret, ensure_ascii=False)[1:-1],
         escaped.replace("/", "\\/"),
+        "".join(f"\\u{ord(c):04x}" if c.isascii() else json.dumps(c)[1:-1] for c in secret),
         quote(secret, safe=""),
         quote(secret),  # urllib's default leaves `/` as it is
         quote(secret, safe="").replace("%20", "+"),
+        "".join(f"%{byte:02X}" for byte in secret.encode()),
     )
     return tuple(dict.fromkeys(forms))
 
