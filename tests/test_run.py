@@ -31,6 +31,7 @@ from support import (
     write_ndjson,
 )
 
+from worker.cli import main
 from worker.sandbox import FaultConfig, Sandbox
 
 
@@ -199,6 +200,41 @@ async def test_bad_options_exit_2_before_any_request(
     assert done.code == 2
     assert message in done.stderr
     assert sandbox.stats.requests == 0
+
+
+SECRET = "abcdef0123456789abcdef0123456789"
+
+
+@pytest.mark.parametrize(
+    "command", [["run", "in.csv", "--dry-run"], ["playlists", "list"], ["verify", "in.csv"]]
+)
+@pytest.mark.parametrize(
+    ("given", "variable"),
+    [
+        (["--api-key", SECRET], "DD_API_KEY"),
+        ([f"--app-key={SECRET}"], "DD_APP_KEY"),
+        (["--api", SECRET], "DD_API_KEY"),  # a prefix of --api-key-file, once read as it
+    ],
+)
+def test_a_key_given_as_an_option_is_refused_without_repeating_it(
+    capsys: pytest.CaptureFixture[str], command: list[str], given: list[str], variable: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, *given])
+
+    out, err = capsys.readouterr()
+    assert stopped.value.code == 2
+    assert variable in err
+    assert SECRET not in out + err
+
+
+@pytest.mark.parametrize("shortened", ["--dry-ru", "--concurrenc=4", "--api-key-fil=k"])
+def test_no_option_may_be_shortened(capsys: pytest.CaptureFixture[str], shortened: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "in.csv", shortened])
+
+    assert stopped.value.code == 2
+    assert shortened.split("=", maxsplit=1)[0] in capsys.readouterr().err
 
 
 async def test_missing_input_and_missing_column_exit_2(
