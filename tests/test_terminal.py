@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from pseudo_terminal import ROOT, Terminal, plain
 from rich.console import Console
 from support import KEYS, TS, MakeSandbox, keyed_sandbox, rows, run_cli, write_csv
 
+from worker.cli import build_parser
+from worker.cli.run import config_from_args
+from worker.presenting import summary_context
 from worker.terminal import (
     RunStart,
     Step,
@@ -277,6 +281,50 @@ def test_an_unfinished_run_says_how_to_resume(journal: bool, advice: str) -> Non
     report = {**REPORT, "invalid": 0, "failed": 0, "not_attempted": 40, "exit_code": 143}
     (step,) = next_steps(report, SummaryContext(inputs=["a.csv"], journal=journal))
     assert advice in step.what
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["--journal", "{tmp}/j.sqlite3"],
+        ["--shard", "1/2"],
+        ["--fresh", "--journal", "{tmp}/j.sqlite3"],
+    ],
+    ids=["explicit-journal", "shard", "fresh"],
+)
+def test_every_command_a_run_suggests_is_one_the_cli_accepts(
+    tmp_path: Path, where: list[str]
+) -> None:
+    """From a run's own options to its summary's commands, each parsed as the CLI would:
+    they reach the same target with the same key files, and those that read the journal
+    (the retry, `undo`) find the run's; `verify` reads none."""
+    for name in ("api", "app"):
+        (tmp_path / name).write_text("k" * 32)
+    argv = [
+        "run", str(write_csv(tmp_path / "in.csv", rows(3))), "--base-url", "http://127.0.0.1:9",
+        "--api-key-file", str(tmp_path / "api"), "--app-key-file", str(tmp_path / "app"),
+        "--dead-letter", str(tmp_path / "failed.ndjson"),
+        *(located := [word.format(tmp=tmp_path) for word in where]),
+    ]  # fmt: skip
+    config = config_from_args(build_parser().parse_args(argv), {"HOME": str(tmp_path)})
+    report = {**REPORT, "run_id": "r1", "not_attempted": 3}
+
+    steps = next_steps(report, summary_context(config, None))
+    suggested = {shlex.split(c)[1]: shlex.split(c)[2:] for c in commands(steps)}
+
+    assert set(suggested) == {"validate", "run", "verify", "undo"}
+    for command, words in suggested.items():
+        build_parser().parse_args([command, *words])  # exits 2 on an option it refuses
+        if command != "validate":
+            assert {"--base-url", "--api-key-file", "--app-key-file"} <= set(words), command
+    for command in ("run", "undo"):
+        assert located[-2:] == suggested[command][-2:], "the run's own journal"
+    assert "--journal" not in suggested["verify"]
+    assert "--shard" not in suggested["verify"]
+    (resume,) = [step.what for step in steps if "send the rest" in step.what]
+    assert ("without --fresh" in resume) == ("--fresh" in where)
+    if "--shard" in where:
+        assert any(step.what.startswith("once every shard has run") for step in steps)
 
 
 def rendered(report: dict[str, object], context: SummaryContext, width: int) -> str:

@@ -47,13 +47,14 @@ def tell_summary(config: RunConfig, report: Mapping[str, object], advice: str | 
     console = terminal_console(config.watch.log_format, sys.stderr)
     if console is None:
         return False
-    render_summary(report, _summary_context(config, advice), console)
+    render_summary(report, summary_context(config, advice), console)
     return True
 
 
-def _summary_context(config: RunConfig, abort_detail: str | None) -> SummaryContext:
-    """What the next commands repeat: the target, a journal that is not the default, and
-    how the rows were read where that is not the default."""
+def summary_context(config: RunConfig, abort_detail: str | None) -> SummaryContext:
+    """What the next commands repeat: the target and how it is reached, the journal (a
+    shard's, or one that is not the default), and how the rows were read where that is
+    not the default."""
     base_url = config.target.route.base_url if config.target.route else None
     if base_url is None:
         repeated = ["--sandbox"]
@@ -61,9 +62,11 @@ def _summary_context(config: RunConfig, abort_detail: str | None) -> SummaryCont
         repeated = ["--site", base_url.removeprefix("https://api.").rstrip("/")]
     else:
         repeated = ["--base-url", base_url]
+    repeated += config.target.access_options
     journal = config.outputs.journal
+    journal_options = ["--shard", str(config.shard)] if config.shard else []
     if journal is not None and journal != default_journal_path(config.shard):
-        repeated += ["--journal", str(journal)]
+        journal_options = ["--journal", str(journal)]
     reader, defaults = config.reader, ReaderOptions()
     row_options: list[str] = []
     for option, value, default in (
@@ -78,10 +81,13 @@ def _summary_context(config: RunConfig, abort_detail: str | None) -> SummaryCont
     return SummaryContext(
         inputs=config.inputs,
         repeated_options=repeated,
+        journal_options=journal_options,
+        sharded=config.shard is not None,
         row_options=row_options,
         dead_letter=str(dead_letter) if dead_letter else None,
         report_path=str(report) if report else None,
         journal=journal is not None,
+        fresh=config.outputs.fresh,
         target_outlives_run=base_url is not None,
         abort_detail=abort_detail,
         command=config.job.retry_command,

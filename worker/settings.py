@@ -30,6 +30,10 @@ class Target:
     """None: a sandbox's (made up for it) or a dry run's (nothing is sent)."""
     tls: ssl.SSLContext | bool = True
     sandbox_rate_limit: tuple[int, float] | None = None
+    access_options: tuple[str, ...] = ()
+    """The options that reach it besides its address (`--api-key-file PATH`,
+    `--app-key-file PATH`, `--ca-bundle PATH`, `--allow-insecure-http`): the commands a
+    summary suggests repeat them, or they would not run where this one ran."""
 
 
 @dataclass(frozen=True, slots=True)

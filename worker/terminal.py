@@ -134,7 +134,12 @@ class SummaryContext:
     """The run's file inputs; empty for a query."""
     repeated_options: Sequence[str] = ()
     """Options every suggested command repeats: the target (`--site`, `--base-url`,
-    `--sandbox`) and an explicit `--journal`."""
+    `--sandbox`) and how it is reached (key files, `--ca-bundle`)."""
+    journal_options: Sequence[str] = ()
+    """How the commands that read the journal (a retry, `undo`) find it: `--shard K/N`
+    or an explicit `--journal`; `verify` reads no journal."""
+    sharded: bool = False
+    """The run was one shard: `verify` of the whole input waits for every shard."""
     row_options: Sequence[str] = ()
     """Options that say how to read the rows (`--ts-unit s`, `--playlist ID`), for the
     `validate` and `verify` commands suggested."""
@@ -142,6 +147,8 @@ class SummaryContext:
     report_path: str | None = None
     journal: bool = True
     """False for `--no-journal`: a rerun sends the done rows again."""
+    fresh: bool = False
+    """`--fresh`: the same command again would send every row again."""
     target_outlives_run: bool = True
     """False for `--sandbox`: its sandbox is gone, so there is nothing to verify or undo."""
     abort_detail: str | None = None
@@ -229,26 +236,36 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
             Step(
                 f"the {_rows(failed)} that failed {'is' if failed == 1 else 'are'} in {dead}; "
                 "once the cause is fixed, retry exactly those:",
-                _command(context.command, dead, "--dead-letter", _retry_name(dead), *repeated),
+                _command(
+                    context.command,
+                    dead,
+                    "--dead-letter",
+                    _retry_name(dead),
+                    *repeated,
+                    *context.journal_options,
+                ),
             )
         )
     elif failed:
         steps.append(Step("rerun the same command to retry the rows that failed"))
     if not_attempted and not dry_run:
-        resume = (
-            "rerun the same command to send the rest; the journal skips the rows done"
-            if context.journal
-            else "rerun the same command to send the rest (without a journal, rows done "
-            "are sent again and answered 'already present')"
-        )
+        if not context.journal:
+            resume = (
+                "rerun the same command to send the rest (without a journal, rows done "
+                "are sent again and answered 'already present')"
+            )
+        else:
+            again = "the same command without --fresh" if context.fresh else "the same command"
+            resume = f"rerun {again} to send the rest; the journal skips the rows done"
         steps.append(Step(resume))
     run_id = report.get("run_id")
     adds = context.command == "run"
     if run_id is not None and not dry_run and context.target_outlives_run and adds:
         if files:
+            check = "check that every row is in its playlist"
             steps.append(
                 Step(
-                    "check that every row is in its playlist:",
+                    f"once every shard has run, {check}:" if context.sharded else f"{check}:",
                     _command("verify", *files, *context.row_options, *repeated),
                 )
             )
@@ -256,7 +273,7 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
             steps.append(
                 Step(
                     "take back the sessions this run added:",
-                    _command("undo", str(run_id), *repeated),
+                    _command("undo", str(run_id), *repeated, *context.journal_options),
                 )
             )
     if context.report_path:

@@ -356,7 +356,20 @@ def target_from_args(
             load_credentials(args.api_key_file, args.app_key_file, environ) if needs_keys else None
         ),
         tls=tls_context(args.ca_bundle),
+        access_options=_access_options(args),
     )
+
+
+def _access_options(args: argparse.Namespace) -> tuple[str, ...]:
+    options: list[str] = []
+    for option, value in (
+        ("--api-key-file", args.api_key_file),
+        ("--app-key-file", args.app_key_file),
+        ("--ca-bundle", args.ca_bundle),
+    ):
+        if value:
+            options += [option, value]
+    return (*options, "--allow-insecure-http") if args.allow_insecure_http else tuple(options)
 
 
 def pace_from_args(args: argparse.Namespace) -> Pace:
