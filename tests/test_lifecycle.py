@@ -3,10 +3,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 
-from support import KEYS, TS, MakeSandbox, held, keyed_sandbox, rows, run_cli, write_csv
+from support import (
+    COMMAND_TIMEOUT_S,
+    KEYS,
+    ROOT,
+    TS,
+    MakeSandbox,
+    clean_env,
+    held,
+    keyed_sandbox,
+    rows,
+    run_cli,
+    write_csv,
+)
 
 from worker.sandbox import FaultConfig, Sandbox
 from worker.sandbox.store import SessionRecord
@@ -253,6 +268,30 @@ async def test_a_run_undone_leaves_the_playlist_as_it_was_and_twice_sends_nothin
     assert twice.summary["requests"] == 0
     assert sandbox.stats.calls["remove_sessions"] == calls
     assert held(sandbox) == before
+
+
+async def test_an_undo_dry_run_into_a_closed_pipe_ends_quietly(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """`undo --dry-run | head -1`: exit 141, as for SIGPIPE, with no traceback."""
+    sandbox = await keyed_sandbox(make_sandbox)
+    source = write_csv(tmp_path / "in.csv", rows(1500))
+    journal = tmp_path / "journal"
+    ran = await run_cli("run", str(source), *at(sandbox), *quiet(journal), env=KEYS)
+    assert ran.summary["created"] == 1500
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as reader:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker", "undo", str(ran.summary["run_id"]), "--dry-run",
+            *quiet(journal),
+            cwd=ROOT, env=clean_env(KEYS), stdout=write_end, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        os.close(write_end)
+        assert json.loads(reader.readline())["undo"] == "remove"  # a dry run sends nothing
+    _, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
+
+    assert process.returncode == 141, stderr.decode()
+    assert b"Traceback" not in stderr
 
 
 async def test_undo_reports_a_session_a_later_run_also_added(

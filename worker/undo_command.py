@@ -25,10 +25,11 @@ from worker.config import (
     load_credentials,
     redact_url,
 )
-from worker.exits import EXIT_CANNOT_START, EXIT_OK
+from worker.deliver import silence_output
+from worker.exits import EXIT_CANNOT_START, EXIT_OK, EXIT_OUTPUT_CLOSED
 from worker.input import ReaderOptions
 from worker.jobs import RemoveJob, UndoJob
-from worker.journal import JournalError, RunRecord, default_journal_path, reading
+from worker.journal import History, JournalError, RunRecord, default_journal_path, reading
 from worker.settings import Outputs, RunConfig, Target
 from worker.shard import Shard
 from worker.undo_plan import UndoRefused, each_creation, plan, the_run
@@ -42,11 +43,7 @@ def undo_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             run = the_run(history, args.run_id, None)
             target = _own_target(args, run, environ)
             if args.dry_run:
-                for creation in each_creation(
-                    history, run.run_id, include_maybe=args.include_maybe
-                ):
-                    sys.stdout.write(json.dumps(creation) + "\n")
-                return EXIT_OK
+                return _preview(history, run.run_id, include_maybe=args.include_maybe)
             counts, left = plan(history, run, include_maybe=args.include_maybe)
         config = _config(args, environ, journal=journal, run=run, target=target, counts=counts)
     except (ConfigError, UndoRefused, JournalError) as exc:
@@ -65,6 +62,19 @@ def undo_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from worker.ingest import ingest
 
     return ingest(config, environ)
+
+
+def _preview(history: History, run_id: str, *, include_maybe: bool) -> int:
+    """The dry run: each session the undo would remove, one JSON line each. Output closed
+    by its reader (`undo --dry-run | head`) ends it quietly, as for SIGPIPE."""
+    try:
+        for creation in each_creation(history, run_id, include_maybe=include_maybe):
+            sys.stdout.write(json.dumps(creation) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_output(sys.stdout)
+        return EXIT_OUTPUT_CLOSED
+    return EXIT_OK
 
 
 def _journal(args: argparse.Namespace) -> Path:
