@@ -327,6 +327,42 @@ def test_every_command_a_run_suggests_is_one_the_cli_accepts(
         assert any(step.what.startswith("once every shard has run") for step in steps)
 
 
+def test_an_undo_says_what_it_left_and_how_to_take_the_doubtful_ones() -> None:
+    report = {
+        **REPORT, "invalid": 0, "failed": 0, "exit_code": 0, "removed": 50,
+        "undo": {"run": "r1", "remove": 50, "added_later": 2, "maybe_created": 10},
+    }  # fmt: skip
+    context = SummaryContext(
+        repeated_options=["--base-url", "http://127.0.0.1:9"],
+        journal_options=["--journal", "j.sqlite3"],
+        command="remove",
+    )
+
+    steps = next_steps(report, context)
+
+    assert [step.what.split(" ")[:2] for step in steps] == [["2", "rows"], ["10", "rows"]]
+    (command,) = commands(steps)
+    assert command == (
+        "rum-playlist-ingest undo r1 --include-maybe --base-url http://127.0.0.1:9"
+        " --journal j.sqlite3"
+    )
+    build_parser().parse_args(shlex.split(command)[1:])
+
+
+def test_a_verify_names_its_missing_file_and_the_command_that_adds_them() -> None:
+    report = {
+        **REPORT, "invalid": 0, "failed": 0, "exit_code": 1, "missing": 3,
+        "verify": {"playlists": 1, "missing_file": "out/missing.ndjson"},
+    }  # fmt: skip
+    context = SummaryContext(repeated_options=["--site", "datadoghq.eu"], command="verify")
+
+    (step,) = next_steps(report, context)
+
+    assert "3 rows missing from their playlists are in out/missing.ndjson" in step.what
+    assert step.command == "rum-playlist-ingest run out/missing.ndjson --fresh --site datadoghq.eu"
+    build_parser().parse_args(shlex.split(step.command)[1:])
+
+
 def rendered(report: dict[str, object], context: SummaryContext, width: int) -> str:
     out = io.StringIO()
     console = Console(file=out, width=width, force_terminal=True, _environ={"NO_COLOR": "1"})

@@ -276,9 +276,54 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
                     _command("undo", str(run_id), *repeated, *context.journal_options),
                 )
             )
+    steps += _left_by_undo(report, context) + _missing_found(report, repeated)
     if context.report_path:
         steps.append(Step(f"the report is in {context.report_path}"))
     return steps
+
+
+def _block(report: Mapping[str, object], name: str) -> Mapping[str, object]:
+    block = report.get(name)
+    return block if isinstance(block, Mapping) else {}
+
+
+def _left_by_undo(report: Mapping[str, object], context: SummaryContext) -> list[Step]:
+    """What an undo left in the playlists on purpose, and how to take the doubtful ones."""
+    undo = _block(report, "undo")
+    steps = []
+    if later := _count(undo, "added_later"):
+        steps.append(Step(f"{_rows(later)} a later run also added stayed in their playlists"))
+    if (maybe := _count(undo, "maybe_created")) and isinstance(undo.get("run"), str):
+        steps.append(
+            Step(
+                f"{_rows(maybe)} the run found present after an answer was lost stayed (they "
+                "may have been there before it); to remove them as well:",
+                _command(
+                    "undo",
+                    str(undo["run"]),
+                    "--include-maybe",
+                    *context.repeated_options,
+                    *context.journal_options,
+                ),
+            )
+        )
+    return steps
+
+
+def _missing_found(report: Mapping[str, object], repeated: Sequence[str]) -> list[Step]:
+    """Where `verify --missing` wrote the rows it did not find, and how to add them."""
+    missing_file = _block(report, "verify").get("missing_file")
+    missing = _count(report, "missing")
+    if not missing or not isinstance(missing_file, str):
+        return []
+    verb = "is" if missing == 1 else "are"
+    return [
+        Step(
+            f"the {_rows(missing)} missing from their playlists {verb} in {missing_file}; "
+            "to add them again (--fresh: the journal may hold them as done):",
+            _command("run", missing_file, "--fresh", *repeated),
+        )
+    ]
 
 
 def _command(*args: str) -> str:
