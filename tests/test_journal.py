@@ -30,6 +30,7 @@ from worker.journal import (
     reading,
 )
 from worker.journal.recorder import _PIECE
+from worker.presenting import done_rows
 from worker.rows import DATA_SOURCES, Outcome, Result, Row, RowKey
 from worker.shard import Shard
 
@@ -793,3 +794,17 @@ def test_a_chunk_is_admitted_as_its_rows_one_by_one_would_be(path: Path, fresh: 
     finally:
         at_once.close({})
         one_by_one.close({})
+
+
+def test_the_start_line_counts_what_a_rerun_of_the_same_operation_skips(path: Path) -> None:
+    """Added rows for a run, removed rows for a remove or an undo."""
+    rows = [row(i) for i in range(5)]
+    finish(
+        open_journal(path),
+        [Outcome(r, Result.CREATED if i < 3 else Result.REMOVED, 201) for i, r in enumerate(rows)],
+    )
+
+    assert done_rows(path, SANDBOX, Operation.RUN) == 3
+    assert done_rows(path, SANDBOX, Operation.REMOVE) == 2
+    assert done_rows(path, SANDBOX, Operation.UNDO) == 2
+    assert done_rows(path, "https://elsewhere.example", Operation.RUN) == 0

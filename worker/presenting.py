@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from worker.input import ReaderOptions
-from worker.journal import JournalError, default_journal_path, reading
-from worker.rows import Result
+from worker.journal import JournalError, Operation, default_journal_path, reading
+from worker.journal.records import done_results
 from worker.settings import RunConfig
 from worker.terminal import RunStart, SummaryContext, render_summary, start_line, terminal_console
 
@@ -31,7 +31,9 @@ def tell_start(config: RunConfig, target: str) -> bool:
         sandbox=config.target.route is None,
         shard=str(config.shard) if config.shard else None,
         journal=journal,
-        done_rows=_done_rows(journal, target) if journal and not fresh else None,
+        done_rows=(
+            done_rows(journal, target, config.job.operation) if journal and not fresh else None
+        ),
         fresh=fresh,
         dry_run=config.dry_run,
         doing=config.job.doing,
@@ -94,9 +96,10 @@ def summary_context(config: RunConfig, abort_detail: str | None) -> SummaryConte
     )
 
 
-def _done_rows(journal: Path, target: str) -> int | None:
-    """Rows the journal holds as done for `target` (0 for a journal not made yet); None
-    when it cannot say."""
+def done_rows(journal: Path, target: str, operation: Operation) -> int | None:
+    """Rows the journal holds as done by `operation` for `target` (what a rerun of it
+    skips: added for a run, removed for a remove or an undo); 0 for a journal not made
+    yet; None when it cannot say."""
     if not journal.exists():
         return 0
     try:
@@ -104,4 +107,4 @@ def _done_rows(journal: Path, target: str) -> int | None:
             counts = history.counts_by_target().get(target, {})
     except JournalError:
         return None
-    return counts.get(Result.CREATED.value, 0) + counts.get(Result.ALREADY_PRESENT.value, 0)
+    return sum(counts.get(result, 0) for result in done_results(operation))
