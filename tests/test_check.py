@@ -60,7 +60,9 @@ def test_only_the_first_errors_are_printed(max_errors: int) -> None:
     assert status == 1
     assert output.splitlines() == [
         *MIXED_REPORT.splitlines()[:max_errors],
-        f"... and {8 - max_errors} more invalid rows",
+        f"... and {8 - max_errors} more invalid rows"
+        if max_errors
+        else "8 invalid rows, not listed (--max-errors 0)",
         "sample_inputs/mixed_bad_rows.csv: 19 valid, 8 invalid",
     ]
 

@@ -121,6 +121,7 @@ async def test_two_of_the_exact_name_are_an_error_naming_both() -> None:
     ("reply", "complaint"),
     [
         (answer(403, error="Forbidden"), r"HTTP 403\): Forbidden"),
+        (answer(404, error="HTTP 404: not found"), r"failed: HTTP 404: not found$"),
         (answer(None, error="connection reset"), "no answer"),
         (answer(200, body_problem="the body is not JSON"), "not JSON"),
         (answer(200, payload=[]), 'not {"data"'),

@@ -417,7 +417,7 @@ async def test_nightly_runs_from_last_add_each_new_session_once(
             "needs the journal",
         ),
         (["--query", "*", "--first-from", "now-1d", "--playlist", "1"], "goes with --from last"),
-        (["--from", "now-1d", "IN"], "go with --query"),
+        (["--from", "now-1d", "IN"], "--from goes with --query"),
     ],
 )
 async def test_bad_query_input_exits_2_having_sent_nothing(

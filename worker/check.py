@@ -41,7 +41,10 @@ def check_inputs(
         print(f"error: {error}", file=out)
         return EXIT_CANNOT_START
     if invalid > max_errors:
-        print(f"... and {invalid - max_errors} more invalid rows", file=out)
+        if max_errors:
+            print(f"... and {invalid - max_errors} more invalid rows", file=out)
+        else:
+            print(f"{invalid} invalid rows, not listed (--max-errors 0)", file=out)
     for source, (source_valid, source_invalid) in counts.items():
         print(f"{source}: {source_valid} valid, {source_invalid} invalid", file=out)
     if len(counts) > 1:

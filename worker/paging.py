@@ -34,8 +34,10 @@ def payload(answer: Answer, what: str) -> object:
     """The parsed body of a 2xx answer; ApiCallFailed naming `what` otherwise."""
     if answer.meaning is not Meaning.DONE:
         shown = "no answer" if answer.status is None else f"HTTP {answer.status}"
-        detail = f": {answer.error}" if answer.error else ""
-        raise ApiCallFailed(f"{what} failed ({shown}){detail}", answer)
+        error = answer.error or ""
+        if error.startswith(f"{shown}:"):  # an HTTP error says its status itself
+            raise ApiCallFailed(f"{what} failed: {error}", answer)
+        raise ApiCallFailed(f"{what} failed ({shown}){': ' if error else ''}{error}", answer)
     if answer.body_problem is not None:
         raise ApiCallFailed(f"{what}: {answer.body_problem}", answer)
     return answer.payload

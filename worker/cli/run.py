@@ -101,7 +101,8 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
     if args.query is None:
         given = [name for name, value in range_options.items() if value is not None]
         if given:
-            raise ConfigError(f"{', '.join(given)} go with --query; give --query QUERY too")
+            verb = "goes" if len(given) == 1 else "go"
+            raise ConfigError(f"{', '.join(given)} {verb} with --query; give --query QUERY too")
         if not args.inputs:
             raise ConfigError("give the INPUT files to read, or --query QUERY to search")
         return None
