@@ -7,8 +7,10 @@ yardstick every tool is measured by: what the server answered, and what it holds
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import csv
+import functools
 import json
 import os
 import secrets
@@ -153,8 +155,21 @@ class SandboxProcess:
         self.close()
 
 
+@functools.cache
+def compiled_as_installed() -> None:
+    """The tool's bytecode, compiled once, as `pip install` compiles a package's.
+
+    An editable checkout run with PYTHONDONTWRITEBYTECODE set (as on the machine these
+    figures come from) would otherwise compile every module of the tool from source at
+    every start, about 0.07 s of CPU a run that an installed tool never pays, and that
+    the bare loop does not pay either: its aiohttp is compiled in site-packages."""
+    compileall.compile_dir(ROOT / "worker", quiet=1)
+
+
 def start_cli(*args: str, keys: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
-    """`python -m worker ARGS` with JSON logs to `stderr` and no live display."""
+    """`python -m worker ARGS` with JSON logs to `stderr` and no live display, its
+    bytecode compiled as an installed tool's is."""
+    compiled_as_installed()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "SANDBOX_"))}
     with stderr.open("wb") as log:
         return pin(
