@@ -202,6 +202,24 @@ async def test_bad_options_exit_2_before_any_request(
     assert sandbox.stats.requests == 0
 
 
+async def test_a_sandbox_run_keeps_no_journal_unless_one_is_named(tmp_path: Path) -> None:
+    """A sandbox's target is gone with its run: the default journal is not filled with
+    targets no run can send to again. `--journal PATH` still keeps one."""
+    path = write_csv(tmp_path / "in.csv", rows(5))
+    state = tmp_path / "state"
+    env = {"XDG_STATE_HOME": str(state)}
+
+    default = await run_cli("run", str(path), "--sandbox", "--no-progress", env=env)
+    named = await run_cli(
+        "run", str(path), "--sandbox", "--journal", str(tmp_path / "j.sqlite3"), env=env
+    )
+
+    assert (default.code, named.code) == (0, 0), default.stderr + named.stderr
+    assert default.summary["created"] == named.summary["created"] == 5
+    assert not state.exists() or not any(state.rglob("*.sqlite3"))
+    assert (tmp_path / "j.sqlite3").is_file()
+
+
 SECRET = "abcdef0123456789abcdef0123456789"
 
 

@@ -78,7 +78,7 @@ REPORT: dict[str, object] = {
                 journal=None,
             ),
             "Adding the sessions matching '@application.id:abc' to playlist 123 on the sandbox"
-            " at http://127.0.0.1:5555 · no journal",
+            " at http://127.0.0.1:5555 · no journal (the sandbox goes with the run)",
             id="a query into one playlist, no journal",
         ),
         pytest.param(

@@ -111,7 +111,7 @@ def _what(plan: RunStart) -> str:
 
 def _journal_part(plan: RunStart, home: Path | None) -> str:
     if plan.journal is None:
-        return "no journal"
+        return "no journal (the sandbox goes with the run)" if plan.sandbox else "no journal"
     where = f"journal {shown_path(plan.journal, home)}"
     if plan.fresh:
         return f"{where} (--fresh: rows done before are sent again)"

@@ -290,7 +290,8 @@ def add_watch_options(parser: argparse.ArgumentParser) -> None:
     watch.add_argument(
         "--statsd",
         metavar="HOST:PORT",
-        help="send metrics to a DogStatsD agent (default: from $DD_AGENT_HOST if set)",
+        help="send metrics to a DogStatsD agent (default: $DD_DOGSTATSD_URL, else "
+        "$DD_AGENT_HOST, if set)",
     )
 
 
@@ -420,7 +421,10 @@ def check_outputs_apart(inputs: Sequence[str], journal: Path | None, **outputs: 
 
 
 def _journal_path(args: argparse.Namespace, shard: Shard | None) -> Path | None:
-    if args.no_journal:
+    """None for `--no-journal`, and for `--sandbox` unless `--journal` names one: a
+    sandbox's target is gone with its run, so the default journal would only fill with
+    targets no run can send to again."""
+    if args.no_journal or (args.sandbox and not args.journal):
         return None
     return Path(args.journal) if args.journal else default_journal_path(shard)
 
