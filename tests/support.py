@@ -123,6 +123,22 @@ Key = tuple[int, str]
 """(playlist_id, session_id): what the sandbox holds a session by."""
 
 
+async def into_a_pipe_read_once(*args: str, env: Mapping[str, str] | None = None) -> Finished:
+    """`rum-playlist-ingest ARGS | head -1`: standard output goes to a pipe whose reader
+    takes one line and leaves. `stdout` is that line; `stderr` and `code` as they ended."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as reader:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker", *args,
+            cwd=ROOT, env=clean_env(env), stdout=write_end, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        os.close(write_end)
+        first = reader.readline()
+    _, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
+    assert process.returncode is not None
+    return Finished(process.returncode, first.decode(), err.decode())
+
+
 def key_of(item: Mapping[str, object]) -> Key:
     return (int(str(item["playlist_id"])), str(item["session_id"]))
 

@@ -7,19 +7,14 @@ real journal written by a real run, so that "what a run would skip" is the run's
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from support import (
-    COMMAND_TIMEOUT_S,
     KEYS,
-    ROOT,
     Finished,
     MakeSandbox,
     assert_invariant,
-    clean_env,
+    into_a_pipe_read_once,
     keyed_sandbox,
     rows,
     run_cli,
@@ -127,24 +122,19 @@ async def test_an_unreadable_journal_exits_2(make_sandbox: MakeSandbox, tmp_path
     assert puts(done) == []
 
 
-def test_a_dry_run_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+async def test_a_dry_run_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`--dry-run | head -1`: the reader of standard output goes after one line; the run
     ends at once, with no traceback, exit 141 (as for SIGPIPE) and a true report."""
     path = write_csv(tmp_path / "in.csv", rows(5000))
     report = tmp_path / "report.json"
-    read_end, write_end = os.pipe()
-    with os.fdopen(read_end, "rb") as reader:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run", str(path), "--dry-run", "--no-journal",
-             "--base-url", "https://api.datadoghq.com", "--report", str(report)],
-            cwd=ROOT, env=clean_env(KEYS), stdout=write_end, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        os.close(write_end)
-        assert reader.readline().startswith(b"PUT https://api.datadoghq.com/")
-    _, stderr = process.communicate(timeout=COMMAND_TIMEOUT_S)
+    piped = await into_a_pipe_read_once(
+        "run", str(path), "--dry-run", "--no-journal", "--base-url", "https://api.datadoghq.com",
+        "--report", str(report), env=KEYS,
+    )  # fmt: skip
 
-    assert process.returncode == 141, stderr.decode()
-    assert b"Traceback" not in stderr
+    assert piped.stdout.startswith("PUT https://api.datadoghq.com/")
+    assert piped.code == 141, piped.stderr
+    assert "Traceback" not in piped.stderr
     written = json.loads(report.read_text())
     assert_invariant(written)
     assert written["rows_read"] <= 5000

@@ -3,20 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 from support import (
-    COMMAND_TIMEOUT_S,
     KEYS,
-    ROOT,
     TS,
     MakeSandbox,
-    clean_env,
     held,
+    into_a_pipe_read_once,
     keyed_sandbox,
     rows,
     run_cli,
@@ -279,19 +274,13 @@ async def test_an_undo_dry_run_into_a_closed_pipe_ends_quietly(
     journal = tmp_path / "journal"
     ran = await run_cli("run", str(source), *at(sandbox), *quiet(journal), env=KEYS)
     assert ran.summary["created"] == 1500
-    read_end, write_end = os.pipe()
-    with os.fdopen(read_end, "rb") as reader:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker", "undo", str(ran.summary["run_id"]), "--dry-run",
-            *quiet(journal),
-            cwd=ROOT, env=clean_env(KEYS), stdout=write_end, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        os.close(write_end)
-        assert json.loads(reader.readline())["undo"] == "remove"  # a dry run sends nothing
-    _, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
+    piped = await into_a_pipe_read_once(
+        "undo", str(ran.summary["run_id"]), "--dry-run", *quiet(journal), env=KEYS
+    )
 
-    assert process.returncode == 141, stderr.decode()
-    assert b"Traceback" not in stderr
+    assert json.loads(piped.stdout)["undo"] == "remove"  # a dry run sends nothing
+    assert piped.code == 141, piped.stderr
+    assert "Traceback" not in piped.stderr
 
 
 async def test_undo_reports_a_session_a_later_run_also_added(

@@ -238,7 +238,7 @@ class AnswerReader:
         want_payload: bool = False,
     ) -> Answer:
         """An answer whose whole body (within its cap) was read."""
-        meaning = Meaning.DONE if 200 <= status < 300 else meaning_of(status)
+        meaning = meaning_of(status)
         rate_limit = parse_rate_limit(headers)
         if meaning is Meaning.DONE:
             payload, problem = _payload(status, body, want_payload)

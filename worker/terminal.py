@@ -276,7 +276,7 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
                     _command("undo", str(run_id), *repeated, *context.journal_options),
                 )
             )
-    steps += _left_by_undo(report, context) + _missing_found(report, repeated)
+    steps += _left_by_undo(report, context) + _missing_found(report, context)
     if context.report_path:
         steps.append(Step(f"the report is in {context.report_path}"))
     return steps
@@ -310,7 +310,7 @@ def _left_by_undo(report: Mapping[str, object], context: SummaryContext) -> list
     return steps
 
 
-def _missing_found(report: Mapping[str, object], repeated: Sequence[str]) -> list[Step]:
+def _missing_found(report: Mapping[str, object], context: SummaryContext) -> list[Step]:
     """Where `verify --missing` wrote the rows it did not find, and how to add them."""
     missing_file = _block(report, "verify").get("missing_file")
     missing = _count(report, "missing")
@@ -321,7 +321,7 @@ def _missing_found(report: Mapping[str, object], repeated: Sequence[str]) -> lis
         Step(
             f"the {_rows(missing)} missing from their playlists {verb} in {missing_file}; "
             "to add them again (--fresh: the journal may hold them as done):",
-            _command("run", missing_file, "--fresh", *repeated),
+            _command("run", missing_file, "--fresh", *context.repeated_options),
         )
     ]
 
