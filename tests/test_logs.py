@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import KEYS, ROOT, TS, clean_env, rows, run_cli, write_csv
@@ -288,6 +289,31 @@ def test_a_row_line_with_one_letter_keys_keeps_its_words(fmt: str) -> None:
     else:
         assert "result=already_present" in text
         assert "source=in/mixed_bad_rows.csv" in text
+
+
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_the_finder_finds_every_form_of_every_key_in_any_case_wherever_it_stands(
+    kind: type,
+) -> None:
+    # Forms that share a first character and forms that do not, as the shapes of a hex
+    # key do (as sent, every character \\u-escaped, every byte percent-encoded): the
+    # finder searches a form only where its first character occurs, and must still find
+    # each one, at the start, inside or at the end of a line.
+    secrets = ("0a1b2c3d4e5f60718293a4b5c6d7e8f9", "f" * 40, "0a1b2c3d" + "9" * 24)
+    scrubber = scrub.Scrubber(secrets)
+
+    def encode(text: str) -> str | bytes:
+        return text if kind is str else text.encode()
+
+    finder: scrub.Finder[Any] = scrubber.finder(lambda shape: (encode(shape),))
+    forms = [shape for secret in secrets for shape in scrub.shapes(secret)]
+    assert {form[0] for form in forms} >= {"0", "f", "\\", "%"}
+    for form in forms:
+        for line in (form, f'{{"a":1,"b":"{form.upper()}"}}', f"x {form}"):
+            assert finder.found(encode(line)), line
+    for clean in ('{"event":"row","session_id":"00000000-0000-0000-0000-000000000001"}', ""):
+        assert not finder.found(encode(clean))
+    assert not finder.found(encode(forms[1][:-1] + "%5C" + forms[-1][:-1]))  # near misses
 
 
 def test_an_empty_key_finds_and_replaces_nothing() -> None:

@@ -67,9 +67,8 @@ def page_cap(items: int) -> int:
 
 def add_session(row: Row) -> Request:
     """PUT .../playlists/{pid}/sessions/{sid}?ts=&data_source=: 201 added, 200 present."""
-    query: tuple[tuple[str, str], ...] = (("data_source", row.data_source),)
-    if row.ts is not None:
-        query = (("ts", str(row.ts)), *query)
+    ts, source = row.ts, ("data_source", row.data_source)
+    query = (source,) if ts is None else (("ts", str(ts)), source)
     return Request(
         "PUT", f"{PLAYLISTS}/{row.playlist_id}/sessions/{segment(row.session_id)}", query
     )

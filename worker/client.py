@@ -22,6 +22,7 @@ import time
 import zlib
 from collections.abc import Iterable
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 from aiohttp import encode_basic_auth
@@ -146,7 +147,8 @@ async def read_body(
 
     The common answer, a few hundred bytes with a Content-Length, is read in one call:
     aiohttp's parser reads exactly that many bytes, no more."""
-    encoding = response.headers.get(_CONTENT_ENCODING, "").strip().lower()
+    raw_encoding = response.headers.get(_CONTENT_ENCODING)
+    encoding = "" if raw_encoding is None else raw_encoding.strip().lower()
     if encoding in _IDENTITY:
         length = response.content_length
         if length is not None and length <= cap:
@@ -206,22 +208,26 @@ class Client:
             "Accept-Encoding": "gzip, deflate",  # what `read_body` decodes, and no more
             "User-Agent": USER_AGENT,
         }
-        self._proxy: URL | None = None
-        self._proxy_headers: dict[str, str] | None = None  # for an https target's CONNECT
-        self._request_headers: dict[str, str] | None = None  # on each request itself
         secrets = list(credentials.secrets())
+        # What every request passes, made once: aiohttp packs and unpacks each keyword on
+        # every call, so a request with no body through no proxy passes one keyword only.
+        # (Typed loosely: aiohttp's own TypedDict of request options is private.)
+        route_options: dict[str, Any] = {"allow_redirects": False}
+        request_headers: dict[str, str] = {}  # on each request itself
         if route.proxy is not None:
             proxy = URL(route.proxy)
+            proxy_headers: dict[str, str] | None = None  # for an https target's CONNECT
             if proxy.user is not None:
                 # The proxy's password, and the header that carries it, are secrets too.
                 auth = {"Proxy-Authorization": encode_basic_auth(proxy.user, proxy.password or "")}
                 secrets += (proxy.password or "", auth["Proxy-Authorization"][len("Basic ") :])
                 if URL(route.base_url).scheme == "https":
-                    self._proxy_headers = auth
+                    proxy_headers = auth
                 else:  # a plain-http proxy reads it from the request it forwards
-                    self._request_headers = auth
-            self._proxy = proxy.with_user(None)
-        self._json_headers = {**_JSON, **(self._request_headers or {})}
+                    request_headers = auth
+            route_options |= {"proxy": proxy.with_user(None), "proxy_headers": proxy_headers}
+        self._bodiless = route_options | ({"headers": request_headers} if request_headers else {})
+        self._with_body = {**route_options, "headers": {**_JSON, **request_headers}}
         self._reader = AnswerReader(Scrubber(secrets), route.base_url)
         # `total` bounds everything, connecting and a server that never answers included.
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
@@ -258,16 +264,15 @@ class Client:
         assert self._session is not None, "use the client as an async context manager"
         started = time.perf_counter()
         body = request.body
+        url = url_for(self._base_url, request)
         try:
-            async with self._session.request(
-                request.method,
-                url_for(self._base_url, request),
-                data=None if body is None else _dumps(body),
-                headers=self._request_headers if body is None else self._json_headers,
-                proxy=self._proxy,
-                proxy_headers=self._proxy_headers,
-                allow_redirects=False,
-            ) as resp:
+            if body is None:
+                context = self._session.request(request.method, url, **self._bodiless)
+            else:
+                context = self._session.request(
+                    request.method, url, data=_dumps(body), **self._with_body
+                )
+            async with context as resp:
                 status = resp.status
                 if 200 <= status < 300:
                     content, problem = await read_body(resp, request.body_cap)

@@ -6,15 +6,17 @@ admission skipped) and `Outcome` (a row's final result); every HTTP attempt is a
 `Ended` is the last event a sink sees, carrying the run's final account, after which the
 sink lets go of what it holds (files, sockets).
 
-A sink is a callable of one event. Sinks never call back into the run, so adding one (a
-metrics agent, a progress display) never touches the stages that produce the events.
+A sink is a callable of one event; one that reads only some kinds says so (`reading`),
+and is then never called for the others. Sinks never call back into the run, so adding
+one (a metrics agent, a progress display) never touches the stages that produce the
+events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome, Row
@@ -48,17 +50,56 @@ class Ended:
 
 Event = InvalidRow | Outcome | Skipped | Answered | Pause | Ended
 Sink = Callable[[Event], None]
+KINDS: tuple[type, ...] = get_args(Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A sink with the kinds of event it reads. `fan_out` hands it those alone: every
+    attempt is an `Answered` that the journal and the logs never read, and each would
+    otherwise cost them a call to find that out. Called itself, it filters likewise."""
+
+    kinds: frozenset[type]
+    sink: Sink
+
+    def __call__(self, event: Event) -> None:
+        if type(event) in self.kinds:
+            self.sink(event)
+
+
+def reading(*kinds: type, sink: Sink) -> Reading:
+    return Reading(frozenset(kinds), sink)
+
+
+class FanOut:
+    """Many sinks as one: each event goes to the sinks that read its kind, in the order
+    they were given (the journal first, so what the logs call done is what the journal
+    will keep). The sinks of each kind are looked up once, not decided per event."""
+
+    __slots__ = ("_of_kind", "members")
+
+    def __init__(self, members: Sequence[Sink]) -> None:
+        self.members = tuple(members)
+        self._of_kind = {
+            kind: tuple(
+                member.sink if isinstance(member, Reading) else member
+                for member in self.members
+                if not isinstance(member, Reading) or kind in member.kinds
+            )
+            for kind in KINDS
+        }
+
+    def __call__(self, event: Event) -> None:
+        for sink in self._of_kind.get(type(event), self.members):
+            sink(event)
 
 
 def fan_out(sinks: Sequence[Sink]) -> Sink:
-    """Many sinks as one, called in order (the journal first, so what the logs call done
-    is what the journal will keep). One sink needs no loop at all."""
-    chain = tuple(sinks)
-    if len(chain) == 1:
-        return chain[0]
-
-    def every(event: Event) -> None:
-        for sink in chain:
-            sink(event)
-
-    return every
+    """Many sinks as one (a `FanOut`; a fan-out among them is taken apart, so its sinks
+    are called in the same order with no extra hop). One plain sink needs no fan-out."""
+    members: list[Sink] = []
+    for sink in sinks:
+        members.extend(sink.members if isinstance(sink, FanOut) else (sink,))
+    if len(members) == 1 and not isinstance(members[0], Reading):
+        return members[0]
+    return FanOut(members)

@@ -23,7 +23,7 @@ from worker.config import ConfigError, Route, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
 from worker.deliver import Paced, Preview
 from worker.endpoint import open_target
-from worker.events import Ended, Event, Sink, fan_out
+from worker.events import Ended, Event, Sink, fan_out, reading
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
 from worker.files import UnsafeFile
 from worker.input import InputError, RowStream, open_inputs
@@ -239,13 +239,13 @@ class _Run:
                 return str(exc)
             except (OSError, UnsafeFile) as exc:  # an output of the job's own (--missing)
                 return str(exc)
-            sinks: list[Sink] = [_journal_sink(ledger, log), report]
+            sinks: list[Sink] = [reading(Outcome, Ended, sink=_journal_sink(ledger, log)), report]
             # With a live display the counts are on screen: log only what needs attention;
             # a dry run's requests go to standard output.
             live = live_console(config.watch.progress, sys.stderr) is not None
-            sinks.append(LogSink(log, quiet=live or dry_run))
+            sinks.append(reading(*LogSink.KINDS, sink=LogSink(log, quiet=live or dry_run)))
             if dead_letter is not None:
-                sinks.append(dead_letter)
+                sinks.append(reading(Outcome, Ended, sink=dead_letter))
             sinks += job_sinks
             metrics = None if dry_run else self._metrics()
             if metrics is not None:

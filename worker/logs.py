@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO, cast
 
 import structlog
@@ -41,8 +42,8 @@ from worker.scrub import Scrubber
 try:  # orjson is an optional speed-up (the `fast` extra); the stdlib serializer also works.
     import orjson
 
-    def _dumps(event: Any) -> bytes:
-        return orjson.dumps(event, default=str)
+    _dumps: Callable[[Any], bytes] = functools.partial(orjson.dumps, default=str)
+    """A partial, not a function: one Python call less for every line."""
 
 except ImportError:  # pragma: no cover - exercised only without the extra
     import json

@@ -204,8 +204,8 @@ class Budget:
             return None
         if self._budget is None and self._learned_bucket is not None:
             return None
-        delay = self._wait_needed(family)
-        return self._sent(family) if delay <= 0 else None
+        now = self._clock()
+        return self._sent(family, now) if self._wait_needed(family, now) <= 0 else None
 
     async def acquire(self, family: str) -> Ticket:
         """Wait until a request may be sent, then account for it as in flight."""
@@ -214,7 +214,7 @@ class Budget:
             return ticket
         async with self._gate:
             while True:
-                delay = self._wait_needed(family)
+                delay = self._wait_needed(family, self._clock())
                 if delay <= 0:
                     break
                 self._changed.clear()
@@ -230,37 +230,43 @@ class Budget:
                 await self._learned_bucket.acquire()
             if self._user_bucket is not None:
                 await self._user_bucket.acquire()
-            return self._sent(family)
+            return self._sent(family, self._clock())
 
-    def _sent(self, family: str) -> Ticket:
+    def _sent(self, family: str, now: float) -> Ticket:
+        """`now`: the monotonic time the request goes (the caller has just read it)."""
         self._seq += 1
         self._inflight += 1
-        self._last_send = self._clock()
+        self._last_send = now
         if self._budget is not None:
             self._budget -= 1
         return Ticket(self._seq, self._wall(), family, self)
 
-    def _wait_needed(self, family: str) -> float:
-        """Seconds to wait before the next send; a pause that starts here is announced."""
-        now = self._clock()
+    def _wait_needed(self, family: str, now: float) -> float:
+        """Seconds to wait before the next send at `now`; a pause that starts here is
+        announced."""
         if now < self._pause_until:
             return self._pause_until - now
         if self._probing and self._inflight > 0:
             return math.inf  # woken by the probe's answer
-        self._roll_window(now)
-        if self._window_end is None or self._budget is None:
+        window_end = self._window_end
+        if window_end is not None and now >= window_end:
+            self._roll_window(now)
+            window_end = self._window_end
+        budget = self._budget
+        if window_end is None or budget is None:
             return 0.0
-        if self._budget <= (1 if self._shared else 0):
+        shared = self._others_now or self._others_before
+        if budget <= (1 if shared else 0):
             until = self._pause(
                 now,
-                self._window_end + GUARD_S,
+                window_end + GUARD_S,
                 family,
                 "rate-limit window spent; waiting for it to reset",
             )
             return until - now
-        span = self._period or (self._window_end - now)
-        spacing = max(0.0, self._window_end - END_MARGIN * span - now) / self._budget
-        if self._shared and self._limit:
+        span = self._period or (window_end - now)
+        spacing = max(0.0, window_end - END_MARGIN * span - now) / budget
+        if shared and self._limit:
             # Alone, catching up in a burst after a stall is safe; with others it would
             # race them for the same requests, so never faster than the whole budget's pace.
             spacing = max(spacing, (1 - END_MARGIN) * span / self._limit)
@@ -284,11 +290,6 @@ class Budget:
         self._pause_until = max(self._pause_until, until)
         return self._pause_until
 
-    @property
-    def _shared(self) -> bool:
-        """Whether another client spends from our budget (seen in this window or the last)."""
-        return self._others_now or self._others_before
-
     def _roll_window(self, now: float) -> None:
         """Past the window's end, start the next one with the whole learned limit."""
         if self._window_end is None or now < self._window_end:
@@ -306,7 +307,8 @@ class Budget:
         """Learn from one answer (None: nothing sent, or no HTTP answer at all)."""
         now = self._clock()
         self._inflight -= 1
-        self._changed.set()
+        if self._holding:  # only the gate's holder waits for it, and clears it first
+            self._changed.set()
         if answer is None:
             return  # no answer teaches nothing about the limit: a probe stays a probe
         rate_limit = answer.rate_limit
@@ -324,31 +326,34 @@ class Budget:
     def _learn(self, ticket: Ticket, headers: RateLimit, now: float) -> float | None:
         """Take in one answer's headers; returns when the window it was counted in ends
         (monotonic clock; already past if it ended while the request was in flight)."""
-        if headers.limit and headers.period:
-            if headers.period != self._period:
+        limit, period, remaining, _, _ = headers
+        if limit and period and (limit != self._limit or period != self._period):
+            if period != self._period:
                 self._window_end = self._budget = None  # windows of another length
-            if (headers.limit, headers.period) != (self._limit, self._period):
-                self._limit, self._period = headers.limit, headers.period
-                self._learned_bucket = AsyncLimiter(headers.limit, headers.period)
+            self._limit, self._period = limit, period
+            self._learned_bucket = AsyncLimiter(limit, period)
         end = self._boundary(ticket, headers, now)
-        if end is None or end <= now or headers.remaining is None:
+        if end is None or end <= now or remaining is None:
             return end  # a window already over says nothing about the current one
         # Our requests sent after this one may not be in the server's count yet.
-        later = self._seq - ticket.seq
-        estimate = headers.remaining - later
-        slack = self._same_window_slack()
-        if self._window_end is None or end > self._window_end + slack:
+        estimate = remaining - (self._seq - ticket.seq)
+        # How far two answers' window ends may differ and still be the same window:
+        # exact from the calendar; from whole-second Resets, each up to a second off.
+        known = self._period
+        slack = GUARD_S if self._skew_votes < SKEW_VOTES or known is None else known / 2
+        window_end = self._window_end
+        if window_end is None or end > window_end + slack:
             self._window_end, self._budget = end, estimate
             self._window_first_seq = ticket.seq
             self._others_before, self._others_now = self._others_now, False
-        elif abs(end - self._window_end) <= slack and self._budget is not None:
+        elif abs(end - window_end) <= slack and self._budget is not None:
             self._budget = min(self._budget, estimate)
         else:
             return end
-        limit = headers.limit or self._limit
+        limit = limit or self._limit
         if limit is not None and ticket.seq >= self._window_first_seq:
             ours = self._seq - self._window_first_seq + 1  # all we sent in it, at most
-            self._others_now |= limit - headers.remaining > ours
+            self._others_now |= limit - remaining > ours
         return end
 
     def _boundary(self, ticket: Ticket, headers: RateLimit, now: float) -> float | None:
@@ -374,12 +379,6 @@ class Budget:
             return None
         reset = headers.reset if period is None else min(headers.reset, period + 1.0)
         return now + max(reset, 1.0)
-
-    def _same_window_slack(self) -> float:
-        """How far two answers' window ends may differ and still be the same window."""
-        if self._skew_votes < SKEW_VOTES or self._period is None:
-            return GUARD_S  # exact, from the calendar
-        return self._period / 2  # from whole-second Resets, each up to a second off
 
     def _rate_limited(
         self, ticket: Ticket, end: float | None, retry_after: float | None, now: float
@@ -451,7 +450,8 @@ class Pacer:
 
     def try_acquire(self, family: str) -> Ticket | None:
         """A ticket for a send that needs no wait, or None: then `acquire(family)`."""
-        return self._of(family).try_acquire(family)
+        budget = self._families.get(family) or self._of(family)
+        return budget.try_acquire(family)
 
     async def acquire(self, family: str) -> Ticket:
         """Wait until a request of `family` may be sent, then account for it in flight."""

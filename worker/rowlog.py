@@ -21,6 +21,9 @@ from worker.rows import InvalidRow, Outcome
 
 
 class LogSink:
+    KINDS = (Outcome, Skipped, InvalidRow, Pause, Ended)
+    """What it logs or counts: every kind of event but the attempts (`Answered`)."""
+
     def __init__(self, log: FilteringBoundLogger, *, quiet: bool = False) -> None:
         assert isinstance(log, RunLogger), "LogSink takes a logger from logs.configure()"
         self._log = log
