@@ -51,7 +51,7 @@ class Report:
         kind = type(event)
         if kind is Outcome:
             assert isinstance(event, Outcome)
-            name = event.result.value
+            name = str(event.result)  # a StrEnum's value, by str's own C method
             setattr(self, name, getattr(self, name) + 1)
         elif kind is Answered:
             assert isinstance(event, Answered)

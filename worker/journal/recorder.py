@@ -507,7 +507,7 @@ class SqliteJournal:
         for o in batch:
             key, ts = o.row.key, o.row.ts
             rows.append(
-                (target, *key, o.result.value, ts, o.http_status, o.attempts, o.error, now, run)
+                (target, *key, str(o.result), ts, o.http_status, o.attempts, o.error, now, run)
             )
             if (result := _kept_for_run(o)) is not None:
                 kept.append((run, *key, result, ts))
