@@ -270,6 +270,22 @@ def test_commands_are_offered_only_where_they_apply(
     assert commands(next_steps(report, context)) == expected
 
 
+def test_a_stopped_run_with_failures_offers_one_rerun_for_both() -> None:
+    report = {**REPORT, "invalid": 0, "failed": 3, "not_attempted": 40, "exit_code": 3}
+    (step,) = next_steps(report, SummaryContext(inputs=["a.csv"]))
+    assert step.what == (
+        "rerun the same command to retry the rows that failed and send the rest; "
+        "the journal skips the rows done"
+    )
+
+
+def test_the_rate_leaves_out_rows_no_request_was_sent_for() -> None:
+    rerun = {**REPORT, "invalid": 0, "created": 0, "failed": 0, "skipped": 300}
+    table = rendered(rerun, SummaryContext(inputs=["a.csv"]), 80)
+    assert re.search(r"rate\s+-", plain(table)), plain(table)
+    assert "rows/s" not in table
+
+
 @pytest.mark.parametrize(
     ("journal", "advice"),
     [
@@ -383,7 +399,7 @@ def test_the_table_fits_a_narrow_terminal_and_honours_no_color(width: int) -> No
         assert label in labels
     for label in ("not attempted", "requests", "429s", "retries", "paused", "time", "rate"):
         assert label in labels
-    assert "58 rows/s" in labels  # 300 rows in 5.2 s
+    assert "56 rows/s" in labels  # 287 created and 5 failed in 5.2 s: not the invalid
     # A command is one line, whatever the width: the terminal wraps it, copy and paste
     # gets it whole.
     retry = "rum-playlist-ingest run out/failed.ndjson --dead-letter out/failed.retry.ndjson"

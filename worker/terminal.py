@@ -246,18 +246,21 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
                 ),
             )
         )
-    elif failed:
-        steps.append(Step("rerun the same command to retry the rows that failed"))
+    # One rerun does both, so it is offered once.
+    retry = "retry the rows that failed" if failed and not context.dead_letter else ""
     if not_attempted and not dry_run:
+        rest = f"{retry} and send the rest" if retry else "send the rest"
         if not context.journal:
             resume = (
-                "rerun the same command to send the rest (without a journal, rows done "
+                f"rerun the same command to {rest} (without a journal, rows done "
                 "are sent again and answered 'already present')"
             )
         else:
             again = "the same command without --fresh" if context.fresh else "the same command"
-            resume = f"rerun {again} to send the rest; the journal skips the rows done"
+            resume = f"rerun {again} to {rest}; the journal skips the rows done"
         steps.append(Step(resume))
+    elif retry:
+        steps.append(Step(f"rerun the same command to {retry}"))
     run_id = report.get("run_id")
     adds = context.command == "run"
     if run_id is not None and not dry_run and context.target_outlives_run and adds:
@@ -352,11 +355,17 @@ def _title(report: Mapping[str, object]) -> Text:
     return Text(title, style="bold")
 
 
+ANSWERED_RESULTS = ("created", "already_present", "failed", "removed", "present", "missing")
+
+
 def counts_table(report: Mapping[str, object], width: int) -> Table:
     """The report's counts, then its traffic, the time and the rate; as two columns of
     pairs from TWO_COLUMNS_FROM characters wide, one below."""
     elapsed = _seconds(report, "elapsed_s")
     rows_read = _count(report, "rows_read")
+    # The rate is of the rows the API answered for: skipped rows cost no request, and a
+    # rerun that skips a million would otherwise show a speed no request was sent at.
+    answered = sum(_count(report, field) for field in ANSWERED_RESULTS)
     results: list[tuple[str, Text]] = [
         ("rows read", _figure(rows_read)),
         ("invalid", _figure(_count(report, "invalid"), "red")),
@@ -378,7 +387,7 @@ def counts_table(report: Mapping[str, object], width: int) -> Table:
         ("retries", _figure(_count(report, "retries"))),
         ("paused", Text(duration(paused), style="yellow" if paused >= 0.05 else "dim")),
         ("time", Text(duration(elapsed))),
-        ("rate", Text(rate(rows_read / elapsed) if elapsed > 0 else "-")),
+        ("rate", Text(rate(answered / elapsed) if elapsed > 0 and answered else "-")),
     ]
     table = Table.grid(padding=(0, 1))
     if width >= TWO_COLUMNS_FROM:
