@@ -17,6 +17,7 @@ from support import KEYS, ROOT, TS, clean_env, rows, run_cli, write_csv
 
 from worker import logs, scrub
 from worker.rowlog import LogSink
+from worker.events import Ended
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.sandbox import Sandbox
 
@@ -497,3 +498,41 @@ async def test_a_run_whose_stderr_is_gone_still_writes_its_report(
     assert code == 0
     assert json.loads(report.read_text())["created"] == 5
     assert len(sandbox.store) == 5
+
+
+@pytest.mark.parametrize("cap", [3, None])
+def test_a_person_is_shown_a_few_warnings_of_each_kind_and_told_how_many_more(
+    cap: int | None,
+) -> None:
+    out = io.StringIO()
+    sink = LogSink(logs.configure(fmt="json", secrets=(), stream=out), warnings_shown=cap)
+    failed = [
+        Outcome(ROW._replace(line=n), Result.FAILED, 404, 1, 1.0, "HTTP 404: no such playlist")
+        for n in range(5)
+    ]
+    invalid = [InvalidRow("in.csv", n, "playlist_id is missing", {}) for n in range(4)]
+    for event in [*failed[:2], *invalid, *failed[2:], Outcome(ROW, Result.CREATED, 201, 1, 1.0)]:
+        sink(event)
+    sink(Ended({}))
+
+    lines = events(out)
+    names = [line["event"] for line in lines]
+    if cap is None:  # logs for machines: every line
+        assert names == ["row"] * 2 + ["invalid_row"] * 4 + ["row"] * 4
+        return
+    assert names == [
+        *["row", "row", "invalid_row", "invalid_row", "invalid_row", "not_shown"],
+        *["row", "not_shown", "row", "not_shown", "not_shown"],
+    ]
+    assert [line["kind"] for line in lines if line["event"] == "not_shown"] == [
+        "invalid_row",
+        "row",
+        "row",
+        "invalid_row",
+    ]
+    ends = [(line["kind"], line["lines"]) for line in lines if "lines" in line]
+    assert ends == [("row", 2), ("invalid_row", 1)]
+    assert all(
+        "--dead-letter" in line["detail"] or "validate" in line["detail"] for line in lines[-2:]
+    )
+    assert lines[-3]["result"] == "created"  # a success is logged whatever the cap

@@ -42,11 +42,12 @@ from worker.pipeline import Deliver, Pipeline, Settings, Source
 from worker.presenting import tell_start, tell_summary
 from worker.progress import live_console, make_progress
 from worker.report import Report, write_report
-from worker.rowlog import LogSink
+from worker.rowlog import WARNINGS_SHOWN, LogSink
 from worker.rows import Outcome, Row, RowKey
 from worker.rowsource import FileRows, QueryRows, Rows, paced_search
 from worker.settings import RunConfig, Target, Watch
 from worker.stop import Reason, StopState
+from worker.terminal import read_by_a_person
 
 Logger = structlog.typing.FilteringBoundLogger
 
@@ -243,7 +244,11 @@ class _Run:
             # With a live display the counts are on screen: log only what needs attention;
             # a dry run's requests go to standard output.
             live = live_console(config.watch.progress, sys.stderr) is not None
-            sinks.append(reading(*LogSink.KINDS, sink=LogSink(log, quiet=live or dry_run)))
+            person = read_by_a_person(config.watch.log_format, sys.stderr)
+            row_log = LogSink(
+                log, quiet=live or dry_run, warnings_shown=WARNINGS_SHOWN if person else None
+            )
+            sinks.append(reading(*LogSink.KINDS, sink=row_log))
             if dead_letter is not None:
                 sinks.append(reading(Outcome, Ended, sink=dead_letter))
             sinks += job_sinks

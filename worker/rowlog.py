@@ -19,16 +19,42 @@ from worker.logs import RunLogger
 from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome
 
+WARNINGS_SHOWN = 20
+"""Warning lines of one kind (failed rows, invalid rows) a person is shown on a terminal."""
+_WHERE = {
+    "row": "rows that failed; --dead-letter FILE keeps each one, and the journal records them",
+    "invalid_row": "invalid rows; `validate` lists every one",
+}
+
 
 class LogSink:
     KINDS = (Outcome, Skipped, InvalidRow, Pause, Ended)
     """What it logs or counts: every kind of event but the attempts (`Answered`)."""
 
-    def __init__(self, log: FilteringBoundLogger, *, quiet: bool = False) -> None:
+    def __init__(
+        self, log: FilteringBoundLogger, *, quiet: bool = False, warnings_shown: int | None = None
+    ) -> None:
         assert isinstance(log, RunLogger), "LogSink takes a logger from logs.configure()"
         self._log = log
         self._quiet = quiet
         self._skipped = 0
+        self._cap = warnings_shown
+        self._warned: dict[str, int] = {}  # warning lines of each event, shown or not
+
+    def _shown(self, event: str) -> bool:
+        """Whether a warning line of `event` is written. A person reads these on a
+        terminal: past `warnings_shown` of one event they are only counted, and said
+        once at the end (logs for machines keep every line: `warnings_shown` None)."""
+        if self._cap is None:
+            return True
+        seen = self._warned[event] = self._warned.get(event, 0) + 1
+        if seen == self._cap + 1:
+            self._log.warning(
+                "not_shown",
+                kind=event,
+                detail=f"further {event} lines are counted, not shown: the summary says how many",
+            )
+        return seen <= self._cap
 
     def __call__(self, event: Event) -> None:
         kind = type(event)
@@ -40,9 +66,10 @@ class LogSink:
             self._skipped += len(event.rows)
         elif kind is InvalidRow:
             assert isinstance(event, InvalidRow)
-            self._log.warning(
-                "invalid_row", source=event.source, line=event.line, reason=event.reason
-            )
+            if self._shown("invalid_row"):
+                self._log.warning(
+                    "invalid_row", source=event.source, line=event.line, reason=event.reason
+                )
         elif kind is Pause:
             assert isinstance(event, Pause)
             if not self._quiet:
@@ -54,15 +81,25 @@ class LogSink:
                 if event.asked_s != event.pause_s:
                     fields["asked_s"] = round(event.asked_s, 3)
                 self._log.info("paused", **fields)
-        elif kind is Ended and self._skipped:
+        elif kind is Ended:
+            self._ended()
+
+    def _ended(self) -> None:
+        if self._skipped:
             self._log.info(
                 "skipped",
                 rows=self._skipped,
                 detail="done in an earlier run (the journal) or repeated within this run",
             )
+        cap = self._cap
+        for event, seen in self._warned.items():
+            if cap is not None and seen > cap:
+                self._log.warning("not_shown", kind=event, lines=seen - cap, detail=_WHERE[event])
 
     def _outcome(self, outcome: Outcome) -> None:
         if outcome.error:
+            if self._cap is not None and not self._shown("row"):
+                return
             level: Literal["info", "warning"] = "warning"
         elif self._quiet:
             return

@@ -32,12 +32,16 @@ TWO_COLUMNS_FROM = 56
 takes about 26 characters."""
 
 
+def read_by_a_person(log_format: str | None, stream: TextIO) -> bool:
+    """`stream` is a terminal and the log is not asked to be JSON (which a script on a
+    terminal may parse)."""
+    return log_format != "json" and stream.isatty()
+
+
 def terminal_console(log_format: str | None, stream: TextIO) -> Console | None:
     """The console for the start line and the summary, or None when they go to the log.
-
-    For a person: `stream` is a terminal and the log is not asked to be JSON (which a
-    script on a terminal may parse). rich honours `NO_COLOR` and `TERM=dumb` itself."""
-    if log_format == "json" or not stream.isatty():
+    For a person (`read_by_a_person`); rich honours `NO_COLOR` and `TERM=dumb` itself."""
+    if not read_by_a_person(log_format, stream):
         return None
     return Console(file=stream, highlight=False)
 
