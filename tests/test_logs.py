@@ -16,8 +16,8 @@ import pytest
 from support import KEYS, ROOT, TS, clean_env, rows, run_cli, write_csv
 
 from worker import logs, scrub
-from worker.rowlog import LogSink
 from worker.events import Ended
+from worker.rowlog import LogSink
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.sandbox import Sandbox
 

@@ -219,3 +219,42 @@ def test_a_run_without_metrics_never_imports_the_datadog_package() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert found == "False"
+
+
+@pytest.mark.parametrize(
+    ("option", "environ", "named"),
+    [
+        ("no-such-agent.invalid:8125", {}, "--statsd"),
+        (None, {"DD_AGENT_HOST": "no-such-agent.invalid"}, "DD_AGENT_HOST"),
+        (None, {"DD_DOGSTATSD_URL": "unix:///nonexistent/dsd.socket"}, "DD_DOGSTATSD_URL"),
+    ],
+)
+def test_an_agent_that_is_not_there_is_named_before_the_run(
+    option: str | None, environ: dict[str, str], named: str
+) -> None:
+    destination = destination_from(option, environ)
+    assert destination is not None
+    with pytest.raises(ValueError, match=f"^{named}: .*(does not resolve|no agent socket)"):
+        destination.check_there()
+
+
+def test_an_agent_by_address_or_by_a_name_that_resolves_is_there() -> None:
+    for option in ("127.0.0.1:8125", "localhost", "[::1]:8126"):
+        destination = destination_from(option, {})
+        assert destination is not None
+        destination.check_there()
+
+
+def test_a_run_to_an_agent_that_does_not_resolve_exits_2_before_reading_a_row(
+    tmp_path: Path,
+) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("playlist_id,session_id,ts\n1,00000000-0000-0000-0000-000000000001,1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "run", str(rows), "--sandbox", "--no-progress",
+         "--statsd", "no-such-agent.invalid:8125", "--log-format", "json"],
+        check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--statsd: the agent's host 'no-such-agent.invalid' does not resolve" in done.stderr
+    assert '"event":"row"' not in done.stderr

@@ -1,6 +1,6 @@
 """DogStatsD metrics, so a long backfill can be watched in Datadog itself.
 
-`StatsdMetrics` is one more `RunObserver`. It sends through Datadog's own client with
+`StatsdMetrics` is one more sink of the run's events. It sends through Datadog's own client with
 client-side aggregation and buffering on: counters are summed in memory, latencies packed
 many to a datagram, and both flushed by the client's thread every fraction of a second,
 so a busy run does not send a datagram per event, and an absent or slow agent never holds
@@ -14,8 +14,10 @@ and `DD_VERSION`.
 from __future__ import annotations
 
 import collections
+import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -40,6 +42,28 @@ class Destination:
     host: str | None = None
     port: int | None = None
     socket_path: str | None = None
+    origin: str = field(default="--statsd", compare=False)
+    """The option or variable it came from, for errors."""
+
+    def check_there(self) -> None:
+        """Raises ValueError when the agent's host does not resolve or its socket is not
+        there: metrics sent over UDP to a mistyped name are lost without a word."""
+        if self.socket_path is not None:
+            path = urlsplit(self.socket_path).path
+            if not Path(path).exists():
+                raise ValueError(
+                    f"{self.origin}: no agent socket at {path}; check the path (is the "
+                    "agent running, its socket mounted?), or leave metrics off"
+                )
+            return
+        try:
+            socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise ValueError(
+                f"{self.origin}: the agent's host {self.host!r} does not resolve ({reason}); "
+                "metrics sent there would be lost: check the name, or leave metrics off"
+            ) from None
 
 
 def parse_destination(text: str, *, origin: str = "--statsd") -> Destination:
@@ -47,7 +71,7 @@ def parse_destination(text: str, *, origin: str = "--statsd") -> Destination:
     `unix:///path/to/dsd.socket`; `origin` names the option or variable in errors."""
     url = urlsplit(text if "://" in text else f"udp://{text}")
     if url.scheme in _UNIX_SCHEMES and url.path:
-        return Destination(socket_path=text)
+        return Destination(socket_path=text, origin=origin)
     try:
         port = url.port
     except ValueError:  # not a number, or out of range
@@ -65,7 +89,7 @@ def parse_destination(text: str, *, origin: str = "--statsd") -> Destination:
             f"{origin} wants HOST:PORT (such as localhost:8125), udp://HOST:PORT"
             f" or unix:///path/to/dsd.socket, not {text!r}"
         )
-    return Destination(host=host, port=port or DEFAULT_PORT)
+    return Destination(host=host, port=port or DEFAULT_PORT, origin=origin)
 
 
 def destination_from(option: str | None, environ: Mapping[str, str]) -> Destination | None:

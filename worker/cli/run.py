@@ -298,7 +298,9 @@ def add_watch_options(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> RunConfig:
     """Raises `ConfigError`, saying what to fix, for anything wrong before the run."""
     try:
-        destination_from(args.statsd, environ)  # a bad agent address exits 2 here
+        agent = destination_from(args.statsd, environ)  # a bad agent address exits 2 here
+        if agent is not None:
+            agent.check_there()
         shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
