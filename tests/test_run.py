@@ -202,6 +202,31 @@ async def test_bad_options_exit_2_before_any_request(
     assert sandbox.stats.requests == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--shard", "1of3"], "argument --shard: wants K/N with whole numbers"),
+        (["--shard", "3/3"], "argument --shard: shard index must be between 0 and 2"),
+        (["--sandbox", "--sandbox-rate-limit", "20"], "argument --sandbox-rate-limit: rate limit"),
+        (["--statsd", "foo:bar"], "argument --statsd: wants HOST:PORT"),
+        (["--statsd", "no-such-agent.invalid"], "argument --statsd: the agent's host"),
+    ],
+)
+async def test_a_malformed_option_value_is_the_parsers_error_with_the_usage(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    # As options.md promises: the usage and a message naming the option, as plain text,
+    # not a cannot_start event; nothing is read or sent.
+    path = write_csv(tmp_path / "in.csv", rows(3))
+
+    done = await run_cli("run", str(path), "--no-journal", *args, env=KEYS)
+
+    assert done.code == 2
+    assert done.stderr.startswith("usage: rum-playlist-ingest run"), done.stderr
+    assert f"rum-playlist-ingest run: error: {said}" in done.stderr
+    assert "cannot_start" not in done.stderr
+
+
 async def test_a_sandbox_run_keeps_no_journal_unless_one_is_named(tmp_path: Path) -> None:
     """A sandbox's target is gone with its run: the default journal is not filled with
     targets no run can send to again. `--journal PATH` still keeps one."""

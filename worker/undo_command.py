@@ -80,10 +80,7 @@ def _preview(history: History, run_id: str, *, include_maybe: bool) -> int:
 def _journal(args: argparse.Namespace) -> Path:
     if args.journal:
         return Path(args.journal)
-    try:
-        shard = Shard.parse(args.shard) if args.shard else None
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    shard: Shard | None = args.shard  # parsed by the option's type
     return default_journal_path(shard)
 
 

@@ -19,11 +19,14 @@ from worker.cli.playlist_options import (
     with_playlist,
 )
 from worker.cli.types import (
+    agent_address,
     bounded_int,
     fraction,
     non_negative_float,
     positive_float,
     positive_int,
+    rate_limit,
+    shard,
 )
 from worker.config import ConfigError, base_url_for, check_transport, load_credentials
 from worker.examples import epilog
@@ -158,6 +161,7 @@ def add_target_options(parser: argparse.ArgumentParser, *, sandbox: bool = True)
         )
         target.add_argument(
             "--sandbox-rate-limit",
+            type=rate_limit,
             metavar="LIMIT/PERIOD",
             help="with --sandbox: the sandbox's limit, e.g. 100/2 (default: the sandbox's)",
         )
@@ -262,7 +266,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     track.add_argument(
         "--dry-run", action="store_true", help="validate and show what would be sent; send nothing"
     )
-    track.add_argument("--shard", help="take only shard K (0-based) of N, as K/N")
+    track.add_argument("--shard", type=shard, help="take only shard K (0-based) of N, as K/N")
 
 
 def add_watch_options(parser: argparse.ArgumentParser) -> None:
@@ -289,6 +293,7 @@ def add_watch_options(parser: argparse.ArgumentParser) -> None:
     )
     watch.add_argument(
         "--statsd",
+        type=agent_address,
         metavar="HOST:PORT",
         help="send metrics to a DogStatsD agent (default: $DD_DOGSTATSD_URL, else "
         "$DD_AGENT_HOST, if set)",
@@ -298,13 +303,14 @@ def add_watch_options(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> RunConfig:
     """Raises `ConfigError`, saying what to fix, for anything wrong before the run."""
     try:
-        agent = destination_from(args.statsd, environ)  # a bad agent address exits 2 here
-        if agent is not None:
+        # --statsd is checked as it is parsed; the environment's agent is checked here.
+        agent = destination_from(args.statsd, environ)
+        if agent is not None and args.statsd is None:
             agent.check_there()
-        shard = Shard.parse(args.shard) if args.shard else None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     check_playlist_options(args)
+    shard: Shard | None = args.shard
     journal = _journal_path(args, shard)
     check_outputs_apart(args.inputs, journal, report=args.report, dead_letter=args.dead_letter)
     # `remove` and `verify` take no query.
@@ -341,12 +347,7 @@ def target_from_args(
     if args.sandbox_rate_limit:
         if not args.sandbox:
             raise ConfigError("--sandbox-rate-limit applies only with --sandbox")
-        from worker.sandbox.ratelimit import parse_rate_limit
-
-        try:
-            sandbox_limit = parse_rate_limit(args.sandbox_rate_limit)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        sandbox_limit = args.sandbox_rate_limit
     if args.sandbox:
         if args.base_url or args.site:
             raise ConfigError("--sandbox sends to a local sandbox; drop --site/--base-url")

@@ -7,6 +7,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from worker.shard import Shard
+
 
 def _bounded(kind: Callable[[str], float], low: float, what: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
@@ -59,3 +61,35 @@ def fraction(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
     return value
+
+
+def shard(text: str) -> Shard:
+    """`K/N`, shard K (0-based) of N."""
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--shard ")) from None
+
+
+def agent_address(text: str) -> str:
+    """A DogStatsD agent's address that parses and is there (`--statsd`); kept as given,
+    since the run reads it again beside the environment's."""
+    from worker.metrics import parse_destination  # the metrics' sink: only when asked for
+
+    try:
+        parse_destination(text).check_there()
+    except ValueError as exc:
+        message = str(exc).removeprefix("--statsd: ").removeprefix("--statsd ")
+        raise argparse.ArgumentTypeError(message) from None
+    return text
+
+
+def rate_limit(text: str) -> tuple[int, float]:
+    """`LIMIT/PERIOD` of the sandbox (`--sandbox-rate-limit`): imported only when given,
+    since the sandbox is loaded only when a sandbox runs."""
+    from worker.sandbox.ratelimit import parse_rate_limit
+
+    try:
+        return parse_rate_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

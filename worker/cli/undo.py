@@ -11,6 +11,7 @@ import os
 
 from worker.cli.row_commands import add_batch_size_option
 from worker.cli.run import add_pace_options, add_target_options, add_watch_options
+from worker.cli.types import shard
 from worker.examples import epilog
 
 
@@ -33,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--journal", help="the journal that recorded the run (default: see docs/journal.md)"
     )
-    parser.add_argument("--shard", help="the default journal of shard K/N")
+    parser.add_argument("--shard", type=shard, help="the default journal of shard K/N")
     add_target_options(parser, sandbox=False)
     add_pace_options(parser)
     add_batch_size_option(parser)
