@@ -177,9 +177,13 @@ class Header:
         }
 
 
-def read_header(lines: Lines, name: str, prefer_tab: bool, required: tuple[str, ...]) -> Header:
+def read_header(
+    lines: Lines, name: str, prefer_tab: bool, required: tuple[str, ...]
+) -> Header | None:
     """The first line that is not blank, as a `Header` naming every `required` column;
-    raises `InputError` saying what to rename otherwise."""
+    raises `InputError` saying what to rename otherwise. None for an input of no lines
+    but blank ones: no rows, as an empty NDJSON input is (a nightly export with nothing
+    new is no error)."""
     text = ""
     while not text.translate(_NOT_BLANK).strip():  # blank, or only delimiters and spaces
         try:
@@ -187,10 +191,7 @@ def read_header(lines: Lines, name: str, prefer_tab: bool, required: tuple[str, 
         except BadLine as bad:
             raise InputError(f"{name}: line {bad.line}: {bad.reason}") from None
         if not raw:
-            raise InputError(
-                f"{name}: no header line: a CSV input starts with the names of its columns, "
-                "e.g. playlist_id,session_id,ts"
-            )
+            return None
         try:
             text = raw.decode()
         except UnicodeDecodeError as error:

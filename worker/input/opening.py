@@ -55,6 +55,11 @@ def input_spec(path: str, fmt: str | None) -> InputSpec:
     """The input named `path` (`-` is standard input), its format from `fmt` or its name."""
     if path == "-":
         return InputSpec(STDIN_NAME, None, fmt, prefer_tab=False)
+    if os.path.isdir(path):
+        raise InputError(
+            f"{path}: is a directory: name the files in it instead, such as "
+            f"{os.path.join(path, '*.csv')}"
+        )
     stem, extension = os.path.splitext(path.lower())
     if extension == ".gz":
         extension = os.path.splitext(stem)[1]

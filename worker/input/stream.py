@@ -43,9 +43,14 @@ class _CheckedInput:
         self.reread_lines: set[int] = set()
         try:
             self._lines = Lines(self.bytes.stream)
+            self.rows: Generator[Row | InvalidRow]
             if self.bytes.fmt == "csv":
                 header = read_header(self._lines, spec.name, spec.prefer_tab, required)
-                self.rows = csv_rows(self._lines, spec.name, validator, header, self.reread_lines)
+                self.rows = (
+                    csv_rows(self._lines, spec.name, validator, header, self.reread_lines)
+                    if header is not None
+                    else (row for row in ())  # nothing but blank lines: no rows
+                )
             else:
                 self.rows = ndjson_rows(self._lines, spec.name, validator)
             self.head: list[Row | InvalidRow] = list(islice(self.rows, EARLY_ROWS))
