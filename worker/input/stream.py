@@ -49,7 +49,7 @@ class _CheckedInput:
                 self.rows = (
                     csv_rows(self._lines, spec.name, validator, header, self.reread_lines)
                     if header is not None
-                    else (row for row in ())  # nothing but blank lines: no rows
+                    else _no_rows()  # nothing but blank lines
                 )
             else:
                 self.rows = ndjson_rows(self._lines, spec.name, validator)
@@ -73,6 +73,10 @@ class _CheckedInput:
         self.head = []
         self.rows.close()
         self.bytes.close()
+
+
+def _no_rows() -> Generator[Row | InvalidRow]:
+    yield from ()
 
 
 def _refuse_wrong_file(name: str, head: list[Row | InvalidRow], reread_lines: set[int]) -> None:
