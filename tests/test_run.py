@@ -227,6 +227,35 @@ async def test_a_malformed_option_value_is_the_parsers_error_with_the_usage(
     assert "cannot_start" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["{tmp}/missing.csv"], "missing.csv: cannot read it"),  # found when the inputs open
+        (["{tmp}/in.csv", "--site", "datadoghq.moon"], "unknown Datadog site"),  # an option
+    ],
+)
+async def test_a_run_that_cannot_start_replaces_the_last_report_with_its_own(
+    tmp_path: Path, args: list[str], why: str
+) -> None:
+    # A cron script reads the report after the run: an earlier run's success left there
+    # would pass for this one's.
+    write_csv(tmp_path / "in.csv", rows(3))
+    report = tmp_path / "report.json"
+    first = await run_cli(
+        "run", str(tmp_path / "in.csv"), "--sandbox", "--report", str(report), env={}
+    )
+    assert first.code == 0 and json.loads(report.read_text())["exit_code"] == 0
+
+    argv = [arg.format(tmp=tmp_path) for arg in args]
+    done = await run_cli("run", *argv, "--no-journal", "--report", str(report), env=KEYS)
+
+    assert done.code == 2
+    written = json.loads(report.read_text())
+    assert (written["exit_code"], written["rows_read"], written["requests"]) == (2, 0, 0)
+    assert why in str(written["error"]) and why in done.stderr
+    assert_invariant(written)
+
+
 async def test_a_sandbox_run_keeps_no_journal_unless_one_is_named(tmp_path: Path) -> None:
     """A sandbox's target is gone with its run: the default journal is not filled with
     targets no run can send to again. `--journal PATH` still keeps one."""

@@ -14,6 +14,7 @@ import gc
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import structlog
 
@@ -55,10 +56,24 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """A closed terminal or ssh session (SIGHUP) ends a run as gracefully as SIGTERM."""
 
 
-def cannot_start(watch: Watch, message: str) -> int:
+def cannot_start(watch: Watch, message: str, report: Path | None = None) -> int:
     """An event like every other exit 2, for log shippers. The keys are not known here,
     and the message names no key (only options, variables and paths)."""
-    logs.configure(fmt=watch.log_format, secrets=()).error("cannot_start", error=message)
+    return _refused(logs.configure(fmt=watch.log_format, secrets=()), message, report)
+
+
+def _refused(log: Logger, message: str, report: Path | None, *, dry_run: bool = False) -> int:
+    """Exit 2 before anything was sent. A `--report` is still written, of no rows, its
+    `exit_code` 2 and its `error` the reason: a script reading it must not find an earlier
+    run's report there and take it for this one's. Where it cannot be written (the path
+    may be why the run cannot start) the event alone tells."""
+    log.error("cannot_start", error=message)
+    if report is not None:
+        account = Report(dry_run=dry_run)
+        account.finish(EXIT_CANNOT_START)
+        account.extra["error"] = message
+        with contextlib.suppress(OSError, UnsafeFile):
+            write_report(account.as_dict(), report)
     return EXIT_CANNOT_START
 
 
@@ -78,8 +93,7 @@ def ingest(config: RunConfig, environ: Mapping[str, str]) -> int:
                 owns=config.shard.keeps if config.shard else None,
             )
         except InputError as exc:
-            log.error("cannot_start", error=str(exc))
-            return EXIT_CANNOT_START
+            return _refused(log, str(exc), config.outputs.report, dry_run=config.dry_run)
     if interrupted:
         signum = interrupted[0]
         log.warning("interrupted", signal=signal.Signals(signum).name, detail="nothing was sent")
@@ -206,8 +220,8 @@ class _Run:
     async def __call__(self) -> int:
         cannot_start = await self._go()
         if cannot_start is not None:
-            self.log.error("cannot_start", error=cannot_start)
-            return EXIT_CANNOT_START
+            config = self.config
+            return _refused(self.log, cannot_start, config.outputs.report, dry_run=config.dry_run)
         ending = Ending(
             self.stop.reason, self.received[0] if self.received else None, self.report.unfinished
         )

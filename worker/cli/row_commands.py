@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from pathlib import Path
 
 from worker.bulk_removal import DEFAULT_BATCH_SIZE
 from worker.cli.inputs import add_input_options
@@ -57,7 +58,8 @@ def run_rows_job(args: argparse.Namespace, job: Job) -> int:
     try:
         config = config_from_args(args, os.environ)
     except ConfigError as exc:
-        return cannot_start(watch_from_args(args), str(exc))
+        report = getattr(args, "report", None)
+        return cannot_start(watch_from_args(args), str(exc), Path(report) if report else None)
     config = dataclasses.replace(
         config, reader=dataclasses.replace(config.reader, ts_required=False), job=job
     )

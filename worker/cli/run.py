@@ -464,5 +464,6 @@ def handle(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args, os.environ)
     except ConfigError as exc:
-        return cannot_start(watch_from_args(args), str(exc))
+        report = getattr(args, "report", None)
+        return cannot_start(watch_from_args(args), str(exc), Path(report) if report else None)
     return ingest(config, os.environ)
