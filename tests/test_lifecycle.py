@@ -330,6 +330,27 @@ async def test_undo_of_an_unknown_run_or_against_another_target_exits_2(
 # --- verify ------------------------------------------------------------------------------
 
 
+async def test_an_output_that_cannot_be_written_is_named_with_its_option_and_the_fix(
+    tmp_path: Path,
+) -> None:
+    # As --report's: the option, the path, why, and what to do; never a bare OSError.
+    source = write_csv(tmp_path / "in.csv", rows(2))
+    (tmp_path / "taken").mkdir()
+    verify = await run_cli(
+        "verify", str(source), "--sandbox", "--missing", str(tmp_path / "taken"), env={}
+    )
+    sessions = await run_cli(
+        "sessions", "--query", "*", "--from", "now-1d", "--sandbox", "-o", str(tmp_path / "taken"),
+        env={},
+    )  # fmt: skip
+
+    fix = "cannot write there (Is a directory); name a file in a writable directory"
+    assert verify.code == sessions.code == 2
+    assert f"--missing {tmp_path / 'taken'}: {fix}" in verify.stderr
+    assert f"-o {tmp_path / 'taken'}: {fix}" in sessions.stderr
+    assert "Errno" not in verify.stderr + sessions.stderr
+
+
 async def test_verify_finds_what_the_server_lost_and_the_missing_file_reruns_to_completion(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:

@@ -79,6 +79,28 @@ def check_replaceable(path: PathLike) -> None:
     _check_own_plain_file(target, info)
 
 
+class OutputError(Exception):
+    """An output an option names that cannot be written, said with the option and the fix."""
+
+
+def unwritable(option: str, path: PathLike, exc: OSError | UnsafeFile) -> OutputError:
+    """Why `option PATH` cannot be written, as every output's error says it."""
+    if isinstance(exc, UnsafeFile):
+        return OutputError(f"{option} {path}: {exc}")
+    reason = exc.strerror or str(exc)
+    return OutputError(
+        f"{option} {path}: cannot write there ({reason}); name a file in a writable directory"
+    )
+
+
+def open_output_of(option: str, path: PathLike) -> int:
+    """`open_output` for the file `option` names; raises `OutputError` saying which."""
+    try:
+        return open_output(path)
+    except (OSError, UnsafeFile) as exc:
+        raise unwritable(option, path, exc) from None
+
+
 def open_output(path: PathLike) -> int:
     """A file descriptor for writing `path` from its start, for a file written as the run
     goes (so a kill loses nothing written): created private (0600) if absent, else emptied,

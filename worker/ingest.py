@@ -26,7 +26,7 @@ from worker.deliver import Paced, Preview
 from worker.endpoint import open_target
 from worker.events import Ended, Event, Sink, fan_out, reading
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
-from worker.files import UnsafeFile
+from worker.files import OutputError, UnsafeFile
 from worker.input import InputError, RowStream, open_inputs
 from worker.jobs import StageParts, UndoJob
 from worker.journal import (
@@ -252,7 +252,7 @@ class _Run:
                 job_sinks = [] if dry_run else config.job.sinks()
             except (JournalError, DeadLetterError) as exc:
                 return str(exc)
-            except (OSError, UnsafeFile) as exc:  # an output of the job's own (--missing)
+            except OutputError as exc:  # an output of the job's own (--missing)
                 return str(exc)
             sinks: list[Sink] = [reading(Outcome, Ended, sink=_journal_sink(ledger, log)), report]
             # With a live display the counts are on screen: log only what needs attention;

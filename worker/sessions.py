@@ -34,7 +34,7 @@ from worker.deliver import Paced, silence_output
 from worker.endpoint import open_target
 from worker.events import Answered, Event
 from worker.exits import EXIT_ABORTED, EXIT_CANNOT_START, EXIT_OK, EXIT_OUTPUT_CLOSED, signal_exit
-from worker.files import open_output
+from worker.files import OutputError, open_output_of
 from worker.input import InputError, format_row
 from worker.journal import JournalError, QueryKey, reading
 from worker.pacer import Pacer, Pause
@@ -75,8 +75,8 @@ def write_sessions(config: SessionsConfig) -> int:
     )
     try:
         out = _open(config.output)
-    except OSError as exc:
-        log.error("cannot_start", error=f"-o {config.output}: {exc}; name a writable file")
+    except OutputError as exc:
+        log.error("cannot_start", error=str(exc))
         return EXIT_CANNOT_START
     try:
         return aio.run(_Writer(config, out, log)())
@@ -88,7 +88,7 @@ def write_sessions(config: SessionsConfig) -> int:
 def _open(path: Path | None) -> TextIO:
     if path is None:
         return sys.stdout
-    return os.fdopen(open_output(path), "w", encoding="utf-8")
+    return os.fdopen(open_output_of("-o", path), "w", encoding="utf-8")
 
 
 class _Previous:

@@ -21,7 +21,7 @@ from worker.answers import Answer
 from worker.api import Request
 from worker.deliver import Hand, Paced, unsent
 from worker.events import Ended, Event
-from worker.files import open_output
+from worker.files import open_output_of
 from worker.health import RetryPolicy
 from worker.input import format_row
 from worker.paging import ApiCallFailed
@@ -93,10 +93,10 @@ class Verifier:
 class MissingFile:
     """A sink writing each missing row as a line `run` takes back (`--missing PATH`).
 
-    Raises `UnsafeFile` or `OSError` when the file cannot be opened, before the run."""
+    Raises `OutputError` when the file cannot be opened, before the run."""
 
     def __init__(self, path: str) -> None:
-        self._out: IO[str] = os.fdopen(open_output(path), "w", encoding="utf-8")
+        self._out: IO[str] = os.fdopen(open_output_of("--missing", path), "w", encoding="utf-8")
         self.written = 0
 
     def __call__(self, event: Event) -> None:

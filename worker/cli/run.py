@@ -30,7 +30,7 @@ from worker.cli.types import (
 )
 from worker.config import ConfigError, base_url_for, check_transport, load_credentials
 from worker.examples import epilog
-from worker.files import UnsafeFile, check_distinct
+from worker.files import UnsafeFile, check_distinct, unwritable
 from worker.health import RetryPolicy
 from worker.journal import default_journal_path, side_files
 from worker.metrics import destination_from
@@ -438,13 +438,8 @@ def report_path(option: str | None) -> Path | None:
     path = Path(option)
     try:
         prepare_destination(path)
-    except UnsafeFile as exc:
-        raise ConfigError(f"--report {option}: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(
-            f"--report {option}: cannot write a report there ({exc.strerror or exc}); "
-            "name a file in a writable directory"
-        ) from None
+    except (OSError, UnsafeFile) as exc:
+        raise ConfigError(str(unwritable("--report", option, exc))) from None
     return path
 
 
