@@ -111,8 +111,9 @@ def test_the_reference_documents_no_command_the_cli_does_not_have() -> None:
     assert set(documented_options()) <= set(commands())
 
 
-@pytest.mark.parametrize("command", [c for c in commands() if len(c) == 1], ids=" ".join)
+@pytest.mark.parametrize("command", [c for c in commands() if c], ids=" ".join)
 def test_each_subcommands_help_ends_with_examples_of_real_use(command: Command) -> None:
+    """Every subcommand's, and every action's of one that has actions (`playlists list`)."""
     text = help_text(command).rstrip()
     examples = text.split("\nexamples:\n", 1)[1].splitlines()
     runs = [line for line in examples if line.startswith(f"  {PROGRAM} ")]
@@ -121,13 +122,13 @@ def test_each_subcommands_help_ends_with_examples_of_real_use(command: Command) 
 
 
 def example_cases() -> list[tuple[Command, str]]:
-    """Every example of a subcommand the CLI has (those of commands still to come are
-    checked once their command exists)."""
+    """Every example of a subcommand or action the CLI has (those of commands still to
+    come are checked once their command exists)."""
     have = set(commands())
     return [
-        ((name,), example)
+        (tuple(name.split()), example)
         for name, pairs in EXAMPLES.items()
-        if (name,) in have
+        if tuple(name.split()) in have
         for _, example in pairs
     ]
 
@@ -144,8 +145,8 @@ def test_every_example_names_only_options_its_command_has(command: Command, exam
     assert used <= help_options(help_text(command)), example
 
 
-def test_every_subcommand_has_examples() -> None:
-    assert {c[0] for c in commands() if len(c) == 1} <= EXAMPLES.keys()
+def test_every_subcommand_and_action_has_examples() -> None:
+    assert {" ".join(c) for c in commands() if c} <= EXAMPLES.keys()
 
 
 def test_the_report_page_documents_every_field_the_report_has_and_no_other() -> None:

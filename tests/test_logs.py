@@ -369,6 +369,52 @@ def test_console_lines_are_readable() -> None:
     assert "result=created" in out.getvalue()
 
 
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as standard error does in one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def console_line_on_a_terminal() -> str:
+    out = Terminal()
+    log = logs.configure(fmt="console", secrets=(), stream=out)
+    LogSink(log)(Outcome(ROW, Result.FAILED, 404, 1, 1.0, "HTTP 404: playlist not found"))
+    return out.getvalue()
+
+
+@pytest.fixture
+def colour_terminal(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """An environment that leaves the colour to the terminal, whatever the suite's is."""
+    for name in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    return monkeypatch
+
+
+@pytest.mark.parametrize("no_color", [None, ""], ids=["unset", "empty"])
+def test_console_lines_are_in_colour_on_a_terminal(
+    colour_terminal: pytest.MonkeyPatch, no_color: str | None
+) -> None:
+    """The rule's other side: an empty `NO_COLOR` is no request, as for rich."""
+    if no_color is not None:
+        colour_terminal.setenv("NO_COLOR", no_color)
+
+    assert "\x1b[" in console_line_on_a_terminal()
+
+
+@pytest.mark.parametrize(("name", "value"), [("NO_COLOR", "1"), ("TERM", "dumb")])
+def test_console_lines_drop_the_colour_as_rich_does(
+    colour_terminal: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    colour_terminal.setenv(name, value)
+
+    line = console_line_on_a_terminal()
+
+    assert "result=failed" in line
+    assert "\x1b[" not in line
+
+
 async def test_lines_logged_in_one_turn_of_the_loop_leave_together_at_its_end() -> None:
     out = io.BytesIO()
     writer = logs.LineWriter(out)

@@ -191,3 +191,23 @@ def test_the_command_line_says_what_is_wrong_with_a_shard(
     assert main(["status", "--shard", "3/3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rum-playlist-ingest: error: shard index must be between 0 and 2")
+
+
+@pytest.mark.parametrize("command", [["status"], ["undo", "--last"]])
+def test_the_advice_for_a_file_that_is_no_journal_names_only_options_the_command_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """The advice a run gets ends with `--no-journal`, which these commands would refuse."""
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_text("junk\n")
+    with pytest.raises(SystemExit):
+        main([command[0], "--help"])
+    takes = set(re.findall(r"--[a-z][a-z-]*", capsys.readouterr().out))
+
+    assert main([*command, "--journal", str(junk)]) == 2
+
+    err = capsys.readouterr().err
+    assert "junk.sqlite3 is damaged" in err
+    advised = set(re.findall(r"--[a-z][a-z-]*", err))
+    assert "--journal" in advised
+    assert advised <= takes, advised - takes

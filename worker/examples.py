@@ -98,13 +98,43 @@ EXAMPLES: Mapping[str, tuple[tuple[str, str], ...]] = {
             "rum-playlist-ingest playlists create 'Backfill 2026'",
         ),
     ),
+    "playlists list": (
+        ("find a playlist's id by its name", "rum-playlist-ingest playlists list --name backfill"),
+        (
+            "the ids of the EU site's empty playlists, for a script",
+            "rum-playlist-ingest playlists list --site datadoghq.eu --json"
+            " | jq -r 'select(.session_count == 0) | .id'",
+        ),
+    ),
+    "playlists show": (
+        (
+            "how many sessions a playlist holds after a backfill",
+            "rum-playlist-ingest playlists show 123",
+        ),
+        (
+            "its session count alone, for a script",
+            "rum-playlist-ingest playlists show 123 --json | jq .session_count",
+        ),
+    ),
+    "playlists create": (
+        (
+            "the playlist of a backfill, before its shards run; the table shows its id",
+            "rum-playlist-ingest playlists create 'Backfill 2026'"
+            " --description 'replays of the March incident'",
+        ),
+        (
+            "the same in a script, keeping only the id for `run --playlist`",
+            "rum-playlist-ingest playlists create 'Nightly replays' --json | jq -r .id",
+        ),
+    ),
 }
-"""Per subcommand: (what it does, the command), two or three each."""
+"""Per subcommand, and per action of `playlists` ("playlists list"): (what it does, the
+command), two or three each."""
 
 
 def epilog(command: str) -> str:
-    """The end of `command --help`; format it with `argparse.RawDescriptionHelpFormatter`
-    so the commands keep their lines."""
+    """The end of `command --help` (a subcommand, or "playlists ACTION"); format it with
+    `argparse.RawDescriptionHelpFormatter` so the commands keep their lines."""
     lines = ["examples:"]
     for what, example in EXAMPLES[command]:
         lines += [f"  # {what}", f"  {example}"]

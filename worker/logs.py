@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO, cast
 
 import structlog
+from rich.console import Console
 from structlog.typing import FilteringBoundLogger
 
 from worker.scrub import Scrubber
@@ -168,7 +169,7 @@ def configure(
         processors = [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            ConsoleLine(secrets, colors=out.isatty()),
+            ConsoleLine(secrets, colors=in_colour(out)),
         ]
         # The current sys.stderr at each write, so that a live progress display, which
         # redirects it while running, prints the lines above itself.
@@ -184,6 +185,14 @@ def configure(
     # Bound now, so that each call goes straight to the processors, not through a proxy.
     logger: RunLogger = structlog.get_logger("rum-playlist-ingest").bind()
     return logger
+
+
+def in_colour(out: TextIO) -> bool:
+    """Whether rich would colour `out` (not under a non-empty `NO_COLOR`, nor `TERM=dumb`,
+    nor off a terminal): asked of rich itself, so the console lines never disagree with
+    the live display and the summary printed beside them."""
+    console = Console(file=out)
+    return console.color_system is not None and not console.no_color
 
 
 class LineWriter:

@@ -172,7 +172,8 @@ class _Writer:
                         _Previous(config.journal, route.base_url),
                     )
                 except (ValueError, JournalError) as exc:
-                    log.error("cannot_start", error=str(exc))
+                    message = exc.without_no_journal if isinstance(exc, JournalError) else exc
+                    log.error("cannot_start", error=str(message))  # it takes no --no-journal
                     return EXIT_CANNOT_START
                 fields = {"target": redact_url(route.base_url), **rows.start_fields()}
                 log.info("start", output=str(config.output or "-"), **fields)

@@ -63,7 +63,10 @@ def status_command(
                 runs=history.runs(runs),
                 errors=history.common_errors(errors),
             )
-    except (JournalError, ValueError) as exc:
+    except JournalError as exc:
+        print(f"rum-playlist-ingest: error: {exc.without_no_journal}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    except ValueError as exc:
         print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
     text = json.dumps(as_json_object(summary), indent=2) + "\n" if as_json else render(summary)

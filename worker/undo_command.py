@@ -47,7 +47,8 @@ def undo_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             counts, left = plan(history, run, include_maybe=args.include_maybe)
         config = _config(args, environ, journal=journal, run=run, target=target, counts=counts)
     except (ConfigError, UndoRefused, JournalError) as exc:
-        log.error("cannot_start", error=str(exc))
+        message = exc.without_no_journal if isinstance(exc, JournalError) else str(exc)
+        log.error("cannot_start", error=message)  # undo needs its journal: no --no-journal
         return EXIT_CANNOT_START
     for created, verdict in left:
         playlist_id, session_id, data_source = created.key

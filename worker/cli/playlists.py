@@ -20,17 +20,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="every playlist (or those whose name holds TEXT)")
+    listing = _action(actions, "list", "every playlist (or those whose name holds TEXT)")
     listing.add_argument("--name", metavar="TEXT", help="the API's search of the names")
-    show = actions.add_parser("show", help="one playlist")
+    show = _action(actions, "show", "one playlist")
     show.add_argument("playlist_id", type=positive_int, metavar="ID")
-    create = actions.add_parser("create", help="create a playlist; prints it, with its id")
+    create = _action(actions, "create", "create a playlist; prints it, with its id")
     create.add_argument("name", metavar="NAME")
     create.add_argument("--description", metavar="TEXT")
     for each in (listing, show, create):
         add_target_options(each, sandbox=False)
         each.add_argument("--json", action="store_true", help="NDJSON even on a terminal")
         each.set_defaults(handler=handle)
+
+
+def _action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, what: str
+) -> argparse.ArgumentParser:
+    """An action's parser, whose --help ends with its own examples, as a subcommand's does."""
+    return actions.add_parser(
+        name,
+        help=what,
+        epilog=epilog(f"playlists {name}"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def handle(args: argparse.Namespace) -> int:

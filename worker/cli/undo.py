@@ -24,7 +24,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("run_id", nargs="?", metavar="RUN_ID", help="as `status` lists it")
-    which.add_argument("--last", action="store_true", help="the journal's newest run")
+    which.add_argument(
+        "--last", action="store_true", help="the journal's newest run that created sessions"
+    )
     parser.add_argument(
         "--include-maybe",
         action="store_true",
