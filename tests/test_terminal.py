@@ -133,6 +133,26 @@ def test_the_start_line_of_a_remove_and_of_an_undo() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("done_rows", "said"), [(0, "no rows removed yet"), (300, "300 rows removed before")]
+)
+def test_the_journal_part_of_an_undo_counts_what_it_removed_not_what_was_added(
+    done_rows: int, said: str
+) -> None:
+    undoing = RunStart(
+        target="https://api.datadoghq.eu", journal=Path("/data/j.sqlite3"), done_rows=done_rows,
+        doing=("Removing", "remove", "from"), rows="the sessions run r1 created",
+    )  # fmt: skip
+    assert f"journal /data/j.sqlite3 ({said} for this target" in start_line(undoing)
+
+
+def test_a_stopped_sandbox_run_says_a_rerun_starts_from_an_empty_sandbox() -> None:
+    report = {**REPORT, "invalid": 0, "failed": 0, "not_attempted": 241, "exit_code": 130}
+    context = SummaryContext(inputs=["a.csv"], journal=False, target_outlives_run=False)
+    (step,) = next_steps(report, context)
+    assert step.what == "rerun the same command: a new sandbox starts empty, so every row is sent"
+
+
 def test_a_password_in_a_url_is_never_shown() -> None:
     url = "https://user:s3cret@api.example"
     line = start_line(RunStart(target=url, inputs=["a.csv"]))

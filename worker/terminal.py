@@ -121,10 +121,12 @@ def _journal_part(plan: RunStart, home: Path | None) -> str:
         return f"{where} (--fresh: rows done before are sent again)"
     if plan.done_rows is None:
         return where
+    # Done is what this operation leaves: added for a run, removed for a remove or undo.
+    done = "removed" if plan.doing[1] == "remove" else "done"
     if plan.done_rows == 0:
-        return f"{where} (no rows done yet for this target)"
+        return f"{where} (no rows {done} yet for this target)"
     noun = "row" if plan.done_rows == 1 else "rows"
-    return f"{where} ({plan.done_rows:,} {noun} done before for this target: skipped if met)"
+    return f"{where} ({plan.done_rows:,} {noun} {done} before for this target: skipped if met)"
 
 
 # --- the end of a run -----------------------------------------------------------------
@@ -254,7 +256,9 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
     retry = "retry the rows that failed" if failed and not context.dead_letter else ""
     if not_attempted and not dry_run:
         rest = f"{retry} and send the rest" if retry else "send the rest"
-        if not context.journal:
+        if not context.target_outlives_run:
+            resume = "rerun the same command: a new sandbox starts empty, so every row is sent"
+        elif not context.journal:
             resume = (
                 f"rerun the same command to {rest} (without a journal, rows done "
                 "are sent again and answered 'already present')"
