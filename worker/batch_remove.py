@@ -98,8 +98,9 @@ class BatchRemover:
         """Wait for the batch to fill (or the flush), close it, send it, hand out results.
         Cancelled (a stop), the batch ends with it: its members are the stop's to count."""
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(batch.full.wait(), self._flush_s)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see worker.chunks
+                async with asyncio.timeout(self._flush_s):
+                    await batch.full.wait()
             self._close(batch)
             outcomes = await self._removed(batch)
         except BaseException:

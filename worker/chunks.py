@@ -92,8 +92,12 @@ class ThreadedChunks:
         handed = self._handed
         while handed.empty():
             try:
-                # Cancelled here, nothing is lost: a chunk stays queued.
-                item = await asyncio.wait_for(handed.get(), TRICKLE_S)
+                # Cancelled here, nothing is lost: a chunk stays queued. Not `wait_for`:
+                # on Python 3.11 it returns a chunk that came as the cancel did, so the
+                # cancel is lost and a stopping run goes on being fed (and hangs, its
+                # queue full, the workers gone).
+                async with asyncio.timeout(TRICKLE_S):
+                    item = await handed.get()
             except TimeoutError:
                 rows = self._take_filling()
                 if rows:

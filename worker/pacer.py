@@ -220,10 +220,11 @@ class Budget:
                 self._changed.clear()
                 self._holding = True
                 try:
+                    # `asyncio.timeout`, not `wait_for`, which on Python 3.11 can swallow
+                    # a stop's cancel that lands as the event is set (`worker.chunks`).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._changed.wait(), timeout=None if math.isinf(delay) else delay
-                        )
+                        async with asyncio.timeout(None if math.isinf(delay) else delay):
+                            await self._changed.wait()
                 finally:
                     self._holding = False
             if self._learned_bucket is not None and self._budget is None:
