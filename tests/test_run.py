@@ -311,6 +311,20 @@ def test_no_option_may_be_shortened(capsys: pytest.CaptureFixture[str], shortene
     assert shortened.split("=", maxsplit=1)[0] in capsys.readouterr().err
 
 
+def test_an_option_before_the_playlists_action_is_said_to_go_after_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # argparse took the option's value for the action: "invalid choice: 'datadoghq.eu'".
+    with pytest.raises(SystemExit) as stopped:
+        main(["playlists", "--site", "datadoghq.eu", "list"])
+
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "rum-playlist-ingest: error: --site: the options go after the action (list, show, "
+        "create), such as rum-playlist-ingest playlists list --site ...\n"
+    )
+
+
 async def test_missing_input_and_missing_column_exit_2(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:

@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == ["sandbox"]:
         return sandbox.main(arguments[1:])
     parser = build_parser()
-    refusal = refused_key_option(arguments)
+    refusal = refused_key_option(arguments) or playlists.misplaced_option(arguments)
     if refusal is not None:
         parser.exit(2, f"{parser.prog}: error: {refusal}\n")
     args = parser.parse_args(arguments)

@@ -6,10 +6,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from worker.cli.run import add_target_options, target_from_args
 from worker.cli.types import positive_int
 from worker.examples import epilog
+
+ACTIONS = ("list", "show", "create")
+
+
+def misplaced_option(arguments: Sequence[str]) -> str | None:
+    """Why `playlists --site X list` cannot be parsed: argparse takes what follows an
+    option it does not know there for the action, and its error names neither."""
+    if arguments[:1] != ["playlists"] or len(arguments) < 2:
+        return None
+    first = arguments[1]
+    if not first.startswith("-") or first in ("-h", "--help"):
+        return None
+    return (
+        f"{first}: the options go after the action ({', '.join(ACTIONS)}), such as "
+        f"rum-playlist-ingest playlists list {first} ..."
+    )
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
