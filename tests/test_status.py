@@ -188,9 +188,12 @@ def test_what_cannot_be_read_is_a_clear_error(
 def test_the_command_line_says_what_is_wrong_with_a_shard(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["status", "--shard", "3/3"]) == 2
+    with pytest.raises(SystemExit) as stopped:  # the option parser's error, with the usage
+        main(["status", "--shard", "3/3"])
+    assert stopped.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("rum-playlist-ingest: error: shard index must be between 0 and 2")
+    assert err.startswith("usage: rum-playlist-ingest status")
+    assert "status: error: argument --shard: shard index must be between 0 and 2" in err
 
 
 @pytest.mark.parametrize("command", [["status"], ["undo", "--last"]])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from worker.cli.types import positive_int
+from worker.cli.types import positive_int, shard
 from worker.examples import epilog
 
 
@@ -18,7 +18,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--journal", help="the journal to read (default: see docs/journal.md)")
-    parser.add_argument("--shard", help="read the default journal of shard K/N")
+    parser.add_argument("--shard", type=shard, help="read the default journal of shard K/N")
     parser.add_argument(
         "--runs",
         type=positive_int,
@@ -36,17 +36,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle(args: argparse.Namespace) -> int:
-    from worker.shard import Shard
     from worker.status import status_command
 
-    try:
-        shard = Shard.parse(args.shard) if args.shard else None
-    except ValueError as exc:
-        print(f"rum-playlist-ingest: error: {exc}", file=sys.stderr)
-        return 2
     return status_command(
         Path(args.journal) if args.journal else None,
-        shard,
+        args.shard,  # a Shard, parsed by the option's type
         runs=args.runs,
         errors=args.errors,
         as_json=args.json,
