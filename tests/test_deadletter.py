@@ -110,7 +110,10 @@ def test_the_file_may_not_also_be_an_input(tmp_path: Path) -> None:
 
 def test_a_path_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("a file, not a folder")
-    with pytest.raises(DeadLetterError, match=r"cannot write the dead-letter file .*Not a dir"):
+    with pytest.raises(
+        DeadLetterError,
+        match=r"^--dead-letter .*: cannot write there \(Not a dir.*\); name a file in a writable",
+    ):
         DeadLetter(tmp_path / "out" / "dead.ndjson")
 
 

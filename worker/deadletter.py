@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from worker.events import Ended, Event
-from worker.files import UnsafeFile, check_distinct, open_output
+from worker.files import UnsafeFile, check_distinct, open_output, unwritable
 from worker.rows import Outcome, Result
 
 
@@ -44,11 +44,8 @@ class DeadLetter:
             self._fd: int | None = open_output(path)
         except UnsafeFile as exc:
             raise DeadLetterError(str(exc)) from None
-        except OSError as exc:
-            raise DeadLetterError(
-                f"cannot write the dead-letter file {path} ({exc.strerror or exc}); "
-                "pass --dead-letter with a writable path"
-            ) from None
+        except OSError as exc:  # said as every output's error is
+            raise DeadLetterError(str(unwritable("--dead-letter", path, exc))) from None
         self.path = path
         self._failure: OSError | None = None
         self._warn = warn
