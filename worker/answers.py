@@ -242,15 +242,10 @@ class AnswerReader:
         rate_limit = parse_rate_limit(headers)
         if meaning is Meaning.DONE:
             payload, problem = _payload(status, body, want_payload)
-            if problem is None:  # positional: a NamedTuple made with keywords costs half again
-                return Answer(meaning, status, latency_ms, None, rate_limit, None, False, payload)
+            # Positional: a NamedTuple made with keywords costs half again, every request.
+            body_problem = None if problem is None else self.scrubbed(problem)
             return Answer(
-                meaning,
-                status,
-                latency_ms,
-                rate_limit=rate_limit,
-                payload=payload,
-                body_problem=self.scrubbed(problem),
+                meaning, status, latency_ms, None, rate_limit, None, False, payload, body_problem
             )
         if meaning is Meaning.FATAL:  # a redirect
             error = (

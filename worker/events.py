@@ -96,10 +96,9 @@ class FanOut:
 
 def fan_out(sinks: Sequence[Sink]) -> Sink:
     """Many sinks as one (a `FanOut`; a fan-out among them is taken apart, so its sinks
-    are called in the same order with no extra hop). One plain sink needs no fan-out."""
+    are called in the same order with no extra hop). One sink needs no fan-out: a
+    `Reading` filters when called itself."""
     members: list[Sink] = []
     for sink in sinks:
         members.extend(sink.members if isinstance(sink, FanOut) else (sink,))
-    if len(members) == 1 and not isinstance(members[0], Reading):
-        return members[0]
-    return FanOut(members)
+    return members[0] if len(members) == 1 else FanOut(members)

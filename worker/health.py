@@ -48,10 +48,7 @@ class Health:
         meaning = answer.meaning
         if meaning is Meaning.DONE:
             self._refusals = 0
-            if self._failures:
-                self._count(failed=False)  # a failure may leave the window as this enters
-            else:
-                self._recent.append(False)  # nothing in the window failed: it only slides
+            self._count(failed=False)
             return None
         if meaning is Meaning.FATAL:
             return Reason.FATAL

@@ -251,7 +251,7 @@ class Budget:
             return math.inf  # woken by the probe's answer
         window_end = self._window_end
         if window_end is not None and now >= window_end:
-            self._roll_window(now)
+            self._roll_window(now, window_end)
             window_end = self._window_end
         budget = self._budget
         if window_end is None or budget is None:
@@ -291,15 +291,14 @@ class Budget:
         self._pause_until = max(self._pause_until, until)
         return self._pause_until
 
-    def _roll_window(self, now: float) -> None:
-        """Past the window's end, start the next one with the whole learned limit."""
-        if self._window_end is None or now < self._window_end:
-            return
+    def _roll_window(self, now: float, ended: float) -> None:
+        """`now` is past the window's end, `ended`: start the next one with the whole
+        learned limit."""
         if self._period is None:
             self._window_end = self._budget = None
             return
-        periods = math.floor((now - self._window_end) / self._period) + 1
-        self._window_end += periods * self._period
+        periods = math.floor((now - ended) / self._period) + 1
+        self._window_end = ended + periods * self._period
         self._budget = self._limit
         self._others_before, self._others_now = self._others_now, False
         self._window_first_seq = self._seq + 1
@@ -451,8 +450,7 @@ class Pacer:
 
     def try_acquire(self, family: str) -> Ticket | None:
         """A ticket for a send that needs no wait, or None: then `acquire(family)`."""
-        budget = self._families.get(family) or self._of(family)
-        return budget.try_acquire(family)
+        return self._of(family).try_acquire(family)
 
     async def acquire(self, family: str) -> Ticket:
         """Wait until a request of `family` may be sent, then account for it in flight."""

@@ -98,7 +98,7 @@ class LogSink:
 
     def _outcome(self, outcome: Outcome) -> None:
         if outcome.error:
-            if self._cap is not None and not self._shown("row"):
+            if not self._shown("row"):
                 return
             level: Literal["info", "warning"] = "warning"
         elif self._quiet:
