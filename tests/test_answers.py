@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from yarl import URL
 
+from worker import answers
 from worker.answers import (
     MAX_HINT_S,
     AnswerReader,
@@ -49,10 +50,20 @@ READER = AnswerReader(Scrubber((API_KEY, APP_KEY)), "https://api.datadoghq.com")
         (503, Meaning.RETRYABLE),
         (102, Meaning.RETRYABLE),  # no final answer at all
         (600, Meaning.RETRYABLE),
+        (599, Meaning.RETRYABLE),
+        (100, Meaning.RETRYABLE),
+        (99, Meaning.RETRYABLE),
+        (-1, Meaning.RETRYABLE),
     ],
 )
 def test_what_each_status_means(status: int, meaning: Meaning) -> None:
     assert meaning_of(status) is meaning
+
+
+def test_the_table_of_meanings_says_what_the_rule_decides_for_every_status() -> None:
+    """`meaning_of` looks a status up in a table made from the rule: the two agree."""
+    for status in range(-1, 1000):
+        assert meaning_of(status) is answers._meaning_of(status), status
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TextIO
 from urllib.parse import urlencode
 
-from worker.answers import Answer, Meaning
+from worker.answers import DONE, RATE_LIMITED, Answer, Meaning
 from worker.api import Request
 from worker.events import Answered, Sink
 from worker.health import Health, RetryPolicy
@@ -108,7 +108,7 @@ class Paced:
         self._sink(
             Answered(
                 answer.status,
-                answer.meaning is Meaning.RATE_LIMITED,
+                answer.meaning is RATE_LIMITED,
                 answer.latency_ms,
                 hand.attempts > 1,
             )
@@ -172,11 +172,11 @@ class Sender:
             if reason is not None:
                 stop.request(reason, answer.error)
             meaning = answer.meaning
-            if meaning is Meaning.DONE:
+            if meaning is DONE:
                 if answer.body_problem is not None:
                     self._odd_body(answer)
                 return self._final(row, operation.result(answer), answer, hand.attempts, lost)
-            if meaning is Meaning.RATE_LIMITED:
+            if meaning is RATE_LIMITED:
                 continue  # the pacer holds every worker; a 429 is never a row's failure
             if meaning is Meaning.FATAL:
                 return unsent(hand)  # the run cannot work as configured
@@ -199,10 +199,11 @@ class Sender:
     ) -> Outcome:
         """A 201 is this attempt's own doing; any other result after a lost answer says
         so, since the lost attempt may have been applied."""
-        note = None
+        note = error = None
         if lost is not None and result is not Result.CREATED:
             note = f"an earlier attempt's answer was lost ({lost}): it may have been applied"
-        error = answer.error if result is Result.FAILED else None
+        if answer.error is not None and result is Result.FAILED:
+            error = answer.error
         return Outcome(row, result, answer.status, attempts, answer.latency_ms, error, note)
 
     def _odd_body(self, answer: Answer) -> None:

@@ -13,7 +13,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from worker.answers import Answer, Meaning
+from worker.answers import DONE, Answer, Meaning
 from worker.stop import Reason
 
 
@@ -46,7 +46,7 @@ class Health:
     def record(self, answer: Answer) -> Reason | None:
         """The reason to stop the run that this answer completes, if any."""
         meaning = answer.meaning
-        if meaning is Meaning.DONE:
+        if meaning is DONE:
             self._refusals = 0
             self._count(failed=False)
             return None

@@ -57,7 +57,7 @@ from typing import NamedTuple
 
 from aiolimiter import AsyncLimiter
 
-from worker.answers import Answer, Meaning, RateLimit
+from worker.answers import KEYS_REFUSED, RATE_LIMITED, Answer, RateLimit
 
 GUARD_S = 0.03
 """Wait this long past a computed window boundary, for clock granularity and latency."""
@@ -314,9 +314,9 @@ class Budget:
         rate_limit = answer.rate_limit
         end = None if rate_limit is None else self._learn(ticket, rate_limit, now)
         meaning, status = answer.meaning, answer.status
-        if meaning is Meaning.RATE_LIMITED:
+        if meaning is RATE_LIMITED:
             self._rate_limited(ticket, end, answer.retry_after_s, now)
-        elif meaning is Meaning.KEYS_REFUSED:
+        elif meaning is KEYS_REFUSED:
             self._probing = True  # keys refused: one request at a time until one succeeds
         elif status is not None and status < 500:
             self._bare_429s = 0
@@ -450,7 +450,8 @@ class Pacer:
 
     def try_acquire(self, family: str) -> Ticket | None:
         """A ticket for a send that needs no wait, or None: then `acquire(family)`."""
-        return self._of(family).try_acquire(family)
+        budget = self._families.get(family) or self._of(family)  # one call fewer a send
+        return budget.try_acquire(family)
 
     async def acquire(self, family: str) -> Ticket:
         """Wait until a request of `family` may be sent, then account for it in flight."""

@@ -112,17 +112,20 @@ class _QueryMark:
     ts_ms: int
 
 
+_KEPT_FOR_RUN = {Result.CREATED: "created", Result.REMOVED: "removed"}
+"""What undo needs to know of a row, by its result (one dict lookup a row, where each
+`Result.X` costs an enum class's `__getattr__` hook on Python 3.11)."""
+
+
 def _kept_for_run(outcome: Outcome) -> str | None:
     """What undo needs to know of this row, if anything."""
-    if outcome.result is Result.CREATED:
-        return "created"
-    if outcome.result is Result.ALREADY_PRESENT and outcome.note is not None:
+    kept = _KEPT_FOR_RUN.get(outcome.result)
+    if kept is None and outcome.note is not None and outcome.result is Result.ALREADY_PRESENT:
         return "maybe_created"
-    if outcome.result is Result.REMOVED:
-        return "removed"
-    return None
+    return kept
 
 
+_SKIPPED = Result.SKIPPED
 _KEY_COLUMNS = operator.itemgetter(1, 2, 3)
 """A written row's key, its playlist, session and data source, after its first column."""
 
@@ -371,7 +374,7 @@ class SqliteJournal:
 
     def outcome(self, outcome: Outcome) -> None:
         # A skipped row was decided by `admit` and changes nothing on record.
-        if outcome.result is Result.SKIPPED:
+        if outcome.result is _SKIPPED:
             return
         self._hand(outcome)
 
