@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import structlog
 
@@ -146,20 +147,20 @@ def _open_ledger(config: RunConfig, target: str) -> Ledger:
     )
 
 
-def _journal_sink(ledger: Ledger, log: Logger) -> Sink:
-    """The journal as a sink: outcomes in, the final account at the end, after which a
-    journal that could not be written is said so (the run's figures stand)."""
+def _journal_sinks(ledger: Ledger, log: Logger) -> list[Sink]:
+    """The journal as sinks: outcomes in, each handed to `ledger.outcome` with no hop
+    between (one a row), and the final account at the end, after which a journal that
+    could not be written is said so (the run's figures stand)."""
 
-    def sink(event: Event) -> None:
-        if isinstance(event, Outcome):
-            ledger.outcome(event)
-        elif isinstance(event, Ended):
-            try:
-                ledger.close(dict(event.report))
-            except JournalError as exc:
-                log.error("journal_incomplete", error=str(exc))
+    def close(event: Event) -> None:
+        assert isinstance(event, Ended)
+        try:
+            ledger.close(dict(event.report))
+        except JournalError as exc:
+            log.error("journal_incomplete", error=str(exc))
 
-    return sink
+    # `reading` hands it outcomes alone, which is all `Ledger.outcome` takes.
+    return [reading(Outcome, sink=cast(Sink, ledger.outcome)), reading(Ended, sink=close)]
 
 
 class _Looking:
@@ -254,7 +255,7 @@ class _Run:
                 return str(exc)
             except OutputError as exc:  # an output of the job's own (--missing)
                 return str(exc)
-            sinks: list[Sink] = [reading(Outcome, Ended, sink=_journal_sink(ledger, log)), report]
+            sinks: list[Sink] = [*_journal_sinks(ledger, log), report]
             # With a live display the counts are on screen: log only what needs attention;
             # a dry run's requests go to standard output.
             live = live_console(config.watch.progress, sys.stderr) is not None

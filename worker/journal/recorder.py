@@ -508,12 +508,14 @@ class SqliteJournal:
         rows: list[tuple[object, ...]] = []
         kept: list[tuple[object, ...]] = []
         for o in batch:
-            key, ts = o.row.key, o.row.ts
+            row = o.row  # its fields one by one: `Row.key` would build a tuple to unpack
+            pid, sid, source, ts = row.playlist_id, row.session_id, row.data_source, row.ts
+            result = str(o.result)
             rows.append(
-                (target, *key, str(o.result), ts, o.http_status, o.attempts, o.error, now, run)
+                (target, pid, sid, source, result, ts, o.http_status, o.attempts, o.error, now, run)
             )
-            if (result := _kept_for_run(o)) is not None:
-                kept.append((run, *key, result, ts))
+            if (kept_as := _kept_for_run(o)) is not None:
+                kept.append((run, pid, sid, source, kept_as, ts))
         # Both tables' keys start after one column (the target, the run): one order for both.
         rows.sort(key=_KEY_COLUMNS)
         kept.sort(key=_KEY_COLUMNS)
