@@ -508,14 +508,15 @@ class SqliteJournal:
         rows: list[tuple[object, ...]] = []
         kept: list[tuple[object, ...]] = []
         for o in batch:
-            row = o.row  # its fields one by one: `Row.key` would build a tuple to unpack
-            pid, sid, source, ts = row.playlist_id, row.session_id, row.data_source, row.ts
+            # Its first four fields in one slice: `Row.key` is a Python-level property.
+            pid, sid, ts, data_source = o.row[:4]
             result = str(o.result)
+            status, attempts, error = o.http_status, o.attempts, o.error
             rows.append(
-                (target, pid, sid, source, result, ts, o.http_status, o.attempts, o.error, now, run)
+                (target, pid, sid, data_source, result, ts, status, attempts, error, now, run)
             )
             if (kept_as := _kept_for_run(o)) is not None:
-                kept.append((run, pid, sid, source, kept_as, ts))
+                kept.append((run, pid, sid, data_source, kept_as, ts))
         # Both tables' keys start after one column (the target, the run): one order for both.
         rows.sort(key=_KEY_COLUMNS)
         kept.sort(key=_KEY_COLUMNS)
