@@ -116,7 +116,7 @@ DONE = Meaning.DONE
 RATE_LIMITED = Meaning.RATE_LIMITED
 KEYS_REFUSED = Meaning.KEYS_REFUSED
 """The meanings the hot path compares every answer with, as module names for the same
-reason."""
+reason (as `worker.rows` does for `Result`)."""
 
 
 def _number(value: str | None) -> float | None:

@@ -24,7 +24,7 @@ from worker.events import Answered, Sink
 from worker.health import Health, RetryPolicy
 from worker.operation import RowOperation
 from worker.pacer import Pacer
-from worker.rows import Outcome, Result, Row
+from worker.rows import CREATED, FAILED, Outcome, Result, Row
 from worker.stop import Reason, StopState
 
 Send = Callable[[Request], Awaitable[Answer]]
@@ -181,14 +181,14 @@ class Sender:
             if meaning is Meaning.FATAL:
                 return unsent(hand)  # the run cannot work as configured
             if meaning is Meaning.ROW_FAILED:
-                return self._final(row, Result.FAILED, answer, hand.attempts)
+                return self._final(row, FAILED, answer, hand.attempts)
             # Retryable, or refused: a refusal is the keys' failure, not the row's. Refused
             # keys soon stop the run (Health), leaving the row not attempted; if other rows
             # get through meanwhile, this one fails once its attempts are spent.
             failures += 1
             if failures >= self._policy.max_attempts:
                 # `lost` speaks of earlier attempts only: this one's answer is the error.
-                return self._final(row, Result.FAILED, answer, hand.attempts, lost)
+                return self._final(row, FAILED, answer, hand.attempts, lost)
             if answer.maybe_applied:
                 lost = answer.error
             await asyncio.sleep(self._policy.backoff(failures, self._rng))
@@ -199,11 +199,10 @@ class Sender:
     ) -> Outcome:
         """A 201 is this attempt's own doing; any other result after a lost answer says
         so, since the lost attempt may have been applied."""
-        note = error = None
-        if lost is not None and result is not Result.CREATED:
+        note = None
+        if lost is not None and result is not CREATED:
             note = f"an earlier attempt's answer was lost ({lost}): it may have been applied"
-        if answer.error is not None and result is Result.FAILED:
-            error = answer.error
+        error = answer.error if result is FAILED else None
         return Outcome(row, result, answer.status, attempts, answer.latency_ms, error, note)
 
     def _odd_body(self, answer: Answer) -> None:

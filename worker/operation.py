@@ -12,7 +12,7 @@ from typing import Protocol
 from worker import api
 from worker.answers import Answer
 from worker.api import Request
-from worker.rows import Result, Row
+from worker.rows import ALREADY_PRESENT, CREATED, Result, Row
 
 
 class RowOperation(Protocol):
@@ -28,11 +28,6 @@ class RowOperation(Protocol):
         ...
 
 
-_CREATED, _ALREADY_PRESENT = Result.CREATED, Result.ALREADY_PRESENT
-"""Module names: on Python 3.11 each `Result.X` is a lookup through the enum class's
-`__getattr__` hook, about 170 ns, and this is asked of every answer."""
-
-
 @dataclass(frozen=True, slots=True)
 class AddSession:
     """PUT a session into its playlist: 201 created it, 200 found it there already."""
@@ -43,7 +38,7 @@ class AddSession:
         return api.add_session(row)
 
     def result(self, answer: Answer) -> Result:
-        return _CREATED if answer.status == 201 else _ALREADY_PRESENT
+        return CREATED if answer.status == 201 else ALREADY_PRESENT
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from worker.journal.lock import RunLock
 from worker.journal.records import Operation, QueryKey, done_results, new_run_id
 from worker.journal.schema import connect
 from worker.jsoncodec import dumps as _dumps
-from worker.rows import Outcome, Result, Row, RowKey
+from worker.rows import ALREADY_PRESENT, CREATED, SKIPPED, Outcome, Result, Row, RowKey
 from worker.shard import Shard
 
 LOOKUP_MANY = (
@@ -112,20 +112,17 @@ class _QueryMark:
     ts_ms: int
 
 
-_KEPT_FOR_RUN = {Result.CREATED: "created", Result.REMOVED: "removed"}
-"""What undo needs to know of a row, by its result (one dict lookup a row, where each
-`Result.X` costs an enum class's `__getattr__` hook on Python 3.11)."""
-
-
 def _kept_for_run(outcome: Outcome) -> str | None:
     """What undo needs to know of this row, if anything."""
-    kept = _KEPT_FOR_RUN.get(outcome.result)
-    if kept is None and outcome.note is not None and outcome.result is Result.ALREADY_PRESENT:
+    if outcome.result is CREATED:
+        return "created"
+    if outcome.result is ALREADY_PRESENT and outcome.note is not None:
         return "maybe_created"
-    return kept
+    if outcome.result is Result.REMOVED:
+        return "removed"
+    return None
 
 
-_SKIPPED = Result.SKIPPED
 _KEY_COLUMNS = operator.itemgetter(1, 2, 3)
 """A written row's key, its playlist, session and data source, after its first column."""
 
@@ -374,7 +371,7 @@ class SqliteJournal:
 
     def outcome(self, outcome: Outcome) -> None:
         # A skipped row was decided by `admit` and changes nothing on record.
-        if outcome.result is _SKIPPED:
+        if outcome.result is SKIPPED:
             return
         self._hand(outcome)
 
