@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -40,7 +41,7 @@ class Listing:
         await asyncio.sleep(0)
         if not request.path.endswith("/7/sessions"):
             return answer(404, error="HTTP 404: playlist not found")
-        number = int(dict(request.query)["page[number]"])
+        number = int(dict(parse_qsl(request.query))["page[number]"])
         page = [
             {"id": sid(n), "type": "rum_replay_session"}
             for n in range(10)[number * 3 : number * 3 + 3]

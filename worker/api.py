@@ -43,7 +43,9 @@ class Request(NamedTuple):
 
     method: str  # "PUT" | "DELETE" | "GET" | "POST" | "PATCH"
     path: str  # percent-encoded path, e.g. "/api/v2/rum/replay/playlists/12/sessions"
-    query: tuple[tuple[str, str], ...] = ()
+    query: str = ""
+    """The percent-encoded query string, without its `?` (`query_string`): encoded by the
+    builder, as the path is, so a row's URL is two strings joined."""
     body: object = None  # sent as JSON when not None
     family: str = "playlist_sessions"  # "playlist_sessions" | "playlists" | "rum_search"
     body_cap: int = SMALL_CAP  # answer bytes read at most (decompressed)
@@ -60,6 +62,12 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
+def query_string(*pairs: tuple[str, str]) -> str:
+    """`pairs` as a query string, each key and value percent-encoded with no safe
+    characters (`page[size]` goes as `page%5Bsize%5D`, as the official client sends it)."""
+    return "&".join([f"{segment(key)}={segment(value)}" for key, value in pairs])
+
+
 def page_cap(items: int) -> int:
     """The cap for a page of `items` session events (see the module's note)."""
     return SMALL_CAP + EVENT_ALLOWANCE * max(1, min(items, MAX_PAGE_ITEMS))
@@ -67,8 +75,10 @@ def page_cap(items: int) -> int:
 
 def add_session(row: Row) -> Request:
     """PUT .../playlists/{pid}/sessions/{sid}?ts=&data_source=: 201 added, 200 present."""
-    ts, source = row.ts, ("data_source", row.data_source)
-    query = (source,) if ts is None else (("ts", str(ts)), source)
+    # What `query_string` would write, in one f-string: `ts` is an int, and its digits
+    # and the constant keys need no encoding (a test holds the two to the same string).
+    ts, data_source = row.ts, segment(row.data_source)
+    query = f"data_source={data_source}" if ts is None else f"ts={ts}&data_source={data_source}"
     return Request(
         "PUT", f"{PLAYLISTS}/{row.playlist_id}/sessions/{segment(row.session_id)}", query
     )
@@ -90,7 +100,7 @@ def list_sessions(playlist_id: int, page: int, size: int) -> Request:
     return Request(
         "GET",
         f"{PLAYLISTS}/{playlist_id}/sessions",
-        (("page[number]", str(page)), ("page[size]", str(size))),
+        query_string(("page[number]", str(page)), ("page[size]", str(size))),
         body_cap=page_cap(size),
         want_payload=True,
     )
@@ -119,7 +129,7 @@ def list_playlists(query: str | None, page: int, size: int) -> Request:
     return Request(
         "GET",
         PLAYLISTS,
-        params,
+        query_string(*params),
         family="playlists",
         # A playlist is a few hundred bytes; a generous 4 KiB each.
         body_cap=SMALL_CAP + 4096 * max(1, min(size, MAX_PAGE_ITEMS)),

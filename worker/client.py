@@ -16,7 +16,6 @@ goes through `send`:
 
 from __future__ import annotations
 
-import functools
 import ssl
 import time
 import zlib
@@ -31,7 +30,7 @@ from yarl import URL
 
 from worker import __version__
 from worker.answers import Answer, AnswerReader, Meaning
-from worker.api import Request, segment
+from worker.api import Request
 from worker.config import ConfigError, Credentials, Route
 from worker.jsoncodec import dumps as _dumps
 from worker.scrub import Scrubber
@@ -68,20 +67,30 @@ class _NoDefaultContentType(aiohttp.ClientRequest):
         self._skip_auto_headers = self._SKIP
 
 
-def url_for(base_url: str, request: Request) -> URL:
-    """The request's URL; the path is already encoded, each query key and value is
-    percent-encoded here with no safe characters."""
-    query = request.query
-    if not query:
-        return URL(base_url + request.path, encoded=True)
-    pairs = "&".join([f"{_key(k)}={segment(v)}" for k, v in query])  # a list: no generator
-    return URL(f"{base_url}{request.path}?{pairs}", encoded=True)
+class UrlMaker:
+    """Each request's URL under one base URL: what `URL(base_url + path + "?" + query,
+    encoded=True)` makes (a test holds the two equal), from parts.
 
+    Every row's URL is new, and yarl parses a URL string and files it in an LRU cache
+    that a new URL only ever misses: about 3.5 us a request, against 1 us for
+    `URL.build` of parts already encoded (the path and query by their builder,
+    `worker.api`; the base's scheme and authority once, here)."""
 
-@functools.lru_cache(maxsize=64)
-def _key(name: str) -> str:
-    """A query key as encoded: the builders' few constant names (`ts`, `page[size]`)."""
-    return segment(name)
+    __slots__ = ("_authority", "_prefix", "_scheme")
+
+    def __init__(self, base_url: str) -> None:
+        base = URL(base_url, encoded=True)
+        self._scheme, self._authority = base.scheme, base.raw_authority
+        self._prefix = "" if base.raw_path == "/" else base.raw_path
+
+    def __call__(self, request: Request) -> URL:
+        return URL.build(
+            scheme=self._scheme,
+            authority=self._authority,
+            path=self._prefix + request.path,
+            query_string=request.query,
+            encoded=True,
+        )
 
 
 def _too_large(cap: int) -> str:
@@ -200,7 +209,7 @@ class Client:
         timeout_s: float,
         tls: ssl.SSLContext | bool = True,
     ) -> None:
-        self._base_url = route.base_url
+        self._url = UrlMaker(route.base_url)
         self._headers = {
             "DD-API-KEY": credentials.api_key.reveal(),
             "DD-APPLICATION-KEY": credentials.app_key.reveal(),
@@ -264,7 +273,7 @@ class Client:
         assert self._session is not None, "use the client as an async context manager"
         started = time.perf_counter()
         body = request.body
-        url = url_for(self._base_url, request)
+        url = self._url(request)
         try:
             if body is None:
                 context = self._session.request(request.method, url, **self._bodiless)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
-from urllib.parse import urlencode
 
 from worker.answers import DONE, RATE_LIMITED, Answer, Meaning
 from worker.api import Request
@@ -233,7 +232,7 @@ class Preview:
 
     async def deliver(self, row: Row, hand: Hand) -> Outcome:
         request = self._operation.request(row)
-        query = f"?{urlencode(request.query, safe='[]')}" if request.query else ""
+        query = f"?{request.query}" if request.query else ""
         try:
             self._out.write(f"{request.method} {self._base_url}{request.path}{query}\n")
         except BrokenPipeError:
