@@ -20,8 +20,11 @@ Figures per client, the median of `--rounds` interleaved rounds:
 
 * rows/s: rows / seconds from the first request to the last answer, as each client times
   itself (our CLI's report `elapsed_s`); interpreter start-up and imports are left out;
-* CPU s/1k: the client process's user+system CPU seconds (start-up included: a cron
-  host pays for it) per 1,000 requests the sandbox answered;
+* CPU s/1k: the client process's user+system CPU seconds per 1,000 requests the sandbox
+  answered, start-up left out the same way for every client: each round runs each client
+  on the rows and on an input of no rows, and takes the second's CPU (interpreter
+  start-up, imports, set-up and exit) from the first's. The start-up column shows that
+  part, which a cron host pays once a run;
 * server: the sandbox's CPU share over the run, to show it was not the bottleneck.
 
 Every run must land every row (checked against the sandbox's own count). The exit status
@@ -89,8 +92,10 @@ class Result:
     elapsed_s: float
     process_s: float
     cpu_s: float
+    """The process's CPU seconds less those of the same client's run over no rows."""
     server_cpu_s: float
     max_rss_mb: float
+    startup_cpu_s: float
 
     @property
     def rows_per_s(self) -> float:
@@ -261,9 +266,20 @@ class Setting:
     rows: int
     concurrency: int
     work: Path
+    empty: Path
+    """An input of no rows: what a client costs before and after its first request."""
 
 
 def run_client(client: str, setting: Setting) -> Result:
+    """One run of one client over the rows, less its start-up (a run over no rows)."""
+    startup = _run_once(client, setting, setting.empty, 0)
+    full = _run_once(client, setting, setting.source, setting.rows)
+    return Result(
+        **{**asdict(full), "cpu_s": full.cpu_s - startup.cpu_s, "startup_cpu_s": startup.cpu_s}
+    )
+
+
+def _run_once(client: str, setting: Setting, source: Path, rows: int) -> Result:
     """One run of one client against a freshly reset sandbox, checked and measured."""
     sandbox, work = setting.sandbox, setting.work
     sandbox.reset()
@@ -273,7 +289,7 @@ def run_client(client: str, setting: Setting) -> Result:
         for stale in work.glob("ours.sqlite3*"):
             stale.unlink()
         process = start_cli(
-            "run", str(setting.source), "--base-url", sandbox.base_url,
+            "run", str(source), "--base-url", sandbox.base_url,
             "--concurrency", str(setting.concurrency), "--journal", str(journal),
             "--report", str(report), keys=sandbox.keys, stderr=log,
         )  # fmt: skip
@@ -284,7 +300,7 @@ def run_client(client: str, setting: Setting) -> Result:
     else:
         process = start_python(
             __file__, "--driver", DRIVERS[client], "--base-url", sandbox.base_url,
-            "--input", str(setting.source), "--concurrency", str(setting.concurrency),
+            "--input", str(source), "--concurrency", str(setting.concurrency),
             env=sandbox.keys,
         )  # fmt: skip
         usage = wait_measured(process)
@@ -296,17 +312,18 @@ def run_client(client: str, setting: Setting) -> Result:
     server_cpu = sandbox.cpu_s() - server_before
     stats = sandbox.state()["stats"]
     created = stats["responses"].get("201", 0)
-    if created != setting.rows:
-        raise RuntimeError(f"{client}: the sandbox added {created} of {setting.rows} rows: {stats}")
+    if created != rows:
+        raise RuntimeError(f"{client}: the sandbox added {created} of {rows} rows: {stats}")
     return Result(
         client=client,
-        rows=setting.rows,
+        rows=rows,
         requests=stats["requests"],
         elapsed_s=elapsed,
         process_s=usage.wall_s,
         cpu_s=usage.cpu_s,
         server_cpu_s=server_cpu,
         max_rss_mb=usage.max_rss_mb,
+        startup_cpu_s=0.0,
     )
 
 
@@ -326,18 +343,20 @@ def median_result(runs: list[Result]) -> Result:
         mid(lambda r: r.cpu_s),
         mid(lambda r: r.server_cpu_s),
         mid(lambda r: r.max_rss_mb),
+        mid(lambda r: r.startup_cpu_s),
     )
 
 
 def table(results: list[Result]) -> str:
-    header = ("client", "rows/s", "CPU s/1k req", "CPU s", "send s", "process s",
-              "server busy", "max RSS MB")  # fmt: skip
+    header = ("client", "rows/s", "CPU s/1k req", "CPU s", "start-up CPU s", "send s",
+              "process s", "server busy", "max RSS MB")  # fmt: skip
     lines = [
         (
             r.client,
             f"{r.rows_per_s:,.0f}",
             f"{r.cpu_per_1k:.3f}",
             f"{r.cpu_s:.2f}",
+            f"{r.startup_cpu_s:.2f}",
             f"{r.elapsed_s:.2f}",
             f"{r.process_s:.2f}",
             f"{r.server_busy:.0%}",
@@ -405,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         work = Path(tmp)
         source = write_generated_csv(work / "rows.csv", args.rows)
-        setting = Setting(sandbox, source, args.rows, args.concurrency, work)
+        empty = write_generated_csv(work / "none.csv", 0)
+        setting = Setting(sandbox, source, args.rows, args.concurrency, work, empty)
         for round_ in range(1, args.rounds + 1):
             for client in clients:
                 print(f"round {round_}/{args.rounds}: {client} ...", file=sys.stderr, flush=True)
