@@ -301,6 +301,8 @@ async def test_undo_reports_a_session_a_later_run_also_added(
     left = undone.events("undo_leaves")
     assert {e["session_id"] for e in left} == {str(item["session_id"]) for item in items}
     assert {e["reason"] for e in left} == {"added_later"}
+    named = [e["event"] for e in undone.events()]
+    assert named.index("start") < named.index("undo_leaves"), "what the run is comes first"
 
     last = await run_cli("undo", "--last", *quiet(journal), env=KEYS)
     assert last.code == 0, last.stderr

@@ -305,6 +305,8 @@ class _Run:
                     report.extra["run_id"] = run_id
                 if not tell_start(config, base_url):
                     log.info("start", **self._start_fields(base_url, run_id))
+                for event, fields in config.job.notices:
+                    log.warning(event, **fields)
                 parts = None
                 if client is not None:
                     parts = StageParts(

@@ -10,7 +10,7 @@ writes beside the report.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -31,6 +31,9 @@ from worker.rows import Row
 from worker.stop import StopState
 from worker.undo_plan import rows_to_remove
 from worker.verify import MissingFile, Verifier, extra_line
+
+Notice = tuple[str, Mapping[str, object]]
+"""A warning's event name and fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,12 @@ class Job(Protocol):
         """Outputs of its own, opened before the run: raises `UnsafeFile` or `OSError`."""
         ...
 
+    @property
+    def notices(self) -> Sequence[Notice]:
+        """Warnings the job has before its first row, logged right after the start line
+        (so a log reads in order: what the run is, then what it will leave alone)."""
+        ...
+
     async def finish(self, out: TextIO) -> dict[str, object]:
         """After the pipeline: what the job writes beside the report, and the block it
         adds to the report (empty: none)."""
@@ -96,6 +105,7 @@ class _Plain:
     __slots__ = ()
     reads_inputs = True
     rows_text: str | None = None
+    notices: Sequence[Notice] = ()
 
     def sinks(self) -> list[Sink]:
         return []
@@ -167,6 +177,8 @@ class UndoJob(_Plain):
     plan: dict[str, object] = field(default_factory=dict)
     """The plan's counts (`worker.undo_plan`), for the report."""
     remove: RemoveJob = field(default_factory=RemoveJob)
+    notices: Sequence[Notice] = ()
+    """An `undo_leaves` warning for each creation the undo leaves alone, by name."""
     operation: Operation = Operation.UNDO
     row_operation: RowOperation = field(default_factory=RemoveSession)
     reads_inputs = False

@@ -28,7 +28,7 @@ from worker.config import (
 from worker.deliver import silence_output
 from worker.exits import EXIT_CANNOT_START, EXIT_OK, EXIT_OUTPUT_CLOSED
 from worker.input import ReaderOptions
-from worker.jobs import RemoveJob, UndoJob
+from worker.jobs import Notice, RemoveJob, UndoJob
 from worker.journal import History, JournalError, RunRecord, default_journal_path, reading
 from worker.settings import Outputs, RunConfig, Target
 from worker.shard import Shard
@@ -45,21 +45,26 @@ def undo_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if args.dry_run:
                 return _preview(history, run.run_id, include_maybe=args.include_maybe)
             counts, left = plan(history, run, include_maybe=args.include_maybe)
-        config = _config(args, environ, journal=journal, run=run, target=target, counts=counts)
+        notices: list[Notice] = [
+            (
+                "undo_leaves",
+                {
+                    "run_id": run.run_id,
+                    "playlist_id": created.key[0],
+                    "session_id": created.key[1],
+                    "data_source": created.key[2],
+                    "reason": verdict.value,
+                },
+            )
+            for created, verdict in left
+        ]
+        config = _config(
+            args, environ, journal=journal, run=run, target=target, counts=counts, notices=notices
+        )
     except (ConfigError, UndoRefused, JournalError) as exc:
         message = exc.without_no_journal if isinstance(exc, JournalError) else str(exc)
         log.error("cannot_start", error=message)  # undo needs its journal: no --no-journal
         return EXIT_CANNOT_START
-    for created, verdict in left:
-        playlist_id, session_id, data_source = created.key
-        log.warning(
-            "undo_leaves",
-            run_id=run.run_id,
-            playlist_id=playlist_id,
-            session_id=session_id,
-            data_source=data_source,
-            reason=verdict.value,
-        )
     from worker.ingest import ingest
 
     return ingest(config, environ)
@@ -106,6 +111,7 @@ def _config(
     run: RunRecord,
     target: str,
     counts: dict[str, int],
+    notices: list[Notice],
 ) -> RunConfig:
     check_outputs_apart((), journal, report=args.report, dead_letter=args.dead_letter)
     return RunConfig(
@@ -130,5 +136,6 @@ def _config(
             include_maybe=args.include_maybe,
             plan=dict(counts),
             remove=RemoveJob(args.batch_size),
+            notices=tuple(notices),
         ),
     )
