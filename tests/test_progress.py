@@ -40,6 +40,10 @@ class Counters:
     paused_s: float = 0.0
     elapsed_s: float = 0.0
 
+    @property
+    def rows_done(self) -> int:
+        return self.rows_read
+
 
 def reading(
     rows: int,
@@ -440,3 +444,19 @@ def test_standard_input_has_no_total_until_it_has_been_read_to_the_end() -> None
     assert (end.rows_total, end.rows_total_exact) == (ROWS, True)
     assert end.fields()["percent"] == 50.0
     assert len(rest) == ROWS // 2
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_rows_a_stop_left_unsent_are_not_done_except_in_a_dry_run(dry_run: bool) -> None:
+    """An interrupted run's bar stays where the run got to, not at 100% because the rows
+    it never sent have their result; in a dry run not sending is every row's result."""
+    report = Report(dry_run=dry_run)
+    rows = [Row(1001, f"s{n}", TS, "rum", "in.csv", n + 2) for n in range(10)]
+    for row in rows[:3]:
+        report(Outcome(row, Result.NOT_ATTEMPTED if dry_run else Result.CREATED, 201))
+    for row in rows[3:]:
+        report(Outcome(row, Result.NOT_ATTEMPTED))  # the stop's account of the rest
+    snapshot = Gauge(report, reading(10, 100, 100, ended=True)).read()
+    assert (snapshot.rows_read, snapshot.rows_total) == (10, 10)
+    assert snapshot.rows_done == (10 if dry_run else 3)
+    assert snapshot.fields()["percent"] == (100.0 if dry_run else 30.0)

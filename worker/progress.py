@@ -45,11 +45,14 @@ pause, short enough to follow a change of pace (a rerun skips done rows far fast
 class Counters(Protocol):
     """What progress reads of the run's account; `worker.report.Report` provides it.
 
-    Its `rows_read` are the rows done: every row with a result (skipped and invalid ones
-    too), which is what the report calls read once the run is over."""
+    Its `rows_read` are the rows with a result (skipped and invalid ones too), which is
+    what the report calls read once the run is over; `rows_done` leaves out those a stop
+    left unsent, so an interrupted run's bar stays where the run got to."""
 
     @property
     def rows_read(self) -> int: ...
+    @property
+    def rows_done(self) -> int: ...
     @property
     def failed(self) -> int: ...
     @property
@@ -124,10 +127,10 @@ class Gauge:
 
     def read(self) -> Snapshot:
         c = self._counters
-        now, done = c.elapsed_s, c.rows_read
+        now, done = c.elapsed_s, c.rows_done
         reading = self._source()
         rate = self._rate(now, done)
-        rows_read = max(reading.rows, done)
+        rows_read = max(reading.rows, c.rows_read)
         total = _total(reading, rows_read)
         eta = None
         if total is not None and rate:

@@ -68,6 +68,12 @@ class Report:
             self.paused_s += event.pause_s
 
     @property
+    def rows_done(self) -> int:
+        """The rows the run is through with: all with a result but those a stop left
+        unsent (in a dry run, which sends nothing, that is every row's result)."""
+        return self.rows_read if self.dry_run else self.rows_read - self.not_attempted
+
+    @property
     def rows_read(self) -> int:
         return (
             self.invalid
