@@ -4,6 +4,7 @@ reason about, or the query source is proven against the wrong thing."""
 from __future__ import annotations
 
 import argparse
+import bisect
 from typing import Any
 
 import aiohttp
@@ -101,15 +102,37 @@ def test_shares_hold_over_many_sessions() -> None:
     assert {s.type for s in sessions} == {"user", "synthetics", "ci_test"}
 
 
-def test_growing_keeps_every_existing_event_where_it_was() -> None:
+@pytest.mark.parametrize("now_after_end_ms", [10**9, 30], ids=["room", "packed"])
+def test_growing_keeps_every_existing_event_where_it_was(now_after_end_ms: int) -> None:
     before = Population(SMALL)
-    after = Population(SMALL.grown(13))
+    after = Population(SMALL.grown(13, before.end_ms + now_after_end_ms))
     assert after.end_ms > before.end_ms
     for index in range(before.config.slots):
         old = before.event(index)
         if old is not None:
             assert after.event(index) == old
     assert after.session(62).index == 62
+
+
+@pytest.mark.parametrize("extra", [13, 400])
+def test_grown_sessions_never_happen_after_the_moment_of_growing(extra: int) -> None:
+    """A sandbox placed as it starts (the last event just before now) that grows an hour
+    later: the new events fill that hour, spaced evenly and in order, none in the
+    future, and every time still maps to the first event at or after it."""
+    placed = PopulationConfig(sessions=50, events_per_session=4).placed(T0)
+    before = Population(placed)
+    now_ms = before.end_ms + 3_600_000
+    after = Population(placed.grown(extra, now_ms))
+    times = [after.timestamp_ms(i) for i in range(after.config.slots)]
+    assert times == sorted(set(times)), "one event a slot, in time order"
+    assert times[: placed.slots] == [before.timestamp_ms(i) for i in range(placed.slots)]
+    assert before.end_ms <= times[placed.slots]
+    assert after.end_ms <= now_ms
+    for ms in [T0 - 1, *times, *(t + 1 for t in times), now_ms + 1]:
+        assert after.index_at(ms) == bisect.bisect_left(times, ms), ms
+    stays = placed.grown(extra, before.end_ms + 10**12)  # room to spare: spacing as it was
+    assert stays.later == ()
+    assert Population(stays).end_ms > now_ms
 
 
 def test_a_time_maps_to_an_event_index_by_arithmetic() -> None:

@@ -9,7 +9,10 @@ itself. Session `i`'s attributes are a pure function of (seed, i): the same seed
 gives the same sessions, and a test can compute what any query should find.
 
 Growing the population (`grown`) adds sessions after the last one and keeps every
-existing event where it was, as the nightly `--from last` tests need.
+existing event where it was, as the nightly `--from last` tests need. The new events
+keep the spacing unless that would put them after the moment of growing: then they are
+packed into the time between the last event and that moment (`later`), since Datadog
+never finds a session that has not happened yet.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class PopulationConfig:
     active_share: float = 0.1
     """The share of sessions still active (`session.is_active: true`)."""
     seed: int = 0
+    later: tuple[tuple[int, int, int], ...] = ()
+    """Where growing changed the spacing: (first event index, its timestamp, interval)
+    for the events from that index on, in order (`grown`)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.sessions <= _MAX_SESSIONS:
@@ -89,12 +95,20 @@ class PopulationConfig:
             start = (now_ms - self.slots * interval) // 60_000 * 60_000
         return dataclasses.replace(self, start_ms=start, interval_ms=interval)
 
-    def grown(self, extra: int) -> PopulationConfig:
+    def grown(self, extra: int, now_ms: int) -> PopulationConfig:
         """`extra` more sessions, all after the existing ones (holes of the last group
-        are filled first, so they may start a little before the previous end)."""
+        are filled first, so they may start a little before the previous end), and none
+        after `now_ms` where there is room before it (1 ms apart at the closest)."""
         if extra < 0:
             raise ValueError(f"a population only grows: {extra} sessions is not a growth")
-        return dataclasses.replace(self, sessions=self.sessions + extra)
+        first, start, interval = _segments(self)[-1]
+        bigger = dataclasses.replace(self, sessions=self.sessions + extra)
+        new = bigger.slots - self.slots
+        end = start + (self.slots - first) * interval
+        if new == 0 or end + new * interval <= now_ms:
+            return bigger
+        packed = max(1, (now_ms - end) // new)
+        return dataclasses.replace(bigger, later=(*self.later, (self.slots, end, packed)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,20 +142,37 @@ class Population:
         self.config = config
         self.start_ms: int = config.start_ms
         self.interval_ms: int = config.interval_ms
+        self._segments = _segments(config)
         self._session = lru_cache(maxsize=4 * GROUP)(self._make_session)
         self._applications = tuple(_uuid(config.seed, "application", n) for n in range(3))
 
     @property
     def end_ms(self) -> int:
         """Just after the last event slot: every event is in [start_ms, end_ms)."""
-        return self.start_ms + self.config.slots * self.interval_ms
+        first, start, interval = self._segments[-1]
+        return start + (self.config.slots - first) * interval
 
     def index_at(self, ms: int) -> int:
         """The first event index whose timestamp is at `ms` or later."""
-        offset = ms - self.start_ms
-        if offset <= 0:
-            return 0
-        return min(self.config.slots, -(-offset // self.interval_ms))
+        slots = self.config.slots
+        for first, start, interval in self._segments:
+            offset = ms - start
+            if offset <= 0:
+                return first
+            index = first + -(-offset // interval)
+            if index < slots and self._segment(index)[0] == first:
+                return index
+        return slots
+
+    def timestamp_ms(self, index: int) -> int:
+        first, start, interval = self._segment(index)
+        return start + (index - first) * interval
+
+    def _segment(self, index: int) -> tuple[int, int, int]:
+        for segment in reversed(self._segments):
+            if segment[0] <= index:
+                return segment
+        raise IndexError(index)
 
     def session_of(self, event: int) -> int | None:
         """The session that event index `event` belongs to; None for a hole."""
@@ -164,7 +195,7 @@ class Population:
             else _EVENT_TYPES[(ordinal - config.session_events) % len(_EVENT_TYPES)]
         )
         page = _PAGES[(session.first_page + ordinal) % len(_PAGES)]
-        timestamp_ms = self.start_ms + index * self.interval_ms
+        timestamp_ms = self.timestamp_ms(index)
         attributes: dict[str, object] = {
             "type": event_type,
             "date": timestamp_ms,
@@ -197,6 +228,13 @@ class Population:
             application_id=self._applications[_draw(seed, "app", index) % 3],
             first_page=_draw(seed, "page", index) % len(_PAGES),
         )
+
+
+def _segments(config: PopulationConfig) -> tuple[tuple[int, int, int], ...]:
+    """(first event index, its timestamp, interval) of each stretch of even spacing."""
+    if config.start_ms is None or config.interval_ms is None:
+        raise ValueError("place the population in time first: config.placed(now_ms)")
+    return ((0, config.start_ms, config.interval_ms), *config.later)
 
 
 def _draw(seed: int, purpose: str, *numbers: int) -> int:

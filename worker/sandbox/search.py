@@ -115,7 +115,7 @@ class SearchService:
 
     def grow(self, extra: int) -> None:
         """Adds `extra` sessions after the existing ones; earlier events stay as they were."""
-        population = self.population.config.grown(extra)
+        population = self.population.config.grown(extra, int(self._clock() * 1000))
         self.population = Population(population)
         self.config = dataclasses.replace(self.config, population=population)
 
