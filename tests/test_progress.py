@@ -460,3 +460,20 @@ def test_rows_a_stop_left_unsent_are_not_done_except_in_a_dry_run(dry_run: bool)
     assert (snapshot.rows_read, snapshot.rows_total) == (10, 10)
     assert snapshot.rows_done == (10 if dry_run else 3)
     assert snapshot.fields()["percent"] == (100.0 if dry_run else 30.0)
+
+
+async def test_the_last_frame_of_an_interrupted_run_shows_where_it_got_to_and_no_eta() -> None:
+    stream = io.StringIO()
+    report = Report(created=3, not_attempted=7)  # a stop left seven rows unsent
+    progress = make_progress(
+        report,
+        reading(10, 100, 100, ended=True),
+        enabled=True,
+        stream=stream,
+        logger=json_logger(io.StringIO(), asyncio.Event()),
+    )
+    async with progress:
+        pass
+    last = ANSI.sub("", stream.getvalue()).rsplit("ingest", 1)[-1]
+    assert "3 of 10 rows (30%)" in last
+    assert "ETA" not in last

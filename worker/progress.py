@@ -19,7 +19,7 @@ import asyncio
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Protocol, Self, TextIO
 
@@ -350,7 +350,8 @@ class Progress:
                 await asyncio.sleep(self._interval_s)
                 self._display.show(self._gauge.read())
         finally:
-            self._display.stop(self._gauge.read())
+            # Over: nothing is left to estimate, even where a stop left rows unsent.
+            self._display.stop(replace(self._gauge.read(), eta_s=None))
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self.run(), name="progress")
