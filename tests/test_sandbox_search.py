@@ -147,9 +147,9 @@ def test_a_time_maps_to_an_event_index_by_arithmetic() -> None:
 def test_a_population_is_placed_in_the_span_before_the_sandbox_starts() -> None:
     now_ms = 1_800_000_123_456
     placed = Population(PopulationConfig(sessions=1000).placed(now_ms))
-    assert now_ms - DEFAULT_SPAN_MS - 60_000 < placed.start_ms
+    assert now_ms - DEFAULT_SPAN_MS - 60_000 < placed.timestamp_ms(0)
     assert placed.end_ms <= now_ms
-    assert placed.start_ms % 60_000 == 0
+    assert placed.timestamp_ms(0) % 60_000 == 0
     assert SMALL.placed(now_ms) == SMALL  # already placed: kept as it is
     with pytest.raises(ValueError, match="placed"):
         Population(PopulationConfig())
@@ -217,11 +217,16 @@ async def test_dates_default_to_the_last_15_minutes_and_take_date_math(
     now_ms = 1_800_000_000_000
     assert population.end_ms <= now_ms < population.end_ms + 60_000
 
+    config = population.config
+    assert config.start_ms is not None
+    assert config.interval_ms is not None
+    assert config.later == ()
+
     def expected(from_ms: int, to_ms: int) -> int:
         return sum(
             1
             for i in range(population.config.slots)
-            if from_ms <= population.start_ms + i * population.interval_ms < to_ms
+            if from_ms <= config.start_ms + i * config.interval_ms < to_ms
             and population.event(i) is not None
         )
 

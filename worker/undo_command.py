@@ -45,7 +45,7 @@ def undo_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if args.dry_run:
                 return _preview(history, run.run_id, include_maybe=args.include_maybe)
             counts, left = plan(history, run, include_maybe=args.include_maybe)
-        notices: list[Notice] = [
+        notices: tuple[Notice, ...] = tuple(
             (
                 "undo_leaves",
                 {
@@ -57,7 +57,7 @@ def undo_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 },
             )
             for created, verdict in left
-        ]
+        )
         config = _config(
             args, environ, journal=journal, run=run, target=target, counts=counts, notices=notices
         )
@@ -111,7 +111,7 @@ def _config(
     run: RunRecord,
     target: str,
     counts: dict[str, int],
-    notices: list[Notice],
+    notices: tuple[Notice, ...],
 ) -> RunConfig:
     check_outputs_apart((), journal, report=args.report, dead_letter=args.dead_letter)
     return RunConfig(
@@ -136,6 +136,6 @@ def _config(
             include_maybe=args.include_maybe,
             plan=dict(counts),
             remove=RemoveJob(args.batch_size),
-            notices=tuple(notices),
+            notices=notices,
         ),
     )

@@ -137,12 +137,8 @@ class Population:
     """Events and sessions of a PopulationConfig, computed when asked for."""
 
     def __init__(self, config: PopulationConfig) -> None:
-        if config.start_ms is None or config.interval_ms is None:
-            raise ValueError("place the population in time first: config.placed(now_ms)")
         self.config = config
-        self.start_ms: int = config.start_ms
-        self.interval_ms: int = config.interval_ms
-        self._segments = _segments(config)
+        self._segments = _segments(config)  # raises for a config not yet placed
         self._session = lru_cache(maxsize=4 * GROUP)(self._make_session)
         self._applications = tuple(_uuid(config.seed, "application", n) for n in range(3))
 
@@ -154,13 +150,14 @@ class Population:
 
     def index_at(self, ms: int) -> int:
         """The first event index whose timestamp is at `ms` or later."""
-        slots = self.config.slots
-        for first, start, interval in self._segments:
+        segments, slots = self._segments, self.config.slots
+        ends = [segment[0] for segment in segments[1:]] + [slots]
+        for (first, start, interval), end in zip(segments, ends, strict=True):
             offset = ms - start
             if offset <= 0:
                 return first
             index = first + -(-offset // interval)
-            if index < slots and self._segment(index)[0] == first:
+            if index < end:
                 return index
         return slots
 
