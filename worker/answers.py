@@ -22,6 +22,7 @@ from multidict import istr
 from yarl import URL
 
 from worker.jsoncodec import loads as _loads
+from worker.records import new_record
 from worker.scrub import Scrubber
 
 
@@ -170,12 +171,15 @@ def parse_rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
         # path below bounds them (40 digits in all keep `int()` cheap).
         if len(digits) <= 40 and digits.isdigit() and digits.isascii():
             count, period_s, left, reset_s = int(limit), int(period), int(remaining), int(reset)
-            return RateLimit(
-                count if 0 < count <= MAX_COUNT else None,
-                period_s if 0 < period_s <= MAX_PERIOD_S else None,
-                left if left <= MAX_COUNT else None,
-                reset_s if reset_s <= MAX_HINT_S else MAX_HINT_S,
-                name,
+            return new_record(
+                RateLimit,
+                (
+                    count if 0 < count <= MAX_COUNT else None,
+                    period_s if 0 < period_s <= MAX_PERIOD_S else None,
+                    left if left <= MAX_COUNT else None,
+                    reset_s if reset_s <= MAX_HINT_S else MAX_HINT_S,
+                    name,
+                ),
             )
     numbers = _number(limit), _number(period), _number(remaining), _number(reset)
     if numbers == (None, None, None, None):
@@ -259,10 +263,10 @@ class AnswerReader:
         rate_limit = parse_rate_limit(headers)
         if meaning is DONE:
             payload, problem = _payload(status, body, want_payload)
-            # Positional: a NamedTuple made with keywords costs half again, every request.
             body_problem = None if problem is None else self.scrubbed(problem)
-            return Answer(
-                meaning, status, latency_ms, None, rate_limit, None, False, payload, body_problem
+            return new_record(
+                Answer,
+                (meaning, status, latency_ms, None, rate_limit, None, False, payload, body_problem),
             )
         if meaning is Meaning.FATAL:  # a redirect
             error = (

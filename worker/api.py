@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 from urllib.parse import quote
 
+from worker.records import new_record
 from worker.rows import Row
 
 PLAYLISTS = "/api/v2/rum/replay/playlists"
@@ -79,9 +80,8 @@ def add_session(row: Row) -> Request:
     # and the constant keys need no encoding (a test holds the two to the same string).
     ts, data_source = row.ts, segment(row.data_source)
     query = f"data_source={data_source}" if ts is None else f"ts={ts}&data_source={data_source}"
-    return Request(
-        "PUT", f"{PLAYLISTS}/{row.playlist_id}/sessions/{segment(row.session_id)}", query
-    )
+    path = f"{PLAYLISTS}/{row.playlist_id}/sessions/{segment(row.session_id)}"
+    return new_record(Request, ("PUT", path, query, None, "playlist_sessions", SMALL_CAP, False))
 
 
 def remove_session(playlist_id: int, session_id: str) -> Request:

@@ -275,20 +275,26 @@ class Client:
         body = request.body
         url = self._url(request)
         try:
+            # Awaited, not entered with `async with`: its two context managers would add
+            # four coroutines to every request and do no more than `release` or `close`.
             if body is None:
-                context = self._session.request(request.method, url, **self._bodiless)
+                resp = await self._session.request(request.method, url, **self._bodiless)
             else:
-                context = self._session.request(
+                resp = await self._session.request(
                     request.method, url, data=_dumps(body), **self._with_body
                 )
-            async with context as resp:
+            problem: str | None = "not read"
+            try:
                 status = resp.status
                 if 200 <= status < 300:
                     content, problem = await read_body(resp, request.body_cap)
                 else:
                     cap = min(ERROR_BODY_CAP, request.body_cap)
                     content, problem = await read_body(resp, cap, start_will_do=True)
-                if problem is not None:
+            finally:
+                if problem is None:
+                    resp.release()  # read whole: the connection goes back to the pool
+                else:
                     resp.close()  # the rest is never read: the connection cannot be reused
         except aiohttp.ClientConnectorCertificateError as exc:
             return self._reader.none(

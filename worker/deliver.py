@@ -23,6 +23,7 @@ from worker.events import Answered, Sink
 from worker.health import Health, RetryPolicy
 from worker.operation import RowOperation
 from worker.pacer import Pacer
+from worker.records import new_record
 from worker.rows import CREATED, FAILED, Outcome, Result, Row
 from worker.stop import Reason, StopState
 
@@ -105,11 +106,14 @@ class Paced:
         hand.attempts += 1
         hand.answer = answer
         self._sink(
-            Answered(
-                answer.status,
-                answer.meaning is RATE_LIMITED,
-                answer.latency_ms,
-                hand.attempts > 1,
+            new_record(
+                Answered,
+                (
+                    answer.status,
+                    answer.meaning is RATE_LIMITED,
+                    answer.latency_ms,
+                    hand.attempts > 1,
+                ),
             )
         )
         return answer
@@ -202,7 +206,9 @@ class Sender:
         if lost is not None and result is not CREATED:
             note = f"an earlier attempt's answer was lost ({lost}): it may have been applied"
         error = answer.error if result is FAILED else None
-        return Outcome(row, result, answer.status, attempts, answer.latency_ms, error, note)
+        return new_record(
+            Outcome, (row, result, answer.status, attempts, answer.latency_ms, error, note)
+        )
 
     def _odd_body(self, answer: Answer) -> None:
         if not self._body_warned:

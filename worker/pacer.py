@@ -58,6 +58,7 @@ from typing import NamedTuple
 from aiolimiter import AsyncLimiter
 
 from worker.answers import KEYS_REFUSED, RATE_LIMITED, Answer, RateLimit
+from worker.records import new_record
 
 GUARD_S = 0.03
 """Wait this long past a computed window boundary, for clock granularity and latency."""
@@ -240,7 +241,7 @@ class Budget:
         self._last_send = now
         if self._budget is not None:
             self._budget -= 1
-        return Ticket(self._seq, self._wall(), family, self)
+        return new_record(Ticket, (self._seq, self._wall(), family, self))
 
     def _wait_needed(self, family: str, now: float) -> float:
         """Seconds to wait before the next send at `now`; a pause that starts here is

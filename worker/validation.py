@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
+from worker.records import new_record
 from worker.rows import DATA_SOURCES, Row
 
 MAX_PLAYLIST_ID = 2**63 - 1
@@ -267,13 +268,16 @@ class Validator:
     ) -> Row:
         """The valid row; raises `FieldError` naming every bad field, joined by "; "."""
         try:
-            return Row(
-                self._playlist_id(playlist_id),
-                parse_session_id(session_id),
-                self.ts(ts),
-                parse_data_source(data_source, self._default_source),
-                source,
-                line,
+            return new_record(
+                Row,
+                (
+                    self._playlist_id(playlist_id),
+                    parse_session_id(session_id),
+                    self.ts(ts),
+                    parse_data_source(data_source, self._default_source),
+                    source,
+                    line,
+                ),
             )
         except FieldError:
             checks: tuple[tuple[Callable[[object], object], object], ...] = (
