@@ -56,9 +56,9 @@ class Request(NamedTuple):
 def segment(value: str) -> str:
     """One path segment, percent-encoded with no safe characters, so an id holding `/`,
     `?`, `#` or `%` can never leave its own segment."""
-    if value.isalnum() and value.isascii():  # a number, a name: the cheapest check
+    if value.isascii() and value.replace("-", "").isalnum():  # a number, a name, a UUID
         return value
-    if _UNRESERVED.fullmatch(value):  # a UUID needs no quoting: skip the work
+    if _UNRESERVED.fullmatch(value):  # no character to quote: skip the work
         return value
     return quote(value, safe="")
 

@@ -48,7 +48,10 @@ class Health:
         meaning = answer.meaning
         if meaning is DONE:
             self._refusals = 0
-            self._count(failed=False)
+            recent = self._recent
+            # A full window of successes stays one: nothing to count.
+            if self._failures or len(recent) < self._policy.failure_window:
+                self._count(failed=False)
             return None
         if meaning is Meaning.FATAL:
             return Reason.FATAL

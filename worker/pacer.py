@@ -451,7 +451,8 @@ class Pacer:
 
     def try_acquire(self, family: str) -> Ticket | None:
         """A ticket for a send that needs no wait, or None: then `acquire(family)`."""
-        return self._of(family).try_acquire(family)
+        budget = self._families.get(family) or self._of(family)
+        return budget.try_acquire(family)
 
     async def acquire(self, family: str) -> Ticket:
         """Wait until a request of `family` may be sent, then account for it in flight."""

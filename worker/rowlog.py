@@ -116,7 +116,8 @@ class LogSink:
             "data_source": row.data_source,
             "status": outcome.http_status,
             "attempts": outcome.attempts,
-            "latency_ms": round(outcome.latency_ms, 2),
+            # round(latency, 2) of a time (never negative), at half the cost of `round`.
+            "latency_ms": int(outcome.latency_ms * 100 + 0.5) / 100,
             "source": row.source,
             "line": row.line,
             "error": outcome.error,
