@@ -78,9 +78,10 @@ def add_session(row: Row) -> Request:
     """PUT .../playlists/{pid}/sessions/{sid}?ts=&data_source=: 201 added, 200 present."""
     # What `query_string` would write, in one f-string: `ts` is an int, and its digits
     # and the constant keys need no encoding (a test holds the two to the same string).
-    ts, data_source = row.ts, segment(row.data_source)
-    query = f"data_source={data_source}" if ts is None else f"ts={ts}&data_source={data_source}"
-    path = f"{PLAYLISTS}/{row.playlist_id}/sessions/{segment(row.session_id)}"
+    playlist_id, session_id, ts, data_source, _, _ = row  # one unpacking, not four reads
+    source = segment(data_source)
+    query = f"data_source={source}" if ts is None else f"ts={ts}&data_source={source}"
+    path = f"{PLAYLISTS}/{playlist_id}/sessions/{segment(session_id)}"
     return new_record(Request, ("PUT", path, query, None, "playlist_sessions", SMALL_CAP, False))
 
 

@@ -55,9 +55,10 @@ class Report:
             setattr(self, name, getattr(self, name) + 1)
         elif kind is Answered:
             assert isinstance(event, Answered)
+            _, rate_limited, _, retry = event
             self.requests += 1
-            self.rate_limited += event.rate_limited
-            self.retries += event.retry
+            self.rate_limited += rate_limited
+            self.retries += retry
         elif kind is Skipped:
             assert isinstance(event, Skipped)
             self.skipped += len(event.rows)
