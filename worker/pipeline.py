@@ -23,6 +23,7 @@ from typing import Protocol
 from worker.chunks import Chunk, Item
 from worker.deliver import Hand, unsent
 from worker.events import Sink, Skipped
+from worker.handoff import Handoff
 from worker.input import InputError
 from worker.journal import JournalError
 from worker.rows import InvalidRow, Outcome, Result, Row
@@ -80,7 +81,7 @@ class Pipeline:
         self._stop = stop
         self._settings = settings
         size = settings.queue_size or max(2 * settings.concurrency, 256)
-        self._queue: asyncio.Queue[Row] = asyncio.Queue(maxsize=size)
+        self._queue: Handoff[Row] = Handoff(size)
         self._hands = [Hand() for _ in range(settings.concurrency)]
         # Rows taken from the source but not yet queued, each with whether it was admitted
         # (None: not decided yet): they survive a stop.
@@ -180,13 +181,16 @@ class Pipeline:
         queue, deliver, sink, stop = self._queue, self._deliver, self._sink, self._stop
         clock = asyncio.get_running_loop().time
         while True:
-            row = await queue.get()
+            row = queue.take()
+            if row is None:
+                await queue.wait()
+                continue
             hand.take(row)
             outcome = await deliver(row, hand)
             hand.row = None
             sink(outcome)
             self._finished_at = clock()
-            queue.task_done()
+            queue.done()
             if stop.phase:
                 return  # winding down: this worker's last row is done
 
@@ -201,7 +205,7 @@ class Pipeline:
             if loop.time() - self._finished_at < limit:
                 continue
             busy = any(hand.row is not None for hand in self._hands)
-            if busy or not self._queue.empty():  # a slow input is no stall
+            if busy or self._queue:  # a slow input is no stall
                 # Nothing finished in all that time: a --grace for the requests in flight
                 # would only make the abort later than the user's --max-stall.
                 self._stop.request(Reason.STALLED, f"no row finished in {limit:g} s", at_once=True)
@@ -209,10 +213,8 @@ class Pipeline:
             self._finished_at = loop.time()
 
     def _account_queued(self) -> None:
-        queue, sink = self._queue, self._sink
-        while not queue.empty():
-            sink(Outcome(queue.get_nowait(), Result.NOT_ATTEMPTED))
-            queue.task_done()
+        for row in self._queue.drain():
+            self._sink(Outcome(row, Result.NOT_ATTEMPTED))
 
     def _account_unsent(self) -> None:
         self._account_queued()
