@@ -784,7 +784,8 @@ def test_a_chunk_is_admitted_as_its_rows_one_by_one_would_be(path: Path, fresh: 
     )
     copy = path.with_name("copy.sqlite3")
     shutil.copyfile(path, copy)
-    chunk = [row(n % 90, line=i + 2) for i, n in enumerate(range(0, 180, 3))] * 2
+    # 300 rows: more than one lookup statement takes (256), repeats across the two.
+    chunk = [row(n % 90, line=i + 2) for i, n in enumerate(range(0, 180, 3))] * 5
     at_once, one_by_one = open_journal(path, fresh=fresh), open_journal(copy, fresh=fresh)
     try:
         verdicts = at_once.admit_all(chunk)
