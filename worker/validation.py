@@ -156,8 +156,8 @@ def parse_session_id(value: object) -> str:
 
 def parse_data_source(value: object, default: str) -> str:
     """`rum` or `product_analytics`; blank means the run's default."""
-    if type(value) is str and value in DATA_SOURCES:
-        return value
+    if type(value) is str and (value in DATA_SOURCES or not value):
+        return value or default  # a value as sent, or the blank of an absent column
     if _is_blank(value):
         return default
     if isinstance(value, str) and (folded := value.strip().lower()) in DATA_SOURCES:
