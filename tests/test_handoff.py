@@ -122,6 +122,29 @@ def test_join_waits_for_every_item_to_be_done_or_drained() -> None:
     asyncio.run(main())
 
 
+def test_a_drain_gives_a_feeder_waiting_for_room_its_room() -> None:
+    async def main() -> None:
+        queue: Handoff[int] = Handoff(2)
+        queue.put_nowait(1)
+        queue.put_nowait(2)
+        put = asyncio.create_task(queue.put(3))
+        await settle()
+        assert not put.done()
+        assert queue.drain() == [1, 2]
+        await settle()
+        assert put.done()
+        assert queue.take() == 3
+
+    asyncio.run(main())
+
+
+def test_a_put_with_no_room_is_refused() -> None:
+    queue: Handoff[int] = Handoff(1)
+    queue.put_nowait(1)
+    with pytest.raises(AssertionError, match="no room"):
+        queue.put_nowait(2)
+
+
 def test_a_hand_off_holds_one_item_at_least() -> None:
     with pytest.raises(ValueError, match="one item at least"):
         Handoff(0)

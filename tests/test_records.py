@@ -9,14 +9,22 @@ import asyncio
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from worker import api
-from worker.answers import DONE, Answer, AnswerReader, RateLimit, parse_rate_limit
+from worker.answers import (
+    DONE,
+    RATE_LIMITED,
+    Answer,
+    AnswerReader,
+    Meaning,
+    RateLimit,
+    parse_rate_limit,
+)
 from worker.api import SMALL_CAP, Request
 from worker.deliver import Hand, Paced, Sender
 from worker.events import Answered, Event
 from worker.health import RetryPolicy
 from worker.operation import AddSession
 from worker.pacer import Pacer, Ticket
-from worker.rows import CREATED, Outcome, Row
+from worker.rows import ALREADY_PRESENT, FAILED, Outcome, Row
 from worker.scrub import Scrubber
 from worker.stop import StopState
 from worker.validation import Validator
@@ -39,7 +47,8 @@ ROW = Row(playlist_id=7, session_id="s-1", ts=1_704_067_200_000, data_source="ru
 
 def same(made: tuple[object, ...], expected: tuple[object, ...]) -> None:
     """Equal, and of the same type and length: a tuple one field short or long, or with
-    two fields swapped, fails here."""
+    two fields of different values swapped, fails here (the tests give the fields of
+    each record different values wherever the code can)."""
     assert type(made) is type(expected)
     assert len(made) == len(type(expected)._fields)  # type: ignore[attr-defined]
     assert made._asdict() == expected._asdict()  # type: ignore[attr-defined]
@@ -93,30 +102,73 @@ def test_the_ticket_the_pacer_hands_out() -> None:
     same(ticket, Ticket(seq=1, sent_wall=1234.5, family="playlist_sessions", budget=ticket.budget))
 
 
-def test_the_attempt_and_the_outcome_of_a_row() -> None:
+def test_the_attempts_and_the_outcome_of_a_row() -> None:
+    """A 429, a 500 (an answer lost after the server may have applied it), then a 200:
+    each attempt's flags and the outcome's error and note differ, so a swap shows."""
     events: list[Event] = []
-    answer = Answer(DONE, 201, 2.5, rate_limit=parse_rate_limit(HEADERS))
+    answers = iter(
+        [
+            Answer(RATE_LIMITED, 429, 1.5, "HTTP 429: slow down"),
+            Answer(Meaning.RETRYABLE, 500, 2.5, "HTTP 500: oops", maybe_applied=True),
+            Answer(DONE, 200, 3.5),
+        ]
+    )
 
     async def send(request: Request) -> Answer:
-        return answer
+        return next(answers)
 
     async def deliver() -> Outcome:
         stop = StopState()
-        pacer = Pacer(rate=None, on_pause=lambda _pause: None)
+        pacer = Pacer(rate=None, on_pause=lambda _pause: None, max_pause_s=0.0)
         paced = Paced(send, pacer=pacer, stop=stop, sink=events.append)
-        sender = Sender(AddSession(), paced, policy=RetryPolicy(), stop=stop, warn=print)
+        policy = RetryPolicy(backoff_base_s=0.0)
+        sender = Sender(AddSession(), paced, policy=policy, stop=stop, warn=print)
         return await sender.deliver(ROW, Hand())
 
     outcome = asyncio.run(deliver())
-    (answered,) = events
-    same(answered, Answered(status=201, rate_limited=False, latency_ms=2.5, retry=False))  # type: ignore[arg-type]
+    expected_attempts = [
+        Answered(status=429, rate_limited=True, latency_ms=1.5, retry=False),
+        Answered(status=500, rate_limited=False, latency_ms=2.5, retry=True),
+        Answered(status=200, rate_limited=False, latency_ms=3.5, retry=True),
+    ]
+    assert len(events) == len(expected_attempts)
+    for made, attempt in zip(events, expected_attempts, strict=True):
+        same(made, attempt)  # type: ignore[arg-type]
+    assert outcome.note is not None
     expected = Outcome(
         row=ROW,
-        result=CREATED,
-        http_status=201,
-        attempts=1,
-        latency_ms=2.5,
+        result=ALREADY_PRESENT,
+        http_status=200,
+        attempts=3,
+        latency_ms=3.5,
         error=None,
-        note=None,
+        note=outcome.note,
     )
     same(outcome, expected)
+    assert "HTTP 500: oops" in outcome.note
+
+
+def test_the_outcome_of_a_row_that_failed() -> None:
+    """The error set and the note not: the other way round from the test above."""
+
+    async def send(request: Request) -> Answer:
+        return Answer(Meaning.ROW_FAILED, 404, 4.5, "HTTP 404: no such playlist")
+
+    async def deliver() -> Outcome:
+        stop = StopState()
+        paced = Paced(
+            send, pacer=Pacer(rate=None, on_pause=lambda _pause: None), stop=stop, sink=print
+        )
+        sender = Sender(AddSession(), paced, policy=RetryPolicy(), stop=stop, warn=print)
+        return await sender.deliver(ROW, Hand())
+
+    expected = Outcome(
+        row=ROW,
+        result=FAILED,
+        http_status=404,
+        attempts=1,
+        latency_ms=4.5,
+        error="HTTP 404: no such playlist",
+        note=None,
+    )
+    same(asyncio.run(deliver()), expected)

@@ -48,6 +48,7 @@ class Handoff(Generic[Item]):
 
     def put_nowait(self, item: Item) -> None:
         """Add `item`, which the caller has checked there is room for (`full`)."""
+        assert len(self._items) < self._size, "no room: check full() first, or await put()"
         self._items.append(item)
         self._unfinished += 1
         if self._takers:
@@ -99,12 +100,15 @@ class Handoff(Generic[Item]):
             await joiner
 
     def drain(self) -> list[Item]:
-        """Take every item left; they count as done."""
+        """Take every item left; they count as done, and a feeder waiting for room has it."""
         items = list(self._items)
         self._items.clear()
         self._unfinished -= len(items)
         if not self._unfinished and self._joiners:
             self._release_joiners()
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
         return items
 
     def _wake_a_taker(self) -> None:

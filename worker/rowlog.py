@@ -119,7 +119,8 @@ class LogSink:
             "data_source": data_source,
             "status": status,
             "attempts": attempts,
-            # round(latency, 2) of a time (never negative), at half the cost of `round`.
+            # Two decimals of a time (never negative) at half the cost of `round(x, 2)`,
+            # which rounds an exact tie (0.125) to even where this rounds it up.
             "latency_ms": int(latency_ms * 100 + 0.5) / 100,
             "source": source,
             "line": line,
