@@ -102,20 +102,14 @@ def test_the_ticket_the_pacer_hands_out() -> None:
     same(ticket, Ticket(seq=1, sent_wall=1234.5, family="playlist_sessions", budget=ticket.budget))
 
 
-def test_the_attempts_and_the_outcome_of_a_row() -> None:
-    """A 429, a 500 (an answer lost after the server may have applied it), then a 200:
-    each attempt's flags and the outcome's error and note differ, so a swap shows."""
+def delivered(*answers: Answer) -> tuple[Outcome, list[Event]]:
+    """`ROW` delivered by the send stage over a client that gives `answers` in turn, with
+    no pause or backoff to wait out; its outcome, and the events it told the sinks."""
     events: list[Event] = []
-    answers = iter(
-        [
-            Answer(RATE_LIMITED, 429, 1.5, "HTTP 429: slow down"),
-            Answer(Meaning.RETRYABLE, 500, 2.5, "HTTP 500: oops", maybe_applied=True),
-            Answer(DONE, 200, 3.5),
-        ]
-    )
+    scripted = iter(answers)
 
     async def send(request: Request) -> Answer:
-        return next(answers)
+        return next(scripted)
 
     async def deliver() -> Outcome:
         stop = StopState()
@@ -125,7 +119,17 @@ def test_the_attempts_and_the_outcome_of_a_row() -> None:
         sender = Sender(AddSession(), paced, policy=policy, stop=stop, warn=print)
         return await sender.deliver(ROW, Hand())
 
-    outcome = asyncio.run(deliver())
+    return asyncio.run(deliver()), events
+
+
+def test_the_attempts_and_the_outcome_of_a_row() -> None:
+    """A 429, a 500 (an answer lost after the server may have applied it), then a 200:
+    each attempt's flags and the outcome's error and note differ, so a swap shows."""
+    outcome, events = delivered(
+        Answer(RATE_LIMITED, 429, 1.5, "HTTP 429: slow down"),
+        Answer(Meaning.RETRYABLE, 500, 2.5, "HTTP 500: oops", maybe_applied=True),
+        Answer(DONE, 200, 3.5),
+    )
     expected_attempts = [
         Answered(status=429, rate_limited=True, latency_ms=1.5, retry=False),
         Answered(status=500, rate_limited=False, latency_ms=2.5, retry=True),
@@ -150,18 +154,7 @@ def test_the_attempts_and_the_outcome_of_a_row() -> None:
 
 def test_the_outcome_of_a_row_that_failed() -> None:
     """The error set and the note not: the other way round from the test above."""
-
-    async def send(request: Request) -> Answer:
-        return Answer(Meaning.ROW_FAILED, 404, 4.5, "HTTP 404: no such playlist")
-
-    async def deliver() -> Outcome:
-        stop = StopState()
-        paced = Paced(
-            send, pacer=Pacer(rate=None, on_pause=lambda _pause: None), stop=stop, sink=print
-        )
-        sender = Sender(AddSession(), paced, policy=RetryPolicy(), stop=stop, warn=print)
-        return await sender.deliver(ROW, Hand())
-
+    outcome, _ = delivered(Answer(Meaning.ROW_FAILED, 404, 4.5, "HTTP 404: no such playlist"))
     expected = Outcome(
         row=ROW,
         result=FAILED,
@@ -171,4 +164,4 @@ def test_the_outcome_of_a_row_that_failed() -> None:
         error="HTTP 404: no such playlist",
         note=None,
     )
-    same(asyncio.run(deliver()), expected)
+    same(outcome, expected)

@@ -79,8 +79,8 @@ def add_session(row: Row) -> Request:
     # What `query_string` would write, in one f-string: `ts` is an int, and its digits
     # and the constant keys need no encoding (a test holds the two to the same string).
     playlist_id, session_id, ts, data_source, _, _ = row  # one unpacking, not four reads
-    source = segment(data_source)
-    query = f"data_source={source}" if ts is None else f"ts={ts}&data_source={source}"
+    data_source = segment(data_source)
+    query = f"data_source={data_source}" if ts is None else f"ts={ts}&data_source={data_source}"
     path = f"{PLAYLISTS}/{playlist_id}/sessions/{segment(session_id)}"
     return new_record(Request, ("PUT", path, query, None, "playlist_sessions", SMALL_CAP, False))
 

@@ -70,9 +70,8 @@ class Handoff(Generic[Item]):
         if not items:
             return None
         item = items.popleft()
-        room = self._room
-        if room is not None and len(items) <= self._low and not room.done():
-            room.set_result(None)
+        if self._room is not None and len(items) <= self._low:
+            self._give_room()
         return item
 
     async def wait(self) -> None:
@@ -86,9 +85,9 @@ class Handoff(Generic[Item]):
                 self._wake_a_taker()  # woken as it was cancelled: the wake is not lost
             raise
 
-    def done(self) -> None:
-        """One item taken has been dealt with."""
-        self._unfinished -= 1
+    def done(self, count: int = 1) -> None:
+        """`count` items taken have been dealt with."""
+        self._unfinished -= count
         if not self._unfinished and self._joiners:
             self._release_joiners()
 
@@ -103,13 +102,14 @@ class Handoff(Generic[Item]):
         """Take every item left; they count as done, and a feeder waiting for room has it."""
         items = list(self._items)
         self._items.clear()
-        self._unfinished -= len(items)
-        if not self._unfinished and self._joiners:
-            self._release_joiners()
+        self.done(len(items))
+        self._give_room()
+        return items
+
+    def _give_room(self) -> None:
         room = self._room
         if room is not None and not room.done():
             room.set_result(None)
-        return items
 
     def _wake_a_taker(self) -> None:
         takers = self._takers

@@ -19,7 +19,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
 from worker.files import private_dir
 from worker.journal.errors import JournalError, journal_error
@@ -76,14 +78,23 @@ def _many(statement: str, rows: int, width: int) -> str:
     return statement.format(values=", ".join([row] * rows))
 
 
-def _insert_all(conn: sqlite3.Connection, statement: str, rows: Sequence[Sequence[object]]) -> None:
-    """Every row of `rows` (all of one width) inserted by `statement`, `_PIECE` at a time."""
-    for start in range(0, len(rows), _PIECE):
-        piece = rows[start : start + _PIECE]
-        conn.execute(
-            _many(statement, len(piece), len(piece[0])),
-            [value for row in piece for value in row],
-        )
+def _in_pieces(
+    conn: sqlite3.Connection,
+    statement: str,
+    rows: Sequence[Sequence[object]],
+    *,
+    piece: int = _PIECE,
+    after: Sequence[object] = (),
+) -> list[Any]:
+    """`statement` run over `rows` (all of one width), `piece` rows at a time, each run
+    bound to its rows' values and then `after`; what the runs return, in order."""
+    found: list[Any] = []
+    for start in range(0, len(rows), piece):
+        part = rows[start : start + piece]
+        params = list(chain.from_iterable(part))  # flat, with no Python loop a value
+        params += after
+        found += conn.execute(_many(statement, len(part), len(part[0])), params).fetchall()
+    return found
 
 
 _SAVE_QUERY = (
@@ -360,15 +371,11 @@ class SqliteJournal:
                 self._read_at = committed
             if not reader.in_transaction:
                 reader.execute("BEGIN")
-            found: list[tuple[int, str, int]] = []
-            for start in range(0, len(keys), _LOOKUP_PIECE):
-                piece = keys[start : start + _LOOKUP_PIECE]
-                params: list[object] = []
-                for place, (playlist_id, session_id, data_source) in enumerate(piece, start):
-                    params += (place, playlist_id, session_id, data_source)
-                params.append(self._target_id)
-                statement = _many(_LOOKUP, len(piece), 4)
-                found += reader.execute(statement, params).fetchall()
+            # Each key after its place, (place, playlist, session, data source), made in C.
+            placed = list(zip(range(len(keys)), *zip(*keys, strict=True), strict=True))
+            found = _in_pieces(
+                reader, _LOOKUP, placed, piece=_LOOKUP_PIECE, after=(self._target_id,)
+            )
             if self._handed != committed:
                 reader.commit()  # the writer has work: keep its WAL free to restart
         except sqlite3.Error as exc:
@@ -530,8 +537,8 @@ class SqliteJournal:
         kept.sort(key=_KEY_COLUMNS)
         try:
             conn.execute("BEGIN")
-            _insert_all(conn, _RECORD, rows)
-            _insert_all(conn, _KEEP_FOR_RUN, kept)
+            _in_pieces(conn, _RECORD, rows)
+            _in_pieces(conn, _KEEP_FOR_RUN, kept)
             if mark is not None:
                 conn.execute(
                     _SAVE_QUERY.format(column=mark.column),
