@@ -267,3 +267,44 @@ def test_the_fast_path_for_digits_reads_what_the_general_path_reads(values: list
         {name: f" {value}" for name, value in zip(names, values, strict=True)}
     )
     assert fast == general
+
+
+_RATE_LIMIT_HEADERS = (
+    "X-RateLimit-Limit",
+    "X-RateLimit-Period",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "X-RateLimit-Name",
+)
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.none() | st.sampled_from(["0", "1", "7", "60", "100", "²", " 5", "x", "9" * 11]),
+            min_size=5,
+            max_size=5,
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_remembered_headers_read_as_they_would_afresh(
+    answers_headers: list[list[str | None]],
+) -> None:
+    """`parse_rate_limit` remembers what all but `Remaining` read as: a run of answers,
+    each reusing values the earlier ones had, reads as each answer parsed on its own."""
+    answers._steady.clear()
+    for values in answers_headers:
+        headers = {
+            name: v for name, v in zip(_RATE_LIMIT_HEADERS, values, strict=True) if v is not None
+        }
+        assert parse_rate_limit(headers) == answers._read_rate_limit(*values)
+
+
+def test_the_remembered_headers_stay_bounded() -> None:
+    answers._steady.clear()
+    for remaining in range(2 * answers._STEADY_CAP):
+        headers = {"X-RateLimit-Remaining": str(remaining), "X-RateLimit-Reset": str(remaining)}
+        assert parse_rate_limit(headers) == RateLimit(None, None, remaining, remaining)
+    assert 0 < len(answers._steady) <= answers._STEADY_CAP

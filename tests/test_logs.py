@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -333,30 +333,41 @@ def test_no_secrets_means_nothing_is_replaced() -> None:
 
 
 @pytest.mark.parametrize(
-    "now",
+    "now_us",
     [
-        1_704_067_200.0,  # a whole second: the fraction is still written
-        1_704_067_200.123456,
-        1_704_067_259.999999,  # the last microsecond before the next minute
-        1_704_067_260.5,
+        1_704_067_200_000_000,  # a whole second: the fraction is still written
+        1_704_067_200_123_456,
+        1_704_067_259_999_999,  # the last microsecond before the next minute
+        1_704_067_260_500_000,
+        1_704_067_260_000_999,  # microseconds only
     ],
 )
-def test_timestamps_match_the_standard_format(now: float) -> None:
-    expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
+def test_timestamps_match_the_standard_format(now_us: int) -> None:
+    moment = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=now_us)
+    expected = moment.isoformat(timespec="microseconds")
 
-    stamp = logs.UtcTimestamps()(now)
+    stamp = logs.UtcTimestamps()(now_us * 1000 + 999)  # nanoseconds are cut, not rounded
 
     assert stamp == expected.replace("+00:00", "Z")
-    assert datetime.fromisoformat(stamp) == datetime.fromtimestamp(now, UTC)
+    assert datetime.fromisoformat(stamp) == moment
 
 
-def test_timestamps_follow_the_clock_across_seconds() -> None:
+def test_timestamps_follow_the_clock_across_milliseconds_and_seconds() -> None:
     stamps = logs.UtcTimestamps()
+    second = 1_704_067_200 * 10**9
 
-    first, second = stamps(1_704_067_200.25), stamps(1_704_067_201.75)
+    written = [
+        stamps(second + ns)
+        for ns in (250_000_000, 250_000_001, 250_001_000, 251_500_000, 1_750_000_000)
+    ]
 
-    assert first.endswith("00:00:00.250000Z")
-    assert second.endswith("00:00:01.750000Z")
+    assert [stamp[-16:] for stamp in written] == [
+        "00:00:00.250000Z",
+        "00:00:00.250000Z",
+        "00:00:00.250001Z",
+        "00:00:00.251500Z",
+        "00:00:01.750000Z",
+    ]
 
 
 def test_console_lines_are_readable() -> None:
