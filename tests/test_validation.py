@@ -460,3 +460,35 @@ def test_row_only_ever_raises_field_error(
         assert 1_000_000_000_000 <= row.ts <= NOW + 86_400_000
         assert row.session_id == row.session_id.strip() != ""
         assert row.data_source in ("rum", "product_analytics")
+
+
+playlist_texts = st.from_regex(r"\s*[+-]?[0-9.eE]{0,22}\s*", fullmatch=True) | st.sampled_from(
+    ["", " ", "x", "0", "1001", "2002", "01001"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(playlist_texts, min_size=1, max_size=12), st.sampled_from([None, 1001]))
+def test_the_remembered_playlists_read_as_each_row_parsed_afresh(
+    texts: list[str], default_playlist: int | None
+) -> None:
+    """A validator that has seen a text before gives the row (or the refusal) that a new
+    one gives: remembering a playlist id must never accept what parsing refuses, such as
+    another playlist than `--playlist`, nor change what it parsed to."""
+    seasoned = Validator("rum", "ms", lambda: NOW, default_playlist=default_playlist)
+    for text in texts + texts:
+        fresh = Validator("rum", "ms", lambda: NOW, default_playlist=default_playlist)
+        outcomes = []
+        for rules in (seasoned, fresh):
+            try:
+                outcomes.append(rules.row(text, UUID, TS, None, source="f", line=1))
+            except FieldError as error:
+                outcomes.append(str(error))
+        assert outcomes[0] == outcomes[1]
+
+
+def test_the_remembered_playlists_stay_bounded() -> None:
+    rules = validator()
+    for number in range(1, 5000):
+        assert rules.row(str(number), UUID, TS, None, source="f", line=1).playlist_id == number
+    assert 0 < len(rules._playlists) <= 1024
