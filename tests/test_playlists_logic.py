@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from sandbox_http import KEYS
 from support import MakeSandbox
 
 from worker import playlist_sessions
@@ -24,8 +25,6 @@ from worker.playlist_sessions import SessionIdSet, collect_session_ids, session_
 from worker.playlists import PlaylistAmbiguous, PlaylistNotFound, resolve_playlist
 from worker.rows import Row
 from worker.sandbox import FaultConfig, Sandbox
-
-KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
 
 
 def answer(

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sandbox_http import KEYS
 from structlog.testing import capture_logs
 
 from worker.events import Skipped
@@ -36,7 +37,6 @@ from worker.sandbox.search_config import SearchConfig
 NOW = 1_800_000_000_000
 T0 = 1_704_067_200_000
 SPEC = QuerySpec("@application.id:abc", playlist_id=7, target="https://api.datadoghq.com")
-KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
 
 
 # --- dates ---------------------------------------------------------------------------

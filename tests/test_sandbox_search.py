@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
+from sandbox_http import KEYS, FakeClock
 from support import MakeSandbox
 
 from worker.sandbox import Sandbox
@@ -18,20 +19,11 @@ from worker.sandbox.population import DEFAULT_SPAN_MS, Population, PopulationCon
 from worker.sandbox.search import PATH
 from worker.sandbox.search_config import SearchConfig, SearchFaults
 
-KEYS = {"DD-API-KEY": "api-key-value", "DD-APPLICATION-KEY": "app-key-value"}
 T0 = 1_704_067_200_000
 SMALL = PopulationConfig(
     sessions=50, start_ms=T0, interval_ms=1000, events_per_session=4, session_events=2, seed=3
 )
 Answer = tuple[int, dict[str, Any], CIMultiDictProxy[str]]
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def search(
