@@ -4,8 +4,10 @@ compressed bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import math
 import resource
 import zlib
 from collections.abc import Awaitable, Callable
@@ -39,9 +41,11 @@ REQUESTS = {
 }
 
 
+CREDENTIALS = Credentials(Secret(API_KEY), Secret(APP_KEY))
+
+
 async def send(server: Server, request: api.Request) -> Answer:
-    credentials = Credentials(Secret(API_KEY), Secret(APP_KEY))
-    async with Client(Route(server.base_url), credentials, concurrency=2, timeout_s=10) as client:
+    async with Client(Route(server.base_url), CREDENTIALS, concurrency=2, timeout_s=10) as client:
         return await client.send(request)
 
 
@@ -242,6 +246,83 @@ async def test_no_answer_at_all_is_retryable_and_was_never_sent(serve: Serve) ->
         None,
         False,
     )
+
+
+def _timed_out(answer: Answer) -> bool:
+    """A request that ran out of time: retried as an answer lost, which may have applied."""
+    return (answer.meaning, answer.status, answer.maybe_applied) == (
+        Meaning.RETRYABLE,
+        None,
+        True,
+    ) and "timed out" in str(answer.error)
+
+
+HANG_S = 1.0
+"""How long a hanging handler keeps its request: past every deadline these tests set,
+and short, since the test server's shutdown waits for its handlers."""
+
+
+async def _hang(_request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(HANG_S)
+    return web.Response(status=500)
+
+
+@pytest.mark.timeout(30)  # a guard: without a deadline this waits for the server
+async def test_a_server_that_never_answers_times_out(serve: Serve) -> None:
+    server = await serve(_hang)
+    async with Client(Route(server.base_url), CREDENTIALS, concurrency=2, timeout_s=0.2) as client:
+        answer = await client.send(api.add_session(ROW))
+
+    assert _timed_out(answer), answer
+
+
+@pytest.mark.timeout(30)
+async def test_an_answer_trickled_in_is_cut_at_the_deadline(serve: Serve) -> None:
+    """What a time bound on each read would never end: a byte every 20 ms of a body
+    that would take 20 s to arrive."""
+    length = 1000
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=201, headers={"Content-Length": str(length)})
+        await response.prepare(request)
+        for _ in range(length):
+            await response.write(b" ")
+            request.app[SERVER].sent += 1
+            await asyncio.sleep(0.02)
+        return response
+
+    server = await serve(trickle)
+    async with Client(Route(server.base_url), CREDENTIALS, concurrency=2, timeout_s=0.3) as client:
+        answer = await client.send(api.add_session(ROW))
+
+    assert _timed_out(answer), answer
+    assert 0 < server.sent < length
+
+
+@pytest.mark.parametrize(("deadline", "stop"), [(True, False), (False, True), (True, True)])
+async def test_only_the_deadline_alone_makes_a_timed_out_answer(
+    serve: Serve, deadline: bool, stop: bool
+) -> None:
+    """A stop cancels a worker in the middle of its request: that cancel goes on up,
+    even when the request's deadline passes at the same moment."""
+    arrived = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        arrived.set()
+        return await _hang(request)
+
+    server = await serve(hang)
+    async with Client(Route(server.base_url), CREDENTIALS, concurrency=2, timeout_s=60) as client:
+        sending = asyncio.ensure_future(client.send(api.add_session(ROW)))
+        await arrived.wait()
+        if deadline:
+            client.deadlines.check(math.inf)  # every request's deadline is past
+        if stop:
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+        else:
+            assert _timed_out(await sending)
 
 
 async def test_every_call_of_a_playlist_round_trips_through_the_sandbox(
