@@ -4,6 +4,7 @@ option's file given as another's."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.cli import main
 from worker.deadletter import DeadLetter, DeadLetterError
 from worker.files import UnsafeFile, check_distinct, open_output, private_dir, write_atomic
 from worker.journal import JournalError, SqliteJournal, reading
@@ -166,6 +168,51 @@ def test_two_outputs_that_do_not_exist_yet_are_compared_by_path(tmp_path: Path) 
                 "--dead-letter": tmp_path / "sub" / ".." / "j.sqlite3",
             }
         )
+
+
+ROWS = "playlist_id,session_id,ts\n1001,s-1,1704067200000\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "clash"),
+    [
+        (["run", "in.csv", "--report", "in.csv"], "in.csv"),
+        (["remove", "in.csv", "--report", "in.csv"], "in.csv"),
+        (["run", "in.csv", "--journal", "j.sqlite3", "--report", "j.sqlite3"], "j.sqlite3"),
+        (["run", "in.csv", "--dead-letter", "out.json", "--report", "out.json"], "out.json"),
+    ],
+    ids=["an input", "a remove's input", "the journal", "the dead-letter file"],
+)
+def test_a_report_that_collides_is_never_written_over_what_it_collides_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], clash: str
+) -> None:
+    """The refusal's report would be written where its own path is at fault: over the
+    rows, the journal, or another output. Nothing is written there; the event tells."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.csv").write_text(ROWS)
+    open_journal(tmp_path / "j.sqlite3").close({})
+    (tmp_path / "out.json").write_text("kept\n")
+    before = (tmp_path / clash).read_bytes()
+
+    assert main([*command, "--sandbox", "--log-format", "json"]) == 2
+    assert (tmp_path / clash).read_bytes() == before
+
+
+def test_a_refusal_for_another_options_path_still_writes_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script reading the report must not find an earlier run's there: where the
+    report's path is not at fault, the refusal is written to it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.csv").write_text(ROWS)
+    (tmp_path / "report.json").write_text('{"exit_code": 0}')
+    command = ["run", "in.csv", "--dead-letter", "in.csv", "--report", "report.json"]
+
+    assert main([*command, "--sandbox", "--log-format", "json"]) == 2
+    assert (tmp_path / "in.csv").read_text() == ROWS
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["exit_code"], report["rows_read"]) == (2, 0)
+    assert "are one file" in report["error"]
 
 
 # --- the journal ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ stops the run with exit 2 and a message saying what to fix.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,6 +28,16 @@ DEFAULT_SITE = "datadoghq.com"
 
 class ConfigError(Exception):
     """An option, environment variable or key file is wrong; nothing was sent (exit 2)."""
+
+
+class PathRefused(ConfigError):
+    """The paths of `options` are why the run cannot start (two name one file, or one
+    cannot be written): nothing is written to them, not even the report of the refusal,
+    since such a path may be an input or the journal."""
+
+    def __init__(self, message: str, options: Iterable[str]) -> None:
+        super().__init__(message)
+        self.options = frozenset(options)
 
 
 class Secret:

@@ -30,6 +30,14 @@ class UnsafeFile(Exception):
     do next."""
 
 
+class SameFile(UnsafeFile):
+    """Two options name one file (`check_distinct`): `options` are the two."""
+
+    def __init__(self, message: str, options: tuple[str, str]) -> None:
+        super().__init__(message)
+        self.options = options
+
+
 def private_dir(path: PathLike) -> None:
     """Make the folder `path` and any missing parents private (0700, less the umask);
     folders that exist already are the user's and are left as they are."""
@@ -156,7 +164,7 @@ def unsafe_because(
 
 
 def check_distinct(files: Mapping[str, PathLike | None]) -> None:
-    """Raises `UnsafeFile` naming both if two of `files` (option name, such as "--report"
+    """Raises `SameFile` naming both if two of `files` (option name, such as "--report"
     or "input #2", to its path; None and "-" are left out) are one file: the same path, a
     symlink to it, or a hard link of it. Paths that exist are compared by identity (device
     and inode), all by their resolved path, so a file a run will create is compared too.
@@ -173,8 +181,9 @@ def check_distinct(files: Mapping[str, PathLike | None]) -> None:
         for name in names:
             if name in seen and seen[name][0] != option:
                 other, other_value = seen[name]
-                raise UnsafeFile(
+                raise SameFile(
                     f"{other} {os.fspath(other_value)} and {option} {os.fspath(value)} are "
-                    "one file; give each a file of its own"
+                    "one file; give each a file of its own",
+                    (other, option),
                 )
             seen[name] = (option, value)

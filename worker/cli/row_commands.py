@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from pathlib import Path
 
 from worker.bulk_removal import DEFAULT_BATCH_SIZE
 from worker.cli.inputs import add_input_options
@@ -16,7 +15,7 @@ from worker.cli.run import (
     add_pace_options,
     add_target_options,
     config_from_args,
-    watch_from_args,
+    refused,
 )
 from worker.cli.types import bounded_int
 from worker.config import ConfigError
@@ -53,13 +52,12 @@ def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
 
 def run_rows_job(args: argparse.Namespace, job: Job) -> int:
     """`job` over the rows the options name, as `run` would read and send them."""
-    from worker.ingest import cannot_start, ingest
+    from worker.ingest import ingest
 
     try:
         config = config_from_args(args, os.environ)
     except ConfigError as exc:
-        report = getattr(args, "report", None)
-        return cannot_start(watch_from_args(args), str(exc), Path(report) if report else None)
+        return refused(args, exc)
     config = dataclasses.replace(
         config, reader=dataclasses.replace(config.reader, ts_required=False), job=job
     )

@@ -28,9 +28,15 @@ from worker.cli.types import (
     rate_limit,
     shard,
 )
-from worker.config import ConfigError, base_url_for, check_transport, load_credentials
+from worker.config import (
+    ConfigError,
+    PathRefused,
+    base_url_for,
+    check_transport,
+    load_credentials,
+)
 from worker.examples import epilog
-from worker.files import UnsafeFile, check_distinct, unwritable
+from worker.files import SameFile, UnsafeFile, check_distinct, unwritable
 from worker.health import RetryPolicy
 from worker.journal import default_journal_path, side_files
 from worker.metrics import destination_from
@@ -419,8 +425,8 @@ def check_outputs_apart(inputs: Sequence[str], journal: Path | None, **outputs: 
         files[f"input #{number}"] = name
     try:
         check_distinct(files)
-    except UnsafeFile as exc:
-        raise ConfigError(str(exc)) from None
+    except SameFile as exc:
+        raise PathRefused(str(exc), exc.options) from None
 
 
 def _journal_path(args: argparse.Namespace, shard: Shard | None) -> Path | None:
@@ -439,7 +445,7 @@ def report_path(option: str | None) -> Path | None:
     try:
         prepare_destination(path)
     except (OSError, UnsafeFile) as exc:
-        raise ConfigError(str(unwritable("--report", option, exc))) from None
+        raise PathRefused(str(unwritable("--report", option, exc)), ("--report",)) from None
     return path
 
 
@@ -454,11 +460,22 @@ def recorded_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from worker.ingest import cannot_start, ingest
+    from worker.ingest import ingest
 
     try:
         config = config_from_args(args, os.environ)
     except ConfigError as exc:
-        report = getattr(args, "report", None)
-        return cannot_start(watch_from_args(args), str(exc), Path(report) if report else None)
+        return refused(args, exc)
     return ingest(config, os.environ)
+
+
+def refused(args: argparse.Namespace, error: ConfigError) -> int:
+    """Exit 2 for options that make no run. The `--report` is still written, of no rows
+    and with the reason, unless its own path is at fault: it may be an input or the
+    journal, which writing it would destroy."""
+    from worker.ingest import cannot_start
+
+    report = getattr(args, "report", None)
+    if isinstance(error, PathRefused) and "--report" in error.options:
+        report = None
+    return cannot_start(watch_from_args(args), str(error), Path(report) if report else None)
