@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
 from support import (
     KEYS,
     TS,
@@ -96,6 +98,27 @@ async def test_playlists_create_list_show_and_a_run_into_a_playlist_found_by_nam
     assert ran.code == 0, ran.stderr
     assert held(sandbox) == {(playlist["id"], str(item["session_id"])) for item in items}
     assert ran.summary["run_id"] == ran.events("start")[0]["run_id"]
+
+
+@pytest.mark.parametrize(
+    "keeping", [["--no-journal"], ["--sandbox"]], ids=["no journal", "sandbox"]
+)
+async def test_a_run_without_a_journal_has_a_run_id_all_the_same(
+    make_sandbox: MakeSandbox, tmp_path: Path, keeping: list[str]
+) -> None:
+    """The contract: every run has a run id, in its start event and its report."""
+    source = write_csv(tmp_path / "in.csv", rows(3))
+    target = [] if keeping == ["--sandbox"] else at(await make_sandbox())
+    report = tmp_path / "report.json"
+    ran = await run_cli(
+        "run", str(source), *target, *keeping, "--report", str(report), "--log-format",
+        "json", "--no-progress", env=KEYS,
+    )  # fmt: skip
+
+    assert ran.code == 0, ran.stderr
+    run_id = ran.events("start")[0]["run_id"]
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", str(run_id))
+    assert ran.summary["run_id"] == json.loads(report.read_text())["run_id"] == run_id
 
 
 async def test_a_missing_name_is_refused_unless_created_and_two_of_a_name_are_refused(

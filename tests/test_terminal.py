@@ -271,6 +271,12 @@ def test_after_a_remove_the_failed_rows_are_removed_again_and_nothing_is_verifie
             id="no run id yet: no verify or undo",
         ),
         pytest.param(
+            {**REPORT, "invalid": 0, "failed": 0, "exit_code": 0, "run_id": "r1"},
+            SummaryContext(inputs=["a.csv"], journal=False),
+            ["rum-playlist-ingest verify a.csv"],
+            id="no journal holds the run: verify, and no undo",
+        ),
+        pytest.param(
             {**REPORT, "failed": 0},
             SummaryContext(inputs=["a.csv", "-"]),
             [],

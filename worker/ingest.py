@@ -37,6 +37,7 @@ from worker.journal import (
     RepeatCheck,
     SqliteJournal,
     done_before,
+    new_run_id,
 )
 from worker.metrics import statsd_from
 from worker.pacer import Pacer
@@ -300,9 +301,10 @@ class _Run:
                     # After the journal's sink: a search position is queued behind the
                     # outcome that completed it, so it is never committed without it.
                     sink = fan_out([sink, *self.rows.sinks()])
-                run_id = getattr(ledger, "run_id", None)
-                if run_id is not None:
-                    report.extra["run_id"] = run_id
+                # Every run has one, in its start event and its report; a journal's run
+                # is known by it there (`status`, `undo`).
+                run_id = getattr(ledger, "run_id", None) or new_run_id()
+                report.extra["run_id"] = run_id
                 if not tell_start(config, base_url):
                     log.info("start", **self._start_fields(base_url, run_id))
                 for event, fields in config.job.notices:
@@ -391,7 +393,7 @@ class _Run:
         tags = [f"shard:{self.config.shard}"] if self.config.shard else []
         return statsd_from(self.config.watch.statsd, self.environ, tags=tags)
 
-    def _start_fields(self, target: str, run_id: str | None) -> dict[str, object]:
+    def _start_fields(self, target: str, run_id: str) -> dict[str, object]:
         """What the start event says: only what is set."""
         config = self.config
         fields: dict[str, object] = {"target": redact_url(target), **self.rows.start_fields()}
@@ -405,8 +407,7 @@ class _Run:
             fields["shard"] = str(config.shard)
         if config.outputs.journal is not None:
             fields["journal"] = str(config.outputs.journal)
-        if run_id is not None:
-            fields["run_id"] = run_id
+        fields["run_id"] = run_id
         return fields
 
 

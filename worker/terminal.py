@@ -280,7 +280,7 @@ def next_steps(report: Mapping[str, object], context: SummaryContext) -> list[St
                     _command("verify", *files, *context.row_options, *repeated),
                 )
             )
-        if _count(report, "created"):
+        if _count(report, "created") and context.journal:  # undo reads what it holds
             steps.append(
                 Step(
                     "take back the sessions this run added:",
