@@ -311,6 +311,30 @@ def test_no_option_may_be_shortened(capsys: pytest.CaptureFixture[str], shortene
     assert shortened.split("=", maxsplit=1)[0] in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("arguments", "usage", "said"),
+    [
+        (["run", "in.csv", "--dry-ru"], "rum-playlist-ingest run", "did you mean --dry-run?"),
+        (
+            ["playlists", "list", "--nam", "x"],
+            "rum-playlist-ingest playlists list",
+            "--nam is not an option of this command; did you mean --name?",
+        ),
+        (["status", "--what"], "rum-playlist-ingest status", "unrecognized arguments: --what"),
+    ],
+)
+def test_an_unknown_option_is_said_by_its_command_with_the_option_meant(
+    capsys: pytest.CaptureFixture[str], arguments: list[str], usage: str, said: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith(f"usage: {usage} "), err
+    assert said in err
+
+
 def test_an_option_before_the_playlists_action_is_said_to_go_after_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -9,8 +9,9 @@ or sent, so a bad option exits 2 at once. Nothing below the command line sees ar
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from worker import __version__
 from worker.cli import playlists, remove, run, sandbox, sessions, status, undo, validate, verify
@@ -70,6 +71,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     refusal = refused_key_option(arguments) or playlists.misplaced_option(arguments)
     if refusal is not None:
         parser.exit(2, f"{parser.prog}: error: {refusal}\n")
-    args = parser.parse_args(arguments)
+    args, unknown = parser.parse_known_args(arguments)
+    if unknown:
+        _unrecognized(parser, args, unknown)
     code: int = args.handler(args)
     return code
+
+
+def _unrecognized(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: Sequence[str]
+) -> NoReturn:
+    """Arguments the command does not take, said by the (sub)command they were given to,
+    with its usage rather than the top level's, and the option meant where one is close
+    (`--dry-ru`: `--dry-run`). Exits 2."""
+    command = parser
+    for chosen in (args.command, getattr(args, "action", "")):
+        command = _subcommands(command).get(str(chosen), command)
+    options = [name for action in command._actions for name in action.option_strings]
+    said, unrecognized = [], []
+    for given in unknown:
+        close = difflib.get_close_matches(given.split("=", 1)[0], options, n=1, cutoff=0.8)
+        if given.startswith("--") and close:
+            said.append(f"{given} is not an option of this command; did you mean {close[0]}?")
+        else:
+            unrecognized.append(given)
+    if unrecognized:
+        said.insert(0, f"unrecognized arguments: {' '.join(unrecognized)}")
+    command.error("; ".join(said))
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
