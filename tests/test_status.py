@@ -125,6 +125,18 @@ def test_text_says_the_same_for_a_person(journal: Path) -> None:
     assert "timed out" not in out
 
 
+def test_a_runs_report_reads_as_the_report_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    SqliteJournal.open(path, target=SANDBOX, fresh=False, run_info={}).close(
+        {"created": 0, "dry_run": False, "error": None}
+    )
+
+    code, out = run_status(path)
+
+    assert code == 0
+    assert "created 0  dry_run false  error null" in out
+
+
 def test_anything_shaped_like_a_key_is_masked(tmp_path: Path) -> None:
     """A journal of an earlier version may hold keys a server echoed in an error."""
     path = tmp_path / "journal.sqlite3"

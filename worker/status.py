@@ -124,6 +124,10 @@ def as_json_object(summary: JournalSummary) -> dict[str, object]:
     }
 
 
+def _as_in_json(value: object) -> object:
+    return json.dumps(value) if value is None or isinstance(value, bool) else value
+
+
 def render(summary: JournalSummary) -> str:
     """The summary as text for a person: targets, then runs (newest first), then errors."""
     lines = [f"journal {summary.journal}", ""]
@@ -149,7 +153,10 @@ def render(summary: JournalSummary) -> str:
         if run.inputs:
             lines.append(f"      inputs: {' '.join(run.inputs)}")
         if run.report is not None:
-            lines.append("      " + "  ".join(f"{k} {v}" for k, v in run.report.items()))
+            # Values as the report writes them (`false`, `null`), not as Python does.
+            lines.append(
+                "      " + "  ".join(f"{k} {_as_in_json(v)}" for k, v in run.report.items())
+            )
     if summary.errors:
         lines += ["", "most common errors of rows still failing"]
     for error in summary.errors:

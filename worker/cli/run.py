@@ -142,7 +142,11 @@ def query_options(args: argparse.Namespace, *, journal: Path | None) -> QueryOpt
         QuerySpec(options.query, args.playlist or 1, "check")
         if options.from_text.strip() == FROM_LAST:
             if journal is None:
-                raise ConfigError("--from last needs the journal, which keeps where it ended")
+                raise ConfigError(
+                    "--from last needs the journal, which keeps where it ended: drop "
+                    "--no-journal, or with --sandbox pass --journal PATH (a sandbox's own "
+                    "target is gone with its run: give --from a time instead)"
+                )
             parse_when(options.to_text, "--to", now)
             if options.first_from is not None:
                 parse_when(options.first_from, "--first-from", now)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.journal.errors import JournalError, journal_error
+from worker.journal.location import JOURNAL_ENV
 from worker.journal.lock import RunLock
 from worker.journal.records import (
     CreatedRow,
@@ -211,7 +212,10 @@ def reading(path: Path) -> Iterator[History]:
 
     Raises `JournalError` for a journal that is absent or cannot be read."""
     if not path.is_file():
-        raise JournalError(f"no journal at {path}: no run has used it yet")
+        raise JournalError(
+            f"no journal at {path}: no run has used it yet; to read the one a run used, pass "
+            f"its --journal PATH (--shard K/N for a shard's), or set {JOURNAL_ENV}"
+        )
     conn = connect(path, read_only=True)
     if schema_version(conn) in UPGRADABLE:
         conn.close()
