@@ -23,7 +23,7 @@ from yarl import URL
 
 from worker import api
 from worker.answers import Answer, Meaning
-from worker.client import Client, UrlMaker
+from worker.client import Client, Deadlines, UrlMaker
 from worker.config import Credentials, Route, Secret
 from worker.rows import DATA_SOURCES, Row
 from worker.sandbox import Sandbox
@@ -265,6 +265,13 @@ and short, since the test server's shutdown waits for its handlers."""
 async def _hang(_request: web.Request) -> web.StreamResponse:
     await asyncio.sleep(HANG_S)
     return web.Response(status=500)
+
+
+@pytest.mark.parametrize(("timeout_s", "tick"), [(0.001, 0.01), (0.2, 0.05), (30, 1.0)])
+def test_the_deadlines_tick_a_quarter_of_the_timeout_within_bounds(
+    timeout_s: float, tick: float
+) -> None:
+    assert Deadlines(timeout_s).tick == pytest.approx(tick)
 
 
 @pytest.mark.timeout(30)  # a guard: without a deadline this waits for the server

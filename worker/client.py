@@ -98,12 +98,14 @@ class UrlMaker:
 
 class Deadlines:
     """The whole-request time bound, kept by one periodic check instead of a timer per
-    request. aiohttp's own (`ClientTimeout(total=...)`) arms and disarms a timer and a
-    context for each request: 8.6k instructions a request (callgrind), the bare loop's
-    too. Here a request in flight is one entry of a dict; every `tick` seconds the
+    request. aiohttp's own (`ClientTimeout(total=...)`, which the bare loop pays too)
+    arms and disarms a timer and a context for each request, and its read timeout a timer
+    for each answer: 16k instructions and about 13 us a request (`bench/README.md`,
+    2026-12-04). Here a request in flight is one entry of a dict; every `tick` seconds the
     entries past their deadline have their tasks cancelled, and `Client.send` turns that
     cancel into a timed-out answer. A request so ends between `timeout_s` and
-    `timeout_s + tick` after it started.
+    `timeout_s + tick` after it started (a tick: a quarter of `timeout_s`, between 10 ms
+    and a second).
 
     A cancel of the task for any other reason (a stop) is never taken for a deadline:
     `expired` says True only when the deadline's cancel is the only one under way, as
@@ -113,7 +115,8 @@ class Deadlines:
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self.tick = min(1.0, timeout_s / 4)
+        # Never more often than a hundred times a second, however short the timeout.
+        self.tick = min(1.0, max(0.01, timeout_s / 4))
         self._due: dict[asyncio.Task[object], float] = {}
         self._expired: set[asyncio.Task[object]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
