@@ -201,7 +201,10 @@ def test_the_exit_status_of_a_remove_or_a_verify_says_what_it_checked() -> None:
         "Exit 0: every row is out of its playlist."
     )
     assert exit_reason(verified, SummaryContext(command="verify")) == (
-        "Exit 1: 3 rows missing from their playlist; every other row is in its playlist."
+        "Exit 1: 3 rows missing from their playlists; every other row is in its playlist."
+    )
+    assert exit_reason({**verified, "missing": 1}, SummaryContext(command="verify")) == (
+        "Exit 1: 1 row missing from its playlist; every other row is in its playlist."
     )
 
 
@@ -400,7 +403,7 @@ def test_a_verify_names_its_missing_file_and_the_command_that_adds_them() -> Non
 
     (step,) = next_steps(report, context)
 
-    assert "3 rows missing from their playlists are in out/missing.ndjson" in step.what
+    assert "the 3 rows that are missing from their playlists: in out/missing.ndjson" in step.what
     assert step.command == "rum-playlist-ingest run out/missing.ndjson --fresh --site datadoghq.eu"
     build_parser().parse_args(shlex.split(step.command)[1:])
 
@@ -410,6 +413,16 @@ def rendered(report: dict[str, object], context: SummaryContext, width: int) -> 
     console = Console(file=out, width=width, force_terminal=True, _environ={"NO_COLOR": "1"})
     render_summary(report, context, console)
     return out.getvalue()
+
+
+def test_a_verify_is_titled_a_check_not_a_run() -> None:
+    verified = {**REPORT, "invalid": 0, "failed": 0, "missing": 1, "verify": {"playlists": 1}}
+    context = SummaryContext(inputs=["a.csv"], command="verify")
+
+    text = rendered(verified, context, 80)
+
+    assert "Check finished" in text.splitlines()[0], text
+    assert "Run finished" not in text
 
 
 @pytest.mark.parametrize("width", [40, 80])

@@ -201,7 +201,10 @@ def exit_reason(report: Mapping[str, object], context: SummaryContext) -> str:
         return f"Exit 0: every row {done}."
     if code == 1:
         parts = [f"{_rows(invalid)} invalid"] if invalid else []
-        for count, what in ((failed, "failed for good"), (missing, "missing from their playlist")):
+        missing_from = (
+            "missing from its playlist" if missing == 1 else "missing from their playlists"
+        )
+        for count, what in ((failed, "failed for good"), (missing, missing_from)):
             if count:
                 parts.append(f"{count:,} {what}" if parts else f"{_rows(count)} {what}")
         if not parts:
@@ -327,10 +330,10 @@ def _missing_found(report: Mapping[str, object], context: SummaryContext) -> lis
     missing = _count(report, "missing")
     if not missing or not isinstance(missing_file, str):
         return []
-    verb = "is" if missing == 1 else "are"
+    where = "is missing from its playlist" if missing == 1 else "are missing from their playlists"
     return [
         Step(
-            f"the {_rows(missing)} missing from their playlists {verb} in {missing_file}; "
+            f"the {_rows(missing)} that {where}: in {missing_file}; "
             "to add them again (--fresh: the journal may hold them as done):",
             _command("run", missing_file, "--fresh", *context.repeated_options),
         )
@@ -358,6 +361,8 @@ def _title(report: Mapping[str, object]) -> Text:
         title = "Run interrupted"
     elif code == 2:
         title = "Run stopped"
+    elif "verify" in report:  # a check of the playlists, not a run that changed them
+        title = "Check finished"
     else:
         title = "Run finished"
     return Text(title, style="bold")
