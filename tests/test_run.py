@@ -321,6 +321,11 @@ def test_no_option_may_be_shortened(capsys: pytest.CaptureFixture[str], shortene
             "--nam is not an option of this command; did you mean --name?",
         ),
         (["status", "--what"], "rum-playlist-ingest status", "unrecognized arguments: --what"),
+        (
+            ["playlists", "list", "--sandbox"],
+            "rum-playlist-ingest playlists list",
+            "starts no sandbox of its own: start one with `rum-playlist-ingest sandbox",
+        ),
     ],
 )
 def test_an_unknown_option_is_said_by_its_command_with_the_option_meant(

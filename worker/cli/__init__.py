@@ -78,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+_NO_SANDBOX = (
+    "--sandbox is not an option of this command, which starts no sandbox of its own: start "
+    "one with `rum-playlist-ingest sandbox > sandbox.url &` and pass "
+    '--base-url "$(head -1 sandbox.url)"'
+)
+
+
 def _unrecognized(
     parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: Sequence[str]
 ) -> NoReturn:
@@ -93,6 +100,8 @@ def _unrecognized(
         close = difflib.get_close_matches(given.split("=", 1)[0], options, n=1, cutoff=0.8)
         if given.startswith("--") and close:
             said.append(f"{given} is not an option of this command; did you mean {close[0]}?")
+        elif given == "--sandbox" and "--base-url" in options:
+            said.append(_NO_SANDBOX)
         else:
             unrecognized.append(given)
     if unrecognized:
