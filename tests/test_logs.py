@@ -16,7 +16,7 @@ import pytest
 from support import KEYS, ROOT, TS, clean_env, rows, run_cli, write_csv
 
 from worker import logs, scrub
-from worker.events import Ended
+from worker.events import Ended, Skipped
 from worker.rowlog import LogSink
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.sandbox import Sandbox
@@ -593,3 +593,21 @@ def test_a_person_is_shown_a_few_warnings_of_each_kind_and_told_how_many_more(
         "--dead-letter" in line["detail"] or "validate" in line["detail"] for line in lines[-2:]
     )
     assert lines[-3]["result"] == "created"  # a success is logged whatever the cap
+
+
+@pytest.mark.parametrize(
+    ("journal", "because"),
+    [
+        (True, "done in an earlier run (the journal) or repeated within this run"),
+        (False, "repeated within this run"),
+    ],
+)
+def test_the_skipped_line_says_why_as_the_run_can_know(journal: bool, because: str) -> None:
+    """Without a journal (`--no-journal`, `verify`) a row is skipped only as a repeat."""
+    out = io.StringIO()
+    sink = LogSink(logs.configure(fmt="json", secrets=(), stream=out), journal=journal)
+    sink(Skipped([ROW, ROW]))
+    sink(Ended({}))
+
+    (line,) = events(out)
+    assert (line["event"], line["rows"], line["detail"]) == ("skipped", 2, because)

@@ -262,7 +262,10 @@ class _Run:
             live = live_console(config.watch.progress, sys.stderr) is not None
             person = read_by_a_person(config.watch.log_format, sys.stderr)
             row_log = LogSink(
-                log, quiet=live or dry_run, warnings_shown=WARNINGS_SHOWN if person else None
+                log,
+                quiet=live or dry_run,
+                warnings_shown=WARNINGS_SHOWN if person else None,
+                journal=isinstance(ledger, SqliteJournal),
             )
             sinks.append(reading(*LogSink.KINDS, sink=row_log))
             if dead_letter is not None:

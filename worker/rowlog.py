@@ -32,7 +32,12 @@ class LogSink:
     """What it logs or counts: every kind of event but the attempts (`Answered`)."""
 
     def __init__(
-        self, log: FilteringBoundLogger, *, quiet: bool = False, warnings_shown: int | None = None
+        self,
+        log: FilteringBoundLogger,
+        *,
+        quiet: bool = False,
+        warnings_shown: int | None = None,
+        journal: bool = True,
     ) -> None:
         assert isinstance(log, RunLogger), "LogSink takes a logger from logs.configure()"
         self._log = log
@@ -40,6 +45,12 @@ class LogSink:
         self._skipped = 0
         self._cap = warnings_shown
         self._warned: dict[str, int] = {}  # warning lines of each event, shown or not
+        # Why rows were skipped: without a journal, only as repeats within the run.
+        self._skipped_because = (
+            "done in an earlier run (the journal) or repeated within this run"
+            if journal
+            else "repeated within this run"
+        )
 
     def _shown(self, event: str) -> bool:
         """Whether a warning line of `event` is written. A person reads these on a
@@ -89,7 +100,7 @@ class LogSink:
             self._log.info(
                 "skipped",
                 rows=self._skipped,
-                detail="done in an earlier run (the journal) or repeated within this run",
+                detail=self._skipped_because,
             )
         cap = self._cap
         for event, seen in self._warned.items():
