@@ -305,6 +305,38 @@ async def test_a_run_killed_mid_search_resumes_with_no_repeats_and_fewer_pages(
     assert stats(sandbox)["puts"] == len(want) + stats(sandbox)["duplicate_puts"]
 
 
+async def test_a_run_stopped_mid_search_leaves_no_row_unsent_after_its_rerun(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """SIGTERM leaves the rows handed out but not sent as not attempted: the position
+    saved must stay before them, or the rerun resumes past them and never sends them."""
+    sandbox = await query_sandbox(make_sandbox, 12000)
+    want = expected(sandbox)
+    args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox))
+    process = await start_cli(*args, env=KEYS)
+    assert process.stderr is not None
+
+    async def stop_once_answered(count: int) -> None:
+        seen = 0
+        while line := await process.stderr.readline():  # type: ignore[union-attr]
+            seen += json.loads(line)["event"] == "row"
+            if seen >= count:
+                process.send_signal(signal.SIGTERM)
+                return
+        raise AssertionError(f"the run ended before {count} rows were answered")
+
+    await asyncio.wait_for(stop_once_answered(len(want) // 3), COMMAND_TIMEOUT_S)
+    await process.communicate()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert in_playlist(sandbox) < want  # stopped with rows left
+
+    again = await run_cli(*args, env=KEYS)
+
+    assert again.code == 0, again.stderr
+    assert in_playlist(sandbox) == want
+    assert stats(sandbox)["puts"] == len(want) + stats(sandbox)["duplicate_puts"]
+
+
 async def test_sessions_writes_rows_that_run_takes_back(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:

@@ -538,6 +538,30 @@ async def test_a_stopped_search_resumes_from_its_position_with_fewer_pages(
     assert second.summary.pages < full.summary.pages
 
 
+def test_a_row_never_sent_holds_the_search_position_back_for_the_rest_of_the_run() -> None:
+    """A stop leaves rows not attempted (and an abort accounts for the rest so): no
+    position at or past their chunk is saved, or the rerun would resume past them and
+    never send them. Rows before them still move it."""
+    chunks = QueryChunks.__new__(QueryChunks)  # the bookkeeping alone, no search
+    chunks.handed, chunks.of_line = deque(), {}
+    saved: list[int] = []
+    sink = Checkpoints(chunks, saved.append)
+    rows = [Row(1, f"s{n}", n, "rum", "query", n) for n in range(1, 7)]
+    for part, position in ((rows[0:2], 100), (rows[2:4], 200), (rows[4:6], 300)):
+        handed = HandedChunk(len(part), position)
+        chunks.handed.append(handed)
+        chunks.of_line.update({row.line: handed for row in part})
+
+    for row in rows[:2]:
+        sink(Outcome(row, Result.CREATED))
+    assert saved == [100]
+    sink(Outcome(rows[2], Result.CREATED))
+    sink(Outcome(rows[3], Result.NOT_ATTEMPTED))
+    for row in rows[4:]:
+        sink(Outcome(row, Result.CREATED))
+    assert saved == [100]  # never 200 or 300: the rerun searches from 100 again
+
+
 def test_a_search_position_is_saved_once_every_row_before_it_has_finished() -> None:
     """`Checkpoints`: rows finish out of order; the position taken after a chunk is saved
     only when that chunk and every one before it have finished, skipped rows included."""

@@ -23,7 +23,7 @@ from worker.input import InputError
 from worker.journal import RepeatCheck
 from worker.pipeline import SourceFailed
 from worker.query.source import SOURCE, QueryRefused, QuerySource, SearchFailed
-from worker.rows import Outcome, Row
+from worker.rows import Outcome, Result, Row
 
 
 @dataclass(slots=True)
@@ -33,6 +33,9 @@ class HandedChunk:
 
     unfinished: int
     position_ms: int
+    held: bool = False
+    """A row of it was never sent (the run stopped first): no position at or past this
+    chunk is saved in this run, so that the rerun searches the row again."""
 
 
 class QueryChunks:
@@ -99,6 +102,11 @@ class QueryChunks:
 class Checkpoints:
     """A sink that commits the search's position once every row before it has finished.
 
+    A row left not attempted by a stop (or accounted for after an abort) has not
+    finished: its chunk holds the position back for the rest of the run, or the rerun
+    would resume past it and never send it. A failed row has finished: it is in the
+    journal as failed, and in the dead-letter file to retry.
+
     `save` is the journal's `save_query_position`, which commits the position with the
     outcomes reported before it, never earlier."""
 
@@ -110,23 +118,24 @@ class Checkpoints:
         kind = type(event)
         if kind is Outcome:
             assert isinstance(event, Outcome)
-            self._finished(event.row)
+            self._finished(event.row, sent=event.result is not Result.NOT_ATTEMPTED)
         elif kind is Skipped:
             assert isinstance(event, Skipped)
             for row in event.rows:
-                self._finished(row)
+                self._finished(row, sent=True)  # done before, or a repeat
         else:
             return
         queue = self._chunks.handed
         position = None
-        while queue and queue[0].unfinished == 0:
+        while queue and queue[0].unfinished == 0 and not queue[0].held:
             position = queue.popleft().position_ms
         if position is not None:
             self._save(position)
 
-    def _finished(self, row: Row) -> None:
+    def _finished(self, row: Row, *, sent: bool) -> None:
         if row.source != SOURCE:
             return
         handed = self._chunks.of_line.pop(row.line, None)
         if handed is not None:
             handed.unfinished -= 1
+            handed.held |= not sent
