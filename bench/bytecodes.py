@@ -109,7 +109,8 @@ def _where(key: str) -> str:
 
 def _short(key: str) -> str:
     filename, rest = key.split(":", 1)
-    return f"{_where(key) if _where(key).startswith('worker/') else Path(filename).name}:{rest}"
+    where = _where(key)
+    return f"{where if where.startswith('worker/') else Path(filename).name}:{rest}"
 
 
 def _measure(sandbox: SandboxProcess, work: Path, tracer: Path) -> dict[str, dict[int, Path]]:

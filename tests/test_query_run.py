@@ -256,6 +256,25 @@ async def test_a_429_on_the_puts_never_pauses_the_search(
     assert query_block(done)["pages"] == sandbox.search.stats.pages
 
 
+async def signal_once_answered(
+    process: asyncio.subprocess.Process, rows: int, signum: signal.Signals
+) -> None:
+    """Send `signum` to a running run once its log has `rows` row lines."""
+    assert process.stderr is not None
+    stderr = process.stderr
+
+    async def watch() -> None:
+        seen = 0
+        while line := await stderr.readline():
+            seen += json.loads(line)["event"] == "row"
+            if seen >= rows:
+                process.send_signal(signum)
+                return
+        raise AssertionError(f"the run ended before {rows} rows were answered")
+
+    await asyncio.wait_for(watch(), COMMAND_TIMEOUT_S)
+
+
 async def test_a_run_killed_mid_search_resumes_with_no_repeats_and_fewer_pages(
     make_sandbox: MakeSandbox, tmp_path: Path
 ) -> None:
@@ -277,20 +296,9 @@ async def test_a_run_killed_mid_search_resumes_with_no_repeats_and_fewer_pages(
     assert fresh.code == 0
     assert fresh_pages >= 4
     process = await start_cli(*args, env=KEYS)
-    assert process.stderr is not None
-
-    async def kill_once_answered(count: int) -> None:
-        seen = 0
-        while line := await process.stderr.readline():  # type: ignore[union-attr]
-            seen += json.loads(line)["event"] == "row"
-            if seen >= count:
-                process.send_signal(signal.SIGKILL)
-                return
-        raise AssertionError(f"the run ended before {count} rows were answered")
-
     # Half way: far enough that a position is committed behind whole pages, however the
     # journal's batches lag on a loaded machine, and still mid-search.
-    await asyncio.wait_for(kill_once_answered(len(want) // 2), COMMAND_TIMEOUT_S)
+    await signal_once_answered(process, len(want) // 2, signal.SIGKILL)
     assert await process.wait() == -signal.SIGKILL
     assert sandbox.search.stats.pages - fresh_pages < fresh_pages  # killed mid-search
 
@@ -314,18 +322,7 @@ async def test_a_run_stopped_mid_search_leaves_no_row_unsent_after_its_rerun(
     want = expected(sandbox)
     args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox))
     process = await start_cli(*args, env=KEYS)
-    assert process.stderr is not None
-
-    async def stop_once_answered(count: int) -> None:
-        seen = 0
-        while line := await process.stderr.readline():  # type: ignore[union-attr]
-            seen += json.loads(line)["event"] == "row"
-            if seen >= count:
-                process.send_signal(signal.SIGTERM)
-                return
-        raise AssertionError(f"the run ended before {count} rows were answered")
-
-    await asyncio.wait_for(stop_once_answered(len(want) // 3), COMMAND_TIMEOUT_S)
+    await signal_once_answered(process, len(want) // 3, signal.SIGTERM)
     await process.communicate()
     assert process.returncode == 128 + signal.SIGTERM
     assert in_playlist(sandbox) < want  # stopped with rows left

@@ -201,10 +201,7 @@ def exit_reason(report: Mapping[str, object], context: SummaryContext) -> str:
         return f"Exit 0: every row {done}."
     if code == 1:
         parts = [f"{_rows(invalid)} invalid"] if invalid else []
-        missing_from = (
-            "missing from its playlist" if missing == 1 else "missing from their playlists"
-        )
-        for count, what in ((failed, "failed for good"), (missing, missing_from)):
+        for count, what in ((failed, "failed for good"), (missing, _missing_from(missing))):
             if count:
                 parts.append(f"{count:,} {what}" if parts else f"{_rows(count)} {what}")
         if not parts:
@@ -324,16 +321,20 @@ def _left_by_undo(report: Mapping[str, object], context: SummaryContext) -> list
     return steps
 
 
+def _missing_from(rows: int) -> str:
+    return "missing from its playlist" if rows == 1 else "missing from their playlists"
+
+
 def _missing_found(report: Mapping[str, object], context: SummaryContext) -> list[Step]:
     """Where `verify --missing` wrote the rows it did not find, and how to add them."""
     missing_file = _block(report, "verify").get("missing_file")
     missing = _count(report, "missing")
     if not missing or not isinstance(missing_file, str):
         return []
-    where = "is missing from its playlist" if missing == 1 else "are missing from their playlists"
+    verb = "is" if missing == 1 else "are"
     return [
         Step(
-            f"the {_rows(missing)} that {where}: in {missing_file}; "
+            f"the {_rows(missing)} that {verb} {_missing_from(missing)}: in {missing_file}; "
             "to add them again (--fresh: the journal may hold them as done):",
             _command("run", missing_file, "--fresh", *context.repeated_options),
         )
