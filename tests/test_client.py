@@ -22,6 +22,7 @@ from support import TS
 from yarl import URL
 
 from worker import api
+from worker import client as client_module
 from worker.answers import Answer, Meaning
 from worker.client import Client, Deadlines, UrlMaker
 from worker.config import Credentials, Route, Secret
@@ -400,13 +401,67 @@ def test_a_query_string_encodes_keys_and_values_with_no_safe_characters() -> Non
 def test_a_url_made_from_parts_is_the_url_parsed_from_the_whole_string(
     base_url: str, session_id: str, ts: int | None
 ) -> None:
-    """`UrlMaker` builds from parts for speed: the very URL yarl parses from the string."""
+    """`UrlMaker` makes URLs from parts, with the base's properties worked out once: the
+    very URL yarl parses from the whole string, in every property aiohttp may read."""
+    maker = UrlMaker(base_url)
+    assert maker.reuses_base  # with the yarl installed, the fast way is the one taken
     for request in (
         api.add_session(Row(1001, session_id, ts, "rum", "in.csv", 1)),
         api.list_playlists(session_id, 0, 10),
         api.get_playlist(7),
     ):
         whole = base_url + request.path + (f"?{request.query}" if request.query else "")
-        made = UrlMaker(base_url)(request)
-        assert made == URL(whole, encoded=True)
+        made, parsed = maker(request), URL(whole, encoded=True)
+        assert made == parsed
+        assert hash(made) == hash(parsed)
         assert str(made) == whole
+        assert made.origin() == parsed.origin()
+        for name in URL_PROPERTIES:
+            assert getattr(made, name) == getattr(parsed, name), name
+
+
+URL_PROPERTIES = (
+    "scheme", "raw_user", "user", "raw_password", "password", "raw_host", "host",
+    "host_subcomponent", "host_port_subcomponent", "explicit_port", "port", "raw_fragment",
+    "fragment", "raw_authority", "authority", "raw_path", "path", "raw_query_string",
+    "query_string", "raw_path_qs", "path_qs", "absolute", "query", "name", "parent",
+)  # fmt: skip
+
+
+def test_each_url_has_a_cache_of_its_own() -> None:
+    """The base's properties are copied into each URL's cache, never shared: a property
+    one URL works out (its path's) must not show in the next one's."""
+    maker = UrlMaker("http://127.0.0.1:8126")
+    first = maker(api.get_playlist(1))
+    assert first.raw_path_qs == "/api/v2/rum/replay/playlists/1"
+    second = maker(api.get_playlist(2))
+    assert second.raw_path_qs == "/api/v2/rum/replay/playlists/2"
+    assert first.raw_path_qs == "/api/v2/rum/replay/playlists/1"
+
+
+def test_a_yarl_whose_insides_differ_gets_its_urls_from_url_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the base's properties cannot be taken as the fast way needs (a yarl without
+    one of them, here), every URL is made by `URL.build`, the same URL."""
+    monkeypatch.setattr(client_module, "_OF_THE_BASE", ("scheme", "no_such_property"))
+    maker = UrlMaker("http://127.0.0.1:8126")
+    assert not maker.reuses_base
+    request = api.get_playlist(7)
+    assert maker(request) == URL("http://127.0.0.1:8126/api/v2/rum/replay/playlists/7")
+
+
+def test_a_url_made_the_fast_way_that_differed_would_not_be_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check of the fast way can fail: with a wrong base property (the port, here),
+    its URL differs from `URL.build`'s and the fast way is turned off."""
+    check = client_module._same_as_built
+
+    def with_a_wrong_port(maker: UrlMaker) -> bool:
+        assert maker._base_cache is not None
+        maker._base_cache["port"] = 1
+        return check(maker)
+
+    monkeypatch.setattr(client_module, "_same_as_built", with_a_wrong_port)
+    assert not UrlMaker("http://127.0.0.1:8126").reuses_base
