@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 from aiohttp import web
 from hypothesis import given
@@ -21,7 +22,7 @@ from loopback import SERVER, Serve, Server
 from support import TS
 from yarl import URL
 
-from worker import api
+from worker import api, jsoncodec
 from worker import client as client_module
 from worker.answers import Answer, Meaning
 from worker.client import Client, Deadlines, UrlMaker
@@ -43,6 +44,7 @@ REQUESTS = {
 
 
 CREDENTIALS = Credentials(Secret(API_KEY), Secret(APP_KEY))
+JSON = "application/json"
 
 
 async def send(server: Server, request: api.Request) -> Answer:
@@ -84,6 +86,40 @@ async def test_a_request_carries_a_content_type_only_with_a_body(serve: Serve, c
     assert seen.headers.get("Content-Type") == expected
     assert seen.headers["Accept"] == "application/json"
     assert seen.headers["User-Agent"].startswith("rum-playlist-ingest/")
+
+
+@pytest.mark.parametrize("call", sorted(REQUESTS))
+async def test_a_request_has_on_the_wire_the_headers_aiohttp_itself_would_send(
+    serve: Serve, call: str
+) -> None:
+    """The client's request class builds the headers in fewer steps than aiohttp's own:
+    the same headers, in the same order, as a plain session with the same headers sends
+    (with aiohttp's own `skip_auto_headers` for the Content-Type of a body-less call)."""
+    server = await serve(lambda _r: _answer(200, {"data": []}))
+    request = REQUESTS[call]
+    await send(server, request)
+    async with Client(Route(server.base_url), CREDENTIALS, concurrency=1, timeout_s=10) as ours:
+        session_headers = ours._headers
+    url = server.base_url + request.path + (f"?{request.query}" if request.query else "")
+    async with (
+        aiohttp.ClientSession(headers=session_headers, auto_decompress=False) as plain,
+        plain.request(
+            request.method,
+            URL(url, encoded=True),
+            allow_redirects=False,
+            skip_auto_headers=() if request.body is not None else ("Content-Type",),
+            **(
+                {}
+                if request.body is None
+                else {"data": jsoncodec.dumps(request.body), "headers": {"Content-Type": JSON}}
+            ),
+        ) as answer,
+    ):
+        await answer.read()
+
+    ours_seen, plain_seen = server.seen
+    assert ours_seen.raw_headers == plain_seen.raw_headers
+    assert ours_seen.headers.get("Content-Type") == (None if request.body is None else JSON)
 
 
 async def _answer(status: int, body: object) -> web.Response:
