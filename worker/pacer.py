@@ -53,6 +53,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import floor
 from typing import NamedTuple
 
 from aiolimiter import AsyncLimiter
@@ -267,12 +268,16 @@ class Budget:
             )
             return until - now
         span = self._period or (window_end - now)
-        spacing = max(0.0, window_end - END_MARGIN * span - now) / budget
+        # Past the deadline the spacing is negative, and so is the delay: no wait.
+        spacing = (window_end - END_MARGIN * span - now) / budget
         if shared and self._limit:
             # Alone, catching up in a burst after a stall is safe; with others it would
             # race them for the same requests, so never faster than the whole budget's pace.
             spacing = max(spacing, (1 - END_MARGIN) * span / self._limit)
-        delay = min(self._last_send + spacing - now, self._max_pause_s)
+        delay = self._last_send + spacing - now
+        if delay < TIMER_RESOLUTION_S:
+            return 0.0  # far from the limit: no wait, and no more arithmetic
+        delay = min(delay, self._max_pause_s)
         return delay if delay >= TIMER_RESOLUTION_S else 0.0
 
     def _pause(self, now: float, until: float, family: str, reason: str) -> float:
@@ -327,17 +332,18 @@ class Budget:
     def _learn(self, ticket: Ticket, headers: RateLimit, now: float) -> float | None:
         """Take in one answer's headers; returns when the window it was counted in ends
         (monotonic clock; already past if it ended while the request was in flight)."""
-        limit, period, remaining, _, _ = headers
+        limit, period, remaining, reset, _ = headers
         if limit and period and (limit != self._limit or period != self._period):
             if period != self._period:
                 self._window_end = self._budget = None  # windows of another length
             self._limit, self._period = limit, period
             self._learned_bucket = AsyncLimiter(limit, period)
-        end = self._boundary(ticket, headers, now)
+        seq = ticket.seq
+        end = self._boundary(ticket.sent_wall, period or self._period, reset, now)
         if end is None or end <= now or remaining is None:
             return end  # a window already over says nothing about the current one
         # Our requests sent after this one may not be in the server's count yet.
-        estimate = remaining - (self._seq - ticket.seq)
+        estimate = remaining - (self._seq - seq)
         # How far two answers' window ends may differ and still be the same window:
         # exact from the calendar; from whole-second Resets, each up to a second off.
         known = self._period
@@ -345,40 +351,38 @@ class Budget:
         window_end = self._window_end
         if window_end is None or end > window_end + slack:
             self._window_end, self._budget = end, estimate
-            self._window_first_seq = ticket.seq
+            self._window_first_seq = seq
             self._others_before, self._others_now = self._others_now, False
         elif abs(end - window_end) <= slack and self._budget is not None:
             self._budget = min(self._budget, estimate)
         else:
             return end
         limit = limit or self._limit
-        if limit is not None and ticket.seq >= self._window_first_seq:
+        if limit is not None and seq >= self._window_first_seq:
             ours = self._seq - self._window_first_seq + 1  # all we sent in it, at most
             self._others_now |= limit - remaining > ours
         return end
 
-    def _boundary(self, ticket: Ticket, headers: RateLimit, now: float) -> float | None:
-        """When the window this answer was counted in ends (monotonic clock), or None
-        when the headers cannot tell."""
-        period = headers.period or self._period
+    def _boundary(
+        self, sent_wall: float, period: float | None, reset: float | None, now: float
+    ) -> float | None:
+        """When the window that a request sent at `sent_wall` (wall clock) was counted in
+        ends (monotonic clock), or None when the headers cannot tell."""
         if period is not None and self._skew_votes < SKEW_VOTES:
             # Windows are aligned to the calendar: with clocks in sync, the boundary after
-            # the send time is exact, which a whole-second Reset is not.
-            wall_now = self._wall()
-            aligned = (math.floor(ticket.sent_wall / period) + 1) * period
-            if wall_now >= aligned:
-                return now + (aligned - wall_now)  # over: counted in it or the next
-            if headers.reset is None or abs(aligned - wall_now - headers.reset) <= (
-                RESET_TOLERANCE_S
-            ):
-                return now + (aligned - wall_now)
+            # the send time is exact, which a whole-second Reset is not. A window over is
+            # so whatever Reset says: the request was counted in it or the next.
+            until = (floor(sent_wall / period) + 1) * period - self._wall()
+            if until <= 0.0 or reset is None or abs(until - reset) <= RESET_TOLERANCE_S:
+                return now + until
             self._skew_votes += 1  # our clock and the server's disagree
         # By Reset alone: the window had not ended when the server answered, whatever a
         # rounded-down Reset of 0 says, so a 429 can never be taken for a window now over.
         # A fixed window never ends more than a period away: a longer Reset is not true.
-        if headers.reset is None:
+        if reset is None:
             return None
-        reset = headers.reset if period is None else min(headers.reset, period + 1.0)
+        if period is not None:
+            reset = min(reset, period + 1.0)
         return now + max(reset, 1.0)
 
     def _rate_limited(
