@@ -343,6 +343,46 @@ async def test_an_answer_trickled_in_is_cut_at_the_deadline(serve: Serve) -> Non
     assert 0 < server.sent < length
 
 
+async def test_a_body_that_comes_in_parts_is_read_whole(serve: Serve) -> None:
+    """Its first part with the headers, the rest later: read to its Content-Length, as
+    `ClientResponse.read()` would (the body is JSON only once whole)."""
+    body = json.dumps({"data": {"type": "rum_replay_playlist", "id": "7", "pad": "x" * 3000}})
+
+    async def in_parts(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Length": str(len(body))})
+        await response.prepare(request)
+        await response.write(body[:100].encode())
+        await asyncio.sleep(0.05)  # the wire's gap: nothing the client could signal
+        await response.write(body[100:].encode())
+        return response
+
+    server = await serve(in_parts)
+    answer = await send(server, api.get_playlist(7))
+
+    assert answer.meaning is Meaning.DONE, answer
+    assert answer.payload == json.loads(body)
+
+
+async def test_a_body_cut_short_of_its_content_length_is_an_answer_lost(serve: Serve) -> None:
+    """The connection closes halfway through the body: retried, and it may have been
+    applied (the status said done, the rest never came)."""
+
+    async def cut(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=201, headers={"Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b'{"data": ')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    server = await serve(cut)
+    answer = await send(server, api.add_session(ROW))
+
+    assert answer.meaning is Meaning.RETRYABLE, answer
+    assert answer.maybe_applied
+    assert answer.error
+
+
 @pytest.mark.parametrize(("deadline", "stop"), [(True, False), (False, True), (True, True)])
 async def test_only_the_deadline_alone_makes_a_timed_out_answer(
     serve: Serve, deadline: bool, stop: bool

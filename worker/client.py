@@ -311,20 +311,31 @@ async def _inflate(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, str 
         pending = inflater.unused_data if inflater.eof else b""
 
 
+async def _read_length(content: aiohttp.StreamReader, length: int) -> bytes:
+    """A body of `length` bytes (its Content-Length), read as `ClientResponse.read()`
+    reads it, to its end: in one read when it came in with the headers, as a few hundred
+    bytes do. `read()` reads until a read finds nothing more, a second trip through the
+    stream's reader for every answer."""
+    body = await content.read(length)
+    if len(body) < length:
+        body += await content.read()  # the rest, as it comes; a broken connection raises
+    return body
+
+
 async def read_body(
     response: aiohttp.ClientResponse, cap: int, *, start_will_do: bool = False
 ) -> tuple[bytes, str | None]:
     """The body, decoded, with why it is not all there (None: it is). `start_will_do`:
     the first `cap` bytes are of use even if there are more (an error's text).
 
-    The common answer, a few hundred bytes with a Content-Length, is read in one call:
-    aiohttp's parser reads exactly that many bytes, no more."""
+    The common answer, a few hundred bytes with a Content-Length, is read in one call
+    (`_read_length`): aiohttp's parser reads exactly that many bytes, no more."""
     raw_encoding = response.headers.get(_CONTENT_ENCODING)
     encoding = "" if raw_encoding is None else raw_encoding.strip().lower()
     if encoding in _IDENTITY:
         length = response.content_length
         if length is not None and length <= cap:
-            return await response.read(), None
+            return await _read_length(response.content, length), None
         if length is not None and not start_will_do:
             return b"", _too_large(cap)
         body, whole = await _read_raw(response.content, cap)
