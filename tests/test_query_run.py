@@ -9,6 +9,7 @@ import json
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from support import (
 )
 
 from worker.journal import BatchPolicy
-from worker.query.dates import iso
+from worker.query.dates import iso, iso_ms
 from worker.query.source import MAX_PAGE_LIMIT, TIMEOUT_RETRIES
 from worker.query.spec import QuerySpec
 from worker.sandbox import Sandbox
@@ -46,17 +47,25 @@ QUERY = "@session.type:user OR @usr.email:user1*"
 PLAYLIST = 7
 CONCURRENCY = 8
 MINUTE = 60_000
+HOUR = 60 * MINUTE
 
 
-def population(sessions: int) -> PopulationConfig:
-    """Placed at a fixed time, an event a minute: every range below is exact."""
-    return PopulationConfig(sessions=sessions, start_ms=TS, interval_ms=MINUTE)
+def population(sessions: int, start_ms: int = TS, interval_ms: int = MINUTE) -> PopulationConfig:
+    """Placed at a fixed time, an event a minute unless told: every range below is exact."""
+    return PopulationConfig(sessions=sessions, start_ms=start_ms, interval_ms=interval_ms)
 
 
 async def query_sandbox(
-    make_sandbox: MakeSandbox, sessions: int, faults: SearchFaults | None = None, **config: object
+    make_sandbox: MakeSandbox,
+    sessions: int,
+    faults: SearchFaults | None = None,
+    *,
+    placed: PopulationConfig | None = None,
+    **config: object,
 ) -> Sandbox:
-    search = SearchConfig(population=population(sessions), faults=faults or SearchFaults())
+    """A sandbox of `sessions` placed as `population` places them, or as `placed` says."""
+    people = placed or population(sessions)
+    search = SearchConfig(population=people, faults=faults or SearchFaults())
     return await keyed_sandbox(make_sandbox, search=search, **config)
 
 
@@ -433,6 +442,53 @@ async def test_nightly_runs_from_last_add_each_new_session_once(
     assert start["from"] == iso(first_end - (4 * 60 + 30) * MINUTE)
 
 
+async def test_shards_started_apart_add_every_session_once_night_after_night(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """Two shards of one nightly query, each started once the other has finished (so each
+    takes its own `now`), on two nights a day apart (`--to now-24h`, then `--to now`):
+    every session lands once. Each shard used to split the range as its own clock and
+    journal saw it, so the second night's shards started where each one's own slice of
+    the first night had ended: hours fell to no shard, and others to both."""
+    this_hour = int(time.time() * 1000) // HOUR * HOUR
+    first_from = this_hour - 48 * HOUR
+    # 46 hours of sessions, an event every 2 minutes, ending 2 hours before this hour.
+    placed = population(344, start_ms=first_from, interval_ms=2 * MINUTE)
+    sandbox = await query_sandbox(make_sandbox, placed.sessions, placed=placed)
+    want = expected(sandbox)
+    nightly = ["--from", "last", "--first-from", iso(first_from)]
+
+    async def night(to: str, order: tuple[int, int]) -> list[Finished]:
+        """The shards run one after the other, in `order`; their runs by shard."""
+        runs: dict[int, Finished] = {}
+        for k in order:
+            journal = tmp_path / f"shard-{k}.sqlite3"
+            args = run_args(sandbox, journal, *nightly, "--to", to, "--shard", f"{k}/2")
+            runs[k] = await run_cli(*args, env=KEYS)
+            assert runs[k].code == 0, runs[k].stderr
+        return [runs[k] for k in sorted(runs)]
+
+    def ends(runs: list[Finished]) -> list[int]:
+        return [iso_ms(str(run.events("start")[0]["to"])) or 0 for run in runs]
+
+    first = ends(await night("now-24h", (0, 1)))
+    landed = in_playlist(sandbox)
+    # Up to the earlier end every session is in; past it, only those of a later end.
+    assert expected(sandbox, to_ms=min(first)) <= landed <= expected(sandbox, to_ms=max(first))
+    second = await night("now", (1, 0))
+
+    assert in_playlist(sandbox) == want
+    assert stats(sandbox)["puts"] == len(want)  # no session sent twice, by either shard
+    for k, run in enumerate(second):  # each says which range and which slices it took
+        (start,) = run.events("start")
+        block = query_block(run)
+        assert (start["from"], start["to"], start["slices"]) == (
+            block["from"], block["to"], block["slices"],
+        )  # fmt: skip
+        assert f"shard {k}/2 searches the hours of it numbered {k} mod 2" in str(start["why"])
+        assert "previous completed search ended" in str(start["why"])
+
+
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
@@ -462,6 +518,29 @@ async def test_bad_query_input_exits_2_having_sent_nothing(
     (event,) = done.events("cannot_start")
     assert problem in str(event["error"])
     assert stats(sandbox)["requests"] == sandbox.search.stats.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["--from", "now-2d", "--to", "now-1d"], "--from now-2d with --shard"),
+        (["--from", iso(TS)], "--to now (the default) with --shard"),
+        (["--from", "last", "--first-from", "now-7d"], "--first-from now-7d with --shard"),
+    ],
+)
+async def test_a_sharded_query_whose_shards_could_disagree_exits_2_having_sent_nothing(
+    make_sandbox: MakeSandbox, tmp_path: Path, args: list[str], problem: str
+) -> None:
+    sandbox = await query_sandbox(make_sandbox, 100)
+    sharded = [*run_args(sandbox, tmp_path / "j.sqlite3", *args), "--shard", "0/2"]
+    done = await run_cli(*sharded, env=KEYS)
+
+    assert done.code == 2, done.stderr
+    (event,) = done.events("cannot_start")
+    assert problem in str(event["error"])
+    assert "give a fixed" in str(event["error"])
+    assert stats(sandbox)["requests"] == sandbox.search.stats.requests == 0
+    assert not (tmp_path / "j.sqlite3").exists()
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from worker.query.dates import (
     resolve_last,
     start_after,
 )
+from worker.query.slices import SLICE_MS, Slices
 from worker.query.source import CURSOR_RESTARTS, QuerySource, SearchBody, SearchFailed
 from worker.query.spec import QueryError, QuerySpec
 from worker.query.stage import Checkpoints, HandedChunk, QueryChunks
@@ -33,6 +34,7 @@ from worker.sandbox import Sandbox
 from worker.sandbox.population import Population, PopulationConfig
 from worker.sandbox.search import PATH
 from worker.sandbox.search_config import SearchConfig
+from worker.shard import Shard
 
 NOW = 1_800_000_000_000
 T0 = 1_704_067_200_000
@@ -348,6 +350,70 @@ async def test_an_expired_cursor_searches_again_from_the_last_event_received() -
     assert ids == [f"s{i}" for i in range(10)] + ["late"] + [f"t{i}" for i in range(5)]
     assert source.summary.restarts == 1
     assert logs[0]["event"] == "query_cursor_expired"
+
+
+# A shard's search: T0 is on an hour, so HOURS holds nine whole slices.
+HOURS = TimeRange(T0 + 1, T0 + 9 * SLICE_MS - 1)
+THIRD = Slices(HOURS, Shard(1, 3))
+"""Hours 1, 4 and 7 of HOURS."""
+EVERY_10_MIN = spread(9 * 6, step=600_000)
+
+
+def in_slices(events: list[tuple[str, int]], slices: Slices) -> list[str]:
+    return [s for s, ts in events if any(p.from_ms <= ts < p.to_ms for p in slices)]
+
+
+async def test_a_shards_search_asks_for_its_slices_alone_and_hands_out_their_sessions() -> None:
+    fake = FakeSearch(EVERY_10_MIN)
+    source = QuerySource(fake, SPEC, HOURS, slices=THIRD, page_limit=4)
+    rows: list[Row] = []
+    async for row in source:
+        rows.append(row)
+        # The position's promise: every session of the slices before it is handed out.
+        before = {s for s, ts in EVERY_10_MIN if ts < source.position_ms}
+        assert set(in_slices(EVERY_10_MIN, THIRD)) & before <= {r.session_id for r in rows}
+
+    assert [r.session_id for r in rows] == in_slices(EVERY_10_MIN, THIRD)
+    asked = {(int(b["filter"]["from"]), int(b["filter"]["to"])) for b in fake.bodies}
+    assert asked == {(p.from_ms, p.to_ms) for p in THIRD}
+    assert source.summary.completed
+    assert (source.summary.from_ms, source.summary.to_ms) == (HOURS.from_ms, HOURS.to_ms)
+    assert source.position_ms == HOURS.to_ms
+
+
+async def test_a_shards_search_resumes_inside_its_slice_or_at_the_next_one() -> None:
+    inside = FakeSearch(EVERY_10_MIN)
+    middle = T0 + 4 * SLICE_MS + 25 * 60_000
+    rows = await collect(QuerySource(inside, SPEC, HOURS, slices=THIRD, start_ms=middle))
+    assert inside.bodies[0]["filter"]["from"] == str(middle)
+    assert rows[0].ts == T0 + 4 * SLICE_MS + 30 * 60_000
+
+    between = FakeSearch(EVERY_10_MIN)
+    gap = T0 + 2 * SLICE_MS + 1  # another shard's hour
+    await collect(QuerySource(between, SPEC, HOURS, slices=THIRD, start_ms=gap))
+    assert between.bodies[0]["filter"]["from"] == str(T0 + 4 * SLICE_MS)
+
+
+async def test_a_shard_with_no_slice_in_its_range_asks_nothing() -> None:
+    fake = FakeSearch(EVERY_10_MIN)
+    nothing = Slices(TimeRange(T0, T0 + 60_000), Shard(1, 2))
+    source = QuerySource(fake, SPEC, nothing.span, slices=nothing)
+    assert await collect(source) == []
+    assert fake.bodies == []
+    assert source.summary.completed
+
+
+async def test_an_expired_cursor_searches_again_inside_the_slice_never_between() -> None:
+    """The next slice's first answer is empty but has a cursor, which then expires: the
+    new search starts at that slice's start, not at the last event of the one before
+    (whose hours after it are other shards')."""
+    fake = FakeSearch(EVERY_10_MIN)  # the first slice's six events come in one answer
+    fake.script = {1: page([], after="0"), 2: Answer(Meaning.ROW_FAILED, 400, "expired")}
+    rows = await collect(QuerySource(fake, SPEC, HOURS, slices=THIRD, page_limit=10))
+
+    assert fake.bodies[3]["filter"]["from"] == str(T0 + 4 * SLICE_MS)
+    assert "cursor" not in fake.bodies[3]["page"]
+    assert [r.session_id for r in rows] == in_slices(EVERY_10_MIN, THIRD)
 
 
 async def test_a_search_that_cannot_go_on_fails_with_the_servers_reason() -> None:

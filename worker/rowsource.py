@@ -26,13 +26,14 @@ from worker.journal import QueryKey
 from worker.pipeline import Source
 from worker.query.dates import (
     FROM_LAST,
-    DateError,
     Resolved,
     TimeRange,
     iso,
+    relative,
     resolve,
     resolve_last,
 )
+from worker.query.slices import SLICE_MS, Slices, slice_start
 from worker.query.source import QuerySource, SearchFailed
 from worker.query.spec import QuerySpec
 from worker.query.stage import Checkpoints, QueryChunks
@@ -111,6 +112,8 @@ class _Searched:
     key: QueryKey
     resolved: Resolved
     resumed_from_ms: int | None
+    slices: Slices | None
+    """The parts of the range a shard searches; None for a run alone."""
 
 
 class QueryRows:
@@ -142,21 +145,14 @@ class QueryRows:
 
     def open(self, search: Search | None, positions: Positions | None) -> Source:
         assert search is not None, "a query needs the API"
-        spec = self._spec
-        key = QueryKey(spec.effective_query, spec.playlist_id)
-        now = self._now_ms()
-        options = self._options
+        spec, shard = self._spec, self._shard
+        key = query_key(spec, shard)
         previous = positions.completed_to(key) if positions is not None else None
-        if options.from_text.strip() == FROM_LAST:
-            resolved = resolve_last(options.to_text, now, previous, options.first_from)
-        else:
-            span = resolve(options.from_text, options.to_text, now)
-            resolved = Resolved(span, "--from and --to as given")
-        if self._shard is not None:
-            resolved = _shard_range(resolved, self._shard)
+        resolved = resolve_range(self._options, self._now_ms(), previous, shard)
+        slices = None if shard is None else Slices(resolved.time_range, shard)
         saved = positions.query_position(key) if positions is not None else None
         resumed = saved if _resumable(saved, previous, resolved.time_range) else None
-        self._searched = _Searched(spec, key, resolved, resumed)
+        self._searched = _Searched(spec, key, resolved, resumed, slices)
         self._positions = positions
         self._log.info(
             "query",
@@ -171,6 +167,7 @@ class QueryRows:
             search,
             spec,
             resolved.time_range,
+            slices=slices,
             data_source=self._data_source,
             start_ms=resumed,
             log=self._log,
@@ -194,6 +191,8 @@ class QueryRows:
         }
         if searched.resumed_from_ms is not None:
             fields["resumed_from"] = iso(searched.resumed_from_ms)
+        if searched.slices is not None:
+            fields["slices"] = searched.slices.to_json()
         return fields
 
     def start_fields(self) -> dict[str, object]:
@@ -227,7 +226,44 @@ class QueryRows:
         block = summary.to_json()
         block["sessions"] = summary.sessions - (self._chunks.repeats if self._chunks else 0)
         block["why"] = self._searched.resolved.why
+        if self._searched.slices is not None:
+            block["slices"] = self._searched.slices.to_json()
         return {"query": block}
+
+
+def query_key(spec: QuerySpec, shard: Shard | None) -> QueryKey:
+    """What the journal files the search's position and end under. A shard's names the
+    shard and the slices too: with another N (or width) its slices are other times, and
+    going on from where the old ones ended could skip some; so it starts afresh, from
+    `--first-from`."""
+    if shard is None:
+        return QueryKey(spec.effective_query, spec.playlist_id)
+    sliced = f"{spec.effective_query} [shard {shard}, slices of {SLICE_MS} ms]"
+    return QueryKey(sliced, spec.playlist_id)
+
+
+def resolve_range(
+    options: QueryOptions, now_ms: int, previous_to_ms: int | None, shard: Shard | None
+) -> Resolved:
+    """The range a run searches, and why. A shard takes `now` as the start of its hour,
+    so that shards started within one hour take one range; none of their sessions hangs
+    on it, since a moment's shard is its hour's, whatever range each shard took
+    (`worker.query.slices`)."""
+    now = now_ms if shard is None else slice_start(now_ms)
+    if options.from_text.strip() == FROM_LAST:
+        resolved = resolve_last(options.to_text, now, previous_to_ms, options.first_from)
+    else:
+        span = resolve(options.from_text, options.to_text, now)
+        resolved = Resolved(span, "--from and --to as given")
+    if shard is None:
+        return resolved
+    why = (
+        f"{resolved.why}; shard {shard} searches the hours of it numbered {shard.index} "
+        f"mod {shard.count} from the epoch"
+    )
+    if relative(options.to_text):
+        why += f", and took now as {iso(now)}, the start of its hour, as every shard started in it"
+    return Resolved(resolved.time_range, why)
 
 
 def _resumable(saved: int | None, completed_to: int | None, span: TimeRange) -> bool:
@@ -238,15 +274,3 @@ def _resumable(saved: int | None, completed_to: int | None, span: TimeRange) -> 
     if saved is None or not span.from_ms < saved < span.to_ms:
         return False
     return completed_to is None or saved > completed_to
-
-
-def _shard_range(resolved: Resolved, shard: Shard) -> Resolved:
-    """Shard K of N searches the K-th of N equal slices of the range, so N shards search
-    it once between them rather than N times."""
-    span = resolved.time_range
-    width = span.to_ms - span.from_ms
-    start = span.from_ms + width * shard.index // shard.count
-    end = span.from_ms + width * (shard.index + 1) // shard.count
-    if start >= end:
-        raise DateError(f"the range is too short to split into {shard.count} shards")
-    return Resolved(TimeRange(start, end), f"{resolved.why}; shard {shard} of the range")

@@ -41,7 +41,15 @@ from worker.health import RetryPolicy
 from worker.journal import default_journal_path, side_files
 from worker.metrics import destination_from
 from worker.pacer import DEFAULT_MAX_PAUSE_S
-from worker.query.dates import DEFAULT_FROM, DEFAULT_TO, FROM_LAST, parse_when, resolve
+from worker.query.dates import (
+    DEFAULT_FROM,
+    DEFAULT_TO,
+    FROM_LAST,
+    DateError,
+    parse_when,
+    resolve,
+)
+from worker.query.slices import check_sharded
 from worker.query.spec import QuerySpec
 from worker.report import prepare_destination
 from worker.settings import Outputs, Pace, QueryOptions, RunConfig, Target, Watch
@@ -123,7 +131,15 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
         raise ConfigError(
             "--query needs --playlist ID (or --playlist-name NAME): the playlist its sessions go to"
         )
-    return query_options(args, journal=journal)
+    options = query_options(args, journal=journal)
+    if args.shard is not None:
+        try:
+            check_sharded(
+                options.from_text, options.to_text, options.first_from, int(time.time() * 1000)
+            )
+        except DateError as exc:
+            raise ConfigError(str(exc)) from None
+    return options
 
 
 def query_options(args: argparse.Namespace, *, journal: Path | None) -> QueryOptions:

@@ -67,6 +67,11 @@ def parse_when(text: str, option: str, now_ms: int) -> int:
     return ms
 
 
+def relative(text: str) -> bool:
+    """Whether a WHEN is date math: each process resolves it against its own clock."""
+    return _MATH.fullmatch(text.strip()) is not None
+
+
 def resolve(from_text: str, to_text: str, now_ms: int) -> TimeRange:
     """The range for `--from`/`--to` (already resolved from `last` by the caller)."""
     if from_text.strip() == FROM_LAST:

@@ -4,6 +4,8 @@ one `Row` per session event, oldest first.
 - Sorted by ascending timestamp, so a position ("every event before this moment has been
   handed over") means something, and a resume or an expired cursor can start a new
   search from it instead of from the beginning.
+- A shard's search (`--shard K/N`) covers only its slices of the range
+  (`worker.query.slices`): one search (cursor chain) each, in time order.
 - At most one page is fetched ahead, and only once the consumer starts on the current
   page: memory holds two pages at most, however many sessions the query finds.
 - An answer with `meta.status` other than `done` may be partial, so it is never taken:
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -159,13 +161,16 @@ class QuerySource:
         spec: QuerySpec,
         time_range: TimeRange,
         *,
+        slices: Iterable[TimeRange] | None = None,
         data_source: str = DEFAULT_DATA_SOURCE,
         start_ms: int | None = None,
         page_limit: int = MAX_PAGE_LIMIT,
         timeout_retries: int = TIMEOUT_RETRIES,
         log: FilteringBoundLogger | None = None,
     ) -> None:
-        """`start_ms`: a saved position to resume from (inside the range)."""
+        """`slices`: the parts of the range to search, in order (a shard's, which may be
+        none); None: the whole range. `start_ms`: a saved position to resume from
+        (inside the range)."""
         if not 1 <= page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"page_limit must be from 1 to {MAX_PAGE_LIMIT}, not {page_limit}")
         if timeout_retries < 0:
@@ -179,10 +184,14 @@ class QuerySource:
         self._log = log or structlog.get_logger()
         first = time_range.from_ms if start_ms is None else max(time_range.from_ms, start_ms)
         self._position = first
-        self._search_from = first
+        parts = (time_range,) if slices is None else slices
+        self._slices = (part for part in parts if part.to_ms > first)
+        self._slice = next(self._slices, None)
+        """The slice being searched; None: none is left."""
+        self._search_from = first if self._slice is None else max(first, self._slice.from_ms)
         """Where the current search (cursor chain) started."""
         self._cursor: str | None = None
-        self._received_ms = first
+        self._received_ms = self._search_from
         """The last timestamp received: where a search starts again after an expiry."""
         self._restarted_at: int | None = None
         self._stuck = 0
@@ -226,7 +235,7 @@ class QuerySource:
         return self._rows()
 
     async def _rows(self) -> AsyncIterator[Row]:
-        if self._position >= self._range.to_ms:
+        if self._slice is None:
             self._finish()
             return
         pending: asyncio.Task[_Page] | None = asyncio.create_task(self._fetch())
@@ -237,7 +246,8 @@ class QuerySource:
                 except SearchFailed as exc:
                     self._error = str(exc)
                     raise
-                pending = None if page.after is None else asyncio.create_task(self._fetch())
+                # Taking the page moved the search on, to the next slice after a slice's last.
+                pending = None if self._slice is None else asyncio.create_task(self._fetch())
                 for event in page.events:
                     self._sessions += 1
                     self._position = max(self._position, event.ts)
@@ -261,6 +271,7 @@ class QuerySource:
         self._position = self._range.to_ms
 
     def _body(self) -> dict[str, object]:
+        assert self._slice is not None, "no search is left to send"
         page: dict[str, object] = {"limit": self._page_limit}
         if self._cursor is not None:
             page["cursor"] = self._cursor
@@ -268,7 +279,7 @@ class QuerySource:
             "filter": {
                 "query": self._spec.effective_query,
                 "from": str(self._search_from),
-                "to": str(self._range.to_ms),
+                "to": str(self._slice.to_ms),
             },
             "page": page,
             "sort": "timestamp",
@@ -329,7 +340,8 @@ class QuerySource:
         self._search_from = self._received_ms
 
     def _take(self, page: _Page) -> _Page:
-        """Counts the page, drops its repeats and moves the cursor on."""
+        """Counts the page, drops its repeats and moves the cursor on (to the next slice
+        after the last page of one)."""
         if page.after is not None and page.after == self._cursor:
             raise SearchFailed(
                 "the search answered with the cursor it was sent: it would never end"
@@ -362,7 +374,17 @@ class QuerySource:
             else:
                 kept.append(_Event(event.session_id, event.ts, self._events))
         self._cursor = page.after
+        if page.after is None:
+            self._next_slice()
         return _Page(tuple(kept), page.after, True, page.warnings, page.malformed)
+
+    def _next_slice(self) -> None:
+        """Moves the search to the next slice, if one is left. An expired cursor then
+        restarts inside it, never in the time between two slices (another shard's)."""
+        self._slice = next(self._slices, None)
+        if self._slice is not None:
+            self._search_from = self._received_ms = self._slice.from_ms
+            self._boundary = set()
 
 
 def _failure(answer: AnswerLike) -> str:
