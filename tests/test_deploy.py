@@ -196,6 +196,18 @@ def test_the_install_step_builds_from_exactly_the_copied_files(tmp_path: Path) -
     assert {"worker/cli/__init__.py", "worker/shard.py", "worker/sandbox/__init__.py"} <= set(names)
 
 
+def test_the_fast_extra_is_empty_and_no_page_tells_of_it() -> None:
+    """uvloop and orjson are plain dependencies (checked above): `fast` adds nothing and
+    is kept for old instructions only, so no page or deploy file may name it."""
+    assert pyproject()["project"]["optional-dependencies"]["fast"] == []
+    pages = [ROOT / "README.md", ROOT / "bench" / "README.md", *(ROOT / "docs").glob("*.md")]
+    pages += [path for path in DEPLOY.rglob("*") if path.is_file()]
+    naming = [
+        str(p.relative_to(ROOT)) for p in pages if re.search(r"`fast`|\[fast\]", p.read_text())
+    ]
+    assert not naming, f"these name the empty `fast` extra: {naming}"
+
+
 # Kubernetes
 
 
