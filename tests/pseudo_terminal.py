@@ -1,13 +1,17 @@
 """A command run on a pseudo-terminal, as a person at a terminal runs it.
 
-stdout and stderr are the terminal (so the tool sees a TTY of the given size); stdin is
-a pipe the test writes to when it chooses, so a test can hold the input back until the
-first frame of the display is on screen, and so wait for events, never for time.
+The terminal is the command's controlling terminal (`/dev/tty`), as a shell makes it;
+stdout and stderr are the terminal too (so the tool sees a TTY of the given size), or a
+file (`> FILE 2>&1`); stdin is a pipe the test writes to when it chooses, so a test can
+hold the input back until the first frame of the display is on screen, and so wait for
+events, never for time.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
+import functools
 import os
 import pty
 import re
@@ -44,21 +48,32 @@ class Terminal:
         columns: int = 120,
         env: Mapping[str, str] | None = None,
         stdin_pipe: bool = False,
+        output: Path | None = None,
     ) -> None:
+        """With `output`, stdout and stderr go to that file, not the terminal."""
         controller, terminal = pty.openpty()
         ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         base = {k: v for k, v in os.environ.items() if k not in _AMBIENT}
         base = {k: v for k, v in base.items() if not k.startswith(("DD_", "SANDBOX_"))}
         full_env = base | {"TERM": "xterm-256color", "PYTHONPATH": str(ROOT)} | dict(env or {})
         self._controller = controller
-        self._child = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE if stdin_pipe else terminal,
-            stdout=terminal,
-            stderr=terminal,
-            env=full_env,
-            cwd=ROOT,
-        )
+        with contextlib.ExitStack() as files:
+            out = terminal if output is None else files.enter_context(output.open("wb"))
+            self._child = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE if stdin_pipe else terminal,
+                stdout=out,
+                stderr=out,
+                env=full_env,
+                cwd=ROOT,
+                # A session of its own, whose controlling terminal this is. The child
+                # runs one C call before exec, taking no lock another thread could hold,
+                # and keeps the terminal open, as a shell does, whatever its own streams
+                # are: the screen ends when the command does.
+                start_new_session=True,
+                preexec_fn=functools.partial(ioctl, terminal, termios.TIOCSCTTY, 0),  # noqa: PLW1509
+                pass_fds=(terminal,),
+            )
         os.close(terminal)
         self.screen = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

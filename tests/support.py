@@ -93,6 +93,8 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 async def start_cli(
     *args: str, env: Mapping[str, str] | None = None, stdin: bytes | None = None
 ) -> asyncio.subprocess.Process:
+    """`python -m worker ARGS` as cron or CI starts it: pipes, and in a session of its own
+    with no controlling terminal, even when the suite runs from one."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -103,6 +105,7 @@ async def start_cli(
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
     )
 
 

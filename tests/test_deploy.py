@@ -27,6 +27,7 @@ import yaml
 
 from worker import __version__
 from worker.cli import build_parser
+from worker.cli.run import query_from_args
 from worker.journal import JOURNAL_ENV
 from worker.shard import Shard
 
@@ -196,6 +197,18 @@ def test_the_install_step_builds_from_exactly_the_copied_files(tmp_path: Path) -
     assert {"worker/cli/__init__.py", "worker/shard.py", "worker/sandbox/__init__.py"} <= set(names)
 
 
+def test_the_fast_extra_is_empty_and_no_page_tells_of_it() -> None:
+    """uvloop and orjson are plain dependencies (checked above): `fast` adds nothing and
+    is kept for old instructions only, so no page or deploy file may name it."""
+    assert pyproject()["project"]["optional-dependencies"]["fast"] == []
+    pages = [ROOT / "README.md", ROOT / "bench" / "README.md", *(ROOT / "docs").glob("*.md")]
+    pages += [path for path in DEPLOY.rglob("*") if path.is_file()]
+    naming = [
+        str(p.relative_to(ROOT)) for p in pages if re.search(r"`fast`|\[fast\]", p.read_text())
+    ]
+    assert not naming, f"these name the empty `fast` extra: {naming}"
+
+
 # Kubernetes
 
 
@@ -247,13 +260,22 @@ class Workload:
         return next(v for v in self.pod["volumes"] if v["name"] == name)
 
 
-def workloads() -> tuple[Workload, Workload]:
-    """The CronJob's and the Indexed Job's."""
-    cron, indexed = manifests("cronjob.yaml"), manifests("indexed-job.yaml")
+CRONJOBS = ("cronjob.yaml", "query-cronjob.yaml")
+"""The nightly run of a file, and the nightly run of a RUM query."""
+
+
+def cronjob(name: str) -> Workload:
+    cron = manifests(name)
     nightly = cron["CronJob"]["spec"]["jobTemplate"]["spec"]
+    return Workload(nightly, nightly["template"]["spec"], cron["PersistentVolumeClaim"])
+
+
+def workloads() -> tuple[Workload, Workload, Workload]:
+    """The two CronJobs' and the Indexed Job's."""
+    indexed = manifests("indexed-job.yaml")
     backfill = indexed["Job"]["spec"]
     return (
-        Workload(nightly, nightly["template"]["spec"], cron["PersistentVolumeClaim"]),
+        *(cronjob(name) for name in CRONJOBS),
         Workload(backfill, backfill["template"]["spec"], indexed["PersistentVolumeClaim"]),
     )
 
@@ -261,7 +283,7 @@ def workloads() -> tuple[Workload, Workload]:
 DOWNWARD = {"JOB_COMPLETION_INDEX": "0", "DD_AGENT_HOST": "10.0.0.1"}
 
 
-@pytest.mark.parametrize("workload", workloads(), ids=["cronjob", "indexed-job"])
+@pytest.mark.parametrize("workload", workloads(), ids=["cronjob", "query-cronjob", "indexed-job"])
 def test_workload_runs_the_image_with_keys_from_the_secret_and_state_on_the_claim(
     workload: Workload,
 ) -> None:
@@ -299,17 +321,43 @@ def failure_rules(workload: Workload) -> dict[str, set[int]]:
     return rules
 
 
-def test_cronjob_never_overlaps_and_backs_off() -> None:
-    cron = manifests("cronjob.yaml")["CronJob"]["spec"]
+@pytest.mark.parametrize("name", CRONJOBS)
+def test_cronjob_never_overlaps_and_backs_off(name: str) -> None:
+    cron = manifests(name)["CronJob"]["spec"]
     assert cron["concurrencyPolicy"] == "Forbid"
-    cronjob, _ = workloads()
-    assert 0 < cronjob.job["backoffLimit"] <= 6
-    assert cronjob.job["podReplacementPolicy"] == "Failed"
-    assert failure_rules(cronjob) == {"FailJob": {1, 2, 3}}
+    nightly = cronjob(name)
+    assert 0 < nightly.job["backoffLimit"] <= 6
+    assert nightly.job["podReplacementPolicy"] == "Failed"
+    assert failure_rules(nightly) == {"FailJob": {1, 2, 3}}
+
+
+def test_the_query_cronjob_searches_from_last_with_a_journal_that_outlives_its_pods(
+    tmp_path: Path,
+) -> None:
+    """`--from last` reads the last completed search from the journal: the journal must
+    be on the claim (not a pod's own disk), and not the file CronJob's."""
+    query = cronjob("query-cronjob.yaml")
+    args = run_args(query.argv(**DOWNWARD))
+    assert args.inputs == []
+    assert args.query
+    assert args.playlist
+    assert (args.from_, args.first_from) == ("last", "now-7d")
+    assert not args.no_journal
+    assert within(args.journal, query.mounts()["state"])
+    assert (
+        query.volume("state")["persistentVolumeClaim"]["claimName"]
+        == (query.claim["metadata"]["name"])
+    )
+    assert query.claim["metadata"]["name"] != cronjob("cronjob.yaml").claim["metadata"]["name"]
+    # The CLI's own check of the search's options (a query, a playlist, --from last
+    # with a journal to read it from) accepts them, as it would in the pod.
+    options = query_from_args(args, journal=tmp_path / "journal.sqlite3")
+    assert options is not None
+    assert (options.query, options.from_text) == (args.query, "last")
 
 
 def test_indexed_job_gives_each_pod_its_own_shard() -> None:
-    _, indexed = workloads()
+    *_, indexed = workloads()
     spec = indexed.job
     count = spec["completions"]
     assert spec["completionMode"] == "Indexed"

@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from worker.examples import EXAMPLES
+from worker.exits import EXIT_ABORTED, Ending, exit_status
 from worker.report import Report
+from worker.stop import Reason
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = "rum-playlist-ingest"
@@ -154,6 +157,17 @@ def test_the_report_page_documents_every_field_the_report_has_and_no_other() -> 
     table = page.split("\n## Fields\n", 1)[1].split("\n## ", 1)[0]
     documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
     assert documented == list(Report().as_dict()), "the fields, in the report's order"
+
+
+def test_the_report_page_lists_every_reason_a_run_aborts_with_exit_3() -> None:
+    """Each reason the `aborted` event can give with exit 3, as it gives it: a cause left
+    out of the list (the first redirect once was) fails here."""
+    page = (ROOT / "docs" / "report.md").read_text()
+    section = " ".join(page.split("\n### Aborts (exit 3)\n", 1)[1].split("\n### ", 1)[0].split())
+    aborting = [r for r in Reason if exit_status(Ending(r, signal.SIGTERM)) == EXIT_ABORTED]
+    assert Reason.FATAL in aborting, "a guard: the list below would pass empty"
+    missing = [r.value for r in aborting if f"`{r.value}`" not in section]
+    assert not missing, f"docs/report.md's aborts leave out: {missing}"
 
 
 def test_the_readmes_two_set_up_commands_are_make_demo_and_make_test() -> None:

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 import structlog
 from pseudo_terminal import ANSI, Terminal, plain
+from rich.console import Console
 from structlog.typing import EventDict
 
 from worker.humanize import duration, rate
 from worker.input import ReaderOptions, Reading, RowFilter, open_inputs
-from worker.progress import Gauge, Source, make_progress
+from worker.progress import Gauge, LiveDisplay, Progress, Source, make_progress
 from worker.report import Report
 from worker.rows import InvalidRow, Outcome, Result, Row
 from worker.shard import Shard
@@ -191,27 +192,28 @@ async def test_off_a_terminal_progress_is_a_log_event(enabled: bool | None) -> N
     assert {"rows_per_s", "eta_s", "paused_s", "elapsed_s", "bytes_total"} <= event.keys()
 
 
+def drawn_on(stream: io.StringIO, counters: Report, source: Source) -> Progress:
+    """The live display as a terminal gets it, drawn on `stream`. (Which stream the real
+    command draws on, and that it never draws into a log, is tested on a real
+    pseudo-terminal: tests/test_terminal.py.)"""
+    console = Console(file=stream, force_terminal=True, force_interactive=True, width=120)
+    return Progress(Gauge(counters, source), (LiveDisplay(console), 0.5))
+
+
 @pytest.mark.parametrize(
     ("ended", "shown"),
     [(False, "7 of ~70 rows (10%)"), (True, "7 of 70 rows (10%)")],
     ids=["estimated", "exact"],
 )
-async def test_progress_can_be_forced_onto_a_stream_that_is_no_terminal(
+async def test_the_total_is_shown_as_an_estimate_until_the_input_has_been_read(
     ended: bool, shown: str
 ) -> None:
-    stream, out = io.StringIO(), io.StringIO()
-    report = Report(created=7)
-    progress = make_progress(
-        report,
-        reading(70, 700, 700, ended=ended, then=(60, 600)),
-        enabled=True,
-        stream=stream,
-        logger=json_logger(out, asyncio.Event()),
-    )
-    async with progress:
+    stream = io.StringIO()
+    async with drawn_on(
+        stream, Report(created=7), reading(70, 700, 700, ended=ended, then=(60, 600))
+    ):
         pass
     assert shown in ANSI.sub("", stream.getvalue())
-    assert out.getvalue() == ""
 
 
 @pytest.mark.parametrize(
@@ -248,14 +250,8 @@ def test_a_time_shows_its_two_largest_units(seconds: float, shown: str) -> None:
 
 async def test_until_the_total_is_known_the_display_spins_and_shows_no_bar_or_eta() -> None:
     stream = io.StringIO()
-    progress = make_progress(
-        Report(created=7),
-        reading(70, 700, None),  # standard input: no size, not read to the end
-        enabled=True,
-        stream=stream,
-        logger=json_logger(io.StringIO(), asyncio.Event()),
-    )
-    async with progress:
+    # Standard input: no size, not read to the end.
+    async with drawn_on(stream, Report(created=7), reading(70, 700, None)):
         pass
     shown = ANSI.sub("", stream.getvalue())
     assert "7 rows" in shown
@@ -465,14 +461,7 @@ def test_rows_a_stop_left_unsent_are_not_done_except_in_a_dry_run(dry_run: bool)
 async def test_the_last_frame_of_an_interrupted_run_shows_where_it_got_to_and_no_eta() -> None:
     stream = io.StringIO()
     report = Report(created=3, not_attempted=7)  # a stop left seven rows unsent
-    progress = make_progress(
-        report,
-        reading(10, 100, 100, ended=True),
-        enabled=True,
-        stream=stream,
-        logger=json_logger(io.StringIO(), asyncio.Event()),
-    )
-    async with progress:
+    async with drawn_on(stream, report, reading(10, 100, 100, ended=True)):
         pass
     last = ANSI.sub("", stream.getvalue()).rsplit("ingest", 1)[-1]
     assert "3 of 10 rows (30%)" in last

@@ -9,6 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import (
+    KEYS,
+    MakeSandbox,
+    keyed_sandbox,
+    rows,
+    run_against,
+    run_cli,
+    start_cli,
+    write_csv,
+)
 
 from worker import status
 from worker.cli import main
@@ -226,3 +236,53 @@ def test_the_advice_for_a_file_that_is_no_journal_names_only_options_the_command
     advised = set(re.findall(r"--[a-z][a-z-]*", err))
     assert "--journal" in advised
     assert advised <= takes, advised - takes
+
+
+async def test_a_query_runs_block_reads_as_the_report_writes_it(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """The report's `query` block is a JSON object in the run's line, not a Python dict."""
+    sandbox = await keyed_sandbox(make_sandbox)
+    path = tmp_path / "journal.sqlite3"
+    query = ["--query", "@session.type:user", "--playlist", "7", "--from", "now-1h"]
+    done = await run_cli(*run_against(sandbox, path, *query, concurrency=4), env=KEYS)
+    assert done.code == 0, done.stderr
+
+    code, out = run_status(path)
+
+    assert code == 0
+    block = json.loads(out.split("  query ", 1)[1].split("\n", 1)[0])
+    assert block == done.summary["query"]
+    assert "{'" not in out
+
+
+async def test_a_run_killed_before_a_later_run_began_is_said_to_be_stopped(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """No end recorded, and a later run has held the journal since: it is not running."""
+    sandbox = await keyed_sandbox(make_sandbox)
+    path = tmp_path / "journal.sqlite3"
+    args = run_against(sandbox, path, "-", "--format", "csv", concurrency=4)
+    waiting = await start_cli(*args, env=KEYS, stdin=b"")
+    assert waiting.stdin is not None
+    assert waiting.stderr is not None
+    # More than the 100 rows the reader looks ahead at before the run starts, and no end:
+    # the run waits for more.
+    waiting.stdin.write(write_csv(tmp_path / "head.csv", rows(150)).read_bytes())
+    line = b""
+    while b'"event":"start"' not in line:  # the run is in the journal
+        line = await waiting.stderr.readline()
+        assert line, "the run ended before it started"
+    waiting.kill()
+    await waiting.wait()
+    later_input = str(write_csv(tmp_path / "in.csv", rows(1)))
+    later = await run_cli(*run_against(sandbox, path, later_input, concurrency=4), env=KEYS)
+    assert later.code == 0, later.stderr
+
+    code, out = run_status(path)
+
+    assert code == 0
+    newest, killed = re.findall(r"^      \S+ -> (.*)$", out, re.MULTILINE)
+    assert not newest.startswith("no end recorded")
+    assert killed == "no end recorded: stopped without ending (killed); a later run began after it"
+    assert "still running" not in out

@@ -448,19 +448,28 @@ def test_the_table_fits_a_narrow_terminal_and_honours_no_color(width: int) -> No
 # --- the real command on a pseudo-terminal ----------------------------------------------
 
 
+SAMPLE = str(ROOT / "sample_inputs" / "sessions.csv")
+"""300 valid rows."""
+QUICK_SAMPLE_RUN = ["run", SAMPLE, "--sandbox", "--no-journal", "--sandbox-rate-limit", "100000/1"]
+
+
 def run_on_terminal(
     argv: list[str],
     *,
     columns: int = 120,
     env: dict[str, str] | None = None,
     stdin: tuple[bytes, bytes] | None = None,
+    output: Path | None = None,
 ) -> tuple[int, str, str]:
     """`python -m worker ARGV` on a terminal; with `stdin` (head, rest), the head is
     written first and the rest only once the display's first frame is on screen, so the
-    first frame is drawn while the total cannot be known. Returns the exit status, the
-    first frame (the screen up to it, with stdin) and the whole screen."""
+    first frame is drawn while the total cannot be known; with `output`, stdout and
+    stderr go to that file (`> FILE 2>&1`). Returns the exit status, the first frame (the
+    screen up to it, with stdin) and the whole screen."""
     command = [sys.executable, "-m", "worker", *argv]
-    with Terminal(command, columns=columns, env=env, stdin_pipe=stdin is not None) as terminal:
+    with Terminal(
+        command, columns=columns, env=env, stdin_pipe=stdin is not None, output=output
+    ) as terminal:
         first = ""
         if stdin is not None:
             head, rest = stdin
@@ -547,10 +556,7 @@ def test_a_narrow_terminal_without_colour_gets_the_table_and_log_lines_above_it(
 
 
 def test_a_dumb_terminal_gets_no_live_display_but_the_table() -> None:
-    argv = ["run", str(ROOT / "sample_inputs" / "sessions.csv"), "--sandbox", "--no-journal"]
-    argv += ["--sandbox-rate-limit", "100000/1"]
-
-    code, _, screen = run_on_terminal(argv, env={"TERM": "dumb"})
+    code, _, screen = run_on_terminal(QUICK_SAMPLE_RUN, env={"TERM": "dumb"})
 
     assert code == 0, screen
     assert "\x1b[1A" not in screen  # nothing drawn in place
@@ -558,6 +564,47 @@ def test_a_dumb_terminal_gets_no_live_display_but_the_table() -> None:
     assert text.startswith("Adding the rows of ")
     assert re.search(r"created\s+300\b", text)
     assert "Exit 0: every row is in its playlist." in text
+
+
+def assert_a_whole_json_log(log: str, rows_sent: int) -> list[dict[str, object]]:
+    """Every line a JSON event (no redraw of a display among them), one per row; the
+    events."""
+    assert "\x1b" not in log
+    events = [json.loads(line) for line in log.splitlines()]
+    assert sum(event["event"] == "row" for event in events) == rows_sent
+    assert events[-1]["event"] == "summary"
+    return events
+
+
+def test_progress_asked_for_with_the_log_in_a_file_is_drawn_on_the_terminal(
+    tmp_path: Path,
+) -> None:
+    """`run - --progress > log.json 2>&1` at a terminal: the display on the screen, the
+    log in the file as a script reads it, every row line and its `progress` events in it."""
+    log = tmp_path / "log.json"
+    argv = ["run", "-", "--sandbox", "--no-journal", "--sandbox-rate-limit", "100000/1"]
+    command = [sys.executable, "-m", "worker", *argv, "--progress", "--progress-interval", "0.01"]
+
+    with Terminal(command, stdin_pipe=True, output=log) as terminal:
+        terminal.write_stdin(Path(SAMPLE).read_bytes())
+        # A redraw comes after half a second, so after a progress event was due.
+        terminal.read_until(lambda text: text.count("elapsed") >= 2)
+        terminal.write_stdin(b"", close=True)
+        code = terminal.finish()
+
+    assert code == 0, log.read_text()
+    assert "\x1b[" in terminal.screen  # drawn in place
+    assert "300 of 300 rows (100%)" in plain(terminal.screen)
+    events = assert_a_whole_json_log(log.read_text(), 300)
+    assert any(event["event"] == "progress" for event in events)
+
+
+async def test_progress_asked_for_with_no_terminal_at_all_leaves_the_log_whole() -> None:
+    """Under cron or CI there is no terminal to draw on: the log is all there is."""
+    done = await run_cli(*QUICK_SAMPLE_RUN, "--progress")
+
+    assert done.code == 0, done.stderr
+    assert_a_whole_json_log(done.stderr, 300)
 
 
 async def test_off_a_terminal_the_summary_event_keeps_every_field_of_the_report(

@@ -1,4 +1,5 @@
-"""Running the event loop: uvloop (the `fast` extra) when installed, asyncio otherwise."""
+"""Running the event loop: uvloop when installed (a dependency where its wheels exist),
+asyncio otherwise."""
 
 from __future__ import annotations
 

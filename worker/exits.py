@@ -18,7 +18,8 @@ EXIT_ROWS_FAILED = 1
 EXIT_CANNOT_START = 2
 """Bad options, missing keys, an unreadable input or journal."""
 EXIT_ABORTED = 3
-"""The API keeps refusing the keys, failures are systemic, or the API cannot be reached."""
+"""The API keeps refusing the keys, failures are systemic, no progress, a redirect or
+an untrusted certificate, or a search that could not go on (docs/report.md#aborts-exit-3)."""
 EXIT_OUTPUT_CLOSED = 141
 """Standard output was closed by its reader (`--dry-run | head`), as for SIGPIPE."""
 

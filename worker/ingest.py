@@ -43,7 +43,7 @@ from worker.metrics import statsd_from
 from worker.pacer import Pacer
 from worker.pipeline import Deliver, Pipeline, Settings, Source
 from worker.presenting import tell_start, tell_summary
-from worker.progress import live_console, make_progress
+from worker.progress import drawn_beside_the_log, make_progress
 from worker.report import Report, write_report
 from worker.rowlog import WARNINGS_SHOWN, LogSink
 from worker.rows import Outcome, Row, RowKey
@@ -257,9 +257,10 @@ class _Run:
             except OutputError as exc:  # an output of the job's own (--missing)
                 return str(exc)
             sinks: list[Sink] = [*_journal_sinks(ledger, log), report]
-            # With a live display the counts are on screen: log only what needs attention;
-            # a dry run's requests go to standard output.
-            live = live_console(config.watch.progress, sys.stderr) is not None
+            # With a live display beside the log the counts are on screen: log only what
+            # needs attention. A log in a file or a pipe keeps every line, and a dry run's
+            # requests go to standard output.
+            live = drawn_beside_the_log(config.watch.progress, sys.stderr)
             person = read_by_a_person(config.watch.log_format, sys.stderr)
             row_log = LogSink(
                 log,

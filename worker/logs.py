@@ -40,7 +40,7 @@ from structlog.typing import FilteringBoundLogger
 
 from worker.scrub import Scrubber
 
-try:  # orjson is an optional speed-up (the `fast` extra); the stdlib serializer also works.
+try:  # orjson is a dependency where its wheels exist; the stdlib serializer also works.
     import orjson
 
     _dumps: Callable[[Any], bytes] = functools.partial(orjson.dumps, default=str)

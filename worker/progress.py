@@ -16,6 +16,7 @@ rows it read. Percent and time left are rows done against that total.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -217,9 +218,12 @@ class _BarOnceTotalKnown(ProgressColumn):
 
 
 class LiveDisplay:
-    """A `rich` progress bar with the run's figures, redrawn in place."""
+    """A `rich` progress bar with the run's figures, redrawn in place. With `owns_file`,
+    the console's file (the controlling terminal, opened for it) is closed at the end."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, owns_file: bool = False) -> None:
+        self._console = console
+        self._owns_file = owns_file
         columns: tuple[ProgressColumn, ...]
         if console.width >= NARROW_BELOW:
             columns = (
@@ -264,6 +268,8 @@ class LiveDisplay:
     def stop(self, snapshot: Snapshot) -> None:
         self.show(snapshot)
         self._progress.stop()
+        if self._owns_file:
+            self._console.file.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,25 +339,36 @@ class LogDisplay:
 
 
 class Progress:
-    """Shows a snapshot every `interval_s` while running; `async with` runs it for the
-    duration of the block."""
+    """Shows a snapshot on each display at its own interval while running (the live
+    display twice a second, the log's `progress` event every `--progress-interval`);
+    `async with` runs it for the duration of the block."""
 
-    def __init__(self, gauge: Gauge, display: Display, *, interval_s: float) -> None:
+    def __init__(self, gauge: Gauge, *shown: tuple[Display, float]) -> None:
+        """`shown`: each display, with the seconds between two of its snapshots."""
         self._gauge = gauge
-        self._display = display
-        self._interval_s = interval_s
+        self._shown = shown
         self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Show progress until cancelled, then show the final figures."""
-        self._display.start(self._gauge.read())
+        clock = asyncio.get_running_loop().time
+        first = self._gauge.read()
+        for display, _ in self._shown:
+            display.start(first)
+        due = [clock() + interval_s for _, interval_s in self._shown]
         try:
             while True:
-                await asyncio.sleep(self._interval_s)
-                self._display.show(self._gauge.read())
+                await asyncio.sleep(min(due) - clock())
+                snapshot = self._gauge.read()
+                for index, (display, interval_s) in enumerate(self._shown):
+                    if due[index] <= clock():
+                        display.show(snapshot)
+                        due[index] = clock() + interval_s
         finally:
             # Over: nothing is left to estimate, even where a stop left rows unsent.
-            self._display.stop(replace(self._gauge.read(), eta_s=None))
+            final = replace(self._gauge.read(), eta_s=None)
+            for display, _ in self._shown:
+                display.stop(final)
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self.run(), name="progress")
@@ -376,14 +393,39 @@ class Progress:
 def live_console(enabled: bool | None, stream: TextIO) -> Console | None:
     """The console for the live display, or None when progress goes to the logs.
 
-    The display is for an interactive terminal (`enabled` None: rich decides, honouring
-    `TERM=dumb`, `TTY_INTERACTIVE` and `FORCE_COLOR`) or when asked for (`enabled` True,
-    `--progress`); `--no-progress` (False) leaves only the log events. Logging can ask
-    this before it is configured, to keep console lines from fighting the display."""
+    The display is drawn on a terminal only: its redraws in a file or a pipe would
+    corrupt the log that goes there. On `stream` when it is an interactive terminal
+    (`enabled` None: rich decides, honouring `TERM=dumb` and `TTY_INTERACTIVE`), or any
+    terminal when asked for (`enabled` True, `--progress`). Asked for while `stream` is
+    not a terminal (`run --progress > log.json 2>&1`), on the controlling terminal, if the
+    process has one. `--no-progress` (False) leaves only the log events."""
     if enabled is False:
         return None
-    console = Console(file=stream, force_terminal=enabled, force_interactive=enabled)
-    return console if console.is_interactive else None
+    if stream.isatty():
+        console = Console(file=stream, force_terminal=enabled, force_interactive=enabled)
+        return console if console.is_interactive else None
+    return controlling_terminal() if enabled else None
+
+
+def drawn_beside_the_log(enabled: bool | None, stream: TextIO) -> bool:
+    """The live display is drawn on `stream` itself, the log's own terminal, where it
+    shows the counts: the log beside it need only show what needs attention. A display on
+    the controlling terminal leaves the log elsewhere, and whole."""
+    return stream.isatty() and live_console(enabled, stream) is not None
+
+
+CONTROLLING_TERMINAL = "/dev/tty"
+
+
+def controlling_terminal() -> Console | None:
+    """A console on the process's controlling terminal, as wide as it is; None without
+    one (cron, CI, a container run without `-t`). The caller closes its file."""
+    try:
+        tty = open(CONTROLLING_TERMINAL, "w", encoding="locale", errors="replace")  # noqa: SIM115
+    except OSError:  # ENXIO: no controlling terminal
+        return None
+    columns = os.get_terminal_size(tty.fileno()).columns
+    return Console(file=tty, force_terminal=True, force_interactive=True, width=columns or None)
 
 
 def make_progress(
@@ -396,11 +438,16 @@ def make_progress(
     interval_s: float = 5.0,
     refresh_s: float = 0.5,
 ) -> Progress:
-    """The live display on `stream`, redrawn every `refresh_s`, when `live_console` says
-    so; otherwise a `progress` event every `interval_s` seconds. `source` is the stream's
-    `reading`."""
+    """The live display, redrawn every `refresh_s`, where `live_console` draws it; a
+    `progress` event every `interval_s` seconds unless the display is beside the log, on
+    `stream`: a log in a file or a pipe is the same with or without `--progress`.
+    `source` is the stream's `reading`."""
     gauge = Gauge(counters, source)
+    events = (LogDisplay(logger), interval_s)
     console = live_console(enabled, stream)
-    if console is not None:
-        return Progress(gauge, LiveDisplay(console), interval_s=refresh_s)
-    return Progress(gauge, LogDisplay(logger), interval_s=interval_s)
+    if console is None:
+        return Progress(gauge, events)
+    if console.file is stream:  # on the log's own terminal: the counts are on screen
+        return Progress(gauge, (LiveDisplay(console), refresh_s))
+    # On the controlling terminal: the log, elsewhere, keeps its events.
+    return Progress(gauge, (LiveDisplay(console, owns_file=True), refresh_s), events)

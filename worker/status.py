@@ -124,8 +124,20 @@ def as_json_object(summary: JournalSummary) -> dict[str, object]:
     }
 
 
-def _as_in_json(value: object) -> object:
-    return json.dumps(value) if value is None or isinstance(value, bool) else value
+def _as_in_json(value: object) -> str:
+    """A report's value as the report writes it (`false`, `null`, a block as a JSON
+    object), not as Python does; a string bare, as a person reads it."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _ended(run: RunRecord, *, later_run: bool) -> str:
+    """When the run ended. One run holds a journal at a time, so a run with no end
+    recorded was stopped without ending (killed, or crashed) once a later one began."""
+    if run.ended_at is not None:
+        return iso_time(run.ended_at)
+    if later_run:
+        return "no end recorded: stopped without ending (killed); a later run began after it"
+    return "no end recorded: still running, or killed"
 
 
 def render(summary: JournalSummary) -> str:
@@ -137,12 +149,8 @@ def render(summary: JournalSummary) -> str:
         lines += [f"    {name:<16}{count:>10}" for name, count in target.counts.items()]
     if summary.runs:
         lines += ["", "last runs, newest first"]
-    for run in summary.runs:
-        ended = (
-            "no end recorded: still running, or killed"
-            if run.ended_at is None
-            else iso_time(run.ended_at)
-        )
+    for index, run in enumerate(summary.runs):
+        ended = _ended(run, later_run=index > 0)  # newest first: every run but the first
         extras = "".join(
             f"  {extra}"
             for extra in (run.shard and f"shard {run.shard}", run.fresh and "--fresh")

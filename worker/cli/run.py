@@ -308,7 +308,8 @@ def add_watch_options(parser: argparse.ArgumentParser) -> None:
         dest="progress",
         action="store_true",
         default=None,
-        help="live progress display (default: on a terminal)",
+        help="live progress display (default: on a terminal); with standard error not a "
+        "terminal, drawn on the controlling terminal, if any, never into the log",
     )
     progress.add_argument("--no-progress", dest="progress", action="store_false")
     watch.add_argument(
