@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from worker.events import KINDS, Answered, Ended, Event, Sink, Skipped, fan_out, reading
+from worker.events import (
+    KINDS,
+    Answered,
+    Ended,
+    Event,
+    Sink,
+    Skipped,
+    fan_out,
+    of_kind,
+    reading,
+)
 from worker.pacer import Pause
 from worker.rows import InvalidRow, Outcome, Result, Row
 
@@ -59,3 +69,28 @@ def test_a_reading_sink_called_alone_filters_as_the_fan_out_would() -> None:
             sink(event)
 
     assert seen == [ONE_OF_EACH[1]] * 2
+
+
+def test_the_sinks_of_one_kind_get_what_the_fan_out_would_give_them() -> None:
+    """`of_kind` resolves once what the fan-out decides at each event: for every kind,
+    and for a fan-out, a reading sink and a plain one, the same calls in the same order;
+    one sink of the kind is itself the callable."""
+    calls: list[tuple[str, Event]] = []
+
+    def recorder(name: str) -> Sink:
+        return lambda event: calls.append((name, event))
+
+    report = recorder("report")
+    attempts = reading(Answered, sink=recorder("attempts"))
+    journal = reading(Outcome, Ended, sink=recorder("journal"))
+    for sink in (fan_out([journal, report, attempts]), attempts, report):
+        for event in ONE_OF_EACH:
+            calls.clear()
+            sink(event)
+            by_fan_out = list(calls)
+            calls.clear()
+            of_kind(sink, type(event))(event)
+            assert calls == by_fan_out, (sink, event)
+
+    assert of_kind(fan_out([journal, report]), Answered) is report
+    assert of_kind(attempts, Answered) is attempts.sink

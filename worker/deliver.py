@@ -19,7 +19,7 @@ from typing import TextIO
 
 from worker.answers import DONE, RATE_LIMITED, Answer, Meaning
 from worker.api import Request
-from worker.events import Answered, Sink
+from worker.events import Answered, Sink, of_kind
 from worker.health import Health, RetryPolicy
 from worker.operation import RowOperation
 from worker.pacer import Pacer
@@ -78,7 +78,7 @@ class Paced:
         self._send = send
         self._pacer = pacer
         self._stop = stop
-        self._sink = sink
+        self._answered = of_kind(sink, Answered)
 
     async def attempt(self, request: Request, hand: Hand) -> Answer | None:
         """One attempt, once the pacer lets it go; None if the run stopped meanwhile
@@ -99,13 +99,13 @@ class Paced:
             pacer.settle(ticket, None)
             hand.attempts += 1
             latency_ms = (time.perf_counter() - started) * 1000
-            self._sink(Answered(None, False, latency_ms, hand.attempts > 1))
+            self._answered(Answered(None, False, latency_ms, hand.attempts > 1))
             raise
         hand.sending = False
         pacer.settle(ticket, answer)
         hand.attempts += 1
         hand.answer = answer
-        self._sink(
+        self._answered(
             new_record(
                 Answered,
                 (

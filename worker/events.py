@@ -93,6 +93,37 @@ class FanOut:
         for sink in self._of_kind.get(type(event), self.members):
             sink(event)
 
+    def of(self, kind: type) -> tuple[Sink, ...]:
+        """The sinks events of `kind` go to, in order."""
+        return self._of_kind.get(kind, self.members)
+
+
+class _Each:
+    """Sinks called in turn, with no question of kind: the sinks of one kind."""
+
+    __slots__ = ("_sinks",)
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self._sinks = tuple(sinks)
+
+    def __call__(self, event: Event) -> None:
+        for sink in self._sinks:
+            sink(event)
+
+
+def of_kind(sink: Sink, kind: type) -> Sink:
+    """What `sink` does with events of `kind`, as the one callable a stage that makes
+    them (an attempt's `Answered`, a row's `Outcome`) calls for each: the sinks that
+    read that kind, found once here rather than by the fan-out at every event, and a
+    single one called directly. Events of any other kind must not be given to it."""
+    if isinstance(sink, FanOut):
+        sinks = sink.of(kind)
+    elif isinstance(sink, Reading):
+        sinks = (sink.sink,) if kind in sink.kinds else ()
+    else:
+        sinks = (sink,)
+    return sinks[0] if len(sinks) == 1 else _Each(sinks)
+
 
 def fan_out(sinks: Sequence[Sink]) -> Sink:
     """Many sinks as one (a `FanOut`; a fan-out among them is taken apart, so its sinks

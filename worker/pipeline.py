@@ -22,7 +22,7 @@ from typing import Protocol
 
 from worker.chunks import Chunk, Item
 from worker.deliver import Hand, unsent
-from worker.events import Sink, Skipped
+from worker.events import Sink, Skipped, of_kind
 from worker.handoff import Handoff
 from worker.input import InputError
 from worker.journal import JournalError
@@ -178,7 +178,8 @@ class Pipeline:
             self._source_failure = str(exc)  # what it gave is still sent
 
     async def _work(self, hand: Hand) -> None:
-        queue, deliver, sink, stop = self._queue, self._deliver, self._sink, self._stop
+        queue, deliver, stop = self._queue, self._deliver, self._stop
+        sink = of_kind(self._sink, Outcome)  # every row ends in one
         clock = asyncio.get_running_loop().time
         while True:
             row = queue.take()
