@@ -127,9 +127,7 @@ class StatsdMetrics:
 
     def __call__(self, event: Event) -> None:
         client = self._client
-        kind = type(event)
-        if kind is Outcome:
-            assert isinstance(event, Outcome)
+        if isinstance(event, Outcome):
             row = event.row
             client.increment(
                 "rows",
@@ -139,8 +137,7 @@ class StatsdMetrics:
                     f"data_source:{row.data_source}",
                 ],
             )
-        elif kind is Answered:
-            assert isinstance(event, Answered)
+        elif isinstance(event, Answered):
             status = event.status
             tags = [f"status:{status if status is not None else 'error'}"]
             client.increment("requests", tags=tags)
@@ -151,8 +148,7 @@ class StatsdMetrics:
                 client.increment("rate_limited")
             if event.retry:
                 client.increment("retries")
-        elif kind is Skipped:
-            assert isinstance(event, Skipped)
+        elif isinstance(event, Skipped):
             by_playlist = collections.Counter((r.playlist_id, r.data_source) for r in event.rows)
             for (playlist_id, data_source), count in by_playlist.items():
                 client.increment(
@@ -164,13 +160,12 @@ class StatsdMetrics:
                         f"data_source:{data_source}",
                     ],
                 )
-        elif kind is InvalidRow:
+        elif isinstance(event, InvalidRow):
             client.increment("rows", tags=[f"outcome:{Result.INVALID.value}"])
-        elif kind is Pause:
-            assert isinstance(event, Pause)
+        elif isinstance(event, Pause):
             # Not tagged with the reason: a sentence for people, not a small set of values.
             client.increment("paused_seconds", event.pause_s)
-        elif kind is Ended:
+        elif isinstance(event, Ended):
             client.stop()
 
 

@@ -48,24 +48,19 @@ class Report:
     """Blocks beside the counts: the run id, the query's account."""
 
     def __call__(self, event: Event) -> None:
-        kind = type(event)
-        if kind is Outcome:
-            assert isinstance(event, Outcome)
+        if isinstance(event, Outcome):
             name = str(event.result)  # a StrEnum's value, by str's own C method
             setattr(self, name, getattr(self, name) + 1)
-        elif kind is Answered:
-            assert isinstance(event, Answered)
+        elif isinstance(event, Answered):
             _, rate_limited, _, retry = event
             self.requests += 1
             self.rate_limited += rate_limited
             self.retries += retry
-        elif kind is Skipped:
-            assert isinstance(event, Skipped)
+        elif isinstance(event, Skipped):
             self.skipped += len(event.rows)
-        elif kind is InvalidRow:
+        elif isinstance(event, InvalidRow):
             self.invalid += 1
-        elif kind is Pause:
-            assert isinstance(event, Pause)
+        elif isinstance(event, Pause):
             self.paused_s += event.pause_s
 
     @property

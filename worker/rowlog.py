@@ -68,21 +68,16 @@ class LogSink:
         return seen <= self._cap
 
     def __call__(self, event: Event) -> None:
-        kind = type(event)
-        if kind is Outcome:
-            assert isinstance(event, Outcome)
+        if isinstance(event, Outcome):
             self._outcome(event)
-        elif kind is Skipped:
-            assert isinstance(event, Skipped)
+        elif isinstance(event, Skipped):
             self._skipped += len(event.rows)
-        elif kind is InvalidRow:
-            assert isinstance(event, InvalidRow)
+        elif isinstance(event, InvalidRow):
             if self._shown("invalid_row"):
                 self._log.warning(
                     "invalid_row", source=event.source, line=event.line, reason=event.reason
                 )
-        elif kind is Pause:
-            assert isinstance(event, Pause)
+        elif isinstance(event, Pause):
             if not self._quiet:
                 fields: dict[str, object] = {
                     "seconds": round(event.pause_s, 3),
@@ -92,7 +87,7 @@ class LogSink:
                 if event.asked_s != event.pause_s:
                     fields["asked_s"] = round(event.asked_s, 3)
                 self._log.info("paused", **fields)
-        elif kind is Ended:
+        elif isinstance(event, Ended):
             self._ended()
 
     def _ended(self) -> None:

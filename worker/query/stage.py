@@ -115,12 +115,9 @@ class Checkpoints:
         self._save = save
 
     def __call__(self, event: Event) -> None:
-        kind = type(event)
-        if kind is Outcome:
-            assert isinstance(event, Outcome)
+        if isinstance(event, Outcome):
             self._finished(event.row, sent=event.result is not Result.NOT_ATTEMPTED)
-        elif kind is Skipped:
-            assert isinstance(event, Skipped)
+        elif isinstance(event, Skipped):
             for row in event.rows:
                 self._finished(row, sent=True)  # done before, or a repeat
         else:
