@@ -36,7 +36,7 @@ from worker.journal import BatchPolicy
 from worker.query.dates import iso
 from worker.query.source import MAX_PAGE_LIMIT, TIMEOUT_RETRIES
 from worker.query.spec import QuerySpec
-from worker.sandbox import Sandbox
+from worker.sandbox import FaultConfig, Sandbox
 from worker.sandbox.population import PopulationConfig
 from worker.sandbox.query import parse
 from worker.sandbox.search_config import SearchConfig, SearchFaults
@@ -254,6 +254,74 @@ async def test_a_429_on_the_puts_never_pauses_the_search(
     assert {p["family"] for p in pauses} == {"playlist_sessions"}
     assert sandbox.stats.calls["search_events"] == sandbox.search.stats.pages  # none refused
     assert query_block(done)["pages"] == sandbox.search.stats.pages
+
+
+STALL = ("--max-stall", "1")
+"""A short --max-stall, for the searches that never get a page."""
+
+
+def stalled_as_rows_stall(done: Finished) -> dict[str, object]:
+    """A search stalled ends as a run whose rows stall: exit 3, `aborted` saying no
+    progress and naming --max-stall, the `query` block incomplete; that block."""
+    assert done.code == 3, done.stderr[-3000:]
+    (aborted,) = done.events("aborted")
+    assert aborted["reason"] == "no progress"
+    assert "--max-stall" in str(aborted["cause"])
+    block = query_block(done)
+    assert block["completed"] is False
+    assert aborted["cause"] == block["error"]  # said once
+    return block
+
+
+@pytest.mark.timeout(60)  # a guard: without the fix the run waits on the 429s for ever
+@pytest.mark.parametrize("command", ["run", "sessions"])
+async def test_a_search_answered_only_by_bare_429s_ends_at_max_stall(
+    make_sandbox: MakeSandbox, tmp_path: Path, command: str
+) -> None:
+    """A proxy's bare 429 spends no attempt, so a search answered by nothing else would
+    be asked again for ever; --max-stall ends it as it ends rows that never finish."""
+    every_429 = FaultConfig(bare_429=1.0, shares_apply_to="all")
+    search = SearchConfig(population=population(100))
+    sandbox = await keyed_sandbox(make_sandbox, search=search, faults=every_429)
+    if command == "run":
+        args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox), *STALL)
+    else:
+        args = ["sessions", "--query", QUERY, *whole_range(sandbox), *STALL,
+                "--base-url", sandbox.base_url, "--log-format", "json"]  # fmt: skip
+    done = await run_cli(*args, env=KEYS)
+
+    block = stalled_as_rows_stall(done)
+    assert block["pages"] == 0
+    summary = done.summary
+    assert summary["rate_limited"] == summary["requests"] == sandbox.stats.responses[429] >= 1
+    assert summary["rows_read" if command == "run" else "rows_written"] == 0
+    assert sandbox.stats.puts == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_search_stalled_after_a_page_sends_it_and_the_rerun_sends_the_rest(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """The first page is answered, every later search is refused (one search an hour):
+    the rows found are sent, the position stays behind them, and the rerun finds the rest."""
+    sandbox = await query_sandbox(make_sandbox, 2400, search_rate_limit=(1, 3600.0))
+    want = expected(sandbox)
+    args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox), *STALL)
+    stalled = await run_cli(*args, env=KEYS)
+
+    block = stalled_as_rows_stall(stalled)
+    summary = stalled.summary
+    assert_invariant(summary)
+    assert block["pages"] == 1
+    assert 0 < summary["created"] == summary["rows_read"] == len(in_playlist(sandbox)) < len(want)
+
+    sandbox.reconfigure(search_rate_limit=(100_000, 1.0))
+    again = await run_cli(*args, env=KEYS)
+
+    assert again.code == 0, again.stderr
+    assert "resumed_from" in again.events("start")[0]
+    assert in_playlist(sandbox) == want
+    assert stats(sandbox)["puts"] == len(want) + stats(sandbox)["duplicate_puts"]
 
 
 async def signal_once_answered(
