@@ -15,6 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from support import (
+    API_KEY,
+    APP_KEY,
     COMMAND_TIMEOUT_S,
     KEYS,
     ROOT,
@@ -54,9 +56,13 @@ def population(sessions: int) -> PopulationConfig:
 
 
 async def query_sandbox(
-    make_sandbox: MakeSandbox, sessions: int, faults: SearchFaults | None = None, **config: object
+    make_sandbox: MakeSandbox,
+    sessions: int,
+    search_faults: SearchFaults | None = None,
+    **config: object,
 ) -> Sandbox:
-    search = SearchConfig(population=population(sessions), faults=faults or SearchFaults())
+    """A keyed sandbox searching `population(sessions)`; `config`: SandboxConfig fields."""
+    search = SearchConfig(population=population(sessions), faults=search_faults or SearchFaults())
     return await keyed_sandbox(make_sandbox, search=search, **config)
 
 
@@ -281,8 +287,7 @@ async def test_a_search_answered_only_by_bare_429s_ends_at_max_stall(
     """A proxy's bare 429 spends no attempt, so a search answered by nothing else would
     be asked again for ever; --max-stall ends it as it ends rows that never finish."""
     every_429 = FaultConfig(bare_429=1.0, shares_apply_to="all")
-    search = SearchConfig(population=population(100))
-    sandbox = await keyed_sandbox(make_sandbox, search=search, faults=every_429)
+    sandbox = await query_sandbox(make_sandbox, 100, faults=every_429)
     if command == "run":
         args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox), *STALL)
     else:
@@ -587,8 +592,9 @@ async def test_a_query_the_api_refuses_exits_2_not_3(
     make_sandbox: MakeSandbox, tmp_path: Path, command: str
 ) -> None:
     """A 400 on the very first page is a query to fix, not a search to resume: exit 2,
-    with the API's reason, and nothing sent to the playlist."""
-    sandbox = await query_sandbox(make_sandbox, 100)
+    saying the API refused the search, with the API's reason (scrubbed: the error body
+    echoes the keys), and nothing sent to the playlist."""
+    sandbox = await query_sandbox(make_sandbox, 100, faults=FaultConfig(echo_keys=True))
     target = ["--base-url", sandbox.base_url, "--log-format", "json"]
     extra = ["--journal", str(tmp_path / "j.sqlite3"), "--no-progress"] if command == "run" else []
     done = await run_cli(
@@ -597,8 +603,18 @@ async def test_a_query_the_api_refuses_exits_2_not_3(
     )  # fmt: skip
 
     assert done.code == 2, done.stderr
-    # `sessions` cannot start; `run` stops as a run whose input cannot be read does.
-    (event,) = done.events("cannot_start") + done.events("aborted")
-    assert "HTTP 400" in str(event.get("error", event.get("cause")))
+    if command == "run":  # it stops, saying the API refused the search, and why
+        (event,) = done.events("aborted")
+        assert event["reason"] == "the search was refused by the API"
+        error = str(event["cause"])
+        assert "fix the query or its range" in str(event["detail"])
+    else:  # `sessions` cannot start
+        (event,) = done.events("cannot_start")
+        error = str(event["error"])
+    assert error.startswith("HTTP 400: invalid query"), error
+    assert "ranges and comparisons are not supported" in error
+    assert "echo" in error  # the body echoed the keys: they are what was scrubbed
+    assert API_KEY not in done.stderr
+    assert APP_KEY not in done.stderr
     assert "Traceback" not in done.stderr
     assert in_playlist(sandbox) == set()

@@ -435,8 +435,9 @@ ADVICE = {
     "seconds; rerun later to resume",
     Reason.FATAL: "the API cannot be reached as configured; see the error above",
     Reason.SOURCE: "the search could not go on; rerun the same command to resume",
-    Reason.INPUT: "fix the input (or the query the API refused) and run again; what was "
-    "done is in the journal",
+    Reason.INPUT: "fix the input and run again; what was done is in the journal",
+    Reason.QUERY_REFUSED: "fix the query or its range (the query as sent is in the `query` "
+    "event) and run again; nothing was found, so nothing was sent",
 }
 
 

@@ -36,14 +36,14 @@ from worker.endpoint import open_target
 from worker.events import Answered, Event
 from worker.exits import EXIT_ABORTED, EXIT_CANNOT_START, EXIT_OK, EXIT_OUTPUT_CLOSED, signal_exit
 from worker.files import OutputError, open_output_of
-from worker.input import InputError, format_row
+from worker.input import format_row
 from worker.journal import JournalError, QueryKey, reading
 from worker.pacer import Pacer, Pause
 from worker.pipeline import Source, SourceFailed
 from worker.rows import Row
 from worker.rowsource import QueryRows, paced_search
 from worker.settings import Pace, QueryOptions, Target
-from worker.stop import StopState
+from worker.stop import Reason, StopState
 
 Logger = structlog.typing.FilteringBoundLogger
 
@@ -180,11 +180,11 @@ class _Writer:
                 log.info("start", output=str(config.output or "-"), **fields)
                 try:
                     failure = await self._write(source, stop)
-                except InputError as exc:  # the query itself was refused
-                    log.error("cannot_start", error=str(exc))
-                    return EXIT_CANNOT_START
                 finally:
                     await rows.aclose()
+                if failure is not None and failure.reason is Reason.QUERY_REFUSED:
+                    log.error("cannot_start", error=str(failure))  # nothing was found
+                    return EXIT_CANNOT_START
             block = rows.finish(completed_run=failure is None and not self.received)
         code = self._exit(failure)
         summary: dict[str, object] = {

@@ -290,8 +290,9 @@ class QuerySource:
                     continue
                 if self._pages == 0 and answer.meaning.value == "row_failed":
                     raise QueryRefused(
-                        f"{_failure(answer)}; the query (as sent, wrapped: see the `query` "
-                        "event) or its range was refused: fix it (docs/query.md)"
+                        f"{answer.error or f'HTTP {answer.status}'}; the query (as sent, "
+                        "wrapped: see the `query` event) or its range was refused: fix it "
+                        "(docs/query.md)"
                     )
                 raise SearchFailed(_failure(answer))
             page = _parse_page(answer.payload)

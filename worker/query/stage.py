@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from worker.chunks import CHUNK, Chunk, Item
 from worker.events import Event, Skipped
-from worker.input import InputError
 from worker.journal import RepeatCheck
 from worker.pipeline import SourceFailed
 from worker.query.source import SOURCE, QueryRefused, QuerySource, SearchFailed, SearchStalled
@@ -74,9 +73,6 @@ class QueryChunks:
             self._seen.close()
             if not found:
                 raise
-        except QueryRefused as exc:
-            self._seen.close()
-            raise InputError(str(exc)) from None  # exit 2: a bad query, not a failed search
         except SearchFailed as exc:
             self._seen.close()
             if not found:
@@ -102,9 +98,14 @@ class QueryChunks:
 
 
 def _source_failed(failure: SearchFailed) -> SourceFailed:
-    """The run's end for the search's failure: a stalled search ends it as rows that
-    never finish do (exit 3, `no progress`), any other failure as a failed search."""
-    reason = Reason.STALLED if isinstance(failure, SearchStalled) else Reason.SOURCE
+    """The run's end for the search's failure: a first page refused is a query to fix
+    (exit 2), a stalled search ends the run as rows that never finish do (exit 3, `no
+    progress`), any other failure as a failed search (exit 3)."""
+    reason = Reason.SOURCE
+    if isinstance(failure, QueryRefused):
+        reason = Reason.QUERY_REFUSED
+    elif isinstance(failure, SearchStalled):
+        reason = Reason.STALLED
     return SourceFailed(str(failure), reason)
 
 
