@@ -190,6 +190,17 @@ async def test_retryable_failures_are_retried_then_fail_the_batch() -> None:
     assert all(o.attempts == 2 for o in outcomes)
 
 
+async def test_a_429_spends_no_attempt_of_the_batchs_rows() -> None:
+    """Its rows' `attempts` are those --max-attempts bounds: the 429 is not one."""
+    limited = Answer(Meaning.RATE_LIMITED, 429, 1.0, "HTTP 429: slow down", retry_after_s=0.0)
+    answers = iter([limited, answer(204)])
+    server = Server(lambda _r: next(answers))
+    report, outcomes, _ = await remove(server, rows(4, (7,)), size=4)
+    assert len(server.sent) == 2
+    assert (report.removed, report.rate_limited, report.retries) == (4, 1, 0)
+    assert all(o.attempts == 1 for o in outcomes)
+
+
 async def test_batches_refused_together_halve_the_size_once_between_them() -> None:
     """Two playlists' batches of 100 in flight at once, both refused: the size is half of
     what was sent (50, then 25), not halved once for each refusal."""

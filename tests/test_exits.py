@@ -18,6 +18,7 @@ from worker.stop import Reason
         (Ending(None, report_lost=True), 1),
         (Ending(Reason.INPUT), 2),
         (Ending(Reason.JOURNAL, unfinished_rows=True), 2),
+        (Ending(Reason.QUERY_REFUSED), 2),
         (Ending(Reason.KEYS_REFUSED), 3),
         (Ending(Reason.SYSTEMIC), 3),
         (Ending(Reason.STALLED), 3),

@@ -192,8 +192,13 @@ async def test_a_429_without_headers_waits_and_never_fails_a_row(
         make_sandbox, tmp_path, FaultConfig(bare_429=0.2, seed=7), "--max-attempts", "1"
     )
 
-    assert ran.report["rate_limited"] == sandbox.stats.responses[429] > 0
+    limited = ran.report["rate_limited"]
+    assert limited == sandbox.stats.responses[429] > 0
     assert ran.report["created"] == 30
+    # A 429 spends no attempt: each row took its one attempt, whatever 429s came first,
+    # and a resend after a 429 is no retry (the 429s are counted in rate_limited).
+    assert {event["attempts"] for event in ran.done.events("row")} == {1}
+    assert (ran.report["retries"], ran.report["requests"]) == (0, 30 + limited)
 
 
 # --- aborts: stop sending when the failure is the run's, not a row's -------------------

@@ -153,14 +153,17 @@ async def test_an_input_that_fails_stops_the_run_with_what_was_read_counted() ->
     assert len(sink.accounted()) == len(set(sink.accounted()))
 
 
-async def test_a_source_that_cannot_go_on_still_sends_what_it_gave() -> None:
+@pytest.mark.parametrize("reason", [Reason.SOURCE, Reason.STALLED])
+async def test_a_source_that_cannot_go_on_still_sends_what_it_gave(reason: Reason) -> None:
+    """A search that failed, or stalled (--max-stall), ends the run for its own reason."""
+
     def source() -> Iterator[Row]:
         yield from make_rows(20)
-        raise SourceFailed("the search timed out three times")
+        raise SourceFailed("the search timed out three times", reason)
 
     run, stop, sink = pipeline(source())
     await run.run()
-    assert stop.reason is Reason.SOURCE
+    assert (stop.reason, stop.cause) == (reason, "the search timed out three times")
     assert sink.results() == {"created": 20}
 
 

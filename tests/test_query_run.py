@@ -16,6 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from support import (
+    API_KEY,
+    APP_KEY,
     COMMAND_TIMEOUT_S,
     KEYS,
     ROOT,
@@ -37,7 +39,7 @@ from worker.journal import BatchPolicy
 from worker.query.dates import iso, iso_ms
 from worker.query.source import MAX_PAGE_LIMIT, TIMEOUT_RETRIES
 from worker.query.spec import QuerySpec
-from worker.sandbox import Sandbox
+from worker.sandbox import FaultConfig, Sandbox
 from worker.sandbox.population import PopulationConfig
 from worker.sandbox.query import parse
 from worker.sandbox.search_config import SearchConfig, SearchFaults
@@ -58,14 +60,15 @@ def population(sessions: int, start_ms: int = TS, interval_ms: int = MINUTE) -> 
 async def query_sandbox(
     make_sandbox: MakeSandbox,
     sessions: int,
-    faults: SearchFaults | None = None,
+    search_faults: SearchFaults | None = None,
     *,
     placed: PopulationConfig | None = None,
     **config: object,
 ) -> Sandbox:
-    """A sandbox of `sessions` placed as `population` places them, or as `placed` says."""
+    """A keyed sandbox of `sessions` placed as `population` places them, or as `placed`
+    says; `config`: SandboxConfig fields."""
     people = placed or population(sessions)
-    search = SearchConfig(population=people, faults=faults or SearchFaults())
+    search = SearchConfig(population=people, faults=search_faults or SearchFaults())
     return await keyed_sandbox(make_sandbox, search=search, **config)
 
 
@@ -207,7 +210,7 @@ async def test_the_search_waits_for_its_own_window_while_the_puts_go_on(
     done = await run_whole_range(sandbox, tmp_path)
 
     assert done.code == 0, done.stderr
-    assert done.summary["rate_limited"] == sandbox.search.stats.refused == 0
+    assert done.summary["rate_limited"] == sandbox.stats.responses[429] == 0
     assert in_playlist(sandbox) == expected(sandbox)
     # Only the search is held. (Whether it waits at all depends on where the calendar
     # window falls against the pages: one that ends while page 1's rows are sent lets
@@ -247,8 +250,8 @@ async def test_a_429_on_the_search_pauses_the_search_and_never_the_puts(
 
     assert done.code == 0, done.stderr
     assert in_playlist(sandbox) == want
-    assert done.summary["rate_limited"] == sandbox.search.stats.refused >= 1
-    assert stats(sandbox)["responses"].get("429", 0) == 0  # type: ignore[attr-defined]
+    assert done.summary["rate_limited"] == sandbox.stats.responses[429] >= 1
+    assert stats(sandbox)["puts"] == len(want)  # no PUT was refused and sent again
     assert {p["family"] for p in done.events("paused")} <= {"rum_search"}
 
 
@@ -261,8 +264,75 @@ async def test_a_429_on_the_puts_never_pauses_the_search(
     pauses = done.events("paused")
     assert pauses, done.stderr[-2000:]
     assert {p["family"] for p in pauses} == {"playlist_sessions"}
-    assert sandbox.search.stats.refused == 0
+    assert sandbox.stats.calls["search_events"] == sandbox.search.stats.pages  # none refused
     assert query_block(done)["pages"] == sandbox.search.stats.pages
+
+
+STALL = ("--max-stall", "1")
+"""A short --max-stall, for the searches that never get a page."""
+
+
+def stalled_as_rows_stall(done: Finished) -> dict[str, object]:
+    """A search stalled ends as a run whose rows stall: exit 3, `aborted` saying no
+    progress and naming --max-stall, the `query` block incomplete; that block."""
+    assert done.code == 3, done.stderr[-3000:]
+    (aborted,) = done.events("aborted")
+    assert aborted["reason"] == "no progress"
+    assert "--max-stall" in str(aborted["cause"])
+    block = query_block(done)
+    assert block["completed"] is False
+    assert aborted["cause"] == block["error"]  # said once
+    return block
+
+
+@pytest.mark.timeout(60)  # a guard: without the fix the run waits on the 429s for ever
+@pytest.mark.parametrize("command", ["run", "sessions"])
+async def test_a_search_answered_only_by_bare_429s_ends_at_max_stall(
+    make_sandbox: MakeSandbox, tmp_path: Path, command: str
+) -> None:
+    """A proxy's bare 429 spends no attempt, so a search answered by nothing else would
+    be asked again for ever; --max-stall ends it as it ends rows that never finish."""
+    every_429 = FaultConfig(bare_429=1.0, shares_apply_to="all")
+    sandbox = await query_sandbox(make_sandbox, 100, faults=every_429)
+    if command == "run":
+        args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox), *STALL)
+    else:
+        args = ["sessions", "--query", QUERY, *whole_range(sandbox), *STALL,
+                "--base-url", sandbox.base_url, "--log-format", "json"]  # fmt: skip
+    done = await run_cli(*args, env=KEYS)
+
+    block = stalled_as_rows_stall(done)
+    assert block["pages"] == 0
+    summary = done.summary
+    assert summary["rate_limited"] == summary["requests"] == sandbox.stats.responses[429] >= 1
+    assert summary["rows_read" if command == "run" else "rows_written"] == 0
+    assert sandbox.stats.puts == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_search_stalled_after_a_page_sends_it_and_the_rerun_sends_the_rest(
+    make_sandbox: MakeSandbox, tmp_path: Path
+) -> None:
+    """The first page is answered, every later search is refused (one search an hour):
+    the rows found are sent, the position stays behind them, and the rerun finds the rest."""
+    sandbox = await query_sandbox(make_sandbox, 2400, search_rate_limit=(1, 3600.0))
+    want = expected(sandbox)
+    args = run_args(sandbox, tmp_path / "j.sqlite3", *whole_range(sandbox), *STALL)
+    stalled = await run_cli(*args, env=KEYS)
+
+    block = stalled_as_rows_stall(stalled)
+    summary = stalled.summary
+    assert_invariant(summary)
+    assert block["pages"] == 1
+    assert 0 < summary["created"] == summary["rows_read"] == len(in_playlist(sandbox)) < len(want)
+
+    sandbox.reconfigure(search_rate_limit=(100_000, 1.0))
+    again = await run_cli(*args, env=KEYS)
+
+    assert again.code == 0, again.stderr
+    assert "resumed_from" in again.events("start")[0]
+    assert in_playlist(sandbox) == want
+    assert stats(sandbox)["puts"] == len(want) + stats(sandbox)["duplicate_puts"]
 
 
 async def signal_once_answered(
@@ -517,7 +587,7 @@ async def test_bad_query_input_exits_2_having_sent_nothing(
     assert done.code == 2, done.stderr
     (event,) = done.events("cannot_start")
     assert problem in str(event["error"])
-    assert stats(sandbox)["requests"] == sandbox.search.stats.requests == 0
+    assert stats(sandbox)["requests"] == 0
 
 
 @pytest.mark.parametrize(
@@ -564,7 +634,7 @@ async def test_bad_sessions_input_and_a_keyless_search_exit_2_having_sent_nothin
     assert done.code == 2, done.stderr
     (event,) = done.events("cannot_start")
     assert problem in str(event["error"])
-    assert sandbox.search.stats.requests == 0
+    assert stats(sandbox)["requests"] == 0
 
 
 async def test_sessions_output_may_not_be_the_journal(
@@ -590,7 +660,7 @@ async def test_sessions_output_may_not_be_the_journal(
 
     assert done.code == 2, done.stderr
     assert "one file" in done.stderr
-    assert sandbox.search.stats.requests == 0
+    assert stats(sandbox)["requests"] == 0
 
 
 @pytest.mark.parametrize("command", ["run", "sessions"])
@@ -598,8 +668,9 @@ async def test_a_query_the_api_refuses_exits_2_not_3(
     make_sandbox: MakeSandbox, tmp_path: Path, command: str
 ) -> None:
     """A 400 on the very first page is a query to fix, not a search to resume: exit 2,
-    with the API's reason, and nothing sent to the playlist."""
-    sandbox = await query_sandbox(make_sandbox, 100)
+    saying the API refused the search, with the API's reason (scrubbed: the error body
+    echoes the keys), and nothing sent to the playlist."""
+    sandbox = await query_sandbox(make_sandbox, 100, faults=FaultConfig(echo_keys=True))
     target = ["--base-url", sandbox.base_url, "--log-format", "json"]
     extra = ["--journal", str(tmp_path / "j.sqlite3"), "--no-progress"] if command == "run" else []
     done = await run_cli(
@@ -608,8 +679,18 @@ async def test_a_query_the_api_refuses_exits_2_not_3(
     )  # fmt: skip
 
     assert done.code == 2, done.stderr
-    # `sessions` cannot start; `run` stops as a run whose input cannot be read does.
-    (event,) = done.events("cannot_start") + done.events("aborted")
-    assert "HTTP 400" in str(event.get("error", event.get("cause")))
+    if command == "run":  # it stops, saying the API refused the search, and why
+        (event,) = done.events("aborted")
+        assert event["reason"] == "the search was refused by the API"
+        error = str(event["cause"])
+        assert "fix the query or its range" in str(event["detail"])
+    else:  # `sessions` cannot start
+        (event,) = done.events("cannot_start")
+        error = str(event["error"])
+    assert error.startswith("HTTP 400: invalid query"), error
+    assert "ranges and comparisons are not supported" in error
+    assert "echo" in error  # the body echoed the keys: they are what was scrubbed
+    assert API_KEY not in done.stderr
+    assert APP_KEY not in done.stderr
     assert "Traceback" not in done.stderr
     assert in_playlist(sandbox) == set()

@@ -26,7 +26,13 @@ from worker.query.dates import (
     start_after,
 )
 from worker.query.slices import SLICE_MS, Slices
-from worker.query.source import CURSOR_RESTARTS, QuerySource, SearchBody, SearchFailed
+from worker.query.source import (
+    CURSOR_RESTARTS,
+    QueryRefused,
+    QuerySource,
+    SearchBody,
+    SearchFailed,
+)
 from worker.query.spec import QueryError, QuerySpec
 from worker.query.stage import Checkpoints, HandedChunk, QueryChunks
 from worker.rows import Outcome, Result, Row
@@ -418,8 +424,8 @@ async def test_an_expired_cursor_searches_again_inside_the_slice_never_between()
 
 async def test_a_search_that_cannot_go_on_fails_with_the_servers_reason() -> None:
     fake = FakeSearch(spread(5))
-    fake.script = {0: Answer(Meaning.ROW_FAILED, 400, "invalid query at character 3")}
-    with pytest.raises(SearchFailed, match=r"HTTP 400\): invalid query"):
+    fake.script = {0: Answer(Meaning.ROW_FAILED, 400, "HTTP 400: invalid query at character 3")}
+    with pytest.raises(QueryRefused, match=r"^HTTP 400: invalid query at character 3; the query"):
         await collect(QuerySource(fake, SPEC, RANGE))
     refused = FakeSearch(spread(5))
     refused.script = {0: Answer(Meaning.KEYS_REFUSED, 403, "Forbidden")}

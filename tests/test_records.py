@@ -124,7 +124,8 @@ def delivered(*answers: Answer) -> tuple[Outcome, list[Event]]:
 
 def test_the_attempts_and_the_outcome_of_a_row() -> None:
     """A 429, a 500 (an answer lost after the server may have applied it), then a 200:
-    each attempt's flags and the outcome's error and note differ, so a swap shows."""
+    each attempt's flags and the outcome's error and note differ, so a swap shows. The
+    429 spends no attempt: the 500 is the first, repeated by the 200."""
     outcome, events = delivered(
         Answer(RATE_LIMITED, 429, 1.5, "HTTP 429: slow down"),
         Answer(Meaning.RETRYABLE, 500, 2.5, "HTTP 500: oops", maybe_applied=True),
@@ -132,7 +133,7 @@ def test_the_attempts_and_the_outcome_of_a_row() -> None:
     )
     expected_attempts = [
         Answered(status=429, rate_limited=True, latency_ms=1.5, retry=False),
-        Answered(status=500, rate_limited=False, latency_ms=2.5, retry=True),
+        Answered(status=500, rate_limited=False, latency_ms=2.5, retry=False),
         Answered(status=200, rate_limited=False, latency_ms=3.5, retry=True),
     ]
     assert len(events) == len(expected_attempts)
@@ -143,7 +144,7 @@ def test_the_attempts_and_the_outcome_of_a_row() -> None:
         row=ROW,
         result=ALREADY_PRESENT,
         http_status=200,
-        attempts=3,
+        attempts=2,
         latency_ms=3.5,
         error=None,
         note=outcome.note,

@@ -10,10 +10,10 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
-from sandbox_http import KEYS, FakeClock
+from sandbox_http import KEYS, FakeClock, assert_ratelimit_headers
 from support import MakeSandbox
 
-from worker.sandbox import Sandbox
+from worker.sandbox import FaultConfig, Sandbox
 from worker.sandbox.cli import add_arguments, config_from_args
 from worker.sandbox.population import DEFAULT_SPAN_MS, Population, PopulationConfig
 from worker.sandbox.search import PATH
@@ -304,6 +304,29 @@ async def test_only_post_is_served(http: aiohttp.ClientSession, small: Sandbox) 
     async with http.get(f"{small.base_url}{PATH}", headers=KEYS) as answer:
         assert answer.status == 405
         assert answer.headers["Allow"] == "POST"
+
+
+async def test_the_sandbox_faults_reach_the_search_as_every_api_request(
+    http: aiohttp.ClientSession, make_sandbox: MakeSandbox
+) -> None:
+    """The search goes through the same pipeline as the playlists' routes: a bare 429 of
+    a proxy (with `shares_apply_to="all"`), then revoked keys, and it is counted."""
+    faults = FaultConfig(bare_429=1.0, shares_apply_to="all")
+    sandbox = await make_sandbox(search=SearchConfig(population=SMALL), faults=faults)
+
+    async def answer() -> tuple[int, str, CIMultiDictProxy[str]]:
+        url = f"{sandbox.base_url}{PATH}"
+        async with http.post(url, json={}, headers=KEYS) as response:
+            return response.status, await response.text(), response.headers
+
+    status, text, headers = await answer()
+    assert (status, text) == (429, "429 Too Many Requests\n")
+    assert_ratelimit_headers(headers, present=False)
+    sandbox.reconfigure(faults=FaultConfig(revoke_keys_after=1))
+    assert [(await answer())[0] for _ in range(2)] == [200, 403]
+    assert sandbox.stats.calls["search_events"] == sandbox.stats.requests == 3
+    assert sandbox.stats.after_revoke == 1
+    assert sandbox.search.stats.pages == 1
 
 
 # --- faults and growth, through the control route ---------------------------------------

@@ -120,17 +120,19 @@ class BatchRemover:
         for index, (row, _hand) in enumerate(members):
             by_session.setdefault(row.session_id, []).append(index)
         hands = [hand for _row, hand in members]
-        tried = [0]  # HTTP attempts of the batch's requests, retries included
+        tried = [0]  # attempts of the batch's requests, retries included; a 429 is none
 
         async def marked(request: Request) -> Answer:
             tried[0] += 1
             for each in hands:
                 each.sending = True
             try:
-                return await self._send(request)
+                answer = await self._send(request)
             finally:
                 for each in hands:
                     each.sending = False
+            tried[0] -= answer.meaning is Meaning.RATE_LIMITED  # it spends no attempt
+            return answer
 
         paced = Paced(marked, pacer=self._pacer, stop=self._stop, sink=self._sink)
 

@@ -130,6 +130,7 @@ class Paced:
             if answer is None or answer.meaning is Meaning.RATE_LIMITED:
                 if answer is None:
                     return None
+                hand.attempts -= 1  # a 429 spends no attempt
                 continue
             if answer.meaning is not Meaning.RETRYABLE:
                 return answer
@@ -180,6 +181,7 @@ class Sender:
                     self._odd_body(answer)
                 return self._final(row, operation.result(answer), answer, hand.attempts, lost)
             if meaning is RATE_LIMITED:
+                hand.attempts -= 1  # a 429 spends no attempt (of --max-attempts)
                 continue  # the pacer holds every worker; a 429 is never a row's failure
             if meaning is Meaning.FATAL:
                 return unsent(hand)  # the run cannot work as configured

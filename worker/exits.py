@@ -16,7 +16,7 @@ EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
 """The run finished, but some rows were invalid, failed for good, or were left unsent."""
 EXIT_CANNOT_START = 2
-"""Bad options, missing keys, an unreadable input or journal."""
+"""Bad options, missing keys, an unreadable input or journal, a query the API refuses."""
 EXIT_ABORTED = 3
 """The API keeps refusing the keys, failures are systemic, no progress, a redirect or
 an untrusted certificate, or a search that could not go on (docs/report.md#aborts-exit-3)."""
@@ -49,7 +49,7 @@ def exit_status(ending: Ending) -> int:
         return signal_exit(ending.signum)
     if reason is Reason.OUTPUT:
         return EXIT_OUTPUT_CLOSED
-    if reason in (Reason.INPUT, Reason.JOURNAL):
+    if reason in (Reason.INPUT, Reason.JOURNAL, Reason.QUERY_REFUSED):
         return EXIT_CANNOT_START
     if reason is not None:
         return EXIT_ABORTED

@@ -295,7 +295,7 @@ class _Run:
                 )
                 try:
                     source = self.rows.open(
-                        paced_search(paced, config.pace.policy) if paced else None,
+                        paced_search(paced, config.pace) if paced else None,
                         ledger if isinstance(ledger, SqliteJournal) else None,
                     )
                 except ValueError as exc:  # a range that cannot be searched
@@ -432,11 +432,13 @@ ADVICE = {
     "application key may write RUM playlists; rerun to resume",
     Reason.SYSTEMIC: "nearly every request failed; see the errors above, fix the cause and "
     "rerun to resume (--abort-failure-rate tunes this)",
-    Reason.STALLED: "no row finished within --max-stall seconds; rerun later to resume",
+    Reason.STALLED: "no row finished (or no page of the search came) within --max-stall "
+    "seconds; rerun later to resume",
     Reason.FATAL: "the API cannot be reached as configured; see the error above",
     Reason.SOURCE: "the search could not go on; rerun the same command to resume",
-    Reason.INPUT: "fix the input (or the query the API refused) and run again; what was "
-    "done is in the journal",
+    Reason.INPUT: "fix the input and run again; what was done is in the journal",
+    Reason.QUERY_REFUSED: "fix the query or its range (the query as sent is in the `query` "
+    "event) and run again; nothing was found, so nothing was sent",
 }
 
 

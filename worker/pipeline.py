@@ -32,7 +32,12 @@ from worker.stop import Phase, Reason, StopState
 
 class SourceFailed(Exception):
     """A source (a search) that cannot go on: the rows it gave are still sent, then the
-    run ends as aborted, saying how far the source got."""
+    run ends for `reason`, saying how far the source got."""
+
+    def __init__(self, message: str, reason: Reason = Reason.SOURCE) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """Why the run ends: the search failed, stalled, or was refused outright."""
 
 
 class Source(Protocol):
@@ -87,7 +92,7 @@ class Pipeline:
         # (None: not decided yet): they survive a stop.
         self._pending: deque[tuple[Item, bool | None]] = deque()
         self._finished_at = 0.0  # loop time of the last row that finished
-        self._source_failure: str | None = None
+        self._source_failure: SourceFailed | None = None
 
     async def run(self) -> None:
         stop = self._stop
@@ -115,8 +120,9 @@ class Pipeline:
         """The source is exhausted and every queued row has its result."""
         await asyncio.wait([feeder])
         await self._queue.join()
-        if self._source_failure is not None:
-            self._stop.request(Reason.SOURCE, self._source_failure)
+        failure = self._source_failure
+        if failure is not None:
+            self._stop.request(failure.reason, str(failure))
 
     async def _wind_down(
         self, feeder: asyncio.Task[None], workers: list[asyncio.Task[None]]
@@ -175,7 +181,7 @@ class Pipeline:
         except InputError as exc:
             self._stop.request(Reason.INPUT, str(exc))
         except SourceFailed as exc:
-            self._source_failure = str(exc)  # what it gave is still sent
+            self._source_failure = exc  # what it gave is still sent
 
     async def _work(self, hand: Hand) -> None:
         queue, deliver, stop = self._queue, self._deliver, self._stop

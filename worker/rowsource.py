@@ -7,6 +7,7 @@ them, what progress can know of the total, and what they add to the report.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,7 +21,6 @@ from worker.answers import Answer
 from worker.chunks import ThreadedChunks
 from worker.deliver import Paced
 from worker.events import Sink
-from worker.health import RetryPolicy
 from worker.input import Reading, RowStream
 from worker.journal import QueryKey
 from worker.pipeline import Source
@@ -34,23 +34,35 @@ from worker.query.dates import (
     resolve_last,
 )
 from worker.query.slices import SLICE_MS, Slices, slice_start
-from worker.query.source import QuerySource, SearchFailed
+from worker.query.source import QuerySource, SearchFailed, SearchStalled
 from worker.query.spec import QuerySpec
 from worker.query.stage import Checkpoints, QueryChunks
-from worker.settings import QueryOptions
+from worker.settings import Pace, QueryOptions
 from worker.shard import Shard
 
 Search = Callable[[Mapping[str, object]], Awaitable[Answer]]
 
 
-def paced_search(paced: Paced, policy: RetryPolicy) -> Search:
+def paced_search(paced: Paced, pace: Pace) -> Search:
     """The search's pages through `paced`, under the search's own rate-limit family, so a
     429 on the search pauses no PUT and the reverse; retryable failures are tried again
-    as `policy` says."""
+    as `pace.policy` says. A 429 spends no attempt, so a search answered by nothing else
+    would be asked again for ever: one that gets no other answer for `--max-stall`
+    seconds stalls (`SearchStalled`), as a row that never finishes stalls a run."""
     rng = random.Random()
+    policy, limit = pace.policy, pace.max_stall_s
 
     async def search(body: Mapping[str, object]) -> Answer:
-        answer = await paced.call(api.search_events(body), policy, rng)
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                answer = await paced.call(api.search_events(body), policy, rng)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise SearchStalled(
+                f"no page of the search came in {limit:g} s (--max-stall): every answer was "
+                "a 429 or a failure being retried, or none came"
+            ) from None
         if answer is None:
             raise SearchFailed("the run stopped before the search could go on")
         return answer

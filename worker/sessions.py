@@ -9,7 +9,8 @@ the journal's end of the previous completed run of the same query and playlist (
 what tonight's run would find); it needs `--playlist` for that reason.
 
 Exit status: 0 the search completed and every row was written; 3 the search could not
-go on (the rows found before are written, and the summary says how far it got); 2
+go on, or got no page for `--max-stall` seconds (the rows found before are written, and
+the summary says how far it got); 2
 nothing could start; 141 the output was closed by its reader; 128 + N after signal N.
 """
 
@@ -35,14 +36,14 @@ from worker.endpoint import open_target
 from worker.events import Answered, Event
 from worker.exits import EXIT_ABORTED, EXIT_CANNOT_START, EXIT_OK, EXIT_OUTPUT_CLOSED, signal_exit
 from worker.files import OutputError, open_output_of
-from worker.input import InputError, format_row
+from worker.input import format_row
 from worker.journal import JournalError, QueryKey, reading
 from worker.pacer import Pacer, Pause
 from worker.pipeline import Source, SourceFailed
 from worker.rows import Row
 from worker.rowsource import QueryRows, paced_search
 from worker.settings import Pace, QueryOptions, Target
-from worker.stop import StopState
+from worker.stop import Reason, StopState
 
 Logger = structlog.typing.FilteringBoundLogger
 
@@ -168,7 +169,7 @@ class _Writer:
                 paced = Paced(client.send, pacer=pacer, stop=stop, sink=self._count)
                 try:
                     source = rows.open(
-                        paced_search(paced, config.pace.policy),
+                        paced_search(paced, config.pace),
                         _Previous(config.journal, route.base_url),
                     )
                 except (ValueError, JournalError) as exc:
@@ -179,11 +180,11 @@ class _Writer:
                 log.info("start", output=str(config.output or "-"), **fields)
                 try:
                     failure = await self._write(source, stop)
-                except InputError as exc:  # the query itself was refused
-                    log.error("cannot_start", error=str(exc))
-                    return EXIT_CANNOT_START
                 finally:
                     await rows.aclose()
+                if failure is not None and failure.reason is Reason.QUERY_REFUSED:
+                    log.error("cannot_start", error=str(failure))  # nothing was found
+                    return EXIT_CANNOT_START
             block = rows.finish(completed_run=failure is None and not self.received)
         code = self._exit(failure)
         summary: dict[str, object] = {
@@ -196,14 +197,14 @@ class _Writer:
         if failure is not None:
             log.error(
                 "aborted",
-                reason="the search could not go on",
-                cause=failure,
+                reason=failure.reason.value,  # failed, or stalled (--max-stall)
+                cause=str(failure),
                 detail="the rows found before it are written; run again to search again",
             )
         log.info("summary", **summary)
         return code
 
-    async def _write(self, source: Source, stop: StopState) -> str | None:
+    async def _write(self, source: Source, stop: StopState) -> SourceFailed | None:
         """Every chunk written as it comes; the search's failure, if it had one."""
         named = self.config.playlist_id is not None
         with self._signals(stop):
@@ -220,7 +221,7 @@ class _Writer:
                     if self.received:
                         return None
             except SourceFailed as exc:
-                return None if self.received else str(exc)
+                return None if self.received else exc
             except BrokenPipeError:
                 silence_output(self.out)
                 self.closed = True
@@ -244,7 +245,7 @@ class _Writer:
             for signum in _SIGNALS:
                 loop.remove_signal_handler(signum)
 
-    def _exit(self, failure: str | None) -> int:
+    def _exit(self, failure: SourceFailed | None) -> int:
         if self.received:
             return signal_exit(self.received[0])
         if self.closed:

@@ -25,6 +25,8 @@ class Reason(enum.Enum):
     INPUT = "the input became unreadable"
     JOURNAL = "the journal cannot be written"
     SOURCE = "the search could not go on"
+    QUERY_REFUSED = "the search was refused by the API"
+    """A 4xx to the search's first page: the query or its range is to fix (exit 2)."""
     OUTPUT = "standard output was closed"
 
     @property

@@ -243,12 +243,6 @@ def add_pace_options(parser: argparse.ArgumentParser) -> None:
         help="seconds to let requests in flight finish after a signal (default: %(default)s)",
     )
     pace.add_argument(
-        "--max-stall",
-        type=positive_float,
-        default=900.0,
-        help="abort after this many seconds without a finished row (default: %(default)s)",
-    )
-    pace.add_argument(
         "--abort-failure-rate",
         type=fraction,
         default=0.95,
@@ -263,12 +257,20 @@ def add_pace_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_wait_options(group: argparse._ArgumentGroup) -> None:
-    """How long one request, and one rate-limit pause, may last: `run` and `sessions`."""
+    """How long one request, one rate-limit pause, and no progress at all may last: `run`
+    and `sessions`."""
     group.add_argument(
         "--timeout",
         type=positive_float,
         default=30.0,
         help="seconds per request, connecting included (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-stall",
+        type=positive_float,
+        default=900.0,
+        help="abort after this many seconds without progress: no row finished, or no page "
+        "of a search came (default: %(default)s)",
     )
     group.add_argument(
         "--max-pause",

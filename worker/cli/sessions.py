@@ -101,6 +101,7 @@ def config_from_args(args: argparse.Namespace) -> SessionsConfig:
         pace=Pace(
             rate=args.rate,
             timeout_s=args.timeout,
+            max_stall_s=args.max_stall,
             max_pause_s=args.max_pause,
             policy=RetryPolicy(max_attempts=args.max_attempts),
         ),

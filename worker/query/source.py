@@ -84,6 +84,11 @@ class SearchFailed(Exception):
     """The search cannot go on: the rows already handed out stand, the rest were not found."""
 
 
+class SearchStalled(SearchFailed):
+    """No page came for `--max-stall` seconds (only 429s, which spend no attempt, or no
+    answer at all): the search ends as rows that never finish end a run."""
+
+
 class QueryRefused(SearchFailed):
     """The API refused the very first page (a 4xx): the query or its range is wrong, and
     running again would fail the same way. Nothing was found, so nothing is lost."""
@@ -296,8 +301,9 @@ class QuerySource:
                     continue
                 if self._pages == 0 and answer.meaning.value == "row_failed":
                     raise QueryRefused(
-                        f"{_failure(answer)}; the query (as sent, wrapped: see the `query` "
-                        "event) or its range was refused: fix it (docs/query.md)"
+                        f"{answer.error or f'HTTP {answer.status}'}; the query (as sent, "
+                        "wrapped: see the `query` event) or its range was refused: fix it "
+                        "(docs/query.md)"
                     )
                 raise SearchFailed(_failure(answer))
             page = _parse_page(answer.payload)

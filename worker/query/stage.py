@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from worker.chunks import CHUNK, Chunk, Item
 from worker.events import Event, Skipped
-from worker.input import InputError
 from worker.journal import RepeatCheck
 from worker.pipeline import SourceFailed
-from worker.query.source import SOURCE, QueryRefused, QuerySource, SearchFailed
+from worker.query.source import SOURCE, QueryRefused, QuerySource, SearchFailed, SearchStalled
 from worker.rows import Outcome, Result, Row
+from worker.stop import Reason
 
 
 @dataclass(slots=True)
@@ -56,8 +56,9 @@ class QueryChunks:
         return self
 
     async def __anext__(self) -> Chunk:
-        if self._failure is not None:
-            raise SourceFailed(str(self._failure))
+        failure, self._failure = self._failure, None  # said once: the search then ends
+        if failure is not None:
+            raise _source_failed(failure)
         if self._rows is None:
             self._rows = aiter(self._source)
         found: list[Row] = []
@@ -72,13 +73,10 @@ class QueryChunks:
             self._seen.close()
             if not found:
                 raise
-        except QueryRefused as exc:
-            self._seen.close()
-            raise InputError(str(exc)) from None  # exit 2: a bad query, not a failed search
         except SearchFailed as exc:
             self._seen.close()
             if not found:
-                raise SourceFailed(str(exc)) from None
+                raise _source_failed(exc) from None
             self._failure = exc  # the rows found before it are sent first
         handed = HandedChunk(len(found), self._source.position_ms)
         self.handed.append(handed)
@@ -97,6 +95,18 @@ class QueryChunks:
     def read_ahead(self) -> list[Item]:
         """Rows the search received but did not hand out were never produced."""
         return []
+
+
+def _source_failed(failure: SearchFailed) -> SourceFailed:
+    """The run's end for the search's failure: a first page refused is a query to fix
+    (exit 2), a stalled search ends the run as rows that never finish do (exit 3, `no
+    progress`), any other failure as a failed search (exit 3)."""
+    reason = Reason.SOURCE
+    if isinstance(failure, QueryRefused):
+        reason = Reason.QUERY_REFUSED
+    elif isinstance(failure, SearchStalled):
+        reason = Reason.STALLED
+    return SourceFailed(str(failure), reason)
 
 
 class Checkpoints:

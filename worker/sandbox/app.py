@@ -63,14 +63,11 @@ class Sandbox:
         }
         self._faults = FaultPlan(self.config.faults)
         self.search = search.SearchService(
-            self.config.search,
-            self._authorized,
-            self._limiters[RUM_SEARCH.key],
-            self.config.clock,
+            self.config.search, self._limiters[RUM_SEARCH.key], self.config.clock
         )
         self._playlists = PlaylistsApi(self.store, self.stats, lambda: self.config)
         self._playlists.seed()
-        self._routes: tuple[Route, ...] = (*self._playlists.routes(),)
+        self._routes: tuple[Route, ...] = (*self._playlists.routes(), self.search.route())
         """Every endpoint, first match wins: an endpoint module adds its Routes here."""
         self._runner: web.ServerRunner | None = None
         self._base_url: str | None = None
@@ -229,8 +226,6 @@ class Sandbox:
             return await control.handle(self, request, path[len(control.PREFIX) :])
         if self._log_requests:
             self.requests.append(LoggedRequest.of(request))
-        if path == search.PATH:
-            return await self.search.handle(request)
         segments = tuple(path.split("/"))
         methods = []
         for route in self._routes:

@@ -5,6 +5,9 @@ Answers as Datadog documents it (and as its official client models it): `filter.
 milliseconds; defaults `now-15m` and `now`), `page.limit` (at most 1,000, default 10),
 `page.cursor` from the previous answer's `meta.page.after`, `sort` `timestamp` or
 `-timestamp` (the default). The search has its own rate limit and `X-RateLimit-Name`.
+It is one `Route` of the sandbox's table, so the server does for it what it does for
+every API route (keys, the family's budget and headers, the injected faults, the
+request log and counters); this module holds only what a search answers.
 
 A cursor carries the resolved time range and the position reached, so the next page
 does not move with `now`. One answer reads at most `SCAN_BUDGET` events: a selective
@@ -26,20 +29,23 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from aiohttp import web
 
+from worker.sandbox.config import RUM_SEARCH
 from worker.sandbox.population import Event, Population
 from worker.sandbox.query import Node, QuerySyntaxError, parse
 from worker.sandbox.ratelimit import Clock, FixedWindowLimiter, parse_rate_limit
+from worker.sandbox.routing import Call, Reply, Route
 from worker.sandbox.search_config import SearchConfig, SearchFaults
-from worker.sandbox.wire import ApiError, errors, json_bytes
+from worker.sandbox.wire import ApiError, json_bytes
 
 PATH = "/api/v2/rum/events/search"
+ROUTE_NAME = "search_events"
+"""The route's name in the sandbox's `stats.calls`."""
 CONTROL_PATH = "/_sandbox/search"
 MAX_PAGE_LIMIT = 1000
 DEFAULT_PAGE_LIMIT = 10
@@ -59,7 +65,9 @@ _CONTROL_HINT = (
 
 @dataclass(slots=True)
 class SearchStats:
-    requests: int = 0
+    """What the search itself did; its requests and refusals are the sandbox's `stats`
+    (route `search_events`), as every route's are."""
+
     pages: int = 0
     """Answers of 200."""
     events: int = 0
@@ -67,8 +75,6 @@ class SearchStats:
     timeouts: int = 0
     expired_cursors: int = 0
     warnings: int = 0
-    refused: int = 0
-    """Answers of 400 (a bad request; expired cursors included), 403, 405 or 429."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +103,14 @@ class SearchService:
     """The search route, its rate limit, faults and population, for one sandbox."""
 
     def __init__(
-        self,
-        config: SearchConfig,
-        authorized: Callable[[web.BaseRequest], bool],
-        limiter: FixedWindowLimiter,
-        clock: Clock = time.time,
+        self, config: SearchConfig, limiter: FixedWindowLimiter, clock: Clock = time.time
     ) -> None:
         self._clock = clock
         population = config.population.placed(int(clock() * 1000))
         self.config = dataclasses.replace(config, population=population)
         self.population = Population(population)
         self.stats = SearchStats()
-        self._authorized = authorized
-        self._limiter = limiter  # the sandbox's limit of the search family
+        self._limiter = limiter  # the sandbox's limit of the search family: read, reconfigured
         self._faults = config.faults
         self._answers = 0
 
@@ -134,41 +135,21 @@ class SearchService:
 
     # --- the API route ----------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.Response:
-        self.stats.requests += 1
-        verdict = self._limiter.take()
-        headers = self._limiter.headers(verdict)
-        if not self._authorized(request):
-            return self._refuse(403, "Forbidden", headers)
-        if not verdict.allowed:
-            return self._refuse(429, "Too many requests", headers)
-        if request.method != "POST":
-            return self._refuse(
-                405, f"{request.method} is not allowed here; use POST", {**headers, "Allow": "POST"}
-            )
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return self._refuse(400, "the body is not JSON: send a RUM search request", headers)
-        try:
-            search = self._search_of(body)
-        except ApiError as exc:
-            return self._refuse(exc.status, exc.message, headers)
+    def route(self) -> Route:
+        """The search as one of the sandbox's routes: the server checks the keys, spends
+        the family's budget and injects its faults, as for every API route."""
+        return Route.of(ROUTE_NAME, "POST", PATH, RUM_SEARCH, self.answer)
+
+    async def answer(self, call: Call) -> Reply:
+        """One page; raises `ApiError` for a search it refuses."""
+        search = self._search_of(await call.json("send a RUM search request"))
         started = time.perf_counter()
         answer = self._page(search)
         meta = answer["meta"]
         assert isinstance(meta, dict)
         meta["elapsed"] = round((time.perf_counter() - started) * 1000)
         self.stats.pages += 1
-        return web.Response(
-            status=200, body=json_bytes(answer), headers=headers, content_type="application/json"
-        )
-
-    def _refuse(self, status: int, message: str, headers: dict[str, str]) -> web.Response:
-        self.stats.refused += 1
-        return web.Response(
-            status=status, body=errors(message), headers=headers, content_type="application/json"
-        )
+        return Reply(200, json_bytes(answer))
 
     def _search_of(self, body: object) -> _Search:
         if not isinstance(body, dict):
