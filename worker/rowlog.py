@@ -10,8 +10,6 @@ that went well and for pauses; failures and invalid rows are still logged.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from structlog.typing import FilteringBoundLogger
 
 from worker.events import Ended, Event, Skipped
@@ -41,6 +39,7 @@ class LogSink:
     ) -> None:
         assert isinstance(log, RunLogger), "LogSink takes a logger from logs.configure()"
         self._log = log
+        self._row_info, self._row_warning = log.emitter("info"), log.emitter("warning")
         self._quiet = quiet
         self._skipped = 0
         self._cap = warnings_shown
@@ -109,11 +108,11 @@ class LogSink:
         if error:
             if not self._shown("row"):
                 return
-            level: Literal["info", "warning"] = "warning"
+            emit = self._row_warning
         elif self._quiet:
             return
         else:
-            level = "info"
+            emit = self._row_info
         playlist_id, session_id, _, data_source, source, line = row
         # "event" in the literal, not added later: a dict built with eleven keys has room
         # for the level and timestamp the processor adds; one built with ten grows.
@@ -134,4 +133,4 @@ class LogSink:
         }
         if note:
             event["note"] = note
-        self._log.emit(level, event)
+        emit(event)
