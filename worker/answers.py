@@ -298,10 +298,11 @@ class AnswerReader:
         headers: Mapping[str, str],
         body: bytes,
         latency_ms: float,
-        *,
         want_payload: bool = False,
     ) -> Answer:
-        """An answer whose whole body (within its cap) was read."""
+        """An answer whose whole body (within its cap) was read. (`want_payload` may be
+        given by place: the client does, once an answer, as a call with a keyword is
+        slower.)"""
         meaning = meaning_of(status)
         rate_limit = parse_rate_limit(headers)
         if meaning is DONE:

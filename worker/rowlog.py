@@ -126,7 +126,7 @@ class LogSink:
             "attempts": attempts,
             # Two decimals of a time (never negative) at half the cost of `round(x, 2)`,
             # which rounds an exact tie (0.125) to even where this rounds it up.
-            "latency_ms": int(latency_ms * 100 + 0.5) / 100,
+            "latency_ms": int(latency_ms * 100.0 + 0.5) / 100,
             "source": source,
             "line": line,
             "error": error,
