@@ -634,3 +634,36 @@ def test_an_emitter_writes_the_line_emit_writes(fmt: str, level: Any) -> None:
     else:
         assert first.split(" ", 1)[1] == second.split(" ", 1)[1]  # after the timestamp
     assert API_KEY not in out.getvalue()
+
+
+async def test_a_row_line_is_made_at_the_end_of_the_turn_with_the_time_it_was_logged() -> None:
+    """A row that went well is logged as a line made when the turn's lines are written:
+    the same fields, in the order logged among the turn's other lines, at the time it was
+    logged, not the time it was made."""
+    observer, out = json_logger()
+    failed = Outcome(ROW, Result.FAILED, 404, 1, 2.0, f"HTTP 404: {API_KEY}")
+    before = datetime.now(UTC)
+    observer(Outcome(ROW, Result.CREATED, 201, 1, 12.3456))
+    observer(failed)  # a warning's line is made at once
+    observer(Outcome(ROW._replace(line=8), Result.ALREADY_PRESENT, 200, 2, 1.0))
+    logged = datetime.now(UTC)
+    while datetime.now(UTC) < logged + timedelta(milliseconds=5):
+        pass  # the rest of the turn: time passes before the lines are made
+    assert out.getvalue() == ""
+    await asyncio.sleep(0)
+
+    first, warning, last = events(out)
+    assert (first["result"], warning["result"], last["result"]) == (
+        "created", "failed", "already_present"
+    )  # fmt: skip
+    assert first == {
+        "event": "row", "result": "created", "playlist_id": 1001,
+        "session_id": ROW.session_id, "data_source": "rum", "status": 201, "attempts": 1,
+        "latency_ms": 12.35, "source": "in.csv", "line": 7, "error": None,
+        "level": "info", "timestamp": first["timestamp"],
+    }  # fmt: skip
+    assert (warning["level"], last["level"], last["line"]) == ("warning", "info", 8)
+    for line in (first, last):
+        when = datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
+        assert before <= when <= logged
+    assert API_KEY not in out.getvalue()

@@ -10,13 +10,16 @@ pipe whose reader is gone) silences the log for good rather than raise: the run 
 write its report and commit its journal (`QuietStream`).
 
 A JSON line is written for every row, thousands a second, so that path does the least it
-can: the row's fields reach the processors as the one dict they are built in
+can: the row's fields reach the processor as the one dict they are built in
 (`RunLogger.emit`), not as keyword arguments; one processor adds the level and timestamp,
 serialises (orjson when installed) and redacts the finished bytes; the logger is bound
 once rather than on every call; and the lines logged in one turn of the event loop leave
 in one write at the end of that turn (`LineWriter`), so the run makes a system call per
 batch of answers, not per row, while every line is still out before the loop does
-anything else.
+anything else. A row that went well is logged as what its line is made of and the time
+(`RunLogger.deferred`): its line is made with the turn's others when they are written,
+one after the other, rather than between two requests with the rest of the run's data in
+the caches, which cost three times as much (`bench/README.md`, 2026-12-04, evening).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO, TypeVar, cast
 
 import structlog
 from rich.console import Console
@@ -60,6 +63,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 
 _LEVELS = {"warn": "warning", "exception": "error"}
+Item = TypeVar("Item")
+Later = tuple[Callable[[Any, int], bytes], Any, int]
+"""A line to be made when it is written: how, of what, and when it was logged."""
 """structlog's method names that are not the level they log at (as `add_log_level`)."""
 
 
@@ -101,8 +107,12 @@ class JsonLine:
         self._timestamp = UtcTimestamps()
 
     def __call__(self, logger: object, method: str, event: MutableMapping[str, Any]) -> bytes:
+        return self.at(method, event, None)
+
+    def at(self, method: str, event: MutableMapping[str, Any], now_ns: int | None) -> bytes:
+        """The line of `event`, logged at `now_ns` (`time.time_ns()`; None: now)."""
         event["level"] = _LEVELS.get(method, method)
-        event["timestamp"] = self._timestamp()
+        event["timestamp"] = self._timestamp(now_ns)
         try:
             line = _dumps_native(event)
         except TypeError:  # a field of a type of its own (a path, an exception): its str
@@ -177,6 +187,31 @@ class RunLogger(_FilteringAtInfo):
 
         return emit
 
+    def deferred(
+        self, level: Literal["info", "warning"], build: Callable[[Item], dict[str, Any]]
+    ) -> Callable[[Item], None]:
+        """A callable that logs `build(item)` at `level`, for a line logged for every row.
+
+        In the JSON form the line is made when the loop's turn ends and its lines are
+        written (`LineWriter`), all of the turn's lines one after the other, rather than
+        each between two requests with the rest of the run's data in the caches; its
+        time is the time it was logged. Otherwise `build` and `emitter(level)` at once."""
+        processors, logger = list(self._processors), self._logger
+        if self._context or len(processors) != 1 or not isinstance(logger, LineWriter):
+            emit = self.emitter(level)
+            return lambda item: emit(build(item))
+        (json_line,) = processors
+        assert isinstance(json_line, JsonLine)
+        at, later, clock = json_line.at, logger.msg, time.time_ns
+
+        def render(item: Item, now_ns: int) -> bytes:
+            return at(level, build(item), now_ns)
+
+        def log(item: Item) -> None:
+            later((render, item, clock()))
+
+        return log
+
 
 def configure(
     *, fmt: str | None, secrets: Iterable[str], stream: TextIO | None = None
@@ -236,7 +271,7 @@ class LineWriter:
 
     def __init__(self, out: BinaryIO | _TextAsBytes | QuietStream) -> None:
         self._out = out
-        self._lines: list[bytes] = []
+        self._lines: list[bytes | Later] = []
         self._scheduled = False
         self._loop_thread = 0  # the thread whose loop will flush, while `_scheduled`
         self._lock = threading.Lock()
@@ -245,7 +280,7 @@ class LineWriter:
     def factory(self, *_args: object) -> LineWriter:
         return self
 
-    def msg(self, line: bytes) -> None:
+    def msg(self, line: bytes | Later) -> None:
         if self._scheduled and threading.get_ident() == self._loop_thread:
             self._lines.append(line)  # the flush due in this loop turn takes it too
             return
@@ -274,8 +309,11 @@ class LineWriter:
         lines = self._lines[:]
         if lines:
             del self._lines[: len(lines)]  # not `clear`: a line the loop adds meanwhile stays
-            lines.append(b"")
-            self._out.write(b"\n".join(lines))
+            rendered = [
+                line if isinstance(line, bytes) else line[0](line[1], line[2]) for line in lines
+            ]
+            rendered.append(b"")
+            self._out.write(b"\n".join(rendered))
             self._out.flush()
 
 

@@ -39,7 +39,9 @@ class LogSink:
     ) -> None:
         assert isinstance(log, RunLogger), "LogSink takes a logger from logs.configure()"
         self._log = log
-        self._row_info, self._row_warning = log.emitter("info"), log.emitter("warning")
+        # A row that went well is logged as it is rendered, at the end of the loop's turn.
+        self._row_info = log.deferred("info", row_fields)
+        self._row_warning = log.emitter("warning")
         self._quiet = quiet
         self._skipped = 0
         self._cap = warnings_shown
@@ -102,35 +104,35 @@ class LogSink:
                 self._log.warning("not_shown", kind=event, lines=seen - cap, detail=_WHERE[event])
 
     def _outcome(self, outcome: Outcome) -> None:
-        # Unpacked: a NamedTuple's field read by name is a descriptor call, one unpacking
-        # is one instruction (a row line reads twelve).
-        row, result, status, attempts, latency_ms, error, note = outcome
-        if error:
-            if not self._shown("row"):
-                return
-            emit = self._row_warning
-        elif self._quiet:
-            return
-        else:
-            emit = self._row_info
-        playlist_id, session_id, _, data_source, source, line = row
-        # "event" in the literal, not added later: a dict built with eleven keys has room
-        # for the level and timestamp the processor adds; one built with ten grows.
-        event = {
-            "event": "row",
-            "result": result,  # a str enum: serialised as its value
-            "playlist_id": playlist_id,
-            "session_id": session_id,
-            "data_source": data_source,
-            "status": status,
-            "attempts": attempts,
-            # Two decimals of a time (never negative) at half the cost of `round(x, 2)`,
-            # which rounds an exact tie (0.125) to even where this rounds it up.
-            "latency_ms": int(latency_ms * 100.0 + 0.5) / 100,
-            "source": source,
-            "line": line,
-            "error": error,
-        }
-        if note:
-            event["note"] = note
-        emit(event)
+        if outcome.error:
+            if self._shown("row"):
+                self._row_warning(row_fields(outcome))
+        elif not self._quiet:
+            self._row_info(outcome)
+
+
+def row_fields(outcome: Outcome) -> dict[str, object]:
+    """A row's line, as the fields of its event."""
+    # Unpacked: a NamedTuple's field read by name is a descriptor call.
+    row, result, status, attempts, latency_ms, error, note = outcome
+    playlist_id, session_id, _, data_source, source, line = row
+    # "event" in the literal, not added later: a dict built with eleven keys has room
+    # for the level and timestamp the processor adds; one built with ten grows.
+    event = {
+        "event": "row",
+        "result": result,  # a str enum: serialised as its value
+        "playlist_id": playlist_id,
+        "session_id": session_id,
+        "data_source": data_source,
+        "status": status,
+        "attempts": attempts,
+        # Two decimals of a time (never negative) at half the cost of `round(x, 2)`,
+        # which rounds an exact tie (0.125) to even where this rounds it up.
+        "latency_ms": int(latency_ms * 100.0 + 0.5) / 100,
+        "source": source,
+        "line": line,
+        "error": error,
+    }
+    if note:
+        event["note"] = note
+    return event
