@@ -194,3 +194,13 @@ def test_a_shards_search_is_filed_under_its_shard_and_a_run_alone_as_before() ->
 
     assert alone == QueryKey(spec.effective_query, 7)  # the journals of before still serve
     assert len(keys) == 4  # another N is another search: it starts again from --first-from
+
+
+def test_a_shards_first_night_without_first_from_is_told_a_fixed_one() -> None:
+    """A first `--from last` run with no `--first-from` is told what to give; a shard is
+    told a fixed time, since it refuses a relative one, and a run alone `now-7d`."""
+    options = QueryOptions("*", from_text="last", to_text="now")
+    with pytest.raises(DateError, match=rf"e\.g\. --first-from {iso(HOUR2 - WEEK)}\)"):
+        resolve_range(options, NOW, None, Shard(0, 2))
+    with pytest.raises(DateError, match=r"e\.g\. --first-from now-7d\)"):
+        resolve_range(options, NOW, None, None)

@@ -263,7 +263,10 @@ def resolve_range(
     (`worker.query.slices`)."""
     now = now_ms if shard is None else slice_start(now_ms)
     if options.from_text.strip() == FROM_LAST:
-        resolved = resolve_last(options.to_text, now, previous_to_ms, options.first_from)
+        sharded = shard is not None
+        resolved = resolve_last(
+            options.to_text, now, previous_to_ms, options.first_from, fixed_example=sharded
+        )
     else:
         span = resolve(options.from_text, options.to_text, now)
         resolved = Resolved(span, "--from and --to as given")

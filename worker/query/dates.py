@@ -95,10 +95,17 @@ class Resolved:
 
 
 def resolve_last(
-    to_text: str, now_ms: int, previous_to_ms: int | None, first_from: str | None
+    to_text: str,
+    now_ms: int,
+    previous_to_ms: int | None,
+    first_from: str | None,
+    *,
+    fixed_example: bool = False,
 ) -> Resolved:
     """`--from last`: from the previous completed search's end less the margin, or, on a
-    first run (no previous one in the journal), from `first_from` (`--first-from`)."""
+    first run (no previous one in the journal), from `first_from` (`--first-from`).
+    `fixed_example`: the refusal of a first run suggests a fixed `--first-from` (a shard
+    refuses a relative one), seven days before `now_ms`."""
     to_ms = parse_when(to_text, "--to", now_ms)
     if previous_to_ms is not None:
         from_ms = start_after(previous_to_ms)
@@ -110,9 +117,10 @@ def resolve_last(
         from_ms = parse_when(first_from, "--first-from", now_ms)
         why = f"--from last: no previous completed search of this query; --first-from {first_from}"
     else:
+        example = iso(now_ms - 7 * 86_400_000) if fixed_example else "now-7d"
         raise DateError(
             "--from last: the journal holds no completed search of this query, playlist and "
-            "target; give --first-from WHEN for the first run (e.g. --first-from now-7d)"
+            f"target; give --first-from WHEN for the first run (e.g. --first-from {example})"
         )
     if from_ms >= to_ms:
         raise DateError(
