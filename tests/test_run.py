@@ -326,6 +326,11 @@ def test_no_option_may_be_shortened(capsys: pytest.CaptureFixture[str], shortene
             "rum-playlist-ingest playlists list",
             "starts no sandbox of its own: start one with `rum-playlist-ingest sandbox",
         ),
+        (
+            ["sessions", "--query", "x", "--dry-run"],
+            "rum-playlist-ingest sessions",
+            "--dry-run is not an option of this command, but of run, remove and undo",
+        ),
     ],
 )
 def test_an_unknown_option_is_said_by_its_command_with_the_option_meant(

@@ -102,11 +102,24 @@ def _unrecognized(
             said.append(f"{given} is not an option of this command; did you mean {close[0]}?")
         elif given == "--sandbox" and "--base-url" in options:
             said.append(_NO_SANDBOX)
+        elif given.startswith("--") and (owners := _taken_by(parser, given)):
+            commands = " and ".join([", ".join(owners[:-1]), owners[-1]] if owners[:-1] else owners)
+            said.append(f"{given} is not an option of this command, but of {commands}")
         else:
             unrecognized.append(given)
     if unrecognized:
         said.insert(0, f"unrecognized arguments: {' '.join(unrecognized)}")
     command.error("; ".join(said))
+
+
+def _taken_by(parser: argparse.ArgumentParser, given: str) -> list[str]:
+    """The commands that take option `given` (`sessions --dry-run`: `run`, ...)."""
+    name = given.split("=", 1)[0]
+    return [
+        command
+        for command, sub in _subcommands(parser).items()
+        if any(name in action.option_strings for action in sub._actions)
+    ]
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
