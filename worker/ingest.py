@@ -367,6 +367,7 @@ class _Run:
             stream=sys.stderr,
             logger=self.log,
             interval_s=config.watch.progress_interval_s,
+            paused=None if parts is None else lambda: parts.pacer.paused_s,
         )
         with _signals(self.stop, self.received, self.log, settings.grace_s):
             async with progress:

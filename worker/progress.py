@@ -120,9 +120,14 @@ class Gauge:
     history the rate needs. Time is the run's own elapsed time, so the report and progress
     agree."""
 
-    def __init__(self, counters: Counters, source: Source) -> None:
+    def __init__(
+        self, counters: Counters, source: Source, paused: Callable[[], float] | None = None
+    ) -> None:
         self._counters = counters
         self._source = source
+        # The time paused as the pacer measures it, up to now: a pause's announced length
+        # counts only as it passes (the counters add it whole when it starts).
+        self._paused = paused
         # Nothing is done when the run starts: the first rate is measured from there.
         self._history: deque[tuple[float, int]] = deque([(0.0, 0)])
 
@@ -146,7 +151,7 @@ class Gauge:
             rows_per_s=rate,
             eta_s=eta,
             rate_limited=c.rate_limited,
-            paused_s=c.paused_s,
+            paused_s=c.paused_s if self._paused is None else self._paused(),
             failed=c.failed,
             invalid=c.invalid,
             elapsed_s=now,
@@ -437,12 +442,13 @@ def make_progress(
     logger: FilteringBoundLogger,
     interval_s: float = 5.0,
     refresh_s: float = 0.5,
+    paused: Callable[[], float] | None = None,
 ) -> Progress:
     """The live display, redrawn every `refresh_s`, where `live_console` draws it; a
     `progress` event every `interval_s` seconds unless the display is beside the log, on
     `stream`: a log in a file or a pipe is the same with or without `--progress`.
-    `source` is the stream's `reading`."""
-    gauge = Gauge(counters, source)
+    `source` is the stream's `reading`; `paused`, the time paused so far (`Pacer`)."""
+    gauge = Gauge(counters, source, paused)
     events = (LogDisplay(logger), interval_s)
     console = live_console(enabled, stream)
     if console is None:
