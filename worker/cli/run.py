@@ -124,8 +124,11 @@ def query_from_args(args: argparse.Namespace, *, journal: Path | None) -> QueryO
             raise ConfigError("give the INPUT files to read, or --query QUERY to search")
         return None
     if args.inputs:
+        shown = " ".join(args.inputs[:3]) + (" ..." if len(args.inputs) > 3 else "")
         raise ConfigError(
-            "give INPUT files or --query, not both: a run reads its rows from one place"
+            f"give INPUT files or --query, not both: a run reads its rows from one place "
+            f"(INPUT given: {shown}; a query such as * unquoted is expanded by the shell "
+            "into file names: quote it, --query '*')"
         )
     if args.playlist is None and args.playlist_name is None:
         raise ConfigError(
