@@ -29,6 +29,7 @@ from worker import __version__
 from worker.cli import build_parser
 from worker.cli.run import query_from_args
 from worker.journal import JOURNAL_ENV
+from worker.journal.location import default_journal_path
 from worker.shard import Shard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,6 +264,9 @@ class Workload:
 CRONJOBS = ("cronjob.yaml", "query-cronjob.yaml")
 """The nightly run of a file, and the nightly run of a RUM query."""
 
+QUERY_SHARDS = "query-shards-cronjob.yaml"
+"""The nightly run of a RUM query in shards: a CronJob whose Job is Indexed."""
+
 
 def cronjob(name: str) -> Workload:
     cron = manifests(name)
@@ -270,20 +274,23 @@ def cronjob(name: str) -> Workload:
     return Workload(nightly, nightly["template"]["spec"], cron["PersistentVolumeClaim"])
 
 
-def workloads() -> tuple[Workload, Workload, Workload]:
-    """The two CronJobs' and the Indexed Job's."""
+def workloads() -> tuple[Workload, Workload, Workload, Workload]:
+    """The two CronJobs', the Indexed Job's and the sharded query CronJob's."""
     indexed = manifests("indexed-job.yaml")
     backfill = indexed["Job"]["spec"]
     return (
         *(cronjob(name) for name in CRONJOBS),
         Workload(backfill, backfill["template"]["spec"], indexed["PersistentVolumeClaim"]),
+        cronjob(QUERY_SHARDS),
     )
 
 
 DOWNWARD = {"JOB_COMPLETION_INDEX": "0", "DD_AGENT_HOST": "10.0.0.1"}
 
 
-@pytest.mark.parametrize("workload", workloads(), ids=["cronjob", "query-cronjob", "indexed-job"])
+@pytest.mark.parametrize(
+    "workload", workloads(), ids=["cronjob", "query-cronjob", "indexed-job", "query-shards-cronjob"]
+)
 def test_workload_runs_the_image_with_keys_from_the_secret_and_state_on_the_claim(
     workload: Workload,
 ) -> None:
@@ -357,7 +364,7 @@ def test_the_query_cronjob_searches_from_last_with_a_journal_that_outlives_its_p
 
 
 def test_indexed_job_gives_each_pod_its_own_shard() -> None:
-    *_, indexed = workloads()
+    *_, indexed, _ = workloads()
     spec = indexed.job
     count = spec["completions"]
     assert spec["completionMode"] == "Indexed"
@@ -377,6 +384,50 @@ def test_indexed_job_gives_each_pod_its_own_shard() -> None:
         outputs[0].add(args.report)
         outputs[1].add(args.dead_letter)
     assert all(len(paths) == count for paths in outputs)  # no two shards share a file
+
+
+def test_the_sharded_query_cronjob_gives_each_pod_its_shard_journal_and_report(
+    tmp_path: Path,
+) -> None:
+    """Each pod searches its own hours from its own journal: no `--journal` (one file for
+    every shard would let only one start), the default per-shard journal on a claim that
+    pods on any node mount, and fixed times where `--shard` refuses date math."""
+    cron = manifests(QUERY_SHARDS)["CronJob"]["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    assert cron["schedule"] == manifests("query-cronjob.yaml")["CronJob"]["spec"]["schedule"]
+    query = cronjob(QUERY_SHARDS)
+    spec = query.job
+    count = spec["completions"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["parallelism"] <= count
+    raw = query.container["args"]
+    assert raw[raw.index("--shard") + 1] == f"$(JOB_COMPLETION_INDEX)/{count}"
+    assert {int(n) for n in re.findall(r"-of-(\d+)", " ".join(raw))} == {count}
+    assert spec["backoffLimitPerIndex"] > 0
+    assert spec["podReplacementPolicy"] == "Failed"
+    assert failure_rules(query) == {"FailIndex": {1}, "FailJob": {2, 3}}
+    assert query.claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert query.claim["metadata"]["name"] not in {
+        cronjob(name).claim["metadata"]["name"] for name in CRONJOBS
+    }
+
+    files: list[set[object]] = [set(), set(), set()]
+    for index in range(count):
+        downward = {**DOWNWARD, "JOB_COMPLETION_INDEX": str(index)}
+        args = run_args(query.argv(**downward))
+        assert args.shard == Shard(index, count)
+        assert args.journal is None, "one --journal for every shard: all but one refused"
+        assert not args.no_journal
+        assert (args.from_, args.inputs) == ("last", [])
+        journal = default_journal_path(args.shard, query.env(**downward))
+        assert within(str(journal), query.mounts()["state"])
+        files[0].add(journal)
+        files[1].add(args.report)
+        files[2].add(args.dead_letter)
+        # The CLI's own checks, as in the pod: --first-from a fixed time with --shard.
+        options = query_from_args(args, journal=tmp_path / journal.name)
+        assert options is not None
+    assert all(len(paths) == count for paths in files)  # no two shards share a file
 
 
 # systemd
