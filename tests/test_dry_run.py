@@ -86,6 +86,8 @@ async def test_rows_the_journal_holds_as_done_are_skipped_unless_fresh(
     assert (len(puts(elsewhere)), elsewhere_report["skipped"]) == (5, 0)
     assert sandbox.stats.requests == 3  # the first, real run's only
     assert journal.read_bytes() == journal_bytes  # read, never written
+    (skipped,) = done.events("skipped")  # said as the journal's doing, not a repeat's
+    assert skipped["detail"] == "done in an earlier run (the journal) or repeated within this run"
 
 
 async def test_invalid_rows_are_reported_with_their_line_and_exit_1(

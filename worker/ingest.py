@@ -164,6 +164,12 @@ def _journal_sinks(ledger: Ledger, log: Logger) -> list[Sink]:
     return [reading(Outcome, sink=cast(Sink, ledger.outcome)), reading(Ended, sink=close)]
 
 
+def _consults_a_journal(config: RunConfig) -> bool:
+    """A dry run that skips what the journal holds as done (one is given, not --fresh)."""
+    outputs = config.outputs
+    return config.dry_run and outputs.journal is not None and not outputs.fresh
+
+
 class _Looking:
     """The dry run's ledger: it skips what a real run would (repeats, and rows the journal
     holds as done for this target, read and never claimed), and records nothing."""
@@ -266,7 +272,7 @@ class _Run:
                 log,
                 quiet=live or dry_run,
                 warnings_shown=WARNINGS_SHOWN if person else None,
-                journal=isinstance(ledger, SqliteJournal),
+                journal=isinstance(ledger, SqliteJournal) or _consults_a_journal(config),
             )
             sinks.append(reading(*LogSink.KINDS, sink=row_log))
             if dead_letter is not None:
