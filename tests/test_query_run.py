@@ -694,3 +694,80 @@ async def test_a_query_the_api_refuses_exits_2_not_3(
     assert APP_KEY not in done.stderr
     assert "Traceback" not in done.stderr
     assert in_playlist(sandbox) == set()
+
+
+WRONG_KEYS = {
+    "DD_API_KEY": "wrong-api-key-a1b2c3d4e5f6",
+    "DD_APP_KEY": "wrong-app-key-f6e5d4c3b2a1",
+}
+
+
+def assert_keys_refused(done: Finished, *, reruns: str) -> dict[str, object]:
+    """Exit 3 for the keys, as refused keys end any run, with advice a rerun alone cannot
+    follow: the keys, the site and the application key's RUM read permission. No key
+    the tool was given appears in what it prints."""
+    assert done.code == 3, done.stderr
+    (event,) = done.events("aborted")
+    assert event["reason"] == "the API keeps refusing the keys"
+    assert "refused the keys for the search (HTTP 403)" in str(event["cause"]), event
+    detail = str(event["detail"])
+    for named in ("DD_API_KEY", "DD_APP_KEY", "--site", "rum_apps_read", reruns):
+        assert named in detail, detail
+    assert "search again" not in detail
+    assert "the same command" not in detail
+    for key in (*WRONG_KEYS.values(), API_KEY, APP_KEY):
+        assert key not in done.stderr
+        assert key not in done.stdout
+    assert "Traceback" not in done.stderr
+    block = query_block(done)
+    assert block["completed"] is False
+    return block
+
+
+@pytest.mark.parametrize("command", ["run", "sessions"])
+async def test_a_search_whose_keys_are_refused_exits_3_naming_the_keys_not_a_rerun(
+    make_sandbox: MakeSandbox, tmp_path: Path, command: str
+) -> None:
+    """Wrong keys on the very first page are no query to fix (exit 2) nor a search to
+    resume as it is: the run ends as refused keys end it on the playlist calls. Once the
+    keys are right, the same run finds and sends every session."""
+    sandbox = await query_sandbox(make_sandbox, 100, faults=FaultConfig(echo_keys=True))
+    journal = tmp_path / "j.sqlite3"
+    if command == "run":
+        args = run_args(sandbox, journal, *whole_range(sandbox))
+    else:
+        args = ["sessions", "--query", QUERY, *whole_range(sandbox), "--playlist",
+                str(PLAYLIST), "--base-url", sandbox.base_url, "--log-format", "json"]  # fmt: skip
+    done = await run_cli(*args, env=WRONG_KEYS)
+
+    block = assert_keys_refused(done, reruns="rerun to resume" if command == "run" else "run again")
+    assert block["pages"] == 0
+    assert in_playlist(sandbox) == set()
+    assert stats(sandbox)["puts"] == 0
+    if command == "run":
+        assert done.summary["rows_read"] == 0
+        again = await run_cli(*args, env=KEYS)
+        assert again.code == 0, again.stderr
+        assert in_playlist(sandbox) == expected(sandbox)
+    else:
+        assert done.stdout == ""
+
+
+async def test_sessions_whose_keys_are_revoked_mid_search_writes_what_it_found_then_exits_3(
+    make_sandbox: MakeSandbox,
+) -> None:
+    """Keys refused on a later page: the sessions of the pages before are written first,
+    then the search ends for the keys, not as a search a rerun would carry on."""
+    sandbox = await query_sandbox(
+        make_sandbox, 2500, faults=FaultConfig(revoke_keys_after=1, echo_keys=True)
+    )
+    done = await run_cli(
+        "sessions", "--query", QUERY, *whole_range(sandbox), "--base-url", sandbox.base_url,
+        "--log-format", "json", env=KEYS,
+    )  # fmt: skip
+
+    block = assert_keys_refused(done, reruns="run again")
+    assert block["pages"] == 1
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert 0 < len(lines) == done.summary["rows_written"]
+    assert {line["session_id"] for line in lines} < expected(sandbox)

@@ -44,6 +44,7 @@ from worker.pacer import Pacer
 from worker.pipeline import Deliver, Pipeline, Settings, Source
 from worker.presenting import tell_start, tell_summary
 from worker.progress import drawn_beside_the_log, make_progress
+from worker.query.source import SEARCH_KEYS_ADVICE
 from worker.report import Report, write_report
 from worker.rowlog import WARNINGS_SHOWN, LogSink
 from worker.rows import Outcome, Row, RowKey
@@ -239,7 +240,7 @@ class _Run:
                 "aborted",
                 reason=reason.value,
                 cause=self.stop.cause,
-                detail=ADVICE.get(reason),
+                detail=advice(reason, searching=self.config.query is not None),
                 not_attempted=self.report.not_attempted,
             )
         return _finish(self.config, self.report, ending, self.log)
@@ -449,6 +450,15 @@ ADVICE = {
 }
 
 
+def advice(reason: Reason | None, *, searching: bool) -> str | None:
+    """What to do after a run ended early for `reason`. A run that searches (`--query`)
+    needs its application key to read RUM events as well as to write playlists: refused
+    keys there name both, whichever call was refused."""
+    if reason is Reason.KEYS_REFUSED and searching:
+        return f"{SEARCH_KEYS_ADVICE} and write RUM playlists; then rerun to resume"
+    return ADVICE.get(reason) if reason is not None else None
+
+
 @contextlib.contextmanager
 def _signals(stop: StopState, received: list[int], log: Logger, grace_s: float) -> Iterator[None]:
     """First SIGINT/SIGTERM/SIGHUP: stop gracefully. Second: stop at once (still losing
@@ -497,8 +507,8 @@ def _finish(config: RunConfig, report: Report, ending: Ending, log: Logger) -> i
             report.exit_code = exit_status(
                 Ending(ending.reason, ending.signum, ending.unfinished_rows, report_lost=True)
             )
-    advice = ADVICE.get(ending.reason) if ending.reason is not None else None
-    if not tell_summary(config, report.as_dict(), advice):
+    said = advice(ending.reason, searching=config.query is not None)
+    if not tell_summary(config, report.as_dict(), said):
         log.info("summary", **report.as_dict())
     assert report.exit_code is not None
     return report.exit_code

@@ -40,6 +40,7 @@ from worker.input import format_row
 from worker.journal import JournalError, QueryKey, reading
 from worker.pacer import Pacer, Pause
 from worker.pipeline import Source, SourceFailed
+from worker.query.source import SEARCH_KEYS_ADVICE
 from worker.rows import Row
 from worker.rowsource import QueryRows, paced_search
 from worker.settings import Pace, QueryOptions, Target
@@ -51,6 +52,13 @@ UNNAMED_PLAYLIST = 0
 """The rows' playlist when `--playlist` is not given: never written (the lines name no
 playlist, and `run --playlist ID` gives them one), and no real playlist's id."""
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _abort_detail(reason: Reason) -> str:
+    """What to do after the search ended early: refused keys need fixing before a rerun."""
+    if reason is Reason.KEYS_REFUSED:
+        return f"the rows found before it are written; {SEARCH_KEYS_ADVICE}, then run again"
+    return "the rows found before it are written; run again to search again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +205,9 @@ class _Writer:
         if failure is not None:
             log.error(
                 "aborted",
-                reason=failure.reason.value,  # failed, or stalled (--max-stall)
+                reason=failure.reason.value,  # failed, stalled (--max-stall), or keys refused
                 cause=str(failure),
-                detail="the rows found before it are written; run again to search again",
+                detail=_abort_detail(failure.reason),
             )
         log.info("summary", **summary)
         return code

@@ -11,6 +11,8 @@ one `Row` per session event, oldest first.
 - An answer with `meta.status` other than `done` may be partial, so it is never taken:
   the same request is sent again, up to `TIMEOUT_RETRIES` times in a row, after which the
   search fails. `meta.warnings` are logged and counted.
+- A 401/403 (the keys refused) ends the search as `SearchKeysRefused`, on any page: no
+  rerun gets further until the keys are fixed.
 - A 400 to a request that carried a cursor is taken for an expired cursor: a new search
   starts at the last timestamp received (inclusive; repeats at that moment are dropped),
   up to `CURSOR_RESTARTS` times from one same moment.
@@ -52,6 +54,13 @@ _BOUNDARY_CAP = 10_000
 """Session ids kept for the latest timestamp at most: a bound even if every event of an
 answer claimed the same millisecond (a repeat past it reaches the caller's check)."""
 
+SEARCH_KEYS_ADVICE = (
+    "check DD_API_KEY / DD_APP_KEY, the site (--site), and that the application key may "
+    "read RUM events (the rum_apps_read permission)"
+)
+"""What refused keys call for when a search was refused (`SearchKeysRefused`): no rerun
+gets further until they are fixed."""
+
 SearchBody = Mapping[str, object]
 """The JSON body of one `POST /api/v2/rum/events/search`."""
 
@@ -92,6 +101,11 @@ class SearchStalled(SearchFailed):
 class QueryRefused(SearchFailed):
     """The API refused the very first page (a 4xx): the query or its range is wrong, and
     running again would fail the same way. Nothing was found, so nothing is lost."""
+
+
+class SearchKeysRefused(SearchFailed):
+    """The API refused the keys (401/403) on a page, the first or a later one: no rerun
+    goes on until the keys, the site or the application key's permissions are fixed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +313,11 @@ class QuerySource:
                 if answer.status == 400 and self._cursor is not None and self._may_restart():
                     self._restart(answer)
                     continue
+                if answer.meaning.value == "keys_refused":
+                    raise SearchKeysRefused(
+                        f"the API refused the keys for the search (HTTP {answer.status}): "
+                        f"{answer.error or answer.meaning.value}"
+                    )
                 if self._pages == 0 and answer.meaning.value == "row_failed":
                     raise QueryRefused(
                         f"{answer.error or f'HTTP {answer.status}'}; the query (as sent, "

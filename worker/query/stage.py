@@ -21,7 +21,14 @@ from worker.chunks import CHUNK, Chunk, Item
 from worker.events import Event, Skipped
 from worker.journal import RepeatCheck
 from worker.pipeline import SourceFailed
-from worker.query.source import SOURCE, QueryRefused, QuerySource, SearchFailed, SearchStalled
+from worker.query.source import (
+    SOURCE,
+    QueryRefused,
+    QuerySource,
+    SearchFailed,
+    SearchKeysRefused,
+    SearchStalled,
+)
 from worker.rows import Outcome, Result, Row
 from worker.stop import Reason
 
@@ -99,10 +106,13 @@ class QueryChunks:
 
 def _source_failed(failure: SearchFailed) -> SourceFailed:
     """The run's end for the search's failure: a first page refused is a query to fix
-    (exit 2), a stalled search ends the run as rows that never finish do (exit 3, `no
+    (exit 2), refused keys end it as refused keys end any run (exit 3, `the API keeps
+    refusing the keys`), a stalled search as rows that never finish do (exit 3, `no
     progress`), any other failure as a failed search (exit 3)."""
     reason = Reason.SOURCE
-    if isinstance(failure, QueryRefused):
+    if isinstance(failure, SearchKeysRefused):
+        reason = Reason.KEYS_REFUSED
+    elif isinstance(failure, QueryRefused):
         reason = Reason.QUERY_REFUSED
     elif isinstance(failure, SearchStalled):
         reason = Reason.STALLED
