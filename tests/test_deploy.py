@@ -363,19 +363,28 @@ def test_the_query_cronjob_searches_from_last_with_a_journal_that_outlives_its_p
     assert (options.query, options.from_text) == (args.query, "last")
 
 
-def test_indexed_job_gives_each_pod_its_own_shard() -> None:
-    *_, indexed, _ = workloads()
-    spec = indexed.job
-    count = spec["completions"]
+def indexed_by_shard(workload: Workload) -> int:
+    """Checks what every sharded Job shares: an Indexed Job whose pod K runs `--shard
+    K/N` (N its completions, in every per-shard file name too), whose failures are per
+    index for a row's and the whole Job's for a refusal or an abort, on a volume that
+    pods on any node mount. Returns N."""
+    spec = workload.job
+    count: int = spec["completions"]
     assert spec["completionMode"] == "Indexed"
     assert spec["parallelism"] <= count
-    raw = indexed.container["args"]
+    raw = workload.container["args"]
     assert raw[raw.index("--shard") + 1] == f"$(JOB_COMPLETION_INDEX)/{count}"
     assert {int(n) for n in re.findall(r"-of-(\d+)", " ".join(raw))} == {count}
     assert spec["backoffLimitPerIndex"] > 0
     assert spec["podReplacementPolicy"] == "Failed"
-    assert failure_rules(indexed) == {"FailIndex": {1}, "FailJob": {2, 3}}
-    assert indexed.claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert failure_rules(workload) == {"FailIndex": {1}, "FailJob": {2, 3}}
+    assert workload.claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    return count
+
+
+def test_indexed_job_gives_each_pod_its_own_shard() -> None:
+    *_, indexed, _ = workloads()
+    count = indexed_by_shard(indexed)
 
     outputs: list[set[str]] = [set(), set()]
     for index in range(count):
@@ -396,17 +405,7 @@ def test_the_sharded_query_cronjob_gives_each_pod_its_shard_journal_and_report(
     assert cron["concurrencyPolicy"] == "Forbid"
     assert cron["schedule"] == manifests("query-cronjob.yaml")["CronJob"]["spec"]["schedule"]
     query = cronjob(QUERY_SHARDS)
-    spec = query.job
-    count = spec["completions"]
-    assert spec["completionMode"] == "Indexed"
-    assert spec["parallelism"] <= count
-    raw = query.container["args"]
-    assert raw[raw.index("--shard") + 1] == f"$(JOB_COMPLETION_INDEX)/{count}"
-    assert {int(n) for n in re.findall(r"-of-(\d+)", " ".join(raw))} == {count}
-    assert spec["backoffLimitPerIndex"] > 0
-    assert spec["podReplacementPolicy"] == "Failed"
-    assert failure_rules(query) == {"FailIndex": {1}, "FailJob": {2, 3}}
-    assert query.claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    count = indexed_by_shard(query)
     assert query.claim["metadata"]["name"] not in {
         cronjob(name).claim["metadata"]["name"] for name in CRONJOBS
     }
