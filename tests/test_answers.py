@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import quote
 
@@ -308,3 +309,36 @@ def test_the_remembered_headers_stay_bounded() -> None:
         headers = {"X-RateLimit-Remaining": str(remaining), "X-RateLimit-Reset": str(remaining)}
         assert parse_rate_limit(headers) == RateLimit(None, None, remaining, remaining)
     assert 0 < len(answers._steady) <= answers._STEADY_CAP
+
+
+async def test_success_bodies_nobody_wants_are_checked_together_at_the_end_of_the_turn() -> None:
+    """With `odd_body`, a success whose payload no caller wants is answered at once with
+    no `body_problem`; its body is checked with the turn's others when the turn ends, and
+    the first that is not the documented JSON is told once, scrubbed, and no body after.
+    A payload asked for is still parsed, and its problem said, at once."""
+    told: list[tuple[int, str]] = []
+    reader = AnswerReader(
+        Scrubber((API_KEY, APP_KEY)),
+        "https://api.datadoghq.com",
+        lambda status, problem: told.append((status, problem)),
+    )
+    good = b'{"data": {"id": "s", "type": "rum_replay_session"}}'
+    odd = f"<html>{API_KEY}</html>".encode()
+
+    answers_now = [reader.http(status, {}, body, 1.0) for status, body in
+                   ((201, good), (200, odd), (201, b"[]"), (201, good))]  # fmt: skip
+    asked = reader.http(200, {}, odd, 1.0, want_payload=True)
+
+    assert all(a.meaning is Meaning.DONE and a.body_problem is None for a in answers_now)
+    assert asked.body_problem is not None  # parsed at once, as asked
+    assert API_KEY not in asked.body_problem
+    assert told == []  # not before the turn ends
+    await asyncio.sleep(0)
+    ((status, problem),) = told
+    assert status == 200
+    assert "not JSON" in problem
+    assert API_KEY not in problem
+
+    reader.http(201, {}, b"[]", 1.0)  # no 'data': checked no more once told
+    await asyncio.sleep(0)
+    assert len(told) == 1

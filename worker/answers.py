@@ -9,6 +9,7 @@ reach a log line, the journal, the dead-letter file or the report.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import math
@@ -278,16 +279,60 @@ def origin_of(location: str | None, base: URL) -> str:
     return origin[:200]
 
 
+class BodyCheck:
+    """The success bodies whose payload no caller wants, checked together at the end of
+    the event loop's turn rather than each as it came: a body a run only checks (every
+    PUT's) then costs its JSON parse in a batch, with the parser's code and data in the
+    caches, not between two requests. Their answers carry no `body_problem`; the first
+    body that is not the documented JSON is told to `odd` once (its status and the
+    problem, scrubbed), and no body is checked after it."""
+
+    __slots__ = ("_bodies", "_odd", "_scrub", "_told")
+
+    def __init__(self, odd: Callable[[int, str], None], scrub: Callable[[str], str]) -> None:
+        self._odd = odd
+        self._scrub = scrub
+        self._bodies: list[tuple[int, bytes]] = []
+        self._told = False
+
+    def add(self, status: int, body: bytes) -> None:
+        if self._told:
+            return
+        bodies = self._bodies
+        bodies.append((status, body))
+        if len(bodies) == 1:
+            asyncio.get_running_loop().call_soon(self.check)
+
+    def check(self) -> None:
+        """Check the bodies added since the last check."""
+        bodies, self._bodies = self._bodies, []
+        for status, body in bodies:
+            _, problem = _payload(status, body, False)
+            if problem is not None and not self._told:
+                self._told = True
+                self._odd(status, self._scrub(problem))
+                return
+
+
 class AnswerReader:
     """Turns what came back (or did not) into an `Answer`, scrubbing every text it keeps.
 
-    `base_url` places a relative redirect; `scrubber` knows the run's keys."""
+    `base_url` places a relative redirect; `scrubber` knows the run's keys; `odd_body`,
+    when given, is told of a success body that is not the documented JSON, for the
+    answers whose payload no caller wants (`BodyCheck`), which then carry no
+    `body_problem` of their own."""
 
-    __slots__ = ("_base", "_scrubber")
+    __slots__ = ("_base", "_bodies", "_scrubber")
 
-    def __init__(self, scrubber: Scrubber, base_url: str) -> None:
+    def __init__(
+        self,
+        scrubber: Scrubber,
+        base_url: str,
+        odd_body: Callable[[int, str], None] | None = None,
+    ) -> None:
         self._scrubber = scrubber
         self._base = URL(base_url)
+        self._bodies = None if odd_body is None else BodyCheck(odd_body, self.scrubbed)
 
     def scrubbed(self, text: str) -> str:
         return self._scrubber.text(text[:_SCRUB_WINDOW])[:ERROR_CHARS]
@@ -306,6 +351,12 @@ class AnswerReader:
         meaning = meaning_of(status)
         rate_limit = parse_rate_limit(headers)
         if meaning is DONE:
+            bodies = self._bodies
+            if bodies is not None and not want_payload:
+                bodies.add(status, body)
+                return new_record(
+                    Answer, (meaning, status, latency_ms, None, rate_limit, None, False, None, None)
+                )
             payload, problem = _payload(status, body, want_payload)
             body_problem = None if problem is None else self.scrubbed(problem)
             return new_record(

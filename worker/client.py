@@ -22,7 +22,7 @@ import asyncio
 import ssl
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -384,7 +384,10 @@ class Client:
         concurrency: int,
         timeout_s: float,
         tls: ssl.SSLContext | bool = True,
+        odd_body: Callable[[int, str], None] | None = None,
     ) -> None:
+        """`odd_body`: told, once, of a success body that is not the documented JSON,
+        for the answers whose payload no caller wants (`worker.answers.BodyCheck`)."""
         self._url = UrlMaker(route.base_url)
         self._headers = {
             "DD-API-KEY": credentials.api_key.reveal(),
@@ -414,7 +417,7 @@ class Client:
             route_options |= {"proxy": proxy.with_user(None), "proxy_headers": proxy_headers}
         self._bodiless = route_options | ({"headers": request_headers} if request_headers else {})
         self._with_body = {**route_options, "headers": {**_JSON, **request_headers}}
-        self._reader = AnswerReader(Scrubber(secrets), route.base_url)
+        self._reader = AnswerReader(Scrubber(secrets), route.base_url, odd_body)
         # The whole request is bounded by `Deadlines`; aiohttp bounds only connecting.
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout_s, 10.0))
         self.deadlines = Deadlines(timeout_s)

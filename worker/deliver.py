@@ -215,14 +215,19 @@ class Sender:
     def _odd_body(self, answer: Answer) -> None:
         if not self._body_warned:
             self._body_warned = True
-            self._warn(
-                "unexpected_success_body",
-                {
-                    "status": answer.status,
-                    "detail": answer.body_problem,
-                    "note": "the request succeeded; further such answers are not logged",
-                },
-            )
+            warn_odd_body(self._warn, answer.status, answer.body_problem)
+
+
+def warn_odd_body(warn: Warn, status: int | None, detail: str | None) -> None:
+    """A success whose body is not the documented JSON: said once a run."""
+    warn(
+        "unexpected_success_body",
+        {
+            "status": status,
+            "detail": detail,
+            "note": "the request succeeded; further such answers are not logged",
+        },
+    )
 
 
 class Preview:

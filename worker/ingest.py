@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import signal
 import sys
@@ -23,7 +24,7 @@ from worker import aio, logs
 from worker.client import Client
 from worker.config import ConfigError, Route, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.deliver import Paced, Preview
+from worker.deliver import Paced, Preview, warn_odd_body
 from worker.endpoint import open_target
 from worker.events import Ended, Event, Sink, fan_out, reading
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
@@ -295,6 +296,7 @@ class _Run:
                             concurrency=pace.concurrency,
                             timeout_s=pace.timeout_s,
                             tls=config.target.tls,
+                            odd_body=functools.partial(warn_odd_body, self._warn),
                         )
                     )
                 paced = (
@@ -328,7 +330,7 @@ class _Run:
                         sink,
                         self.stop,
                         pace.policy,
-                        warn=lambda event, fields: self.log.warning(event, **fields),
+                        warn=self._warn,
                     )
                 await self._pipeline(source, ledger, parts, base_url, sink)
             except BaseException:
@@ -392,6 +394,9 @@ class _Run:
             journal = None if config.outputs.fresh else config.outputs.journal
             return _Looking(stack.enter_context(done_before(journal, target, config.job.operation)))
         return _open_ledger(config, target)
+
+    def _warn(self, event: str, fields: dict[str, object]) -> None:
+        self.log.warning(event, **fields)
 
     def _dead_letter(self) -> DeadLetter | None:
         path = self.config.outputs.dead_letter
