@@ -613,29 +613,6 @@ def test_the_skipped_line_says_why_as_the_run_can_know(journal: bool, because: s
     assert (line["event"], line["rows"], line["detail"]) == ("skipped", 2, because)
 
 
-@pytest.mark.parametrize("fmt", ["json", "console"])
-@pytest.mark.parametrize("level", ["info", "warning"])
-def test_an_emitter_writes_the_line_emit_writes(fmt: str, level: Any) -> None:
-    """The row lines' emitter is `emit` made once: the same line, keys scrubbed alike."""
-    out = io.StringIO()
-    log = logs.configure(fmt=fmt, secrets=[API_KEY], stream=out)
-    assert isinstance(log, logs.RunLogger)
-    fields = {"event": "row", "session_id": "s", "error": f"HTTP 400: {API_KEY}", "line": 3}
-    log.emit(level, dict(fields))
-    log.emitter(level)(dict(fields))
-
-    first, second = out.getvalue().splitlines()
-    if fmt == "json":
-        first_fields, second_fields = json.loads(first), json.loads(second)
-        assert first_fields.pop("timestamp")
-        assert second_fields.pop("timestamp")
-        assert first_fields == second_fields
-        assert first_fields["level"] == level
-    else:
-        assert first.split(" ", 1)[1] == second.split(" ", 1)[1]  # after the timestamp
-    assert API_KEY not in out.getvalue()
-
-
 async def test_a_row_line_is_made_at_the_end_of_the_turn_with_the_time_it_was_logged() -> None:
     """A row that went well is logged as a line made when the turn's lines are written:
     the same fields, in the order logged among the turn's other lines, at the time it was

@@ -116,7 +116,7 @@ def delivered(*answers: Answer) -> tuple[Outcome, list[Event]]:
         pacer = Pacer(rate=None, on_pause=lambda _pause: None, max_pause_s=0.0)
         paced = Paced(send, pacer=pacer, stop=stop, sink=events.append)
         policy = RetryPolicy(backoff_base_s=0.0)
-        sender = Sender(AddSession(), paced, policy=policy, stop=stop, warn=print)
+        sender = Sender(AddSession(), paced, policy=policy, stop=stop)
         return await sender.deliver(ROW, Hand())
 
     return asyncio.run(deliver()), events

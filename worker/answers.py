@@ -308,8 +308,8 @@ class BodyCheck:
         bodies, self._bodies = self._bodies, []
         for status, body in bodies:
             _, problem = _payload(status, body, False)
-            if problem is not None and not self._told:
-                self._told = True
+            if problem is not None:
+                self._told = True  # and no body is added after it
                 self._odd(status, self._scrub(problem))
                 return
 

@@ -28,7 +28,6 @@ from worker.rows import CREATED, FAILED, Outcome, Result, Row
 from worker.stop import Reason, StopState
 
 Send = Callable[[Request], Awaitable[Answer]]
-Warn = Callable[[str, dict[str, object]], None]
 
 
 @dataclass(slots=True)
@@ -150,7 +149,6 @@ class Sender:
         *,
         policy: RetryPolicy,
         stop: StopState,
-        warn: Warn,
         rng: random.Random | None = None,
     ) -> None:
         self._operation = operation
@@ -158,9 +156,7 @@ class Sender:
         self._policy = policy
         self._health = Health(policy)
         self._stop = stop
-        self._warn = warn
         self._rng = rng or random.Random()
-        self._body_warned = False
 
     async def deliver(self, row: Row, hand: Hand) -> Outcome:
         """Attempt `row` until it has a result; a stop may cancel any wait but a send."""
@@ -177,8 +173,6 @@ class Sender:
                 stop.request(reason, answer.error)
             meaning = answer.meaning
             if meaning is DONE:
-                if answer.body_problem is not None:
-                    self._odd_body(answer)
                 return self._final(row, operation.result(answer), answer, hand.attempts, lost)
             if meaning is RATE_LIMITED:
                 hand.attempts -= 1  # a 429 spends no attempt (of --max-attempts)
@@ -211,23 +205,6 @@ class Sender:
         return new_record(
             Outcome, (row, result, answer.status, attempts, answer.latency_ms, error, note)
         )
-
-    def _odd_body(self, answer: Answer) -> None:
-        if not self._body_warned:
-            self._body_warned = True
-            warn_odd_body(self._warn, answer.status, answer.body_problem)
-
-
-def warn_odd_body(warn: Warn, status: int | None, detail: str | None) -> None:
-    """A success whose body is not the documented JSON: said once a run."""
-    warn(
-        "unexpected_success_body",
-        {
-            "status": status,
-            "detail": detail,
-            "note": "the request succeeded; further such answers are not logged",
-        },
-    )
 
 
 class Preview:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import signal
 import sys
@@ -24,7 +23,7 @@ from worker import aio, logs
 from worker.client import Client
 from worker.config import ConfigError, Route, redact_url
 from worker.deadletter import DeadLetter, DeadLetterError
-from worker.deliver import Paced, Preview, warn_odd_body
+from worker.deliver import Paced, Preview
 from worker.endpoint import open_target
 from worker.events import Ended, Event, Sink, fan_out, reading
 from worker.exits import EXIT_CANNOT_START, Ending, exit_status
@@ -296,7 +295,7 @@ class _Run:
                             concurrency=pace.concurrency,
                             timeout_s=pace.timeout_s,
                             tls=config.target.tls,
-                            odd_body=functools.partial(warn_odd_body, self._warn),
+                            odd_body=self._odd_body,
                         )
                     )
                 paced = (
@@ -330,7 +329,6 @@ class _Run:
                         sink,
                         self.stop,
                         pace.policy,
-                        warn=self._warn,
                     )
                 await self._pipeline(source, ledger, parts, base_url, sink)
             except BaseException:
@@ -395,8 +393,15 @@ class _Run:
             return _Looking(stack.enter_context(done_before(journal, target, config.job.operation)))
         return _open_ledger(config, target)
 
-    def _warn(self, event: str, fields: dict[str, object]) -> None:
-        self.log.warning(event, **fields)
+    def _odd_body(self, status: int, detail: str) -> None:
+        """A success whose body is not the documented JSON: said once a run (the client's
+        `BodyCheck` tells only the first)."""
+        self.log.warning(
+            "unexpected_success_body",
+            status=status,
+            detail=detail,
+            note="the request succeeded; further such answers are not logged",
+        )
 
     def _dead_letter(self) -> DeadLetter | None:
         path = self.config.outputs.dead_letter

@@ -18,7 +18,7 @@ from typing import Protocol, TextIO
 from worker.batch_remove import DEFAULT_FLUSH_S, BatchRemover, concurrency_for
 from worker.bulk_removal import DEFAULT_BATCH_SIZE, BatchSizer
 from worker.chunks import ThreadedChunks
-from worker.deliver import Paced, Send, Sender, Warn
+from worker.deliver import Paced, Send, Sender
 from worker.events import Sink
 from worker.health import RetryPolicy
 from worker.input import Reading
@@ -45,7 +45,6 @@ class StageParts:
     sink: Sink
     stop: StopState
     policy: RetryPolicy
-    warn: Warn
 
 
 class Job(Protocol):
@@ -123,9 +122,7 @@ class AddJob(_Plain):
 
     def stage(self, parts: StageParts) -> Deliver:
         paced = Paced(parts.send, pacer=parts.pacer, stop=parts.stop, sink=parts.sink)
-        sender = Sender(
-            self.row_operation, paced, policy=parts.policy, stop=parts.stop, warn=parts.warn
-        )
+        sender = Sender(self.row_operation, paced, policy=parts.policy, stop=parts.stop)
         return sender.deliver
 
     async def finish(self, out: TextIO) -> dict[str, object]:

@@ -172,21 +172,6 @@ class RunLogger(_FilteringAtInfo):
             event = processor(self._logger, level, event)
         getattr(self._logger, level)(event)  # both chains end in a rendered line
 
-    def emitter(self, level: Literal["info", "warning"]) -> Callable[[dict[str, Any]], None]:
-        """`emit` at `level` as one callable, made once for a line logged for every row:
-        with no bound context and one processor (the JSON form), that processor and
-        the writer, called straight, without a loop or a lookup of the method each time."""
-        processors, logger = list(self._processors), self._logger
-        if self._context or len(processors) != 1:
-            return functools.partial(self.emit, level)
-        (render,) = processors
-        write = getattr(logger, level)
-
-        def emit(event_dict: dict[str, Any]) -> None:
-            write(render(logger, level, event_dict))
-
-        return emit
-
     def deferred(
         self, level: Literal["info", "warning"], build: Callable[[Item], dict[str, Any]]
     ) -> Callable[[Item], None]:
@@ -195,11 +180,10 @@ class RunLogger(_FilteringAtInfo):
         In the JSON form the line is made when the loop's turn ends and its lines are
         written (`LineWriter`), all of the turn's lines one after the other, rather than
         each between two requests with the rest of the run's data in the caches; its
-        time is the time it was logged. Otherwise `build` and `emitter(level)` at once."""
+        time is the time it was logged. Otherwise `build` and `emit` at once."""
         processors, logger = list(self._processors), self._logger
         if self._context or len(processors) != 1 or not isinstance(logger, LineWriter):
-            emit = self.emitter(level)
-            return lambda item: emit(build(item))
+            return lambda item: self.emit(level, build(item))
         (json_line,) = processors
         assert isinstance(json_line, JsonLine)
         at, later, clock = json_line.at, logger.msg, time.time_ns

@@ -10,6 +10,8 @@ that went well and for pauses; failures and invalid rows are still logged.
 
 from __future__ import annotations
 
+import functools
+
 from structlog.typing import FilteringBoundLogger
 
 from worker.events import Ended, Event, Skipped
@@ -41,7 +43,7 @@ class LogSink:
         self._log = log
         # A row that went well is logged as it is rendered, at the end of the loop's turn.
         self._row_info = log.deferred("info", row_fields)
-        self._row_warning = log.emitter("warning")
+        self._row_warning = functools.partial(log.emit, "warning")
         self._quiet = quiet
         self._skipped = 0
         self._cap = warnings_shown
